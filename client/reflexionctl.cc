@@ -1,0 +1,347 @@
+// reflexionctl: the command-line client of reflexion-server.
+//
+//   reflexionctl [--server HOST:PORT] [-o text|json] COMMAND [flags]
+//
+// Commands: process, strategies, episodes, metrics, health.
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "client/client.h"
+#include "google/protobuf/util/json_util.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address HOST:PORT");
+ABSL_FLAG(std::string, o, "text", "Output format: text or json");
+ABSL_FLAG(std::string, pod, "", "process: pod name");
+ABSL_FLAG(std::string, namespace, "default", "process: namespace");
+ABSL_FLAG(std::string, error_type, "",
+          "process: error type (e.g. ImagePullBackOff); strategies/episodes: "
+          "filter");
+ABSL_FLAG(std::string, message, "", "process: error message");
+ABSL_FLAG(std::string, logs_file, "", "process: file with the log tail");
+ABSL_FLAG(std::string, request_id, "", "process: correlation id");
+ABSL_FLAG(bool, quiet, false, "process: print only the result");
+ABSL_FLAG(std::string, signature, "", "strategies/episodes: signature filter");
+ABSL_FLAG(std::string, workflow, "", "episodes: workflow id filter");
+ABSL_FLAG(std::string, pod_filter, "", "episodes: pod name filter");
+ABSL_FLAG(std::string, namespace_filter, "", "episodes: namespace filter");
+ABSL_FLAG(int, limit, 20, "episodes: page size (1..1000)");
+ABSL_FLAG(std::string, page_token, "", "episodes: page token");
+ABSL_FLAG(int, timeout, 600, "Deadline of the call in seconds");
+
+namespace {
+
+using reflexion::v1::ReflexionService;
+
+constexpr char kUsage[] =
+    "reflexionctl [--server HOST:PORT] [-o text|json] COMMAND [flags]\n\n"
+    "Commands:\n"
+    "  process     --pod P [--namespace N] --error_type T [--message M]\n"
+    "              [--logs_file F] [--request_id R] [--quiet]\n"
+    "              Resolve one incident, streaming every node event live.\n"
+    "  strategies  [--error_type T] [--signature S]\n"
+    "              Strategies with their learned posteriors.\n"
+    "  episodes    [--limit N] [--error_type T] [--signature S] [--workflow "
+    "W]\n"
+    "              [--pod_filter P] [--namespace_filter N] [--page_token T]\n"
+    "              Episodic memory, newest first.\n"
+    "  metrics     Learning and system metrics.\n"
+    "  health      Exit 0 when the service is SERVING (for health checks).\n";
+
+bool Json() { return absl::GetFlag(FLAGS_o) == "json"; }
+
+std::string ToJson(const google::protobuf::Message &m, bool pretty) {
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.preserve_proto_field_names = true;
+  opts.always_print_primitive_fields = true;
+  opts.add_whitespace = pretty;
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, opts);
+  if (!pretty)
+    return out;
+  return out;
+}
+
+int Error(const absl::Status &s) {
+  std::cerr << "reflexionctl: " << absl::StatusCodeToString(s.code()) << ": "
+            << s.message() << "\n";
+  return 1;
+}
+
+double Seconds(const google::protobuf::Duration &d) {
+  return d.seconds() + d.nanos() / 1e9;
+}
+
+std::string FormatDuration(const google::protobuf::Duration &d) {
+  double s = Seconds(d);
+  if (s < 1e-3)
+    return absl::StrFormat("%6.0fus", s * 1e6);
+  if (s < 1)
+    return absl::StrFormat("%6.1fms", s * 1e3);
+  return absl::StrFormat("%6.2fs ", s);
+}
+
+const char *StatusName(reflexion::v1::WorkflowStatus s) {
+  switch (s) {
+  case reflexion::v1::WORKFLOW_STATUS_RESOLVED:
+    return "RESOLVED";
+  case reflexion::v1::WORKFLOW_STATUS_ESCALATED:
+    return "ESCALATED";
+  case reflexion::v1::WORKFLOW_STATUS_FAILED:
+    return "FAILED";
+  default:
+    return "UNKNOWN";
+  }
+}
+
+void PrintResult(const reflexion::v1::IncidentResult &r) {
+  std::printf("result %s: %s %s/%s (%s) after %d attempt(s), %.1fs\n",
+              r.workflow_id().c_str(), StatusName(r.status()),
+              r.namespace_().c_str(), r.pod_name().c_str(),
+              r.signature().c_str(), r.attempts(), r.resolution_time());
+  if (!r.final_strategy().type().empty()) {
+    std::printf("  final_strategy: %s v%d (confidence %.2f, %s)\n",
+                r.final_strategy().type().c_str(), r.final_strategy().version(),
+                r.final_strategy().confidence(),
+                r.final_strategy().selection_reason().c_str());
+  }
+  const auto &s = r.reflexion_summary();
+  std::printf("  reflexion_summary: %d reflections, %d strategies learned, "
+              "self-awareness %.2f, learning velocity %+.3f\n",
+              s.reflections_performed(), s.strategies_learned(),
+              s.self_awareness_level(), s.learning_velocity());
+  if (r.requires_human_intervention()) {
+    std::printf("  requires_human_intervention: %s\n",
+                r.status() == reflexion::v1::WORKFLOW_STATUS_FAILED
+                    ? r.error().c_str()
+                    : r.escalation_reason().c_str());
+  }
+}
+
+int Process(ReflexionService::Stub &stub) {
+  reflexion::v1::Incident in;
+  in.set_pod_name(absl::GetFlag(FLAGS_pod));
+  in.set_namespace_(absl::GetFlag(FLAGS_namespace));
+  in.set_error_type(absl::GetFlag(FLAGS_error_type));
+  in.set_error_message(absl::GetFlag(FLAGS_message));
+  in.set_request_id(absl::GetFlag(FLAGS_request_id));
+  if (std::string path = absl::GetFlag(FLAGS_logs_file); !path.empty()) {
+    std::ifstream f(path);
+    if (!f)
+      return Error(absl::NotFoundError("cannot read " + path));
+    std::stringstream buf;
+    buf << f.rdbuf();
+    in.set_logs(buf.str());
+  }
+  const bool quiet = absl::GetFlag(FLAGS_quiet);
+  int exit_code = 0;
+  bool got_result = false;
+  absl::Status s = reflexion::client::ResolveAll(
+      stub, {in},
+      [&](const reflexion::v1::ResolveResponse &m) {
+        if (Json()) {
+          if (!quiet || m.has_result() || m.has_rejected()) {
+            std::printf("%s\n", ToJson(m, false).c_str());
+          }
+        } else if (m.has_event()) {
+          const auto &e = m.event();
+          if (!quiet && e.phase() != reflexion::v1::NODE_PHASE_STARTED) {
+            std::printf(
+                "%s #%-3llu %-17s %s %s%s\n", e.workflow_id().c_str(),
+                static_cast<unsigned long long>(e.sequence()), e.node().c_str(),
+                FormatDuration(e.duration()).c_str(),
+                e.phase() == reflexion::v1::NODE_PHASE_FAILED ? "FAILED " : "",
+                e.summary().c_str());
+          }
+        } else if (m.has_result()) {
+          PrintResult(m.result());
+        } else if (m.has_rejected()) {
+          std::fprintf(stderr, "rejected: %s\n",
+                       m.rejected().message().c_str());
+        }
+        std::fflush(stdout);
+        if (m.has_result()) {
+          got_result = true;
+          if (m.result().status() == reflexion::v1::WORKFLOW_STATUS_FAILED) {
+            exit_code = 1;
+          }
+        }
+        if (m.has_rejected())
+          exit_code = 2;
+      },
+      absl::GetFlag(FLAGS_timeout));
+  if (!s.ok())
+    return Error(s);
+  if (!got_result && exit_code == 0)
+    exit_code = 1;
+  return exit_code;
+}
+
+int Strategies(ReflexionService::Stub &stub) {
+  reflexion::v1::ListStrategiesRequest req;
+  req.set_error_type(absl::GetFlag(FLAGS_error_type));
+  req.set_signature(absl::GetFlag(FLAGS_signature));
+  reflexion::v1::ListStrategiesResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status s =
+      reflexion::client::FromGrpc(stub.ListStrategies(&ctx, req, &resp));
+  if (!s.ok())
+    return Error(s);
+  if (Json()) {
+    std::printf("%s\n", ToJson(resp, true).c_str());
+    return 0;
+  }
+  for (const auto &v : resp.strategies()) {
+    const auto &st = v.strategy();
+    std::printf("%-24s v%-2d tier %s  %s\n", st.name().c_str(), st.version(),
+                st.tier() == reflexion::v1::SAFETY_TIER_A   ? "A"
+                : st.tier() == reflexion::v1::SAFETY_TIER_B ? "B"
+                                                            : "C",
+                st.description().c_str());
+    if (st.version() > 1) {
+      std::printf("    latest change by %s: %s\n", st.author().c_str(),
+                  st.reason().c_str());
+    }
+    for (const auto &stat : v.stats()) {
+      std::printf("    %-44s %5.1f%% success belief  %lld/%lld succeeded\n",
+                  stat.signature().c_str(), 100 * stat.mean(),
+                  static_cast<long long>(stat.successes()),
+                  static_cast<long long>(stat.trials()));
+    }
+  }
+  return 0;
+}
+
+int Episodes(ReflexionService::Stub &stub) {
+  reflexion::v1::ListEpisodesRequest req;
+  req.set_page_size(absl::GetFlag(FLAGS_limit));
+  req.set_page_token(absl::GetFlag(FLAGS_page_token));
+  req.set_error_type(absl::GetFlag(FLAGS_error_type));
+  req.set_signature(absl::GetFlag(FLAGS_signature));
+  req.set_workflow_id(absl::GetFlag(FLAGS_workflow));
+  req.set_pod_name(absl::GetFlag(FLAGS_pod_filter));
+  req.set_namespace_(absl::GetFlag(FLAGS_namespace_filter));
+  reflexion::v1::ListEpisodesResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status s =
+      reflexion::client::FromGrpc(stub.ListEpisodes(&ctx, req, &resp));
+  if (!s.ok())
+    return Error(s);
+  if (Json()) {
+    std::printf("%s\n", ToJson(resp, true).c_str());
+    return 0;
+  }
+  for (const auto &e : resp.episodes()) {
+    std::printf("%s  attempt %d  %-7s %-44s %s v%d (%.2f, %s)\n",
+                e.workflow_id().c_str(), e.attempt(),
+                e.success() ? "success" : "failure", e.signature().c_str(),
+                e.strategy().c_str(), e.strategy_version(), e.confidence(),
+                e.selection_reason().c_str());
+  }
+  if (!resp.next_page_token().empty()) {
+    std::printf("next page: --page_token %s\n", resp.next_page_token().c_str());
+  }
+  return 0;
+}
+
+int Metrics(ReflexionService::Stub &stub) {
+  reflexion::v1::GetMetricsResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status s = reflexion::client::FromGrpc(
+      stub.GetMetrics(&ctx, reflexion::v1::GetMetricsRequest(), &resp));
+  if (!s.ok())
+    return Error(s);
+  if (Json()) {
+    std::printf("%s\n", ToJson(resp, true).c_str());
+    return 0;
+  }
+  std::printf(
+      "executor %s, reflector %s, up %.0fs; workflows since start: %lld "
+      "started, %lld in flight, %lld resolved, %lld escalated, %lld failed\n",
+      resp.executor().c_str(), resp.reflector().c_str(), resp.uptime_s(),
+      static_cast<long long>(resp.workflows_started()),
+      static_cast<long long>(resp.workflows_in_flight()),
+      static_cast<long long>(resp.workflows_resolved()),
+      static_cast<long long>(resp.workflows_escalated()),
+      static_cast<long long>(resp.workflows_failed()));
+  std::printf(
+      "all time: %lld incidents, %lld episodes; success %.0f%%, first-attempt "
+      "success %.0f%%, mean attempts %.2f, mean time to recovery %.0fs,\n"
+      "          Brier score %.3f, reflection quality %.2f (trend %+.3f)\n\n",
+      static_cast<long long>(resp.incidents()),
+      static_cast<long long>(resp.episodes()), 100 * resp.success_rate(),
+      100 * resp.first_attempt_success_rate(), resp.mean_attempts(),
+      resp.mean_time_to_resolution_s(), resp.brier_score(),
+      resp.mean_reflection_quality(), resp.reflection_quality_trend());
+  std::printf("%-28s %9s %8s %10s %9s %14s %14s\n", "error type", "incidents",
+              "success", "1st-try", "attempts", "1st-try first",
+              "1st-try last");
+  std::printf("%-28s %9s %8s %10s %9s %14s %14s\n", "", "", "", "", "", "third",
+              "third");
+  for (const auto &t : resp.error_types()) {
+    std::printf("%-28s %9lld %7.0f%% %9.0f%% %9.2f %13.0f%% %13.0f%%\n",
+                t.error_type().c_str(), static_cast<long long>(t.incidents()),
+                100 * t.success_rate(), 100 * t.first_attempt_success_rate(),
+                t.mean_attempts(), 100 * t.first_third_first_attempt_success(),
+                100 * t.last_third_first_attempt_success());
+  }
+  return 0;
+}
+
+int Health(const std::shared_ptr<grpc::Channel> &channel) {
+  absl::StatusOr<int> status =
+      reflexion::client::CheckHealth(*channel, "reflexion.v1.ReflexionService");
+  if (!status.ok())
+    return Error(status.status());
+  const char *name = *status == 1   ? "SERVING"
+                     : *status == 2 ? "NOT_SERVING"
+                                    : "UNKNOWN";
+  if (Json()) {
+    std::printf("{\"status\": \"%s\"}\n", name);
+  } else {
+    std::printf("%s\n", name);
+  }
+  return *status == 1 ? 0 : 1;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char *> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() != 2) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  std::string format = absl::GetFlag(FLAGS_o);
+  if (format != "text" && format != "json") {
+    std::cerr << "reflexionctl: -o must be text or json\n";
+    return 2;
+  }
+  std::string command = args[1];
+  auto channel = reflexion::client::Connect(absl::GetFlag(FLAGS_server));
+  auto stub = ReflexionService::NewStub(channel);
+  if (command == "process")
+    return Process(*stub);
+  if (command == "strategies")
+    return Strategies(*stub);
+  if (command == "episodes")
+    return Episodes(*stub);
+  if (command == "metrics")
+    return Metrics(*stub);
+  if (command == "health")
+    return Health(channel);
+  std::cerr << "reflexionctl: unknown command '" << command << "'\n\n"
+            << kUsage;
+  return 2;
+}

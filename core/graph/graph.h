@@ -1,0 +1,526 @@
+#pragma once
+
+// A small, generic workflow engine in the spirit of LangGraph: named nodes,
+// fixed and conditional edges, START/END, a recursion limit, validation when
+// the graph is compiled, an event per node start/finish, and nodes that may
+// complete asynchronously. Node work runs on a TaskRunner owned by the
+// caller (the engine's executor), never on the thread that completes an
+// asynchronous node.
+//
+// State is any copyable type (in this project a protobuf message, so a
+// checkpoint is its serialization). Nodes mutate the state they are given.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "core/graph/task_runner.h"
+#include "core/ports/clock.h"
+
+namespace reflexion::graph {
+
+inline constexpr absl::string_view kStart = "__start__";
+inline constexpr absl::string_view kEnd = "__end__";
+
+enum class NodePhase { kStarted, kCompleted, kFailed };
+
+// One node event. Valid only during the EventSink call.
+template <typename State> struct StepEvent {
+  absl::string_view workflow_id;
+  uint64_t sequence; // 1, 2, 3, ... per workflow
+  absl::string_view node;
+  NodePhase phase;
+  absl::Time time;
+  absl::Duration duration;    // completed / failed events
+  const State &state;         // before the node (started), after it otherwise
+  const absl::Status &status; // the node's error (failed events)
+};
+
+// Receives every node event of the workflows it is given to. Events of one
+// workflow arrive one at a time, in sequence order; events of different
+// workflows may arrive concurrently. Must not block.
+template <typename State> class EventSink {
+public:
+  virtual ~EventSink() = default;
+  virtual void OnEvent(const StepEvent<State> &event) = 0;
+};
+
+// How a run ended.
+template <typename State> struct RunResult {
+  absl::Status status;    // OK when END was reached
+  State state;            // the final state
+  uint64_t last_sequence; // sequence number of the last event sent
+  int steps;              // node executions
+  std::string last_node;  // the last node that ran
+};
+
+// Called when a node's work is done. Exactly once, from any thread. The node
+// must not touch the state after calling it.
+using NodeDone = absl::AnyInvocable<void(absl::Status) &&>;
+
+template <typename State>
+using NodeFn = std::function<void(State &state, NodeDone done)>;
+
+// Picks the next node (or kEnd) from the state. Must return one of the
+// targets declared with AddConditionalEdges.
+template <typename State>
+using RouterFn = std::function<std::string(const State &state)>;
+
+template <typename State> class CompiledGraph;
+
+// Collects nodes and edges; Compile() validates them.
+template <typename State> class GraphBuilder {
+public:
+  // Adds a node. Names must be unique and not kStart/kEnd.
+  GraphBuilder &AddNode(std::string name, NodeFn<State> fn) {
+    nodes_.push_back({std::move(name), std::move(fn)});
+    return *this;
+  }
+  // Adds a node whose work is synchronous.
+  GraphBuilder &AddSyncNode(std::string name,
+                            std::function<absl::Status(State &)> fn) {
+    return AddNode(std::move(name),
+                   [fn = std::move(fn)](State &s, NodeDone done) {
+                     std::move(done)(fn(s));
+                   });
+  }
+  // After `from` (or kStart), always go to `to` (or kEnd).
+  GraphBuilder &AddEdge(std::string from, std::string to) {
+    edges_.push_back({std::move(from), {std::move(to)}, nullptr});
+    return *this;
+  }
+  // After `from`, `router` picks one of `targets`.
+  GraphBuilder &AddConditionalEdges(std::string from, RouterFn<State> router,
+                                    std::vector<std::string> targets) {
+    edges_.push_back({std::move(from), std::move(targets), std::move(router)});
+    return *this;
+  }
+
+  // Validates and freezes the graph. kInvalidArgument naming the problem:
+  // duplicate or reserved node names, edges from or to unknown nodes, a node
+  // with no outgoing edge or with two, no edge from START, a node that
+  // cannot be reached from START, a node from which END cannot be reached.
+  absl::StatusOr<std::shared_ptr<const CompiledGraph<State>>> Compile() const;
+
+private:
+  friend class CompiledGraph<State>;
+  struct NodeDef {
+    std::string name;
+    NodeFn<State> fn;
+  };
+  struct EdgeDef {
+    std::string from;
+    std::vector<std::string> targets;
+    RouterFn<State> router; // null for a fixed edge
+  };
+  std::vector<NodeDef> nodes_;
+  std::vector<EdgeDef> edges_;
+};
+
+// Options of one run.
+struct RunOptions {
+  std::string workflow_id;
+  // Node executions allowed before the run fails with kResourceExhausted.
+  int recursion_limit = 100;
+};
+
+// A validated, immutable graph. Thread-safe: any number of runs at once.
+template <typename State>
+class CompiledGraph
+    : public std::enable_shared_from_this<CompiledGraph<State>> {
+public:
+  using DoneFn = absl::AnyInvocable<void(RunResult<State>) &&>;
+
+  // Starts a run and returns at once. Every node runs on `runner`; events go
+  // to `sink` (may be null); `done` is called exactly once, on a `runner`
+  // thread, after the last event. `runner`, `sink` and `clock` must outlive
+  // the run. A node error, a router returning an undeclared target or the
+  // recursion limit end the run with that status after a failed event.
+  void Start(RunOptions options, State initial, TaskRunner *runner,
+             EventSink<State> *sink, const core::Clock *clock,
+             DoneFn done) const;
+
+  // The graph as a Mermaid flowchart.
+  std::string ToMermaid() const;
+
+  // Node names in the order they were added.
+  std::vector<std::string> NodeNames() const {
+    std::vector<std::string> names;
+    for (const auto &n : nodes_)
+      names.push_back(n.name);
+    return names;
+  }
+
+private:
+  friend class GraphBuilder<State>;
+  static constexpr int kEndIndex = -1;
+
+  struct Node {
+    std::string name;
+    NodeFn<State> fn;
+    int fixed_next = kEndIndex; // when router is null
+    RouterFn<State> router;
+    std::vector<std::pair<std::string, int>> targets; // declared targets
+  };
+
+  class Run;
+
+  std::vector<Node> nodes_;
+  int entry_ = kEndIndex;
+  RouterFn<State> entry_router_;
+  std::vector<std::pair<std::string, int>> entry_targets_;
+};
+
+// ----------------------------------------------------------------------------
+// Implementation.
+// ----------------------------------------------------------------------------
+
+template <typename State>
+absl::StatusOr<std::shared_ptr<const CompiledGraph<State>>>
+GraphBuilder<State>::Compile() const {
+  auto graph =
+      std::shared_ptr<CompiledGraph<State>>(new CompiledGraph<State>());
+  absl::flat_hash_map<std::string, int> index;
+  for (const auto &n : nodes_) {
+    if (n.name.empty() || n.name == kStart || n.name == kEnd) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid node name '", n.name, "'"));
+    }
+    if (!n.fn) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("node '", n.name, "' has no function"));
+    }
+    if (!index.emplace(n.name, static_cast<int>(graph->nodes_.size())).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("duplicate node '", n.name, "'"));
+    }
+    typename CompiledGraph<State>::Node node;
+    node.name = n.name;
+    node.fn = n.fn;
+    graph->nodes_.push_back(std::move(node));
+  }
+  auto resolve = [&](const std::string &name) -> absl::StatusOr<int> {
+    if (name == kEnd)
+      return CompiledGraph<State>::kEndIndex;
+    auto it = index.find(name);
+    if (it == index.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("edge to unknown node '", name, "'"));
+    }
+    return it->second;
+  };
+  absl::flat_hash_set<std::string> has_out;
+  std::vector<std::vector<int>> succ(graph->nodes_.size());
+  std::vector<int> entry_succ;
+  for (const auto &e : edges_) {
+    bool from_start = e.from == kStart;
+    if (!from_start && !index.contains(e.from)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("edge from unknown node '", e.from, "'"));
+    }
+    if (!has_out.insert(e.from).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "node '", e.from, "' has more than one outgoing edge definition"));
+    }
+    if (e.targets.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("conditional edges of '", e.from, "' have no targets"));
+    }
+    std::vector<std::pair<std::string, int>> targets;
+    for (const auto &t : e.targets) {
+      if (t == kStart) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("edge from '", e.from, "' to START"));
+      }
+      absl::StatusOr<int> idx = resolve(t);
+      if (!idx.ok())
+        return idx.status();
+      targets.emplace_back(t, *idx);
+    }
+    std::vector<int> &out = from_start ? entry_succ : succ[index[e.from]];
+    for (const auto &t : targets)
+      out.push_back(t.second);
+    if (from_start) {
+      if (e.router) {
+        graph->entry_router_ = e.router;
+        graph->entry_targets_ = targets;
+      } else {
+        graph->entry_ = targets[0].second;
+      }
+      continue;
+    }
+    auto &node = graph->nodes_[index[e.from]];
+    if (e.router) {
+      node.router = e.router;
+      node.targets = std::move(targets);
+    } else {
+      node.fixed_next = targets[0].second;
+      node.targets = std::move(targets);
+    }
+  }
+  if (!has_out.contains(std::string(kStart))) {
+    return absl::InvalidArgumentError("no edge from START");
+  }
+  for (const auto &n : graph->nodes_) {
+    if (!has_out.contains(n.name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("node '", n.name, "' has no outgoing edge"));
+    }
+  }
+  // Every node reachable from START.
+  std::vector<bool> seen(graph->nodes_.size(), false);
+  std::vector<int> stack;
+  for (int t : entry_succ) {
+    if (t >= 0 && !seen[t]) {
+      seen[t] = true;
+      stack.push_back(t);
+    }
+  }
+  while (!stack.empty()) {
+    int n = stack.back();
+    stack.pop_back();
+    for (int t : succ[n]) {
+      if (t >= 0 && !seen[t]) {
+        seen[t] = true;
+        stack.push_back(t);
+      }
+    }
+  }
+  for (size_t i = 0; i < seen.size(); ++i) {
+    if (!seen[i]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "node '", graph->nodes_[i].name, "' is unreachable from START"));
+    }
+  }
+  // END reachable from every node (else a run can only hit the limit).
+  std::vector<bool> reaches_end(graph->nodes_.size(), false);
+  bool changed = true;
+  while (changed) {
+    changed = false;
+    for (size_t i = 0; i < succ.size(); ++i) {
+      if (reaches_end[i])
+        continue;
+      for (int t : succ[i]) {
+        if (t < 0 || reaches_end[t]) {
+          reaches_end[i] = true;
+          changed = true;
+          break;
+        }
+      }
+    }
+  }
+  for (size_t i = 0; i < reaches_end.size(); ++i) {
+    if (!reaches_end[i]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "END cannot be reached from node '", graph->nodes_[i].name, "'"));
+    }
+  }
+  return std::shared_ptr<const CompiledGraph<State>>(std::move(graph));
+}
+
+// One run: owns the state; deletes itself after calling done.
+template <typename State> class CompiledGraph<State>::Run {
+public:
+  Run(std::shared_ptr<const CompiledGraph<State>> graph, RunOptions options,
+      State state, TaskRunner *runner, EventSink<State> *sink,
+      const core::Clock *clock, DoneFn done)
+      : graph_(std::move(graph)), options_(std::move(options)),
+        state_(std::move(state)), runner_(runner), sink_(sink), clock_(clock),
+        done_(std::move(done)) {}
+
+  void Begin() {
+    if (graph_->entry_router_) {
+      std::string next = graph_->entry_router_(state_);
+      int idx = Lookup(graph_->entry_targets_, next);
+      if (idx == kUnknown) {
+        Finish(absl::InternalError(absl::StrCat(
+            "START router returned undeclared target '", next, "'")));
+        return;
+      }
+      current_ = idx;
+    } else {
+      current_ = graph_->entry_;
+    }
+    if (current_ == kEndIndex) {
+      Finish(absl::OkStatus());
+      return;
+    }
+    Loop();
+  }
+
+private:
+  static constexpr int kUnknown = -2;
+  enum : int { kRunning = 0, kReturned = 1, kCompletedInline = 2 };
+
+  static int Lookup(const std::vector<std::pair<std::string, int>> &targets,
+                    absl::string_view name) {
+    for (const auto &t : targets) {
+      if (t.first == name)
+        return t.second;
+    }
+    return kUnknown;
+  }
+
+  void Emit(NodePhase phase, absl::Duration duration,
+            const absl::Status &status) {
+    ++sequence_;
+    if (sink_ == nullptr)
+      return;
+    StepEvent<State> event{options_.workflow_id,
+                           sequence_,
+                           graph_->nodes_[current_].name,
+                           phase,
+                           clock_->Now(),
+                           duration,
+                           state_,
+                           status};
+    sink_->OnEvent(event);
+  }
+
+  // Runs nodes while they complete synchronously; returns when a node goes
+  // asynchronous (its completion posts the continuation) or the run ends.
+  void Loop() {
+    while (true) {
+      if (steps_ >= options_.recursion_limit) {
+        absl::Status limit = absl::ResourceExhaustedError(absl::StrCat(
+            "recursion limit ", options_.recursion_limit,
+            " reached before node '", graph_->nodes_[current_].name, "'"));
+        Emit(NodePhase::kFailed, absl::ZeroDuration(), limit);
+        Finish(limit);
+        return;
+      }
+      ++steps_;
+      Emit(NodePhase::kStarted, absl::ZeroDuration(), absl::OkStatus());
+      node_start_ = clock_->Now();
+      phase_.store(kRunning, std::memory_order_release);
+      graph_->nodes_[current_].fn(
+          state_, [this](absl::Status s) { OnNodeDone(std::move(s)); });
+      int expected = kRunning;
+      if (phase_.compare_exchange_strong(expected, kReturned,
+                                         std::memory_order_acq_rel)) {
+        return; // asynchronous: OnNodeDone posts the continuation
+      }
+      if (!Advance())
+        return;
+    }
+  }
+
+  void OnNodeDone(absl::Status status) {
+    node_status_ = std::move(status);
+    int expected = kRunning;
+    if (phase_.compare_exchange_strong(expected, kCompletedInline,
+                                       std::memory_order_acq_rel)) {
+      return; // the node is still on the stack: Loop() continues
+    }
+    runner_->Post([this] {
+      if (Advance())
+        Loop();
+    });
+  }
+
+  // After a node finished: emits its event and picks the next node. Returns
+  // false when the run has ended (and `this` is gone).
+  bool Advance() {
+    absl::Duration took = clock_->Now() - node_start_;
+    const Node &node = graph_->nodes_[current_];
+    if (!node_status_.ok()) {
+      Emit(NodePhase::kFailed, took, node_status_);
+      Finish(node_status_);
+      return false;
+    }
+    Emit(NodePhase::kCompleted, took, node_status_);
+    last_node_ = current_;
+    int next;
+    if (node.router) {
+      std::string name = node.router(state_);
+      next = Lookup(node.targets, name);
+      if (next == kUnknown) {
+        Finish(absl::InternalError(
+            absl::StrCat("router of '", node.name,
+                         "' returned undeclared target '", name, "'")));
+        return false;
+      }
+    } else {
+      next = node.fixed_next;
+    }
+    if (next == kEndIndex) {
+      Finish(absl::OkStatus());
+      return false;
+    }
+    current_ = next;
+    return true;
+  }
+
+  void Finish(absl::Status status) {
+    RunResult<State> result{
+        std::move(status), std::move(state_), sequence_, steps_,
+        last_node_ >= 0 ? graph_->nodes_[last_node_].name : std::string()};
+    DoneFn done = std::move(done_);
+    delete this;
+    std::move(done)(std::move(result));
+  }
+
+  std::shared_ptr<const CompiledGraph<State>> graph_;
+  RunOptions options_;
+  State state_;
+  TaskRunner *runner_;
+  EventSink<State> *sink_;
+  const core::Clock *clock_;
+  DoneFn done_;
+  int current_ = kEndIndex;
+  int last_node_ = -1;
+  int steps_ = 0;
+  uint64_t sequence_ = 0;
+  absl::Time node_start_;
+  absl::Status node_status_;
+  std::atomic<int> phase_{kRunning};
+};
+
+template <typename State>
+void CompiledGraph<State>::Start(RunOptions options, State initial,
+                                 TaskRunner *runner, EventSink<State> *sink,
+                                 const core::Clock *clock, DoneFn done) const {
+  auto *run = new Run(this->shared_from_this(), std::move(options),
+                      std::move(initial), runner, sink, clock, std::move(done));
+  runner->Post([run] { run->Begin(); });
+}
+
+template <typename State> std::string CompiledGraph<State>::ToMermaid() const {
+  std::string out = "flowchart TD\n";
+  auto id = [&](int idx) -> std::string {
+    return idx == kEndIndex ? "__end__([END])" : nodes_[idx].name;
+  };
+  absl::StrAppend(&out, "  __start__([START])\n");
+  if (entry_router_) {
+    for (const auto &t : entry_targets_) {
+      absl::StrAppend(&out, "  __start__ -.-> ", id(t.second), "\n");
+    }
+  } else {
+    absl::StrAppend(&out, "  __start__ --> ", id(entry_), "\n");
+  }
+  for (const auto &n : nodes_) {
+    if (n.router) {
+      for (const auto &t : n.targets) {
+        absl::StrAppend(&out, "  ", n.name, " -.-> ", id(t.second), "\n");
+      }
+    } else {
+      absl::StrAppend(&out, "  ", n.name, " --> ", id(n.fixed_next), "\n");
+    }
+  }
+  return out;
+}
+
+} // namespace reflexion::graph

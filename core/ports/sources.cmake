@@ -1,0 +1,3 @@
+list(APPEND CORE_SOURCES
+  ports/in_memory_knowledge_store.cc
+)

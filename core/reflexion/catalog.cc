@@ -1,0 +1,325 @@
+#include "core/reflexion/catalog.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/reflexion/time_util.h"
+
+namespace reflexion::core {
+namespace {
+
+using reflexion::v1::Action;
+using reflexion::v1::ActionType;
+using reflexion::v1::SafetyTier;
+using reflexion::v1::Strategy;
+using reflexion::v1::StrategyParams;
+
+// Parameter bounds (documented in types.proto).
+constexpr double kMemoryMin = 1.1, kMemoryMax = 3.0, kMemoryDefault = 1.5;
+constexpr double kProbeMin = 1.5, kProbeMax = 5.0, kProbeDefault = 2.0;
+constexpr double kRequestsMin = 0.3, kRequestsMax = 0.9,
+                 kRequestsDefault = 0.75;
+
+struct FamilyEntry {
+  const char *family;
+  const char *strategy;
+  Prior prior;
+};
+
+// Priors per error family: deliberately weak (a few pseudo-trials), so that
+// what works for each root-cause signature is learned, not assumed. Tier C
+// entries are what a human would most likely do; they are recommended on
+// escalation, never executed automatically.
+constexpr FamilyEntry kFamilyTable[] = {
+    {"ImagePullBackOff", "patch_image", {2.0, 2.0}},
+    {"ImagePullBackOff", "rollback_deployment", {1.8, 2.2}},
+    {"ImagePullBackOff", "attach_pull_secret", {1.6, 2.4}},
+    {"ImagePullBackOff", "delete_pod", {1.2, 2.8}},
+    {"InvalidImageName", "rollback_deployment", {2.4, 1.6}},
+    {"InvalidImageName", "patch_image", {2.2, 1.8}},
+    {"CrashLoopBackOff", "rollback_deployment", {2.0, 2.0}},
+    {"CrashLoopBackOff", "delete_pod", {1.8, 2.2}},
+    {"CrashLoopBackOff", "relax_probes", {1.6, 2.4}},
+    {"CrashLoopBackOff", "increase_memory_limit", {1.4, 2.6}},
+    {"OOMKilled", "increase_memory_limit", {2.2, 1.8}},
+    {"OOMKilled", "rollback_deployment", {1.8, 2.2}},
+    {"OOMKilled", "delete_pod", {1.2, 2.8}},
+    {"CreateContainerConfigError", "rollback_deployment", {2.0, 2.0}},
+    {"CreateContainerConfigError", "create_missing_config", {2.0, 2.0}},
+    {"CreateContainerConfigError", "delete_pod", {1.0, 3.0}},
+    {"Pending", "lower_resource_requests", {2.0, 2.0}},
+    {"Pending", "rollback_deployment", {1.8, 2.2}},
+    {"Pending", "delete_pod", {1.2, 2.8}},
+    {"Pending", "scale_node_pool", {1.8, 2.2}},
+    {"Pending", "relax_node_selector", {1.6, 2.4}},
+    {"Evicted", "delete_pod", {2.0, 2.0}},
+    {"Evicted", "rollback_deployment", {1.6, 2.4}},
+    {"Evicted", "lower_resource_requests", {1.4, 2.6}},
+};
+
+// Generic set for families the catalog does not know (after deep analysis).
+constexpr FamilyEntry kGenericTable[] = {
+    {"*", "rollback_deployment", {1.6, 2.4}},
+    {"*", "delete_pod", {1.4, 2.6}},
+};
+
+struct CauseOverride {
+  const char *cause;
+  const char *strategy;
+  Prior prior;
+};
+
+// Causes for which the catalog knows that only a human can fix them: the
+// tier-C action's prior is strong, so select_strategy escalates at once.
+constexpr CauseOverride kCauseOverrides[] = {
+    {"missing_secret", "create_missing_config", {8.0, 2.0}},
+    {"missing_configmap", "create_missing_config", {8.0, 2.0}},
+    {"untolerated_taint", "scale_node_pool", {6.0, 2.0}},
+    {"unbound_volume", "scale_node_pool", {1.0, 9.0}},
+};
+
+std::vector<ActionSpec> BuildCatalog() {
+  return {
+      {v1::ACTION_TYPE_DELETE_POD, "delete_pod", v1::SAFETY_TIER_A,
+       "Delete the pod so its controller recreates it"},
+      {v1::ACTION_TYPE_ROLLBACK_DEPLOYMENT, "rollback_deployment",
+       v1::SAFETY_TIER_A,
+       "Roll the workload back to its last healthy revision"},
+      {v1::ACTION_TYPE_PATCH_IMAGE, "patch_image", v1::SAFETY_TIER_B,
+       "Set the container image to the last healthy image"},
+      {v1::ACTION_TYPE_ATTACH_PULL_SECRET, "attach_pull_secret",
+       v1::SAFETY_TIER_B,
+       "Attach an existing image pull secret to the pod's service account"},
+      {v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT, "increase_memory_limit",
+       v1::SAFETY_TIER_B,
+       "Raise the container memory limit by a bounded factor (x1.1..x3, "
+       "capped)"},
+      {v1::ACTION_TYPE_RELAX_PROBES, "relax_probes", v1::SAFETY_TIER_B,
+       "Relax probe initial delays and timeouts by a bounded factor"},
+      {v1::ACTION_TYPE_LOWER_RESOURCE_REQUESTS, "lower_resource_requests",
+       v1::SAFETY_TIER_B,
+       "Lower resource requests by a bounded factor so the pod fits a node"},
+      {v1::ACTION_TYPE_CREATE_MISSING_CONFIG, "create_missing_config",
+       v1::SAFETY_TIER_C, "Create the missing ConfigMap or Secret key"},
+      {v1::ACTION_TYPE_RELAX_NODE_SELECTOR, "relax_node_selector",
+       v1::SAFETY_TIER_C, "Relax the pod's node selector or affinity"},
+      {v1::ACTION_TYPE_SCALE_NODE_POOL, "scale_node_pool", v1::SAFETY_TIER_C,
+       "Add capacity to a node pool"},
+  };
+}
+
+} // namespace
+
+const std::vector<ActionSpec> &Catalog() {
+  static const std::vector<ActionSpec> *catalog =
+      new std::vector<ActionSpec>(BuildCatalog());
+  return *catalog;
+}
+
+const ActionSpec *FindAction(ActionType type) {
+  for (const ActionSpec &spec : Catalog()) {
+    if (spec.type == type)
+      return &spec;
+  }
+  return nullptr;
+}
+
+const ActionSpec *FindActionByName(absl::string_view name) {
+  for (const ActionSpec &spec : Catalog()) {
+    if (name == spec.name)
+      return &spec;
+  }
+  return nullptr;
+}
+
+std::string FamilyOf(absl::string_view error_type) {
+  if (error_type == "ErrImagePull")
+    return "ImagePullBackOff";
+  if (error_type == "Unschedulable" || error_type == "FailedScheduling") {
+    return "Pending";
+  }
+  return std::string(error_type);
+}
+
+bool IsKnownFamily(absl::string_view family) {
+  for (const char *f : kKnownFamilies) {
+    if (family == f)
+      return true;
+  }
+  return false;
+}
+
+std::vector<Strategy> DefaultStrategies(absl::Time now) {
+  std::vector<Strategy> out;
+  for (const ActionSpec &spec : Catalog()) {
+    Strategy s;
+    s.set_name(spec.name);
+    s.set_action_type(spec.type);
+    s.set_tier(spec.tier);
+    s.set_version(1);
+    *s.mutable_params() = ClampParams(StrategyParams());
+    s.set_description(spec.description);
+    s.set_author("catalog");
+    s.set_reason("catalog default");
+    *s.mutable_created_at() = ToProto(now);
+    for (const FamilyEntry &e : kFamilyTable) {
+      if (absl::string_view(e.strategy) == spec.name) {
+        s.add_error_types(e.family);
+      }
+    }
+    for (const FamilyEntry &e : kGenericTable) {
+      if (absl::string_view(e.strategy) == spec.name)
+        s.add_error_types("*");
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::vector<std::string> StrategiesFor(absl::string_view family) {
+  std::vector<std::string> out;
+  if (IsKnownFamily(family)) {
+    for (const FamilyEntry &e : kFamilyTable) {
+      if (family == e.family)
+        out.emplace_back(e.strategy);
+    }
+  } else {
+    for (const FamilyEntry &e : kGenericTable)
+      out.emplace_back(e.strategy);
+  }
+  return out;
+}
+
+Prior PriorFor(absl::string_view family, absl::string_view cause,
+               absl::string_view strategy) {
+  for (const CauseOverride &o : kCauseOverrides) {
+    if (cause == o.cause && strategy == o.strategy)
+      return o.prior;
+  }
+  if (IsKnownFamily(family)) {
+    for (const FamilyEntry &e : kFamilyTable) {
+      if (family == e.family && strategy == e.strategy)
+        return e.prior;
+    }
+  } else {
+    for (const FamilyEntry &e : kGenericTable) {
+      if (strategy == e.strategy)
+        return e.prior;
+    }
+  }
+  return {1.0, 3.0};
+}
+
+StrategyParams ClampParams(const StrategyParams &params) {
+  auto clamp = [](double v, double lo, double hi, double def) {
+    if (!(v > 0))
+      return def; // unset, zero, negative or NaN
+    return std::clamp(v, lo, hi);
+  };
+  StrategyParams out;
+  out.set_memory_factor(
+      clamp(params.memory_factor(), kMemoryMin, kMemoryMax, kMemoryDefault));
+  out.set_probe_factor(
+      clamp(params.probe_factor(), kProbeMin, kProbeMax, kProbeDefault));
+  out.set_requests_factor(clamp(params.requests_factor(), kRequestsMin,
+                                kRequestsMax, kRequestsDefault));
+  return out;
+}
+
+absl::StatusOr<Action> BuildAction(const Strategy &strategy,
+                                   const v1::Incident &incident,
+                                   const v1::Diagnosis &diagnosis,
+                                   absl::string_view idempotency_key) {
+  const ActionSpec *spec = FindActionByName(strategy.name());
+  if (spec == nullptr || spec->type != strategy.action_type()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "strategy '", strategy.name(), "' is not in the action catalog"));
+  }
+  Action action;
+  action.set_type(spec->type);
+  action.set_tier(spec->tier); // from the catalog, never from the strategy
+  action.set_pod_name(incident.pod_name());
+  action.set_namespace_(incident.namespace_());
+  *action.mutable_params() = ClampParams(strategy.params());
+  action.set_idempotency_key(std::string(idempotency_key));
+  if (spec->type == v1::ACTION_TYPE_PATCH_IMAGE) {
+    if (diagnosis.last_healthy_image().empty()) {
+      return absl::FailedPreconditionError("no last healthy image is known");
+    }
+    action.set_image(diagnosis.last_healthy_image());
+  }
+  if (spec->type == v1::ACTION_TYPE_ATTACH_PULL_SECRET) {
+    if (diagnosis.available_pull_secrets().empty()) {
+      return absl::FailedPreconditionError(
+          "no image pull secret exists in the namespace");
+    }
+    action.set_pull_secret(diagnosis.available_pull_secrets(0));
+  }
+  return action;
+}
+
+absl::Status ValidateAction(const Action &action) {
+  const ActionSpec *spec = FindAction(action.type());
+  if (spec == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("action.type ", action.type(), " is not in the catalog"));
+  }
+  if (action.tier() != spec->tier) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "action.tier does not match the catalog tier of ", spec->name));
+  }
+  if (action.pod_name().empty()) {
+    return absl::InvalidArgumentError("action.pod_name is empty");
+  }
+  if (action.namespace_().empty()) {
+    return absl::InvalidArgumentError("action.namespace is empty");
+  }
+  const StrategyParams &p = action.params();
+  if (p.memory_factor() < kMemoryMin || p.memory_factor() > kMemoryMax) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("action.params.memory_factor %g outside [%g, %g]",
+                        p.memory_factor(), kMemoryMin, kMemoryMax));
+  }
+  if (p.probe_factor() < kProbeMin || p.probe_factor() > kProbeMax) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("action.params.probe_factor %g outside [%g, %g]",
+                        p.probe_factor(), kProbeMin, kProbeMax));
+  }
+  if (p.requests_factor() < kRequestsMin ||
+      p.requests_factor() > kRequestsMax) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("action.params.requests_factor %g outside [%g, %g]",
+                        p.requests_factor(), kRequestsMin, kRequestsMax));
+  }
+  if (action.type() == v1::ACTION_TYPE_PATCH_IMAGE && action.image().empty()) {
+    return absl::InvalidArgumentError("action.image is empty for patch_image");
+  }
+  if (action.type() == v1::ACTION_TYPE_ATTACH_PULL_SECRET &&
+      action.pull_secret().empty()) {
+    return absl::InvalidArgumentError(
+        "action.pull_secret is empty for attach_pull_secret");
+  }
+  return absl::OkStatus();
+}
+
+std::string DescribeAction(const Action &action) {
+  const ActionSpec *spec = FindAction(action.type());
+  std::string name = spec ? spec->name : "unknown_action";
+  switch (action.type()) {
+  case v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT:
+    return absl::StrFormat("%s x%.2g", name, action.params().memory_factor());
+  case v1::ACTION_TYPE_RELAX_PROBES:
+    return absl::StrFormat("%s x%.2g", name, action.params().probe_factor());
+  case v1::ACTION_TYPE_LOWER_RESOURCE_REQUESTS:
+    return absl::StrFormat("%s x%.2g", name, action.params().requests_factor());
+  case v1::ACTION_TYPE_PATCH_IMAGE:
+    return absl::StrCat(name, " -> ", action.image());
+  case v1::ACTION_TYPE_ATTACH_PULL_SECRET:
+    return absl::StrCat(name, " ", action.pull_secret());
+  default:
+    return name;
+  }
+}
+
+} // namespace reflexion::core

@@ -1,0 +1,181 @@
+#include "core/reflexion/selector.h"
+
+#include <algorithm>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/reflexion/catalog.h"
+
+namespace reflexion::core {
+namespace {
+
+double SampleBeta(std::mt19937_64 &rng, double a, double b) {
+  std::gamma_distribution<double> ga(a, 1.0), gb(b, 1.0);
+  double x = ga(rng);
+  double y = gb(rng);
+  if (x + y <= 0)
+    return 0.5;
+  return x / (x + y);
+}
+
+} // namespace
+
+uint64_t StableHash(absl::string_view text, uint64_t seed) {
+  uint64_t h = 1469598103934665603ULL ^ (seed * 0x9E3779B97F4A7C15ULL);
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  // splitmix64 finaliser for better low bits.
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ULL;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebULL;
+  h ^= h >> 31;
+  return h;
+}
+
+SelectionOutcome
+SelectStrategy(const v1::Analysis &analysis, const v1::Incident &incident,
+               const v1::Diagnosis &diagnosis,
+               const absl::flat_hash_map<std::string, v1::Strategy> &strategies,
+               const absl::flat_hash_map<std::string, v1::StrategyStats> &stats,
+               const std::vector<std::string> &tried, int attempt,
+               absl::string_view idempotency_key, uint64_t rng_seed,
+               const SelectorOptions &options) {
+  std::mt19937_64 rng(rng_seed);
+  SelectionOutcome out;
+  v1::StrategySelection &sel = out.selection;
+  sel.set_attempt(attempt);
+
+  struct Eligible {
+    const v1::Strategy *strategy;
+    v1::Action action;
+    double mean;
+    double sample;
+    int64_t trials;
+  };
+  std::vector<Eligible> eligible;
+  const v1::Strategy *best_c = nullptr;
+  double best_c_mean = -1;
+
+  for (const std::string &name : StrategiesFor(analysis.error_family())) {
+    auto sit = strategies.find(name);
+    if (sit == strategies.end())
+      continue;
+    const v1::Strategy &strategy = sit->second;
+    Prior prior = PriorFor(analysis.error_family(), analysis.cause(), name);
+    double a = prior.alpha, b = prior.beta;
+    int64_t trials = 0;
+    if (auto st = stats.find(name); st != stats.end()) {
+      a = st->second.alpha();
+      b = st->second.beta();
+      trials = st->second.trials();
+    }
+    double mean = a / (a + b);
+    v1::StrategyCandidate *cand = sel.add_candidates();
+    cand->set_strategy(name);
+    cand->set_version(strategy.version());
+    cand->set_mean(mean);
+    cand->set_trials(trials);
+    cand->set_tier(strategy.tier());
+    if (std::find(tried.begin(), tried.end(), name) != tried.end()) {
+      cand->set_excluded_reason("already tried in this workflow");
+      continue;
+    }
+    const ActionSpec *spec = FindActionByName(name);
+    if (spec == nullptr) {
+      cand->set_excluded_reason("not in the action catalog");
+      continue;
+    }
+    if (spec->tier == v1::SAFETY_TIER_C) {
+      cand->set_excluded_reason("tier C: needs human approval");
+      if (mean > best_c_mean) {
+        best_c_mean = mean;
+        best_c = &strategy;
+      }
+      continue;
+    }
+    absl::StatusOr<v1::Action> action =
+        BuildAction(strategy, incident, diagnosis, idempotency_key);
+    if (!action.ok()) {
+      cand->set_excluded_reason(std::string(action.status().message()));
+      continue;
+    }
+    double sample = SampleBeta(rng, a, b);
+    cand->set_sample(sample);
+    eligible.push_back({&strategy, *std::move(action), mean, sample, trials});
+  }
+
+  auto recommend_c = [&]() {
+    if (best_c == nullptr)
+      return;
+    absl::StatusOr<v1::Action> a =
+        BuildAction(*best_c, incident, diagnosis, idempotency_key);
+    if (a.ok())
+      out.recommended_action = *std::move(a);
+  };
+
+  if (eligible.empty()) {
+    out.escalation_reason =
+        "no automatable strategy is left for " + analysis.signature();
+    recommend_c();
+    return out;
+  }
+  double best_mean = 0;
+  const Eligible *best_mean_e = nullptr;
+  const Eligible *chosen = nullptr;
+  for (const Eligible &e : eligible) {
+    if (best_mean_e == nullptr || e.mean > best_mean) {
+      best_mean = e.mean;
+      best_mean_e = &e;
+    }
+    if (chosen == nullptr || e.sample > chosen->sample)
+      chosen = &e;
+  }
+  if (best_c != nullptr && best_c_mean >= best_mean + options.tier_c_margin) {
+    out.escalation_reason = absl::StrFormat(
+        "the most likely fix for %s is %s (tier C, %.0f%% expected success), "
+        "which needs human approval",
+        analysis.signature(), best_c->name(), 100 * best_c_mean);
+    recommend_c();
+    return out;
+  }
+  if (best_mean < options.min_candidate_confidence) {
+    out.escalation_reason = absl::StrFormat(
+        "nothing confident is left for %s: best remaining strategy %s has "
+        "%.0f%% expected success",
+        analysis.signature(), best_mean_e->strategy->name(), 100 * best_mean);
+    out.recommended_action = best_mean_e->action;
+    return out;
+  }
+  if (options.escalate_below_threshold &&
+      chosen->mean < options.confidence_threshold) {
+    out.escalation_reason = absl::StrFormat(
+        "confidence %.2f in %s is below the threshold %.2f", chosen->mean,
+        chosen->strategy->name(), options.confidence_threshold);
+    out.recommended_action = chosen->action;
+    return out;
+  }
+
+  bool any_history = false;
+  for (const Eligible &e : eligible)
+    any_history |= e.trials > 0;
+  std::string reason;
+  if (!any_history) {
+    reason = "default_fallback";
+  } else if (chosen == best_mean_e) {
+    reason = "highest_confidence_learned";
+  } else {
+    reason = "exploration";
+  }
+  out.chosen = true;
+  *sel.mutable_strategy() = *chosen->strategy;
+  *sel.mutable_action() = chosen->action;
+  sel.set_confidence(chosen->mean);
+  sel.set_selection_reason(reason);
+  return out;
+}
+
+} // namespace reflexion::core

@@ -1,0 +1,10 @@
+list(APPEND CORE_SOURCES
+  reflexion/analyzer.cc
+  reflexion/catalog.cc
+  reflexion/events.cc
+  reflexion/heuristic_reflector.cc
+  reflexion/metrics.cc
+  reflexion/selector.cc
+  reflexion/validation.cc
+  reflexion/workflow.cc
+)

@@ -1,0 +1,148 @@
+#include "core/reflexion/validation.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace reflexion::core {
+namespace {
+
+bool IsLowerAlnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+absl::Status Bad(absl::string_view prefix, absl::string_view field,
+                 absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(prefix, field, ": ", why));
+}
+
+absl::Status CheckLength(absl::string_view prefix, absl::string_view field,
+                         absl::string_view value, size_t max) {
+  if (value.size() > max) {
+    return Bad(
+        prefix, field,
+        absl::StrCat("is ", value.size(), " bytes, at most ", max, " allowed"));
+  }
+  return absl::OkStatus();
+}
+
+} // namespace
+
+bool IsDns1123Label(absl::string_view s) {
+  if (s.empty() || s.size() > 63)
+    return false;
+  if (!IsLowerAlnum(s.front()) || !IsLowerAlnum(s.back()))
+    return false;
+  for (char c : s) {
+    if (!IsLowerAlnum(c) && c != '-')
+      return false;
+  }
+  return true;
+}
+
+bool IsDns1123Subdomain(absl::string_view s) {
+  if (s.empty() || s.size() > 253)
+    return false;
+  for (absl::string_view part : absl::StrSplit(s, '.')) {
+    if (part.empty() || !IsLowerAlnum(part.front()) ||
+        !IsLowerAlnum(part.back())) {
+      return false;
+    }
+    for (char c : part) {
+      if (!IsLowerAlnum(c) && c != '-')
+        return false;
+    }
+  }
+  return true;
+}
+
+absl::Status ValidateIncident(const v1::Incident &in,
+                              absl::string_view prefix) {
+  if (in.pod_name().empty())
+    return Bad(prefix, "pod_name", "is required");
+  if (in.pod_name().size() > kMaxPodName) {
+    return CheckLength(prefix, "pod_name", in.pod_name(), kMaxPodName);
+  }
+  if (!IsDns1123Subdomain(in.pod_name())) {
+    return Bad(prefix, "pod_name",
+               "must be a DNS-1123 subdomain (lowercase alphanumerics, '-' "
+               "and '.', starting and ending alphanumeric)");
+  }
+  if (in.namespace_().empty())
+    return Bad(prefix, "namespace", "is required");
+  if (in.namespace_().size() > kMaxNamespace) {
+    return CheckLength(prefix, "namespace", in.namespace_(), kMaxNamespace);
+  }
+  if (!IsDns1123Label(in.namespace_())) {
+    return Bad(prefix, "namespace",
+               "must be a DNS-1123 label (lowercase alphanumerics and '-', "
+               "starting and ending alphanumeric)");
+  }
+  if (in.error_type().empty())
+    return Bad(prefix, "error_type", "is required");
+  if (in.error_type().size() > kMaxErrorType) {
+    return CheckLength(prefix, "error_type", in.error_type(), kMaxErrorType);
+  }
+  for (char c : in.error_type()) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+    if (!ok) {
+      return Bad(prefix, "error_type",
+                 "may contain only letters, digits, '_', '.' and '-'");
+    }
+  }
+  auto check = [&](absl::string_view field, absl::string_view v, size_t max) {
+    return CheckLength(prefix, field, v, max);
+  };
+  absl::Status s;
+  if (!(s = check("error_message", in.error_message(), kMaxMessage)).ok()) {
+    return s;
+  }
+  if (!(s = check("logs", in.logs(), kMaxLogs)).ok())
+    return s;
+  if (!(s = check("request_id", in.request_id(), kMaxRequestId)).ok())
+    return s;
+  if (in.container_statuses_size() > kMaxContainers) {
+    return Bad(prefix, "container_statuses",
+               absl::StrCat("has ", in.container_statuses_size(),
+                            " entries, at most ", kMaxContainers, " allowed"));
+  }
+  for (int i = 0; i < in.container_statuses_size(); ++i) {
+    const auto &c = in.container_statuses(i);
+    std::string f = absl::StrCat("container_statuses[", i, "].");
+    if (!(s = check(f + "name", c.name(), kMaxPodName)).ok())
+      return s;
+    if (!(s = check(f + "image", c.image(), kMaxShortField)).ok())
+      return s;
+    if (!(s = check(f + "last_termination_reason", c.last_termination_reason(),
+                    kMaxShortField))
+             .ok()) {
+      return s;
+    }
+    if (!(s = check(f + "waiting_reason", c.waiting_reason(), kMaxShortField))
+             .ok()) {
+      return s;
+    }
+    if (!(s = check(f + "waiting_message", c.waiting_message(), kMaxMessage))
+             .ok()) {
+      return s;
+    }
+  }
+  if (in.events_size() > kMaxEvents) {
+    return Bad(prefix, "events",
+               absl::StrCat("has ", in.events_size(), " entries, at most ",
+                            kMaxEvents, " allowed"));
+  }
+  for (int i = 0; i < in.events_size(); ++i) {
+    const auto &e = in.events(i);
+    std::string f = absl::StrCat("events[", i, "].");
+    if (!(s = check(f + "type", e.type(), kMaxShortField)).ok())
+      return s;
+    if (!(s = check(f + "reason", e.reason(), kMaxShortField)).ok())
+      return s;
+    if (!(s = check(f + "message", e.message(), kMaxMessage)).ok())
+      return s;
+  }
+  return absl::OkStatus();
+}
+
+} // namespace reflexion::core

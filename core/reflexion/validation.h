@@ -1,0 +1,30 @@
+#pragma once
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "reflexion/v1/types.pb.h"
+
+namespace reflexion::core {
+
+// Limits on incident fields (documented in types.proto).
+inline constexpr size_t kMaxPodName = 253;
+inline constexpr size_t kMaxNamespace = 63;
+inline constexpr size_t kMaxErrorType = 64;
+inline constexpr size_t kMaxMessage = 4096;
+inline constexpr size_t kMaxLogs = 64 * 1024;
+inline constexpr size_t kMaxRequestId = 128;
+inline constexpr int kMaxContainers = 32;
+inline constexpr int kMaxEvents = 64;
+inline constexpr size_t kMaxShortField = 512;
+
+// Whether `s` is a DNS-1123 subdomain (pod names).
+bool IsDns1123Subdomain(absl::string_view s);
+// Whether `s` is a DNS-1123 label (namespaces).
+bool IsDns1123Label(absl::string_view s);
+
+// Checks every field of an incident. kInvalidArgument whose message starts
+// with the field's path under `prefix` (e.g. "incident.pod_name: ...").
+absl::Status ValidateIncident(const reflexion::v1::Incident &incident,
+                              absl::string_view prefix);
+
+} // namespace reflexion::core

@@ -1,0 +1,464 @@
+#include "core/reflexion/workflow.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/reflexion/analyzer.h"
+#include "core/reflexion/catalog.h"
+#include "core/reflexion/heuristic_reflector.h"
+#include "core/reflexion/time_util.h"
+#include "core/status_macros.h"
+#include "glog/logging.h"
+
+namespace reflexion::core {
+namespace {
+
+using reflexion::v1::WorkflowState;
+
+constexpr char kAnalyze[] = "analyze_error";
+constexpr char kDeep[] = "deep_analysis";
+constexpr char kSelect[] = "select_strategy";
+constexpr char kExecute[] = "execute_fix";
+constexpr char kObserve[] = "observe_outcome";
+constexpr char kReflect[] = "reflect";
+constexpr char kMeta[] = "meta_reflect";
+constexpr char kLearn[] = "learn";
+constexpr char kEscalate[] = "human_escalation";
+
+// Episodes read to build a signature's memory (lessons, recovery baseline).
+constexpr int kMemoryEpisodes = 20;
+
+} // namespace
+
+ReflexionWorkflow::ReflexionWorkflow(WorkflowConfig config,
+                                     KnowledgeStore *store,
+                                     ClusterExecutor *executor,
+                                     Reflector *reflector, const Clock *clock)
+    : config_(std::move(config)), store_(store), executor_(executor),
+      reflector_(reflector), clock_(clock) {}
+
+absl::Status ReflexionWorkflow::Init() {
+  graph::GraphBuilder<State> b;
+  auto bind = [this](void (ReflexionWorkflow::*fn)(State &, graph::NodeDone)
+                         const) {
+    return [this, fn](State &s, graph::NodeDone done) {
+      (this->*fn)(s, std::move(done));
+    };
+  };
+  b.AddNode(kAnalyze, bind(&ReflexionWorkflow::AnalyzeError))
+      .AddNode(kDeep, bind(&ReflexionWorkflow::DeepAnalysis))
+      .AddNode(kSelect, bind(&ReflexionWorkflow::SelectStrategyNode))
+      .AddNode(kExecute, bind(&ReflexionWorkflow::ExecuteFix))
+      .AddNode(kObserve, bind(&ReflexionWorkflow::ObserveOutcome))
+      .AddNode(kReflect, bind(&ReflexionWorkflow::Reflect))
+      .AddNode(kMeta, bind(&ReflexionWorkflow::MetaReflect))
+      .AddNode(kLearn, bind(&ReflexionWorkflow::Learn))
+      .AddNode(kEscalate, bind(&ReflexionWorkflow::HumanEscalation));
+  b.AddEdge(std::string(graph::kStart), kAnalyze);
+  b.AddConditionalEdges(
+      kAnalyze,
+      [](const State &s) {
+        return std::string(NeedsDeepAnalysis(s.analysis()) ? kDeep : kSelect);
+      },
+      {kDeep, kSelect});
+  b.AddEdge(kDeep, kSelect);
+  b.AddConditionalEdges(kSelect,
+                        [](const State &s) {
+                          return std::string(s.no_candidate_reason().empty()
+                                                 ? kExecute
+                                                 : kEscalate);
+                        },
+                        {kExecute, kEscalate});
+  b.AddEdge(kExecute, kObserve);
+  b.AddEdge(kObserve, kReflect);
+  const double meta_threshold = config_.meta_quality_threshold;
+  const int max_cycles = config_.max_reflection_cycles;
+  b.AddConditionalEdges(
+      kReflect,
+      [meta_threshold, max_cycles](const State &s) {
+        bool low = s.reflection().quality() < meta_threshold;
+        return std::string(low && s.meta_reflections() < max_cycles ? kMeta
+                                                                    : kLearn);
+      },
+      {kMeta, kLearn});
+  b.AddEdge(kMeta, kLearn);
+  b.AddConditionalEdges(kLearn,
+                        [](const State &s) {
+                          if (s.observation().success())
+                            return std::string(graph::kEnd);
+                          if (s.attempt() < s.max_attempts())
+                            return std::string(kSelect);
+                          return std::string(kEscalate);
+                        },
+                        {std::string(graph::kEnd), kSelect, kEscalate});
+  b.AddEdge(kEscalate, std::string(graph::kEnd));
+  REFLEXION_ASSIGN_OR_RETURN(graph_, b.Compile());
+
+  // Seed the catalog's strategies where the store has none of that name.
+  REFLEXION_ASSIGN_OR_RETURN(std::vector<v1::Strategy> existing,
+                             store_->ListStrategies());
+  absl::flat_hash_set<std::string> have;
+  for (const auto &s : existing)
+    have.insert(s.name());
+  for (const v1::Strategy &s : DefaultStrategies(clock_->Now())) {
+    if (have.contains(s.name()))
+      continue;
+    absl::Status st = store_->PutStrategyVersion(s);
+    // Another process may have seeded it between our read and write.
+    if (!st.ok() && !absl::IsFailedPrecondition(st))
+      return st;
+  }
+  return absl::OkStatus();
+}
+
+void ReflexionWorkflow::Start(std::string workflow_id, v1::Incident incident,
+                              uint64_t ordinal, graph::TaskRunner *runner,
+                              WorkflowSink *sink, DoneFn done) const {
+  CHECK(graph_ != nullptr) << "ReflexionWorkflow::Init() was not called";
+  State state;
+  state.set_workflow_id(workflow_id);
+  *state.mutable_incident() = std::move(incident);
+  state.set_max_attempts(std::max(1, config_.max_attempts));
+  state.set_rng_seed(
+      StableHash(absl::StrCat("workflow/", ordinal), config_.seed));
+  *state.mutable_started_at() = ToProto(clock_->Now());
+  graph_->Start({std::move(workflow_id), config_.recursion_limit},
+                std::move(state), runner, sink, clock_, std::move(done));
+}
+
+absl::Status ReflexionWorkflow::LoadMemory(State &s) const {
+  EpisodeQuery q;
+  q.signature = s.analysis().signature();
+  q.page_size = kMemoryEpisodes;
+  REFLEXION_ASSIGN_OR_RETURN(EpisodePage page, store_->ListEpisodes(q));
+  v1::Analysis &a = *s.mutable_analysis();
+  a.clear_lessons();
+  absl::flat_hash_set<std::string> seen;
+  std::vector<double> recoveries;
+  for (const v1::Episode &e : page.episodes) { // newest first
+    for (const std::string &lesson : e.lessons()) {
+      if (a.lessons_size() >= config_.lessons)
+        break;
+      if (seen.insert(lesson).second)
+        a.add_lessons(lesson);
+    }
+    if (e.success())
+      recoveries.push_back(e.time_to_recovery_s());
+  }
+  auto &features = *a.mutable_features();
+  features["history_episodes"] = absl::StrCat(page.episodes.size());
+  if (recoveries.size() >= 5) {
+    double mean = 0;
+    for (double r : recoveries)
+      mean += r;
+    mean /= recoveries.size();
+    double var = 0;
+    for (double r : recoveries)
+      var += (r - mean) * (r - mean);
+    double sd = std::sqrt(var / (recoveries.size() - 1));
+    features["history_recovery_mean_s"] = absl::StrFormat("%.1f", mean);
+    features["history_recovery_sd_s"] = absl::StrFormat("%.1f", sd);
+  }
+  return absl::OkStatus();
+}
+
+void ReflexionWorkflow::AnalyzeError(State &s, graph::NodeDone done) const {
+  executor_->Diagnose(
+      s.incident(), [this, &s, done = std::move(done)](
+                        absl::StatusOr<v1::Diagnosis> dx) mutable {
+        if (dx.ok()) {
+          *s.mutable_diagnosis() = *std::move(dx);
+        } else {
+          s.clear_diagnosis();
+        }
+        *s.mutable_analysis() = Analyze(s.incident(), s.diagnosis(), false);
+        if (!dx.ok()) {
+          s.mutable_analysis()->add_evidence(
+              absl::StrCat("diagnosis unavailable: ", dx.status().message()));
+        }
+        std::move(done)(LoadMemory(s));
+      });
+}
+
+void ReflexionWorkflow::DeepAnalysis(State &s, graph::NodeDone done) const {
+  *s.mutable_analysis() = Analyze(s.incident(), s.diagnosis(), true);
+  std::move(done)(LoadMemory(s));
+}
+
+void ReflexionWorkflow::SelectStrategyNode(State &s,
+                                           graph::NodeDone done) const {
+  absl::StatusOr<std::vector<v1::Strategy>> strategies =
+      store_->ListStrategies();
+  if (!strategies.ok()) {
+    std::move(done)(strategies.status());
+    return;
+  }
+  absl::StatusOr<std::vector<v1::StrategyStats>> stats =
+      store_->GetStats(s.analysis().signature());
+  if (!stats.ok()) {
+    std::move(done)(stats.status());
+    return;
+  }
+  absl::flat_hash_map<std::string, v1::Strategy> by_name;
+  for (auto &st : *strategies)
+    by_name[st.name()] = std::move(st);
+  absl::flat_hash_map<std::string, v1::StrategyStats> stats_by_name;
+  for (auto &st : *stats)
+    stats_by_name[st.strategy()] = std::move(st);
+  std::vector<std::string> tried(s.tried_strategies().begin(),
+                                 s.tried_strategies().end());
+  int attempt = s.attempt() + 1;
+  std::string key = absl::StrCat(s.workflow_id(), "/", attempt);
+  SelectionOutcome out = SelectStrategy(
+      s.analysis(), s.incident(), s.diagnosis(), by_name, stats_by_name, tried,
+      attempt, key, StableHash(absl::StrCat(attempt), s.rng_seed()),
+      config_.selector);
+  if (!out.chosen) {
+    s.set_no_candidate_reason(out.escalation_reason);
+    v1::Escalation &esc = *s.mutable_escalation();
+    esc.set_reason(out.escalation_reason);
+    if (out.recommended_action.type() != v1::ACTION_TYPE_UNSPECIFIED) {
+      *esc.mutable_recommended_action() = out.recommended_action;
+    }
+    // Keep the candidates so the event shows why nothing was chosen.
+    *s.mutable_selection() = std::move(out.selection);
+    s.mutable_selection()->set_attempt(s.attempt());
+    std::move(done)(absl::OkStatus());
+    return;
+  }
+  s.set_attempt(attempt);
+  *s.mutable_selection() = std::move(out.selection);
+  s.add_tried_strategies(s.selection().strategy().name());
+  v1::FinalStrategy &fin = *s.mutable_final_strategy();
+  fin.set_type(s.selection().strategy().name());
+  fin.set_confidence(s.selection().confidence());
+  fin.set_selection_reason(s.selection().selection_reason());
+  fin.set_version(s.selection().strategy().version());
+  s.clear_execution();
+  s.clear_observation();
+  s.clear_reflection();
+  s.clear_learning();
+  std::move(done)(absl::OkStatus());
+}
+
+void ReflexionWorkflow::ExecuteFix(State &s, graph::NodeDone done) const {
+  // Defence in depth: whatever chose the action, only catalog actions within
+  // bounds reach an executor.
+  absl::Status valid = ValidateAction(s.selection().action());
+  if (!valid.ok()) {
+    std::move(done)(valid);
+    return;
+  }
+  executor_->Execute(s.selection().action(),
+                     [&s, done = std::move(done)](
+                         absl::StatusOr<v1::ExecutionResult> result) mutable {
+                       if (!result.ok()) {
+                         std::move(done)(result.status());
+                         return;
+                       }
+                       *s.mutable_execution() = *std::move(result);
+                       std::move(done)(absl::OkStatus());
+                     });
+}
+
+void ReflexionWorkflow::ObserveOutcome(State &s, graph::NodeDone done) const {
+  executor_->Observe(
+      s.selection().action(), config_.observation_window,
+      [&s,
+       done = std::move(done)](absl::StatusOr<v1::Observation> obs) mutable {
+        if (!obs.ok()) {
+          std::move(done)(obs.status());
+          return;
+        }
+        v1::Observation &o = *s.mutable_observation();
+        o = *std::move(obs);
+        // Anomaly: recovery far outside this signature's history.
+        const auto &f = s.analysis().features();
+        auto mean_it = f.find("history_recovery_mean_s");
+        auto sd_it = f.find("history_recovery_sd_s");
+        if (o.recovered() && mean_it != f.end() && sd_it != f.end()) {
+          double mean = std::stod(mean_it->second);
+          double sd = std::max(1.0, std::stod(sd_it->second));
+          if (std::abs(o.time_to_recovery_s() - mean) > 3 * sd) {
+            o.add_anomalies(absl::StrFormat(
+                "time to recovery %.0fs is far outside this signature's "
+                "history (mean %.0fs, sd %.0fs)",
+                o.time_to_recovery_s(), mean, sd));
+          }
+        }
+        s.set_executor_seconds(s.executor_seconds() +
+                               (o.recovered() ? o.time_to_recovery_s() : 0) +
+                               o.window_s());
+        std::move(done)(absl::OkStatus());
+      });
+}
+
+ReflectionRequest ReflexionWorkflow::MakeReflectionRequest(const State &s,
+                                                           bool meta) const {
+  ReflectionRequest r;
+  r.analysis = s.analysis();
+  r.selection = s.selection();
+  r.execution = s.execution();
+  r.observation = s.observation();
+  r.tried_strategies.assign(s.tried_strategies().begin(),
+                            s.tried_strategies().end());
+  r.attempt = s.attempt();
+  r.max_attempts = s.max_attempts();
+  r.depth = config_.depth;
+  r.meta = meta;
+  if (meta)
+    r.previous = s.reflection();
+  return r;
+}
+
+void ReflexionWorkflow::RunReflector(State &s, bool meta,
+                                     graph::NodeDone done) const {
+  ReflectionRequest request = MakeReflectionRequest(s, meta);
+  reflector_->Reflect(
+      request, [&s, meta, request, done = std::move(done)](
+                   absl::StatusOr<v1::Reflection> result) mutable {
+        v1::Reflection r;
+        if (result.ok()) {
+          r = *std::move(result);
+        } else {
+          // Any reflector failure falls back to the heuristic, and says so.
+          r = HeuristicReflector::ReflectNow(request);
+          r.set_reflector(absl::StrCat(
+              "heuristic (fallback: ", result.status().message(), ")"));
+        }
+        if (meta) {
+          // Keep the first reflection's proposals; add the meta lessons.
+          v1::Reflection merged = s.reflection();
+          merged.set_text(absl::StrCat(merged.text(), "\nMeta: ", r.text()));
+          merged.set_quality(r.quality());
+          merged.set_meta(true);
+          for (const auto &l : r.lessons())
+            merged.add_lessons(l);
+          for (const auto &c : r.proposed_changes()) {
+            *merged.add_proposed_changes() = c;
+          }
+          r = std::move(merged);
+          s.set_meta_reflections(s.meta_reflections() + 1);
+        }
+        s.set_reflections_performed(s.reflections_performed() + 1);
+        s.set_reflection_quality_sum(s.reflection_quality_sum() + r.quality());
+        *s.mutable_reflection() = std::move(r);
+        std::move(done)(absl::OkStatus());
+      });
+}
+
+void ReflexionWorkflow::Reflect(State &s, graph::NodeDone done) const {
+  RunReflector(s, false, std::move(done));
+}
+
+void ReflexionWorkflow::MetaReflect(State &s, graph::NodeDone done) const {
+  RunReflector(s, true, std::move(done));
+}
+
+void ReflexionWorkflow::Learn(State &s, graph::NodeDone done) const {
+  const v1::StrategySelection &sel = s.selection();
+  const std::string &name = sel.strategy().name();
+  LearningCommit commit;
+  v1::Episode &e = commit.episode;
+  e.set_id(absl::StrCat(s.workflow_id(), "/", s.attempt()));
+  e.set_workflow_id(s.workflow_id());
+  *e.mutable_time() = ToProto(clock_->Now());
+  e.set_pod_name(s.incident().pod_name());
+  e.set_namespace_(s.incident().namespace_());
+  e.set_error_type(s.incident().error_type());
+  e.set_signature(s.analysis().signature());
+  e.set_attempt(s.attempt());
+  e.set_strategy(name);
+  e.set_strategy_version(sel.strategy().version());
+  e.set_success(s.observation().success());
+  e.set_confidence(sel.confidence());
+  e.set_selection_reason(sel.selection_reason());
+  e.set_time_to_recovery_s(
+      s.observation().success() ? s.observation().time_to_recovery_s() : 0);
+  e.set_reflection(s.reflection().text());
+  e.set_reflection_quality(s.reflection().quality());
+  for (const auto &l : s.reflection().lessons())
+    e.add_lessons(l);
+  Prior prior =
+      PriorFor(s.analysis().error_family(), s.analysis().cause(), name);
+  commit.prior_alpha = prior.alpha;
+  commit.prior_beta = prior.beta;
+
+  // A proposed change to the strategy just tried becomes a new version when
+  // its clamped parameters differ from the current ones.
+  for (const v1::StrategyChange &change : s.reflection().proposed_changes()) {
+    if (change.strategy() != name)
+      continue;
+    v1::StrategyParams params = ClampParams(change.params());
+    const v1::StrategyParams &cur = sel.strategy().params();
+    if (params.SerializeAsString() == cur.SerializeAsString())
+      continue;
+    v1::Strategy next = sel.strategy();
+    next.set_version(sel.strategy().version() + 1);
+    next.set_parent_version(sel.strategy().version());
+    *next.mutable_params() = params;
+    next.set_author(absl::StrCat("reflector:", reflector_->Name()));
+    next.set_reason(change.reason());
+    *next.mutable_created_at() = ToProto(clock_->Now());
+    commit.new_version = std::move(next);
+    break;
+  }
+  absl::StatusOr<LearningResult> result = store_->CommitLearning(commit);
+  int new_version = commit.new_version ? commit.new_version->version() : 0;
+  if (!result.ok() && absl::IsFailedPrecondition(result.status()) &&
+      commit.new_version) {
+    // Another workflow versioned the strategy first: learn without ours.
+    commit.new_version.reset();
+    new_version = 0;
+    result = store_->CommitLearning(commit);
+  }
+  if (!result.ok()) {
+    std::move(done)(result.status());
+    return;
+  }
+  v1::LearningUpdate &u = *s.mutable_learning();
+  u.set_signature(s.analysis().signature());
+  u.set_strategy(name);
+  u.set_mean_before(result->mean_before);
+  *u.mutable_stats() = result->stats;
+  u.set_new_version(new_version);
+  u.set_episode_id(e.id());
+  if (std::find(s.learned_strategies().begin(), s.learned_strategies().end(),
+                name) == s.learned_strategies().end()) {
+    s.add_learned_strategies(name);
+  }
+  s.set_learning_velocity(s.learning_velocity() + result->stats.mean() -
+                          result->mean_before);
+  if (!s.observation().success() && s.attempt() >= s.max_attempts()) {
+    v1::Escalation &esc = *s.mutable_escalation();
+    esc.set_reason(absl::StrCat("all ", s.max_attempts(),
+                                " attempts failed for ",
+                                s.analysis().signature()));
+  }
+  std::move(done)(absl::OkStatus());
+}
+
+void ReflexionWorkflow::HumanEscalation(State &s, graph::NodeDone done) const {
+  v1::Escalation &esc = *s.mutable_escalation();
+  if (esc.reason().empty()) {
+    esc.set_reason(
+        absl::StrCat("no resolution for ", s.analysis().signature()));
+  }
+  std::string tried =
+      s.tried_strategies().empty()
+          ? std::string("nothing was tried automatically")
+          : absl::StrCat("tried: ", absl::StrJoin(s.tried_strategies(), ", "));
+  esc.set_summary(absl::StrCat(s.incident().namespace_(), "/",
+                               s.incident().pod_name(), " (",
+                               s.analysis().signature(), "): ", tried));
+  std::move(done)(absl::OkStatus());
+}
+
+} // namespace reflexion::core

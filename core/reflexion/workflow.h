@@ -1,0 +1,110 @@
+#pragma once
+
+// The reflexion workflow: nine nodes on the generic graph engine.
+//
+//   START -> analyze_error -> (deep_analysis ->) select_strategy
+//   select_strategy -> execute_fix | human_escalation
+//   execute_fix -> observe_outcome -> reflect -> (meta_reflect ->) learn
+//   learn -> END (resolved) | select_strategy (attempts left)
+//          | human_escalation (attempts exhausted)
+//   human_escalation -> END
+//
+// meta_reflect sits between reflect and learn so that the one atomic write
+// of learn stores the better reflection's lessons.
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "core/graph/graph.h"
+#include "core/ports/clock.h"
+#include "core/ports/cluster_executor.h"
+#include "core/ports/knowledge_store.h"
+#include "core/ports/reflector.h"
+#include "core/reflexion/selector.h"
+#include "reflexion/v1/types.pb.h"
+
+namespace reflexion::core {
+
+using WorkflowGraph = graph::CompiledGraph<reflexion::v1::WorkflowState>;
+using WorkflowSink = graph::EventSink<reflexion::v1::WorkflowState>;
+using WorkflowRunResult = graph::RunResult<reflexion::v1::WorkflowState>;
+
+// Tunables of the workflow (config keys in parentheses).
+struct WorkflowConfig {
+  // Fix attempts per incident before escalation (workflow.max_retry_count).
+  int max_attempts = 3;
+  // Reflection quality below which meta_reflect runs
+  // (reflexion.meta_reflection_threshold).
+  double meta_quality_threshold = 0.5;
+  // Meta-reflections allowed per workflow (reflexion.max_reflection_cycles).
+  int max_reflection_cycles = 5;
+  // Reflection depth (reflexion.reflection_depth).
+  ReflectionDepth depth = ReflectionDepth::kMedium;
+  // Strategy selection (reflexion.strategy_confidence_threshold, ...).
+  SelectorOptions selector;
+  // How long a fix is watched before it counts (workflow.observation_window).
+  absl::Duration observation_window = absl::Seconds(120);
+  // Seed of Thompson sampling (reflexion.seed): with a fixed seed and the
+  // same history, selections are reproducible.
+  uint64_t seed = 0;
+  // Lessons from episodic memory fed to analysis and reflection.
+  int lessons = 3;
+  // Node executions allowed per workflow.
+  int recursion_limit = 100;
+};
+
+// Builds and runs reflexion workflows. Thread-safe: any number of workflows
+// at once. The store, executor, reflector and clock must outlive it.
+class ReflexionWorkflow {
+public:
+  ReflexionWorkflow(WorkflowConfig config, KnowledgeStore *store,
+                    ClusterExecutor *executor, Reflector *reflector,
+                    const Clock *clock);
+
+  // Compiles the graph and seeds the catalog's version-1 strategies into the
+  // store where absent. Errors from the store are returned.
+  absl::Status Init();
+
+  using DoneFn = absl::AnyInvocable<void(WorkflowRunResult) &&>;
+
+  // Starts a workflow for a validated incident and returns at once. Nodes
+  // run on `runner`; events go to `sink` (may be null); `done` runs once at
+  // the end. `ordinal` (the caller's count of workflows) seeds Thompson
+  // sampling together with config().seed, so a sequence of incidents
+  // replays identically. Init() must have succeeded.
+  void Start(std::string workflow_id, reflexion::v1::Incident incident,
+             uint64_t ordinal, graph::TaskRunner *runner, WorkflowSink *sink,
+             DoneFn done) const;
+
+  const WorkflowGraph &graph() const { return *graph_; }
+  const WorkflowConfig &config() const { return config_; }
+
+private:
+  using State = reflexion::v1::WorkflowState;
+
+  void AnalyzeError(State &s, graph::NodeDone done) const;
+  void DeepAnalysis(State &s, graph::NodeDone done) const;
+  void SelectStrategyNode(State &s, graph::NodeDone done) const;
+  void ExecuteFix(State &s, graph::NodeDone done) const;
+  void ObserveOutcome(State &s, graph::NodeDone done) const;
+  void Reflect(State &s, graph::NodeDone done) const;
+  void MetaReflect(State &s, graph::NodeDone done) const;
+  void Learn(State &s, graph::NodeDone done) const;
+  void HumanEscalation(State &s, graph::NodeDone done) const;
+
+  // Fills lessons and the recovery-time baseline of the signature.
+  absl::Status LoadMemory(State &s) const;
+  ReflectionRequest MakeReflectionRequest(const State &s, bool meta) const;
+  void RunReflector(State &s, bool meta, graph::NodeDone done) const;
+
+  WorkflowConfig config_;
+  KnowledgeStore *store_;
+  ClusterExecutor *executor_;
+  Reflector *reflector_;
+  const Clock *clock_;
+  std::shared_ptr<const WorkflowGraph> graph_;
+};
+
+} // namespace reflexion::core

@@ -1,0 +1,440 @@
+#include "core/sim/simulated_cluster.h"
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/memory/memory.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
+#include "core/sim/default_scenarios.h"
+#include "core/sim/stable_hash.h"
+#include "core/status_macros.h"
+
+namespace reflexion::sim {
+namespace {
+
+using reflexion::v1::Action;
+using reflexion::v1::ActionType;
+using reflexion::v1::Diagnosis;
+using reflexion::v1::ExecutionResult;
+using reflexion::v1::Incident;
+using reflexion::v1::Observation;
+
+constexpr absl::string_view kName = "simulated";
+
+std::string PodKey(absl::string_view ns, absl::string_view pod) {
+  return absl::StrCat(ns, "/", pod);
+}
+
+double Round1(double x) { return std::round(x * 10) / 10; }
+
+// Fills the "{pod}" and "{namespace}" placeholders of scenario text.
+std::string Render(absl::string_view text, absl::string_view ns,
+                   absl::string_view pod) {
+  return absl::StrReplaceAll(text, {{"{pod}", pod}, {"{namespace}", ns}});
+}
+
+std::string ContainerName(const Scenario &s) {
+  if (s.signals.container_statuses_size() == 0 ||
+      s.signals.container_statuses(0).name().empty()) {
+    return "the container";
+  }
+  return absl::StrCat("container ", s.signals.container_statuses(0).name());
+}
+
+std::string Mebibytes(double bytes) {
+  return absl::StrFormat("%.0fMi", bytes / (1024.0 * 1024.0));
+}
+
+// What the executor says it did. Says nothing about the hidden root cause.
+std::string ActionMessage(const Action &a, const Scenario &s) {
+  const std::string pod = PodKey(a.namespace_(), a.pod_name());
+  const std::string container = ContainerName(s);
+  switch (a.type()) {
+  case reflexion::v1::ACTION_TYPE_DELETE_POD:
+    return absl::StrCat("deleted pod ", pod,
+                        "; its controller created a replacement");
+  case reflexion::v1::ACTION_TYPE_ROLLBACK_DEPLOYMENT:
+    return absl::StrCat("rolled back the deployment of pod ", pod,
+                        " to its previous revision");
+  case reflexion::v1::ACTION_TYPE_PATCH_IMAGE:
+    return absl::StrCat("set the image of ", container, " in pod ", pod, " to ",
+                        a.image());
+  case reflexion::v1::ACTION_TYPE_ATTACH_PULL_SECRET:
+    return absl::StrCat("attached image pull secret ", a.pull_secret(),
+                        " to the service account of pod ", pod);
+  case reflexion::v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT: {
+    const double factor = a.params().memory_factor();
+    const int64_t limit = s.signals.memory_limit_bytes();
+    if (limit <= 0) {
+      return absl::StrFormat("raised the memory limit of %s in pod %s by x%g",
+                             container, pod, factor);
+    }
+    return absl::StrFormat(
+        "raised the memory limit of %s in pod %s from %s to %s (x%g)",
+        container, pod, Mebibytes(static_cast<double>(limit)),
+        Mebibytes(static_cast<double>(limit) * factor), factor);
+  }
+  case reflexion::v1::ACTION_TYPE_RELAX_PROBES:
+    return absl::StrFormat(
+        "relaxed the liveness and readiness probes of %s in pod %s by x%g",
+        container, pod, a.params().probe_factor());
+  case reflexion::v1::ACTION_TYPE_LOWER_RESOURCE_REQUESTS:
+    return absl::StrFormat(
+        "lowered the resource requests of %s in pod %s by x%g", container, pod,
+        a.params().requests_factor());
+  case reflexion::v1::ACTION_TYPE_CREATE_MISSING_CONFIG:
+    return absl::StrCat("created the missing configuration referenced by pod ",
+                        pod);
+  case reflexion::v1::ACTION_TYPE_RELAX_NODE_SELECTOR:
+    return absl::StrCat("relaxed the node selector and affinity of pod ", pod);
+  case reflexion::v1::ACTION_TYPE_SCALE_NODE_POOL:
+    return absl::StrCat("added a node to the node pool serving pod ", pod);
+  default:
+    return absl::StrCat("applied ", ActionName(a.type()), " to pod ", pod);
+  }
+}
+
+// What a failing pod shows: waiting state, last termination, events.
+void AddFailureSignals(const Scenario &s, absl::string_view ns,
+                       absl::string_view pod, Observation *o) {
+  if (s.signals.container_statuses_size() > 0) {
+    const reflexion::v1::ContainerStatus &c = s.signals.container_statuses(0);
+    if (!c.waiting_reason().empty()) {
+      o->add_signals(absl::StrCat(
+          ContainerName(s), " is waiting: ", c.waiting_reason(),
+          c.waiting_message().empty()
+              ? ""
+              : absl::StrCat(": ", Render(c.waiting_message(), ns, pod))));
+    }
+    if (!c.last_termination_reason().empty()) {
+      o->add_signals(absl::StrCat(
+          ContainerName(s), " last terminated: ", c.last_termination_reason(),
+          " (exit code ", c.last_exit_code(), ")"));
+    }
+  }
+  for (const reflexion::v1::PodEvent &e : s.signals.events()) {
+    o->add_signals(absl::StrCat(e.type(), " ", e.reason(), ": ",
+                                Render(e.message(), ns, pod)));
+  }
+}
+
+// Whether the scenario's container runs and crashes (so restarts count up),
+// as opposed to never starting (image pull, config, scheduling, eviction).
+bool Crashes(const Scenario &s) {
+  if (s.signals.container_statuses_size() == 0)
+    return false;
+  const reflexion::v1::ContainerStatus &c = s.signals.container_statuses(0);
+  return c.restart_count() > 0 || !c.last_termination_reason().empty();
+}
+
+} // namespace
+
+absl::StatusOr<std::unique_ptr<SimulatedCluster>>
+SimulatedCluster::FromYaml(absl::string_view yaml_text, uint64_t seed) {
+  REFLEXION_ASSIGN_OR_RETURN(std::vector<Scenario> scenarios,
+                             ParseScenarios(yaml_text));
+  return absl::WrapUnique(new SimulatedCluster(std::move(scenarios), seed));
+}
+
+absl::StatusOr<std::unique_ptr<SimulatedCluster>>
+SimulatedCluster::FromFile(const std::string &path, uint64_t seed) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read scenario file ", path));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read scenario file ", path));
+  }
+  absl::StatusOr<std::unique_ptr<SimulatedCluster>> cluster =
+      FromYaml(text.str(), seed);
+  if (!cluster.ok()) {
+    return absl::Status(cluster.status().code(),
+                        absl::StrCat(path, ": ", cluster.status().message()));
+  }
+  return cluster;
+}
+
+absl::StatusOr<std::unique_ptr<SimulatedCluster>>
+SimulatedCluster::WithDefaultScenarios(uint64_t seed) {
+  return FromYaml(DefaultScenariosYaml(), seed);
+}
+
+SimulatedCluster::SimulatedCluster(std::vector<Scenario> scenarios,
+                                   uint64_t seed)
+    : scenarios_(std::move(scenarios)), seed_(seed) {}
+
+std::string SimulatedCluster::Name() const { return std::string(kName); }
+
+// The port allows completing on any thread; completing synchronously keeps
+// the simulation free of threads and of timing, hence deterministic.
+void SimulatedCluster::Diagnose(const Incident &incident,
+                                core::Callback<Diagnosis> done) {
+  std::move(done)(DiagnoseNow(incident));
+}
+
+void SimulatedCluster::Execute(const Action &action,
+                               core::Callback<ExecutionResult> done) {
+  std::move(done)(ExecuteNow(action));
+}
+
+void SimulatedCluster::Observe(const Action &action, absl::Duration window,
+                               core::Callback<Observation> done) {
+  std::move(done)(ObserveNow(action, window));
+}
+
+absl::StatusOr<size_t>
+SimulatedCluster::Assign(const Incident &incident) const {
+  std::vector<size_t> candidates;
+  for (size_t i = 0; i < scenarios_.size(); ++i) {
+    if (scenarios_[i].Matches(incident.error_type()))
+      candidates.push_back(i);
+  }
+  if (candidates.empty()) {
+    for (size_t i = 0; i < scenarios_.size(); ++i) {
+      if (scenarios_[i].IsCatchAll())
+        candidates.push_back(i);
+    }
+  }
+  if (candidates.empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        "no simulated scenario matches error type \"", incident.error_type(),
+        "\" and none is a catch-all (\"*\")"));
+  }
+  double total = 0;
+  for (size_t i : candidates)
+    total += scenarios_[i].weight;
+  const double target = StableHash(seed_)
+                            .Add("assign")
+                            .Add(incident.namespace_())
+                            .Add(incident.pod_name())
+                            .Add(incident.error_type())
+                            .Unit() *
+                        total;
+  double cumulative = 0;
+  for (size_t i : candidates) {
+    cumulative += scenarios_[i].weight;
+    if (target < cumulative)
+      return i;
+  }
+  return candidates.back(); // rounding at the top end
+}
+
+absl::StatusOr<Diagnosis>
+SimulatedCluster::DiagnoseNow(const Incident &incident) {
+  if (incident.pod_name().empty() || incident.namespace_().empty()) {
+    return absl::InvalidArgumentError(
+        "incident needs pod_name and namespace to diagnose");
+  }
+  REFLEXION_ASSIGN_OR_RETURN(size_t index, Assign(incident));
+  const Scenario &s = scenarios_[index];
+  const std::string &ns = incident.namespace_();
+  const std::string &pod = incident.pod_name();
+
+  Diagnosis d = s.signals;
+  for (reflexion::v1::ContainerStatus &c : *d.mutable_container_statuses()) {
+    c.set_waiting_message(Render(c.waiting_message(), ns, pod));
+  }
+  for (reflexion::v1::PodEvent &e : *d.mutable_events()) {
+    e.set_message(Render(e.message(), ns, pod));
+  }
+  d.set_logs(Render(d.logs(), ns, pod));
+  d.set_source(std::string(kName));
+
+  absl::MutexLock lock(&mu_);
+  PodState &state = pods_[PodKey(ns, pod)];
+  state = PodState{};
+  state.scenario = index;
+  state.error_type = incident.error_type();
+  return d;
+}
+
+SimulatedCluster::Outcome SimulatedCluster::Draw(const Scenario &s,
+                                                 const Action &action) const {
+  // Independent draws per purpose, all from (seed, key) only.
+  auto draw = [&](absl::string_view purpose) {
+    return StableHash(seed_).Add(purpose).Add(action.idempotency_key()).Unit();
+  };
+  const ActionModel *model = s.FindAction(action.type());
+  const double p = model ? model->SuccessProbability(action.params()) : 0;
+  const double relapse = model ? model->relapse : 0;
+  const double recovery_s =
+      model ? model->recovery_s : ActionModel{}.recovery_s;
+
+  Outcome o;
+  o.type = action.type();
+  o.recovered = draw("success") < p;
+  o.relapsed = o.recovered && draw("relapse") < relapse;
+  if (o.recovered) {
+    // ±20% jitter around the scenario's recovery time.
+    o.time_to_recovery_s =
+        Round1(recovery_s * (0.8 + 0.4 * draw("recovery_time")));
+  }
+  if (o.relapsed) {
+    o.relapse_after_s =
+        Round1(o.time_to_recovery_s * (1.5 + draw("relapse_time")));
+    o.restarts = 1 + static_cast<int32_t>(draw("restarts") * 2);
+  } else if (!o.recovered && Crashes(s)) {
+    o.restarts = 2 + static_cast<int32_t>(draw("restarts") * 4);
+  }
+  return o;
+}
+
+absl::StatusOr<ExecutionResult>
+SimulatedCluster::ExecuteNow(const Action &action) {
+  if (action.type() == reflexion::v1::ACTION_TYPE_UNSPECIFIED ||
+      !reflexion::v1::ActionType_IsValid(action.type())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("action type ", static_cast<int>(action.type()),
+                     " is not a catalog action (pod ",
+                     PodKey(action.namespace_(), action.pod_name()), ")"));
+  }
+  if (action.idempotency_key().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(ActionName(action.type()), " on pod ",
+                     PodKey(action.namespace_(), action.pod_name()),
+                     " has no idempotency_key"));
+  }
+  if (action.type() == reflexion::v1::ACTION_TYPE_PATCH_IMAGE &&
+      action.image().empty()) {
+    return absl::InvalidArgumentError("patch_image needs an image");
+  }
+  if (action.type() == reflexion::v1::ACTION_TYPE_ATTACH_PULL_SECRET &&
+      action.pull_secret().empty()) {
+    return absl::InvalidArgumentError("attach_pull_secret needs a pull_secret");
+  }
+
+  const std::string pod_key = PodKey(action.namespace_(), action.pod_name());
+  absl::MutexLock lock(&mu_);
+  if (auto it = results_.find(action.idempotency_key()); it != results_.end()) {
+    ExecutionResult again = it->second;
+    again.set_deduplicated(true);
+    return again;
+  }
+  auto pod = pods_.find(pod_key);
+  if (pod == pods_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("pod ", pod_key, " was never diagnosed"));
+  }
+  PodState &state = pod->second;
+  const Scenario &s = scenarios_[state.scenario];
+  const Outcome outcome = Draw(s, action);
+  state.outcomes[action.idempotency_key()] = outcome;
+  state.last_key = action.idempotency_key();
+
+  ExecutionResult result;
+  *result.mutable_action() = action;
+  result.set_applied(true);
+  result.set_message(ActionMessage(action, s));
+  result.set_executor(std::string(kName));
+  result.set_deduplicated(false);
+  results_.emplace(action.idempotency_key(), result);
+  log_.push_back(ExecutedAction{
+      .pod_name = action.pod_name(),
+      .pod_namespace = action.namespace_(),
+      .type = action.type(),
+      .idempotency_key = action.idempotency_key(),
+      .scenario_id = s.id,
+      .recovered = outcome.recovered,
+      .relapsed = outcome.relapsed,
+  });
+  return result;
+}
+
+absl::StatusOr<Observation>
+SimulatedCluster::ObserveNow(const Action &action,
+                             absl::Duration window) const {
+  if (window < absl::ZeroDuration() || window == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat("observation window ",
+                                                   absl::FormatDuration(window),
+                                                   " must be finite and >= 0"));
+  }
+  const std::string &ns = action.namespace_();
+  const std::string &pod = action.pod_name();
+  const std::string pod_key = PodKey(ns, pod);
+
+  absl::MutexLock lock(&mu_);
+  auto it = pods_.find(pod_key);
+  if (it == pods_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("pod ", pod_key, " was never diagnosed"));
+  }
+  const PodState &state = it->second;
+  auto outcome = state.outcomes.find(action.idempotency_key());
+  if (outcome == state.outcomes.end()) {
+    outcome = state.outcomes.find(state.last_key);
+  }
+  if (outcome == state.outcomes.end()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no action was executed on pod ", pod_key, " since it was diagnosed"));
+  }
+  const Outcome &o = outcome->second;
+  const Scenario &s = scenarios_[state.scenario];
+  const double window_s = absl::ToDoubleSeconds(window);
+
+  Observation obs;
+  obs.set_recovered(o.recovered);
+  obs.set_success(o.recovered && !o.relapsed);
+  obs.set_window_s(window_s);
+  obs.set_restarts(o.restarts);
+  if (o.recovered)
+    obs.set_time_to_recovery_s(o.time_to_recovery_s);
+  if (obs.success()) {
+    obs.add_signals(absl::StrFormat(
+        "pod became Ready after %.0fs and stayed Ready for the rest of the "
+        "%.0fs window",
+        o.time_to_recovery_s, window_s));
+    return obs;
+  }
+  const std::string &waiting =
+      s.signals.container_statuses_size() > 0
+          ? s.signals.container_statuses(0).waiting_reason()
+          : std::string();
+  obs.set_failure_reason(waiting.empty() ? state.error_type : waiting);
+  if (o.relapsed) {
+    obs.add_signals(absl::StrFormat(
+        "pod became Ready after %.0fs, then restarted after %.0fs",
+        o.time_to_recovery_s, o.relapse_after_s));
+  } else {
+    obs.add_signals(absl::StrFormat(
+        "pod did not become Ready within the %.0fs window after %s", window_s,
+        ActionName(o.type)));
+  }
+  AddFailureSignals(s, ns, pod, &obs);
+  return obs;
+}
+
+std::vector<ExecutedAction> SimulatedCluster::ExecutionLog() const {
+  absl::MutexLock lock(&mu_);
+  return log_;
+}
+
+std::vector<std::string> SimulatedCluster::ScenarioIds() const {
+  std::vector<std::string> ids;
+  ids.reserve(scenarios_.size());
+  for (const Scenario &s : scenarios_)
+    ids.push_back(s.id);
+  return ids;
+}
+
+absl::StatusOr<std::string>
+SimulatedCluster::ScenarioOf(absl::string_view pod_namespace,
+                             absl::string_view pod_name) const {
+  absl::MutexLock lock(&mu_);
+  auto it = pods_.find(PodKey(pod_namespace, pod_name));
+  if (it == pods_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "pod ", PodKey(pod_namespace, pod_name), " was never diagnosed"));
+  }
+  return scenarios_[it->second.scenario].id;
+}
+
+} // namespace reflexion::sim

@@ -1,0 +1,72 @@
+# Shared by scripts/test and scripts/demo: install what is missing, build.
+# Source it; do not run it.
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD_DIR=${BUILD_DIR:-$REPO_ROOT/build}
+BUF_VERSION=1.75.0
+
+# Debian 12 packages the build and the tests need.
+DEBIAN_PACKAGES=(
+  build-essential cmake pkg-config
+  protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
+  libgrpc++-dev libgrpc-dev
+  libabsl-dev libgoogle-glog-dev libgflags-dev
+  librocksdb-dev libcurl4-openssl-dev
+  libyaml-cpp-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+ensure_packages() {
+  local missing=()
+  for p in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+      missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    log "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# buf (npm @bufbuild/buf) for `buf lint` and `buf curl`, installed into the
+# repo's .cache (git-ignored). Prints its path.
+ensure_buf() {
+  local dir=$REPO_ROOT/.cache/buf
+  local bin=$dir/node_modules/.bin/buf
+  if [[ ! -x $bin ]] || [[ $("$bin" --version 2>/dev/null) != "$BUF_VERSION" ]]; then
+    if ! command -v npm >/dev/null; then
+      log "installing nodejs and npm"
+      as_root apt-get update -qq
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+    fi
+    log "installing @bufbuild/buf@$BUF_VERSION (npm)"
+    mkdir -p "$dir"
+    (cd "$dir" && npm install --silent --no-audit --no-fund --no-save \
+      "@bufbuild/buf@$BUF_VERSION" >/dev/null)
+  fi
+  echo "$bin"
+}
+
+# build [target...]: configure (Release) and build with -j2.
+build() {
+  local buf=${BUF:-}
+  log "configuring (Release) in $BUILD_DIR"
+  cmake -S "$REPO_ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release \
+    -DREFLEXION_BUF="$buf" >/dev/null
+  log "building ${*:-everything} (-j2)"
+  if (($#)); then
+    local targets=()
+    for t in "$@"; do targets+=(--target "$t"); done
+    cmake --build "$BUILD_DIR" -j2 "${targets[@]}"
+  else
+    cmake --build "$BUILD_DIR" -j2
+  fi
+}

@@ -1,0 +1,66 @@
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "core/graph/task_runner.h"
+#include "core/ports/clock.h"
+#include "core/reflexion/heuristic_reflector.h"
+#include "core/reflexion/workflow.h"
+#include "core/sim/simulated_cluster.h"
+#include "grpcpp/server.h"
+#include "server/config.h"
+#include "server/service.h"
+#include "server/workflow_runner.h"
+#include "storage/rocksdb_db.h"
+#include "storage/rocksdb_knowledge_store.h"
+
+namespace reflexion::server {
+
+// The whole server: storage, executor, reflector, engine, gRPC. main() and
+// the integration tests build it the same way. Not thread-safe: Start and
+// Stop from one thread.
+class App {
+public:
+  explicit App(ServerConfig config);
+  ~App(); // Stop()s if still running
+
+  // Opens the data dir, wires the adapters and starts serving (with health
+  // and reflection). Errors: the data dir cannot be created or opened (it is
+  // locked by another process, corrupt), scenarios invalid, port taken.
+  absl::Status Start();
+
+  // Graceful stop: NOT_SERVING, no new incidents, streams get `grace` to
+  // finish, every running workflow completes, storage is closed.
+  void Stop(absl::Duration grace = absl::Seconds(10));
+
+  // The bound port (after Start).
+  int port() const { return port_; }
+  const ServerConfig &config() const { return config_; }
+  // For tests: the simulated cluster in use.
+  sim::SimulatedCluster *cluster() const { return cluster_.get(); }
+
+  // Lines describing the active executor and reflector and why.
+  std::vector<std::string> StartupReport() const;
+
+private:
+  ServerConfig config_;
+  int port_ = 0;
+  int threads_ = 0;
+  core::RealClock clock_;
+  std::unique_ptr<storage::RocksDb> db_;
+  std::unique_ptr<storage::RocksDbKnowledgeStore> store_;
+  std::unique_ptr<sim::SimulatedCluster> cluster_;
+  core::HeuristicReflector reflector_;
+  std::unique_ptr<graph::ThreadPool> pool_;
+  std::unique_ptr<core::ReflexionWorkflow> workflow_;
+  std::unique_ptr<WorkflowRunner> runner_;
+  std::unique_ptr<ReflexionServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+// The service name registered with the health service.
+inline constexpr char kHealthServiceName[] = "reflexion.v1.ReflexionService";
+
+} // namespace reflexion::server

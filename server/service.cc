@@ -1,0 +1,426 @@
+#include "server/service.h"
+
+#include <algorithm>
+#include <deque>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "core/reflexion/catalog.h"
+#include "core/reflexion/metrics.h"
+#include "core/reflexion/validation.h"
+#include "glog/logging.h"
+
+namespace reflexion::server {
+
+using reflexion::v1::ResolveRequest;
+using reflexion::v1::ResolveResponse;
+
+grpc::Status ToGrpcStatus(const absl::Status &status) {
+  if (status.ok())
+    return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+reflexion::v1::Incident
+IncidentFromRequest(const reflexion::v1::ProcessIncidentRequest &r) {
+  reflexion::v1::Incident in;
+  in.set_pod_name(r.pod_name());
+  in.set_namespace_(r.namespace_());
+  in.set_error_type(r.error_type());
+  in.set_error_message(r.error_message());
+  *in.mutable_container_statuses() = r.container_statuses();
+  *in.mutable_events() = r.events();
+  in.set_logs(r.logs());
+  in.set_request_id(r.request_id());
+  return in;
+}
+
+namespace {
+
+// The field path at the start of a validation message ("incident.pod_name:
+// ..." -> "incident.pod_name").
+std::string FieldOf(absl::string_view message) {
+  size_t colon = message.find(':');
+  return colon == absl::string_view::npos
+             ? ""
+             : std::string(message.substr(0, colon));
+}
+
+} // namespace
+
+// One Resolve stream. Reads incidents one at a time, runs each as a
+// workflow, and multiplexes every workflow's events and result onto one
+// write queue with a single write outstanding. Lives until both gRPC is done
+// with it (OnDone) and every workflow it started has finished.
+class ReflexionServiceImpl::ResolveReactor final
+    : public grpc::ServerBidiReactor<ResolveRequest, ResolveResponse> {
+public:
+  ResolveReactor(WorkflowRunner *runner, int max_in_flight)
+      : runner_(runner), max_in_flight_(max_in_flight) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      {
+        absl::MutexLock lock(&mu_);
+        reads_done_ = true;
+      }
+      MaybeFinish();
+      return;
+    }
+    HandleRequest();
+    StartRead(&request_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool start = false;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        broken_ = true; // the client is gone: drop what is queued
+        queue_.clear();
+      } else if (!queue_.empty() && !finished_) {
+        in_write_ = std::move(queue_.front());
+        queue_.pop_front();
+        writing_ = true;
+        start = true;
+      }
+    }
+    if (start) {
+      StartWrite(&in_write_);
+    } else {
+      MaybeFinish();
+    }
+  }
+
+  void OnCancel() override {
+    {
+      absl::MutexLock lock(&mu_);
+      broken_ = true;
+      queue_.clear();
+    }
+    MaybeFinish();
+  }
+
+  void OnDone() override {
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      last = active_ == 0;
+    }
+    if (last)
+      delete this;
+  }
+
+private:
+  void HandleRequest() {
+    if (request_.message_case() != ResolveRequest::kIncident) {
+      Reject("", absl::InvalidArgumentError(
+                     "message: a ResolveRequest must carry an incident"));
+      return;
+    }
+    reflexion::v1::Incident incident = std::move(*request_.mutable_incident());
+    std::string request_id = incident.request_id();
+    absl::Status valid = core::ValidateIncident(incident, "incident.");
+    if (!valid.ok()) {
+      Reject(request_id.substr(0, core::kMaxRequestId), valid);
+      return;
+    }
+    bool admitted;
+    {
+      absl::MutexLock lock(&mu_);
+      admitted = active_ < max_in_flight_;
+      if (admitted)
+        ++active_;
+    }
+    if (!admitted) {
+      Reject(request_id, absl::ResourceExhaustedError(absl::StrCat(
+                             "incident: more than ", max_in_flight_,
+                             " incidents in flight on this stream")));
+      return;
+    }
+    WorkflowCallbacks cb;
+    cb.on_event = [this](reflexion::v1::WorkflowEvent ev) {
+      ResolveResponse r;
+      *r.mutable_event() = std::move(ev);
+      Enqueue(std::move(r));
+    };
+    cb.on_result = [this](reflexion::v1::IncidentResult result) {
+      ResolveResponse r;
+      *r.mutable_result() = std::move(result);
+      Enqueue(std::move(r));
+      WorkflowFinished();
+    };
+    absl::StatusOr<std::string> id =
+        runner_->Submit(std::move(incident), std::move(cb));
+    if (!id.ok()) {
+      {
+        absl::MutexLock lock(&mu_);
+        --active_;
+      }
+      Reject(request_id, id.status());
+    }
+  }
+
+  void Reject(std::string request_id, const absl::Status &status) {
+    ResolveResponse r;
+    auto *rej = r.mutable_rejected();
+    rej->set_request_id(std::move(request_id));
+    rej->set_code(static_cast<int>(status.code()));
+    rej->set_message(std::string(status.message()));
+    rej->set_field(FieldOf(status.message()));
+    Enqueue(std::move(r));
+  }
+
+  void Enqueue(ResolveResponse response) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (broken_ || finished_)
+        return;
+      if (writing_) {
+        queue_.push_back(std::move(response));
+        return;
+      }
+      writing_ = true;
+      in_write_ = std::move(response);
+    }
+    StartWrite(&in_write_);
+  }
+
+  void WorkflowFinished() {
+    bool destroy;
+    {
+      absl::MutexLock lock(&mu_);
+      --active_;
+      destroy = done_ && active_ == 0;
+    }
+    if (destroy) {
+      delete this;
+      return;
+    }
+    MaybeFinish();
+  }
+
+  // Finishes once the client closed its side and everything was written, or
+  // at once (no write outstanding) when the stream is broken.
+  void MaybeFinish() {
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_ || writing_)
+        return;
+      if (broken_) {
+        status = grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled");
+      } else if (!(reads_done_ && active_ == 0 && queue_.empty())) {
+        return;
+      }
+      finished_ = true;
+    }
+    Finish(status);
+  }
+
+  WorkflowRunner *runner_;
+  const int max_in_flight_;
+  ResolveRequest request_; // only touched by the read path
+
+  absl::Mutex mu_;
+  std::deque<ResolveResponse> queue_ ABSL_GUARDED_BY(mu_);
+  ResolveResponse in_write_; // owned by the write in progress
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  int active_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+ReflexionServiceImpl::ReflexionServiceImpl(WorkflowRunner *runner,
+                                           core::KnowledgeStore *store,
+                                           graph::TaskRunner *pool,
+                                           const core::Clock *clock,
+                                           ServiceOptions options)
+    : runner_(runner), store_(store), pool_(pool), clock_(clock),
+      options_(std::move(options)), started_(clock->Now()) {}
+
+grpc::ServerBidiReactor<ResolveRequest, ResolveResponse> *
+ReflexionServiceImpl::Resolve(grpc::CallbackServerContext *context) {
+  return new ResolveReactor(runner_, options_.max_in_flight_per_stream);
+}
+
+grpc::ServerUnaryReactor *ReflexionServiceImpl::ProcessIncident(
+    grpc::CallbackServerContext *context,
+    const reflexion::v1::ProcessIncidentRequest *request,
+    reflexion::v1::ProcessIncidentResponse *response) {
+  grpc::ServerUnaryReactor *reactor = context->DefaultReactor();
+  reflexion::v1::Incident incident = IncidentFromRequest(*request);
+  absl::Status valid = core::ValidateIncident(incident, "");
+  if (!valid.ok()) {
+    reactor->Finish(ToGrpcStatus(valid));
+    return reactor;
+  }
+  WorkflowCallbacks cb;
+  if (request->include_events()) {
+    // Events of one workflow never arrive concurrently: no lock needed.
+    cb.on_event = [response](reflexion::v1::WorkflowEvent ev) {
+      *response->add_events() = std::move(ev);
+    };
+  }
+  cb.on_result = [reactor, response](reflexion::v1::IncidentResult result) {
+    *response->mutable_result() = std::move(result);
+    reactor->Finish(grpc::Status::OK);
+  };
+  absl::StatusOr<std::string> id =
+      runner_->Submit(std::move(incident), std::move(cb));
+  if (!id.ok())
+    reactor->Finish(ToGrpcStatus(id.status()));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor *ReflexionServiceImpl::ListStrategies(
+    grpc::CallbackServerContext *context,
+    const reflexion::v1::ListStrategiesRequest *request,
+    reflexion::v1::ListStrategiesResponse *response) {
+  grpc::ServerUnaryReactor *reactor = context->DefaultReactor();
+  if (request->error_type().size() > core::kMaxErrorType) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 "error_type: at most 64 characters"));
+    return reactor;
+  }
+  if (request->signature().size() > 256) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 "signature: at most 256 characters"));
+    return reactor;
+  }
+  pool_->Post([this, reactor, request, response] {
+    absl::StatusOr<std::vector<reflexion::v1::Strategy>> strategies =
+        store_->ListStrategies();
+    if (!strategies.ok()) {
+      reactor->Finish(ToGrpcStatus(strategies.status()));
+      return;
+    }
+    absl::StatusOr<std::vector<reflexion::v1::StrategyStats>> stats =
+        store_->GetStats(request->signature());
+    if (!stats.ok()) {
+      reactor->Finish(ToGrpcStatus(stats.status()));
+      return;
+    }
+    std::string family = request->error_type().empty()
+                             ? ""
+                             : core::FamilyOf(request->error_type());
+    std::vector<std::string> applicable;
+    if (!family.empty())
+      applicable = core::StrategiesFor(family);
+    for (const auto &s : *strategies) {
+      if (!family.empty() && std::find(applicable.begin(), applicable.end(),
+                                       s.name()) == applicable.end()) {
+        continue;
+      }
+      reflexion::v1::StrategyView *view = response->add_strategies();
+      *view->mutable_strategy() = s;
+      view->set_versions(s.version());
+      std::vector<const reflexion::v1::StrategyStats *> mine;
+      for (const auto &st : *stats) {
+        if (st.strategy() == s.name())
+          mine.push_back(&st);
+      }
+      std::sort(mine.begin(), mine.end(), [](auto *a, auto *b) {
+        return a->trials() != b->trials() ? a->trials() > b->trials()
+                                          : a->signature() < b->signature();
+      });
+      for (const auto *st : mine)
+        *view->add_stats() = *st;
+    }
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor *ReflexionServiceImpl::ListEpisodes(
+    grpc::CallbackServerContext *context,
+    const reflexion::v1::ListEpisodesRequest *request,
+    reflexion::v1::ListEpisodesResponse *response) {
+  grpc::ServerUnaryReactor *reactor = context->DefaultReactor();
+  auto bad = [reactor](std::string message) {
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(message)));
+    return reactor;
+  };
+  if (request->page_size() < 0 || request->page_size() > 1000) {
+    return bad("page_size: must be between 0 and 1000");
+  }
+  if (!request->namespace_().empty() &&
+      !core::IsDns1123Label(request->namespace_())) {
+    return bad("namespace: must be a DNS-1123 label");
+  }
+  if (!request->pod_name().empty() &&
+      !core::IsDns1123Subdomain(request->pod_name())) {
+    return bad("pod_name: must be a DNS-1123 subdomain");
+  }
+  if (request->error_type().size() > core::kMaxErrorType) {
+    return bad("error_type: at most 64 characters");
+  }
+  if (request->signature().size() > 256 ||
+      request->workflow_id().size() > 128 ||
+      request->page_token().size() > 512) {
+    return bad(request->signature().size() > 256
+                   ? "signature: at most 256 characters"
+               : request->workflow_id().size() > 128
+                   ? "workflow_id: at most 128 characters"
+                   : "page_token: at most 512 characters");
+  }
+  pool_->Post([this, reactor, request, response] {
+    core::EpisodeQuery q;
+    q.page_size = request->page_size() == 0 ? 100 : request->page_size();
+    q.page_token = request->page_token();
+    q.error_type = request->error_type();
+    q.signature = request->signature();
+    q.namespace_name = request->namespace_();
+    q.pod_name = request->pod_name();
+    q.workflow_id = request->workflow_id();
+    absl::StatusOr<core::EpisodePage> page = store_->ListEpisodes(q);
+    if (!page.ok()) {
+      reactor->Finish(ToGrpcStatus(page.status()));
+      return;
+    }
+    for (auto &e : page->episodes)
+      *response->add_episodes() = std::move(e);
+    response->set_next_page_token(page->next_page_token);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor *ReflexionServiceImpl::GetMetrics(
+    grpc::CallbackServerContext *context,
+    const reflexion::v1::GetMetricsRequest *request,
+    reflexion::v1::GetMetricsResponse *response) {
+  grpc::ServerUnaryReactor *reactor = context->DefaultReactor();
+  pool_->Post([this, reactor, response] {
+    absl::StatusOr<reflexion::v1::GetMetricsResponse> m =
+        core::ComputeLearningMetrics(*store_);
+    if (!m.ok()) {
+      reactor->Finish(ToGrpcStatus(m.status()));
+      return;
+    }
+    *response = *std::move(m);
+    RunnerCounters c = runner_->Counters();
+    response->set_workflows_started(c.started);
+    response->set_workflows_in_flight(c.in_flight);
+    response->set_workflows_resolved(c.resolved);
+    response->set_workflows_escalated(c.escalated);
+    response->set_workflows_failed(c.failed);
+    response->set_uptime_s(absl::ToDoubleSeconds(clock_->Now() - started_));
+    response->set_executor(options_.executor_name);
+    response->set_reflector(options_.reflector_name);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+} // namespace reflexion::server

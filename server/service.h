@@ -1,0 +1,75 @@
+#pragma once
+
+#include <string>
+
+#include "absl/time/time.h"
+#include "core/graph/task_runner.h"
+#include "core/ports/clock.h"
+#include "core/ports/knowledge_store.h"
+#include "reflexion/v1/reflexion.grpc.pb.h"
+#include "server/workflow_runner.h"
+
+namespace reflexion::server {
+
+struct ServiceOptions {
+  // Incidents in flight on one Resolve stream before further ones are
+  // rejected with RESOURCE_EXHAUSTED.
+  int max_in_flight_per_stream = 1000;
+  // Names reported by GetMetrics.
+  std::string executor_name;
+  std::string reflector_name;
+};
+
+// The gRPC service (callback API). Reactions never block: storage reads run
+// on `pool`, workflows on the runner. Every pointer must outlive the service
+// and the server it is registered with.
+class ReflexionServiceImpl final
+    : public reflexion::v1::ReflexionService::CallbackService {
+public:
+  ReflexionServiceImpl(WorkflowRunner *runner, core::KnowledgeStore *store,
+                       graph::TaskRunner *pool, const core::Clock *clock,
+                       ServiceOptions options);
+
+  grpc::ServerBidiReactor<reflexion::v1::ResolveRequest,
+                          reflexion::v1::ResolveResponse> *
+  Resolve(grpc::CallbackServerContext *context) override;
+
+  grpc::ServerUnaryReactor *
+  ProcessIncident(grpc::CallbackServerContext *context,
+                  const reflexion::v1::ProcessIncidentRequest *request,
+                  reflexion::v1::ProcessIncidentResponse *response) override;
+
+  grpc::ServerUnaryReactor *
+  ListStrategies(grpc::CallbackServerContext *context,
+                 const reflexion::v1::ListStrategiesRequest *request,
+                 reflexion::v1::ListStrategiesResponse *response) override;
+
+  grpc::ServerUnaryReactor *
+  ListEpisodes(grpc::CallbackServerContext *context,
+               const reflexion::v1::ListEpisodesRequest *request,
+               reflexion::v1::ListEpisodesResponse *response) override;
+
+  grpc::ServerUnaryReactor *
+  GetMetrics(grpc::CallbackServerContext *context,
+             const reflexion::v1::GetMetricsRequest *request,
+             reflexion::v1::GetMetricsResponse *response) override;
+
+private:
+  class ResolveReactor;
+
+  WorkflowRunner *runner_;
+  core::KnowledgeStore *store_;
+  graph::TaskRunner *pool_;
+  const core::Clock *clock_;
+  ServiceOptions options_;
+  absl::Time started_;
+};
+
+// absl::Status -> grpc::Status (the codes are numerically equal).
+grpc::Status ToGrpcStatus(const absl::Status &status);
+
+// The incident carried by a ProcessIncidentRequest.
+reflexion::v1::Incident
+IncidentFromRequest(const reflexion::v1::ProcessIncidentRequest &request);
+
+} // namespace reflexion::server

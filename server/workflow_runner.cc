@@ -1,0 +1,111 @@
+#include "server/workflow_runner.h"
+
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "core/reflexion/events.h"
+#include "glog/logging.h"
+
+namespace reflexion::server {
+
+// Converts engine events and forwards them; owned by its run.
+class WorkflowRunner::Sink final : public core::WorkflowSink {
+public:
+  explicit Sink(WorkflowCallbacks callbacks)
+      : callbacks_(std::move(callbacks)) {}
+  void OnEvent(
+      const graph::StepEvent<reflexion::v1::WorkflowState> &event) override {
+    if (callbacks_.on_event)
+      callbacks_.on_event(core::MakeWorkflowEvent(event));
+  }
+  WorkflowCallbacks &callbacks() { return callbacks_; }
+
+private:
+  WorkflowCallbacks callbacks_;
+};
+
+WorkflowRunner::WorkflowRunner(const core::ReflexionWorkflow *workflow,
+                               graph::TaskRunner *runner,
+                               const core::Clock *clock, int max_in_flight)
+    : workflow_(workflow), runner_(runner), clock_(clock),
+      max_in_flight_(max_in_flight),
+      // Ids stay unique across restarts: the prefix is the start time.
+      id_prefix_(absl::FormatTime("wf-%Y%m%d-%H%M%S-", absl::Now(),
+                                  absl::UTCTimeZone())) {}
+
+WorkflowRunner::~WorkflowRunner() { Drain(); }
+
+std::string WorkflowRunner::NewWorkflowId(uint64_t ordinal) {
+  return absl::StrCat(id_prefix_, absl::StrFormat("%06d", ordinal));
+}
+
+absl::StatusOr<std::string>
+WorkflowRunner::Submit(reflexion::v1::Incident incident,
+                       WorkflowCallbacks callbacks) {
+  uint64_t ordinal;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) {
+      return absl::UnavailableError("server is shutting down");
+    }
+    if (counters_.in_flight >= max_in_flight_) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "too many workflows in flight (limit ", max_in_flight_, ")"));
+    }
+    ordinal = ++next_ordinal_;
+    ++counters_.started;
+    ++counters_.in_flight;
+  }
+  std::string id = NewWorkflowId(ordinal);
+  auto *sink = new Sink(std::move(callbacks));
+  workflow_->Start(id, std::move(incident), ordinal, runner_, sink,
+                   [this, sink](core::WorkflowRunResult run) {
+                     reflexion::v1::IncidentResult result =
+                         core::MakeIncidentResult(run, clock_->Now());
+                     if (!run.status.ok()) {
+                       LOG(WARNING) << "workflow " << result.workflow_id()
+                                    << " failed: " << run.status;
+                     }
+                     std::unique_ptr<Sink> owned(sink);
+                     if (owned->callbacks().on_result) {
+                       owned->callbacks().on_result(result);
+                     }
+                     absl::MutexLock lock(&mu_);
+                     --counters_.in_flight;
+                     switch (result.status()) {
+                     case reflexion::v1::WORKFLOW_STATUS_RESOLVED:
+                       ++counters_.resolved;
+                       break;
+                     case reflexion::v1::WORKFLOW_STATUS_ESCALATED:
+                       ++counters_.escalated;
+                       break;
+                     default:
+                       ++counters_.failed;
+                     }
+                   });
+  return id;
+}
+
+void WorkflowRunner::StopAccepting() {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+}
+
+void WorkflowRunner::Drain() {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return counters_.in_flight == 0;
+  };
+  mu_.Await(absl::Condition(&idle));
+}
+
+RunnerCounters WorkflowRunner::Counters() const {
+  absl::MutexLock lock(&mu_);
+  return counters_;
+}
+
+} // namespace reflexion::server

@@ -1,0 +1,72 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "core/graph/task_runner.h"
+#include "core/ports/clock.h"
+#include "core/reflexion/workflow.h"
+#include "reflexion/v1/types.pb.h"
+
+namespace reflexion::server {
+
+// Where one workflow's output goes. on_event is called for every event in
+// sequence order, then on_result exactly once; never concurrently for one
+// workflow. Both run on engine threads and must not block.
+struct WorkflowCallbacks {
+  std::function<void(reflexion::v1::WorkflowEvent)> on_event;
+  std::function<void(reflexion::v1::IncidentResult)> on_result;
+};
+
+// Live counters since the process started.
+struct RunnerCounters {
+  int64_t started = 0;
+  int64_t in_flight = 0;
+  int64_t resolved = 0;
+  int64_t escalated = 0;
+  int64_t failed = 0;
+};
+
+// Admits incidents and runs their workflows on the engine's pool, with a
+// global in-flight limit. Thread-safe.
+class WorkflowRunner {
+public:
+  // `workflow`, `runner` and `clock` must outlive this object.
+  WorkflowRunner(const core::ReflexionWorkflow *workflow,
+                 graph::TaskRunner *runner, const core::Clock *clock,
+                 int max_in_flight);
+  ~WorkflowRunner();
+
+  // Starts a workflow for an already validated incident and returns its id.
+  // kResourceExhausted at the in-flight limit, kUnavailable once draining.
+  absl::StatusOr<std::string> Submit(reflexion::v1::Incident incident,
+                                     WorkflowCallbacks callbacks);
+
+  // Stops admitting new incidents (Submit returns kUnavailable).
+  void StopAccepting();
+
+  // Stops admitting new incidents and waits until every workflow is done.
+  void Drain();
+
+  RunnerCounters Counters() const;
+
+private:
+  class Sink;
+  std::string NewWorkflowId(uint64_t ordinal);
+
+  const core::ReflexionWorkflow *workflow_;
+  graph::TaskRunner *runner_;
+  const core::Clock *clock_;
+  const int max_in_flight_;
+  const std::string id_prefix_;
+
+  mutable absl::Mutex mu_;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_ordinal_ ABSL_GUARDED_BY(mu_) = 0;
+  RunnerCounters counters_ ABSL_GUARDED_BY(mu_);
+};
+
+} // namespace reflexion::server

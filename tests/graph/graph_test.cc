@@ -1,0 +1,302 @@
+#include "core/graph/graph.h"
+
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "tests/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace reflexion::graph {
+namespace {
+
+using ::reflexion::testing::IsOk;
+using ::reflexion::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+struct TestState {
+  std::vector<std::string> trail;
+  int counter = 0;
+};
+
+class Recorder : public EventSink<TestState> {
+public:
+  void OnEvent(const StepEvent<TestState> &e) override {
+    absl::MutexLock lock(&mu_);
+    const char *phase = e.phase == NodePhase::kStarted     ? "started"
+                        : e.phase == NodePhase::kCompleted ? "completed"
+                                                           : "failed";
+    events_.push_back(std::string(e.workflow_id) + ":" +
+                      std::to_string(e.sequence) + ":" + std::string(e.node) +
+                      ":" + phase);
+  }
+  std::vector<std::string> events() {
+    absl::MutexLock lock(&mu_);
+    return events_;
+  }
+
+private:
+  absl::Mutex mu_;
+  std::vector<std::string> events_;
+};
+
+// Runs the graph once and waits for the result.
+RunResult<TestState> RunToEnd(const CompiledGraph<TestState> &g,
+                              TaskRunner *runner, EventSink<TestState> *sink,
+                              std::string id = "wf", int limit = 100) {
+  core::RealClock clock;
+  absl::Notification done;
+  RunResult<TestState> out{absl::OkStatus(), {}, 0, 0, ""};
+  g.Start({id, limit}, TestState{}, runner, sink, &clock,
+          [&](RunResult<TestState> r) {
+            out = std::move(r);
+            done.Notify();
+          });
+  done.WaitForNotification();
+  return out;
+}
+
+NodeFn<TestState> Append(std::string name) {
+  return [name](TestState &s, NodeDone done) {
+    s.trail.push_back(name);
+    std::move(done)(absl::OkStatus());
+  };
+}
+
+TEST(GraphBuilderTest, LinearGraphRunsEveryNodeInOrder) {
+  GraphBuilder<TestState> b;
+  b.AddNode("a", Append("a")).AddNode("b", Append("b"));
+  b.AddEdge(std::string(kStart), "a")
+      .AddEdge("a", "b")
+      .AddEdge("b", std::string(kEnd));
+  auto g = b.Compile();
+  ASSERT_THAT(g, IsOk());
+  ThreadPool pool(2);
+  Recorder rec;
+  auto r = RunToEnd(**g, &pool, &rec);
+  EXPECT_THAT(r.status, IsOk());
+  EXPECT_THAT(r.state.trail, ElementsAre("a", "b"));
+  EXPECT_EQ(r.steps, 2);
+  EXPECT_EQ(r.last_node, "b");
+  EXPECT_THAT(rec.events(), ElementsAre("wf:1:a:started", "wf:2:a:completed",
+                                        "wf:3:b:started", "wf:4:b:completed"));
+  EXPECT_EQ(r.last_sequence, 4u);
+}
+
+TEST(GraphBuilderTest, ConditionalEdgesLoopUntilRouterEnds) {
+  GraphBuilder<TestState> b;
+  b.AddNode("inc", [](TestState &s, NodeDone done) {
+    ++s.counter;
+    std::move(done)(absl::OkStatus());
+  });
+  b.AddEdge(std::string(kStart), "inc");
+  b.AddConditionalEdges("inc",
+                        [](const TestState &s) {
+                          return s.counter < 5 ? std::string("inc")
+                                               : std::string(kEnd);
+                        },
+                        {"inc", std::string(kEnd)});
+  auto g = b.Compile();
+  ASSERT_THAT(g, IsOk());
+  ThreadPool pool(1);
+  auto r = RunToEnd(**g, &pool, nullptr);
+  EXPECT_THAT(r.status, IsOk());
+  EXPECT_EQ(r.state.counter, 5);
+  EXPECT_EQ(r.steps, 5);
+}
+
+TEST(GraphBuilderTest, RecursionLimitFailsTheRun) {
+  GraphBuilder<TestState> b;
+  b.AddNode("spin", Append("spin"));
+  b.AddEdge(std::string(kStart), "spin");
+  b.AddConditionalEdges("spin",
+                        [](const TestState &) { return std::string("spin"); },
+                        {"spin", std::string(kEnd)});
+  auto g = b.Compile();
+  ASSERT_THAT(g, IsOk());
+  ThreadPool pool(1);
+  Recorder rec;
+  auto r = RunToEnd(**g, &pool, &rec, "wf", 7);
+  EXPECT_THAT(r.status, StatusIs(absl::StatusCode::kResourceExhausted,
+                                 HasSubstr("recursion limit 7")));
+  EXPECT_EQ(r.steps, 7);
+  EXPECT_THAT(rec.events().back(), HasSubstr(":spin:failed"));
+}
+
+TEST(GraphBuilderTest, UnknownEdgeTargetIsRejectedAtCompile) {
+  GraphBuilder<TestState> b;
+  b.AddNode("a", Append("a"));
+  b.AddEdge(std::string(kStart), "a").AddEdge("a", "nowhere");
+  EXPECT_THAT(b.Compile(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                    HasSubstr("'nowhere'")));
+}
+
+TEST(GraphBuilderTest, UnreachableNodeIsRejectedAtCompile) {
+  GraphBuilder<TestState> b;
+  b.AddNode("a", Append("a")).AddNode("island", Append("island"));
+  b.AddEdge(std::string(kStart), "a").AddEdge("a", std::string(kEnd));
+  b.AddEdge("island", std::string(kEnd));
+  EXPECT_THAT(b.Compile(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                    HasSubstr("'island' is unreachable")));
+}
+
+TEST(GraphBuilderTest, NodeWithoutOutgoingEdgeIsRejectedAtCompile) {
+  GraphBuilder<TestState> b;
+  b.AddNode("a", Append("a"));
+  b.AddEdge(std::string(kStart), "a");
+  EXPECT_THAT(b.Compile(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                    HasSubstr("'a' has no outgoing edge")));
+}
+
+TEST(GraphBuilderTest, DuplicateNodeAndMissingStartAreRejected) {
+  GraphBuilder<TestState> dup;
+  dup.AddNode("a", Append("a")).AddNode("a", Append("a"));
+  EXPECT_THAT(dup.Compile(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                      HasSubstr("duplicate node 'a'")));
+  GraphBuilder<TestState> nostart;
+  nostart.AddNode("a", Append("a")).AddEdge("a", std::string(kEnd));
+  EXPECT_THAT(nostart.Compile(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          HasSubstr("no edge from START")));
+}
+
+TEST(GraphBuilderTest, CycleWithoutExitIsRejectedAtCompile) {
+  GraphBuilder<TestState> b;
+  b.AddNode("a", Append("a")).AddNode("b", Append("b"));
+  b.AddEdge(std::string(kStart), "a").AddEdge("a", "b").AddEdge("b", "a");
+  EXPECT_THAT(b.Compile(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                    HasSubstr("END cannot be reached")));
+}
+
+TEST(GraphRunTest, NodeErrorEndsRunWithFailedEvent) {
+  GraphBuilder<TestState> b;
+  b.AddSyncNode("boom", [](TestState &) {
+    return absl::UnavailableError("executor down");
+  });
+  b.AddEdge(std::string(kStart), "boom").AddEdge("boom", std::string(kEnd));
+  auto g = b.Compile();
+  ASSERT_THAT(g, IsOk());
+  ThreadPool pool(1);
+  Recorder rec;
+  auto r = RunToEnd(**g, &pool, &rec);
+  EXPECT_THAT(r.status, StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(rec.events(),
+              ElementsAre("wf:1:boom:started", "wf:2:boom:failed"));
+}
+
+TEST(GraphRunTest, RouterReturningUndeclaredTargetFailsTheRun) {
+  GraphBuilder<TestState> b;
+  b.AddNode("a", Append("a"));
+  b.AddEdge(std::string(kStart), "a");
+  b.AddConditionalEdges("a",
+                        [](const TestState &) { return std::string("ghost"); },
+                        {std::string(kEnd)});
+  auto g = b.Compile();
+  ASSERT_THAT(g, IsOk());
+  ThreadPool pool(1);
+  auto r = RunToEnd(**g, &pool, nullptr);
+  EXPECT_THAT(r.status,
+              StatusIs(absl::StatusCode::kInternal, HasSubstr("ghost")));
+}
+
+TEST(GraphRunTest, AsyncNodeCompletedOnForeignThreadContinuesOnPool) {
+  std::vector<std::thread> io_threads;
+  absl::Mutex mu;
+  std::thread::id second_node_thread;
+  ThreadPool pool(1);
+  std::thread::id pool_thread;
+  {
+    absl::Notification got;
+    pool.Post([&] {
+      pool_thread = std::this_thread::get_id();
+      got.Notify();
+    });
+    got.WaitForNotification();
+  }
+  GraphBuilder<TestState> b;
+  b.AddNode("io", [&](TestState &s, NodeDone done) {
+    absl::MutexLock lock(&mu);
+    io_threads.emplace_back([&s, done = std::move(done)]() mutable {
+      s.trail.push_back("io");
+      std::move(done)(absl::OkStatus());
+    });
+  });
+  b.AddNode("after", [&](TestState &s, NodeDone done) {
+    second_node_thread = std::this_thread::get_id();
+    s.trail.push_back("after");
+    std::move(done)(absl::OkStatus());
+  });
+  b.AddEdge(std::string(kStart), "io")
+      .AddEdge("io", "after")
+      .AddEdge("after", std::string(kEnd));
+  auto g = b.Compile();
+  ASSERT_THAT(g, IsOk());
+  auto r = RunToEnd(**g, &pool, nullptr);
+  {
+    absl::MutexLock lock(&mu);
+    for (auto &t : io_threads)
+      t.join();
+  }
+  EXPECT_THAT(r.status, IsOk());
+  EXPECT_THAT(r.state.trail, ElementsAre("io", "after"));
+  EXPECT_EQ(second_node_thread, pool_thread);
+}
+
+TEST(GraphRunTest, ManyConcurrentRunsKeepPerWorkflowSequences) {
+  GraphBuilder<TestState> b;
+  b.AddNode("a", Append("a")).AddNode("b", Append("b"));
+  b.AddEdge(std::string(kStart), "a")
+      .AddEdge("a", "b")
+      .AddEdge("b", std::string(kEnd));
+  auto g = b.Compile();
+  ASSERT_THAT(g, IsOk());
+  ThreadPool pool(4);
+  core::RealClock clock;
+  Recorder rec;
+  constexpr int kRuns = 500;
+  absl::Mutex mu;
+  int finished = 0;
+  absl::Notification all;
+  for (int i = 0; i < kRuns; ++i) {
+    (*g)->Start({"w" + std::to_string(i), 100}, TestState{}, &pool, &rec,
+                &clock, [&](RunResult<TestState> r) {
+                  EXPECT_THAT(r.status, IsOk());
+                  absl::MutexLock lock(&mu);
+                  if (++finished == kRuns)
+                    all.Notify();
+                });
+  }
+  all.WaitForNotification();
+  absl::flat_hash_map<std::string, int> last_seq;
+  for (const auto &e : rec.events()) {
+    std::vector<std::string> parts = absl::StrSplit(e, ':');
+    int seq = std::stoi(parts[1]);
+    EXPECT_EQ(seq, last_seq[parts[0]] + 1) << e;
+    last_seq[parts[0]] = seq;
+  }
+  EXPECT_EQ(last_seq.size(), static_cast<size_t>(kRuns));
+}
+
+TEST(GraphRunTest, MermaidListsEveryEdge) {
+  GraphBuilder<TestState> b;
+  b.AddNode("a", Append("a")).AddNode("b", Append("b"));
+  b.AddEdge(std::string(kStart), "a");
+  b.AddConditionalEdges("a", [](const TestState &) { return std::string("b"); },
+                        {"b", std::string(kEnd)});
+  b.AddEdge("b", std::string(kEnd));
+  auto g = b.Compile();
+  ASSERT_THAT(g, IsOk());
+  std::string m = (*g)->ToMermaid();
+  EXPECT_THAT(m, HasSubstr("flowchart TD"));
+  EXPECT_THAT(m, HasSubstr("__start__ --> a"));
+  EXPECT_THAT(m, HasSubstr("a -.-> b"));
+  EXPECT_THAT(m, HasSubstr("a -.-> __end__([END])"));
+  EXPECT_THAT(m, HasSubstr("b --> __end__([END])"));
+}
+
+} // namespace
+} // namespace reflexion::graph

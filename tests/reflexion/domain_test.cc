@@ -1,0 +1,437 @@
+// Unit tests of the reflexion domain: validation, catalog, analyzer,
+// selector, heuristic reflector, events and metrics.
+
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "core/ports/in_memory_knowledge_store.h"
+#include "core/reflexion/analyzer.h"
+#include "core/reflexion/catalog.h"
+#include "core/reflexion/heuristic_reflector.h"
+#include "core/reflexion/metrics.h"
+#include "core/reflexion/selector.h"
+#include "core/reflexion/time_util.h"
+#include "core/reflexion/validation.h"
+#include "tests/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace reflexion::core {
+namespace {
+
+using ::reflexion::testing::IsOk;
+using ::reflexion::testing::StatusIs;
+using ::testing::HasSubstr;
+
+v1::Incident MakeIncident(std::string pod, std::string ns, std::string type) {
+  v1::Incident in;
+  in.set_pod_name(std::move(pod));
+  in.set_namespace_(std::move(ns));
+  in.set_error_type(std::move(type));
+  return in;
+}
+
+// ---------------------------------------------------------------- validation
+
+TEST(ValidationTest, AcceptsAWellFormedIncident) {
+  EXPECT_THAT(
+      ValidateIncident(MakeIncident("web-1.shop", "default", "OOMKilled"),
+                       "incident."),
+      IsOk());
+}
+
+TEST(ValidationTest, RejectsEmptyPodNameNamingTheField) {
+  EXPECT_THAT(
+      ValidateIncident(MakeIncident("", "default", "OOMKilled"), "incident."),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("incident.pod_name")));
+}
+
+TEST(ValidationTest, RejectsNonDns1123PodAndNamespace) {
+  EXPECT_THAT(
+      ValidateIncident(MakeIncident("Web_1", "default", "OOMKilled"), ""),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("pod_name")));
+  EXPECT_THAT(
+      ValidateIncident(MakeIncident("web-1", "-bad", "OOMKilled"), ""),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("namespace")));
+  EXPECT_THAT(
+      ValidateIncident(MakeIncident("web-1", "a.b", "OOMKilled"), ""),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("namespace")));
+  EXPECT_THAT(
+      ValidateIncident(MakeIncident("web-1", std::string(64, 'a'), "OOMKilled"),
+                       ""),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("namespace")));
+}
+
+TEST(ValidationTest, RejectsMalformedErrorTypes) {
+  for (std::string bad : {std::string(""), std::string("Crash Loop"),
+                          std::string(65, 'X'), std::string("a;rm -rf")}) {
+    EXPECT_THAT(
+        ValidateIncident(MakeIncident("web-1", "default", bad), ""),
+        StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("error_type")))
+        << bad;
+  }
+}
+
+TEST(ValidationTest, RejectsOversizedFieldsNamingThem) {
+  v1::Incident in = MakeIncident("web-1", "default", "OOMKilled");
+  in.set_logs(std::string(kMaxLogs + 1, 'x'));
+  EXPECT_THAT(
+      ValidateIncident(in, "incident."),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("incident.logs")));
+  in.clear_logs();
+  for (int i = 0; i <= kMaxEvents; ++i)
+    in.add_events()->set_reason("x");
+  EXPECT_THAT(ValidateIncident(in, "incident."),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("incident.events")));
+  in.clear_events();
+  in.add_container_statuses()->set_waiting_message(
+      std::string(kMaxMessage + 1, 'm'));
+  EXPECT_THAT(ValidateIncident(in, ""),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("container_statuses[0].waiting_message")));
+}
+
+// ---------------------------------------------------------------- catalog
+
+TEST(CatalogTest, EveryKnownFamilyHasAnAutomatableStrategy) {
+  for (const char *family : kKnownFamilies) {
+    bool automatable = false;
+    for (const std::string &name : StrategiesFor(family)) {
+      const ActionSpec *spec = FindActionByName(name);
+      ASSERT_NE(spec, nullptr) << name;
+      automatable |= spec->tier != v1::SAFETY_TIER_C;
+    }
+    EXPECT_TRUE(automatable) << family;
+  }
+}
+
+TEST(CatalogTest, ClampsParametersToBounds) {
+  v1::StrategyParams p;
+  p.set_memory_factor(50);
+  p.set_probe_factor(0.1);
+  p.set_requests_factor(-1);
+  v1::StrategyParams c = ClampParams(p);
+  EXPECT_DOUBLE_EQ(c.memory_factor(), 3.0);
+  EXPECT_DOUBLE_EQ(c.probe_factor(), 1.5);
+  EXPECT_DOUBLE_EQ(c.requests_factor(), 0.75); // invalid -> default
+}
+
+TEST(CatalogTest, PatchImageNeedsAKnownHealthyImage) {
+  auto strategies = DefaultStrategies(absl::UnixEpoch());
+  const v1::Strategy *patch = nullptr;
+  for (const auto &s : strategies) {
+    if (s.name() == "patch_image")
+      patch = &s;
+  }
+  ASSERT_NE(patch, nullptr);
+  v1::Incident in = MakeIncident("web-1", "default", "ImagePullBackOff");
+  v1::Diagnosis dx;
+  EXPECT_THAT(BuildAction(*patch, in, dx, "k"),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  dx.set_last_healthy_image("shop/web:v1");
+  absl::StatusOr<v1::Action> a = BuildAction(*patch, in, dx, "k");
+  ASSERT_THAT(a, IsOk());
+  EXPECT_EQ(a->image(), "shop/web:v1");
+  EXPECT_EQ(a->tier(), v1::SAFETY_TIER_B);
+  EXPECT_THAT(ValidateAction(*a), IsOk());
+}
+
+TEST(CatalogTest, ValidateActionRejectsForgedTierAndUnknownType) {
+  v1::Action a;
+  a.set_type(v1::ACTION_TYPE_CREATE_MISSING_CONFIG);
+  a.set_tier(v1::SAFETY_TIER_A); // forged: the catalog says C
+  a.set_pod_name("p");
+  a.set_namespace_("n");
+  *a.mutable_params() = ClampParams({});
+  EXPECT_THAT(ValidateAction(a), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          HasSubstr("action.tier")));
+  a.set_type(static_cast<v1::ActionType>(999));
+  EXPECT_THAT(ValidateAction(a), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          HasSubstr("action.type")));
+}
+
+// ---------------------------------------------------------------- analyzer
+
+TEST(AnalyzerTest, OomInsideCrashLoopIsAnOom) {
+  v1::Incident in = MakeIncident("api-1", "shop", "CrashLoopBackOff");
+  auto *c = in.add_container_statuses();
+  c->set_name("api");
+  c->set_last_termination_reason("OOMKilled");
+  c->set_last_exit_code(137);
+  v1::Analysis a = Analyze(in, {}, false);
+  EXPECT_EQ(a.error_family(), "OOMKilled");
+  EXPECT_EQ(a.signature(), "OOMKilled/memory_limit_too_low");
+  EXPECT_EQ(a.features().at("exit_code"), "137");
+}
+
+TEST(AnalyzerTest, ImagePullCausesAreDistinguished) {
+  auto cause = [](std::string message) {
+    v1::Incident in = MakeIncident("web-1", "default", "ErrImagePull");
+    v1::Diagnosis dx;
+    auto *c = dx.add_container_statuses();
+    c->set_waiting_reason("ErrImagePull");
+    c->set_waiting_message(std::move(message));
+    return Analyze(in, dx, false).signature();
+  };
+  EXPECT_EQ(cause("failed to resolve reference \"x:1\": x:1: not found"),
+            "ImagePullBackOff/image_not_found");
+  EXPECT_EQ(cause("pull access denied, unauthorized: authentication required"),
+            "ImagePullBackOff/registry_auth");
+  EXPECT_EQ(cause("dial tcp 10.0.0.12:443: i/o timeout"),
+            "ImagePullBackOff/registry_unreachable");
+  EXPECT_EQ(cause("something else"), "ImagePullBackOff/unclassified");
+}
+
+TEST(AnalyzerTest, ExitCodesSeparateCrashCauses) {
+  auto sig = [](int exit_code, bool rollout) {
+    v1::Incident in = MakeIncident("w", "d", "CrashLoopBackOff");
+    auto *c = in.add_container_statuses();
+    c->set_last_termination_reason("Error");
+    c->set_last_exit_code(exit_code);
+    v1::Diagnosis dx;
+    dx.set_recent_rollout(rollout);
+    return Analyze(in, dx, false).cause();
+  };
+  EXPECT_EQ(sig(143, false), "probe_failure");
+  EXPECT_EQ(sig(127, false), "command_not_found");
+  EXPECT_EQ(sig(139, false), "segfault");
+  EXPECT_EQ(sig(1, true), "bad_release");
+  EXPECT_EQ(sig(1, false), "app_error");
+}
+
+TEST(AnalyzerTest, UnknownErrorTypeNeedsDeepAnalysisWhichQuotesLogs) {
+  v1::Incident in = MakeIncident("w", "d", "Segfault");
+  in.set_logs("starting\nSegmentation fault (core dumped)\n");
+  v1::Analysis shallow = Analyze(in, {}, false);
+  EXPECT_FALSE(shallow.known());
+  EXPECT_TRUE(NeedsDeepAnalysis(shallow));
+  v1::Analysis deep = Analyze(in, {}, true);
+  EXPECT_EQ(deep.signature(), "Segfault/segfault");
+  EXPECT_FALSE(NeedsDeepAnalysis(deep));
+  EXPECT_THAT(deep.evidence(),
+              ::testing::Contains(HasSubstr("log: \"Segmentation fault")));
+}
+
+// ---------------------------------------------------------------- selector
+
+struct SelectorFixture {
+  absl::flat_hash_map<std::string, v1::Strategy> strategies;
+  SelectorFixture() {
+    for (auto &s : DefaultStrategies(absl::UnixEpoch())) {
+      strategies[s.name()] = s;
+    }
+  }
+};
+
+v1::StrategyStats Stats(std::string strategy, double a, double b, int trials) {
+  v1::StrategyStats s;
+  s.set_strategy(std::move(strategy));
+  s.set_alpha(a);
+  s.set_beta(b);
+  s.set_trials(trials);
+  s.set_mean(a / (a + b));
+  return s;
+}
+
+TEST(SelectorTest, NeverAutoSelectsTierC) {
+  SelectorFixture f;
+  v1::Analysis a;
+  a.set_error_family("Pending");
+  a.set_cause("insufficient_resources");
+  a.set_signature("Pending/insufficient_resources");
+  // Make the tier-C strategies look excellent: still never chosen.
+  absl::flat_hash_map<std::string, v1::StrategyStats> stats;
+  stats["scale_node_pool"] = Stats("scale_node_pool", 90, 10, 98);
+  stats["lower_resource_requests"] =
+      Stats("lower_resource_requests", 80, 20, 98);
+  v1::Incident in = MakeIncident("w", "d", "Pending");
+  for (int i = 0; i < 200; ++i) {
+    SelectionOutcome out = SelectStrategy(a, in, {}, f.strategies, stats, {}, 1,
+                                          "k", i, SelectorOptions());
+    if (out.chosen) {
+      EXPECT_NE(out.selection.strategy().tier(), v1::SAFETY_TIER_C);
+    }
+  }
+}
+
+TEST(SelectorTest, StrongPosteriorIsChosenAsHighestConfidenceLearned) {
+  SelectorFixture f;
+  v1::Analysis a;
+  a.set_error_family("ImagePullBackOff");
+  a.set_cause("registry_auth");
+  a.set_signature("ImagePullBackOff/registry_auth");
+  absl::flat_hash_map<std::string, v1::StrategyStats> stats;
+  stats["attach_pull_secret"] = Stats("attach_pull_secret", 40, 2, 38);
+  stats["patch_image"] = Stats("patch_image", 2, 30, 28);
+  v1::Diagnosis dx;
+  dx.add_available_pull_secrets("regcred");
+  dx.set_last_healthy_image("img:1");
+  SelectionOutcome out =
+      SelectStrategy(a, MakeIncident("w", "d", "ImagePullBackOff"), dx,
+                     f.strategies, stats, {}, 1, "k", 7, SelectorOptions());
+  ASSERT_TRUE(out.chosen);
+  EXPECT_EQ(out.selection.strategy().name(), "attach_pull_secret");
+  EXPECT_EQ(out.selection.selection_reason(), "highest_confidence_learned");
+  EXPECT_EQ(out.selection.action().pull_secret(), "regcred");
+  EXPECT_NEAR(out.selection.confidence(), 40.0 / 42.0, 1e-9);
+}
+
+TEST(SelectorTest, NoHistoryIsDefaultFallbackAndTriedAreExcluded) {
+  SelectorFixture f;
+  v1::Analysis a;
+  a.set_error_family("OOMKilled");
+  a.set_cause("memory_limit_too_low");
+  a.set_signature("OOMKilled/memory_limit_too_low");
+  SelectionOutcome out =
+      SelectStrategy(a, MakeIncident("w", "d", "OOMKilled"), {}, f.strategies,
+                     {}, {"increase_memory_limit", "rollback_deployment"}, 3,
+                     "k", 1, SelectorOptions());
+  ASSERT_TRUE(out.chosen);
+  EXPECT_EQ(out.selection.strategy().name(), "delete_pod");
+  EXPECT_EQ(out.selection.selection_reason(), "default_fallback");
+}
+
+TEST(SelectorTest, EscalatesWhenOnlyTierCIsLikelyToWork) {
+  SelectorFixture f;
+  v1::Analysis a;
+  a.set_error_family("CreateContainerConfigError");
+  a.set_cause("missing_secret");
+  a.set_signature("CreateContainerConfigError/missing_secret");
+  SelectionOutcome out =
+      SelectStrategy(a, MakeIncident("w", "d", "CreateContainerConfigError"),
+                     {}, f.strategies, {}, {}, 1, "k", 1, SelectorOptions());
+  EXPECT_FALSE(out.chosen);
+  EXPECT_THAT(out.escalation_reason, HasSubstr("create_missing_config"));
+  EXPECT_EQ(out.recommended_action.type(),
+            v1::ACTION_TYPE_CREATE_MISSING_CONFIG);
+}
+
+TEST(SelectorTest, EscalatePolicyBelowThresholdEscalates) {
+  SelectorFixture f;
+  v1::Analysis a;
+  a.set_error_family("Evicted");
+  a.set_cause("memory_pressure");
+  a.set_signature("Evicted/memory_pressure");
+  SelectorOptions opts;
+  opts.escalate_below_threshold = true;
+  SelectionOutcome out =
+      SelectStrategy(a, MakeIncident("w", "d", "Evicted"), {}, f.strategies, {},
+                     {}, 1, "k", 1, opts);
+  EXPECT_FALSE(out.chosen);
+  EXPECT_THAT(out.escalation_reason, HasSubstr("below the threshold"));
+}
+
+TEST(SelectorTest, SameSeedSameChoice) {
+  SelectorFixture f;
+  v1::Analysis a;
+  a.set_error_family("CrashLoopBackOff");
+  a.set_cause("probe_failure");
+  a.set_signature("CrashLoopBackOff/probe_failure");
+  v1::Incident in = MakeIncident("w", "d", "CrashLoopBackOff");
+  for (uint64_t seed = 0; seed < 50; ++seed) {
+    auto x = SelectStrategy(a, in, {}, f.strategies, {}, {}, 1, "k", seed, {});
+    auto y = SelectStrategy(a, in, {}, f.strategies, {}, {}, 1, "k", seed, {});
+    EXPECT_EQ(x.selection.strategy().name(), y.selection.strategy().name());
+  }
+}
+
+// ---------------------------------------------------------------- reflector
+
+ReflectionRequest Request(v1::ActionType type, bool recovered, bool success) {
+  ReflectionRequest r;
+  r.analysis.set_error_family("OOMKilled");
+  r.analysis.set_cause("memory_limit_too_low");
+  r.analysis.set_signature("OOMKilled/memory_limit_too_low");
+  const ActionSpec *spec = FindAction(type);
+  r.selection.mutable_strategy()->set_name(spec->name);
+  *r.selection.mutable_strategy()->mutable_params() = ClampParams({});
+  r.selection.mutable_action()->set_type(type);
+  *r.selection.mutable_action()->mutable_params() = ClampParams({});
+  r.observation.set_recovered(recovered);
+  r.observation.set_success(success);
+  r.observation.set_failure_reason(success ? "" : "OOMKilled");
+  r.observation.set_window_s(120);
+  r.observation.set_time_to_recovery_s(30);
+  return r;
+}
+
+TEST(HeuristicReflectorTest, MemoryRaiseTooSmallProposesABoundedBiggerRaise) {
+  v1::Reflection r = HeuristicReflector::ReflectNow(
+      Request(v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT, false, false));
+  ASSERT_EQ(r.proposed_changes_size(), 1);
+  double next = r.proposed_changes(0).params().memory_factor();
+  EXPECT_GT(next, 1.5);
+  EXPECT_LE(next, 3.0);
+  EXPECT_GE(r.quality(), 0.5);
+}
+
+TEST(HeuristicReflectorTest, ShallowDepthProposesNoChanges) {
+  ReflectionRequest req =
+      Request(v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT, false, false);
+  req.depth = ReflectionDepth::kShallow;
+  EXPECT_EQ(HeuristicReflector::ReflectNow(req).proposed_changes_size(), 0);
+}
+
+TEST(HeuristicReflectorTest, RelapseIsExplainedAsSymptomRelief) {
+  v1::Reflection r = HeuristicReflector::ReflectNow(
+      Request(v1::ACTION_TYPE_DELETE_POD, true, false));
+  EXPECT_THAT(r.text(), HasSubstr("relapsed"));
+  EXPECT_THAT(r.lessons(), ::testing::Contains(HasSubstr("relapse")));
+}
+
+TEST(HeuristicReflectorTest, UnexplainedFailureHasLowQualityAndMetaImprovesIt) {
+  ReflectionRequest req = Request(v1::ACTION_TYPE_DELETE_POD, false, false);
+  v1::Reflection first = HeuristicReflector::ReflectNow(req);
+  EXPECT_LT(first.quality(), 0.5);
+  req.meta = true;
+  req.previous = first;
+  v1::Reflection meta = HeuristicReflector::ReflectNow(req);
+  EXPECT_TRUE(meta.meta());
+  EXPECT_GT(meta.quality(), first.quality());
+  EXPECT_THAT(meta.text(), HasSubstr("increase_memory_limit"));
+}
+
+// ---------------------------------------------------------------- metrics
+
+TEST(MetricsTest, ComputesLearningFiguresFromEpisodes) {
+  InMemoryKnowledgeStore store;
+  // 6 OOM incidents: the first three fail at attempt 1 and succeed at 2,
+  // the last three succeed at attempt 1.
+  absl::Time t = absl::FromUnixSeconds(1'700'000'000);
+  for (int i = 0; i < 6; ++i) {
+    for (int attempt = 1; attempt <= (i < 3 ? 2 : 1); ++attempt) {
+      LearningCommit c;
+      v1::Episode &e = c.episode;
+      e.set_id(absl::StrCat("wf", i, "/", attempt));
+      e.set_workflow_id(absl::StrCat("wf", i));
+      *e.mutable_time() = ToProto(t += absl::Seconds(1));
+      e.set_error_type("OOMKilled");
+      e.set_signature("OOMKilled/memory_limit_too_low");
+      e.set_strategy(attempt == 1 && i < 3 ? "delete_pod"
+                                           : "increase_memory_limit");
+      e.set_attempt(attempt);
+      e.set_success(!(attempt == 1 && i < 3));
+      e.set_confidence(0.5);
+      e.set_reflection_quality(0.8);
+      e.set_time_to_recovery_s(e.success() ? 30 : 0);
+      ASSERT_THAT(store.CommitLearning(c), IsOk());
+    }
+  }
+  absl::StatusOr<v1::GetMetricsResponse> m = ComputeLearningMetrics(store);
+  ASSERT_THAT(m, IsOk());
+  EXPECT_EQ(m->incidents(), 6);
+  EXPECT_EQ(m->episodes(), 9);
+  EXPECT_DOUBLE_EQ(m->success_rate(), 1.0);
+  EXPECT_DOUBLE_EQ(m->first_attempt_success_rate(), 0.5);
+  EXPECT_DOUBLE_EQ(m->mean_attempts(), 1.5);
+  EXPECT_DOUBLE_EQ(m->brier_score(), 0.25);
+  ASSERT_EQ(m->error_types_size(), 1);
+  EXPECT_DOUBLE_EQ(m->error_types(0).first_third_first_attempt_success(), 0.0);
+  EXPECT_DOUBLE_EQ(m->error_types(0).last_third_first_attempt_success(), 1.0);
+  EXPECT_DOUBLE_EQ(m->error_types(0).learning_velocity(), 1.0);
+}
+
+} // namespace
+} // namespace reflexion::core

@@ -1,0 +1,242 @@
+// The reflexion workflow end to end in memory: the simulated cluster, the
+// in-memory knowledge store and the heuristic reflector on a real pool.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "core/graph/task_runner.h"
+#include "core/ports/in_memory_knowledge_store.h"
+#include "core/reflexion/events.h"
+#include "core/reflexion/heuristic_reflector.h"
+#include "core/reflexion/workflow.h"
+#include "core/sim/simulated_cluster.h"
+#include "tests/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace reflexion::core {
+namespace {
+
+using ::reflexion::testing::IsOk;
+using ::testing::Contains;
+using ::testing::HasSubstr;
+
+class RecordingSink : public WorkflowSink {
+public:
+  void OnEvent(const graph::StepEvent<v1::WorkflowState> &e) override {
+    absl::MutexLock lock(&mu_);
+    events_.push_back(MakeWorkflowEvent(e));
+  }
+  std::vector<v1::WorkflowEvent> Take() {
+    absl::MutexLock lock(&mu_);
+    return std::move(events_);
+  }
+
+private:
+  absl::Mutex mu_;
+  std::vector<v1::WorkflowEvent> events_;
+};
+
+// An executor whose Execute always fails (the agent is down).
+class DownExecutor : public ClusterExecutor {
+public:
+  std::string Name() const override { return "down"; }
+  void Diagnose(const v1::Incident &, Callback<v1::Diagnosis> done) override {
+    std::move(done)(v1::Diagnosis());
+  }
+  void Execute(const v1::Action &,
+               Callback<v1::ExecutionResult> done) override {
+    std::move(done)(absl::UnavailableError("agent unreachable"));
+  }
+  void Observe(const v1::Action &, absl::Duration,
+               Callback<v1::Observation> done) override {
+    std::move(done)(absl::UnavailableError("agent unreachable"));
+  }
+};
+
+class WorkflowTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    auto cluster = sim::SimulatedCluster::WithDefaultScenarios(7);
+    ASSERT_THAT(cluster, IsOk());
+    cluster_ = *std::move(cluster);
+    Build(cluster_.get());
+  }
+
+  void Build(ClusterExecutor *executor) {
+    WorkflowConfig config;
+    config.seed = 11;
+    workflow_ = std::make_unique<ReflexionWorkflow>(config, &store_, executor,
+                                                    &reflector_, &clock_);
+    ASSERT_THAT(workflow_->Init(), IsOk());
+  }
+
+  struct Outcome {
+    v1::IncidentResult result;
+    std::vector<v1::WorkflowEvent> events;
+  };
+
+  Outcome Run(std::string pod, std::string ns, std::string type,
+              std::string logs = "") {
+    v1::Incident in;
+    in.set_pod_name(std::move(pod));
+    in.set_namespace_(std::move(ns));
+    in.set_error_type(std::move(type));
+    in.set_logs(std::move(logs));
+    RecordingSink sink;
+    absl::Notification done;
+    Outcome out;
+    ++ordinal_;
+    workflow_->Start(absl::StrCat("wf-", ordinal_), in, ordinal_, &pool_, &sink,
+                     [&](WorkflowRunResult r) {
+                       out.result = MakeIncidentResult(r, clock_.Now());
+                       done.Notify();
+                     });
+    done.WaitForNotification();
+    out.events = sink.Take();
+    return out;
+  }
+
+  static std::vector<std::string> CompletedNodes(const Outcome &o) {
+    std::vector<std::string> nodes;
+    for (const auto &e : o.events) {
+      if (e.phase() == v1::NODE_PHASE_COMPLETED)
+        nodes.push_back(e.node());
+    }
+    return nodes;
+  }
+
+  FakeClock clock_;
+  InMemoryKnowledgeStore store_;
+  HeuristicReflector reflector_;
+  std::unique_ptr<sim::SimulatedCluster> cluster_;
+  std::unique_ptr<ReflexionWorkflow> workflow_;
+  graph::ThreadPool pool_{2};
+  uint64_t ordinal_ = 0;
+};
+
+TEST_F(WorkflowTest,
+       ResolvesAnIncidentWithConsecutiveEventsAndOneEpisodePerAttempt) {
+  Outcome o = Run("web-1", "default", "ImagePullBackOff");
+  ASSERT_FALSE(o.events.empty());
+  for (size_t i = 0; i < o.events.size(); ++i) {
+    EXPECT_EQ(o.events[i].sequence(), i + 1);
+    EXPECT_EQ(o.events[i].workflow_id(), o.result.workflow_id());
+  }
+  EXPECT_EQ(o.result.sequence(), o.events.size() + 1);
+  EXPECT_EQ(o.events.front().node(), "analyze_error");
+  std::vector<std::string> nodes = CompletedNodes(o);
+  EXPECT_THAT(nodes, Contains("select_strategy"));
+  EXPECT_THAT(nodes, Contains("learn"));
+  EXPECT_NE(o.result.status(), v1::WORKFLOW_STATUS_UNSPECIFIED);
+  EXPECT_NE(o.result.status(), v1::WORKFLOW_STATUS_FAILED);
+  EXPECT_FALSE(o.result.final_strategy().type().empty());
+  EXPECT_GE(o.result.reflexion_summary().reflections_performed(),
+            o.result.attempts());
+  EpisodeQuery q;
+  q.workflow_id = o.result.workflow_id();
+  absl::StatusOr<EpisodePage> page = store_.ListEpisodes(q);
+  ASSERT_THAT(page, IsOk());
+  EXPECT_EQ(static_cast<int>(page->episodes.size()), o.result.attempts());
+}
+
+TEST_F(WorkflowTest, UnknownErrorTypeGoesThroughDeepAnalysis) {
+  Outcome o = Run("native-worker-0", "batch", "Segfault",
+                  "Segmentation fault (core dumped)");
+  std::vector<std::string> nodes = CompletedNodes(o);
+  ASSERT_GE(nodes.size(), 2u);
+  EXPECT_EQ(nodes[0], "analyze_error");
+  EXPECT_EQ(nodes[1], "deep_analysis");
+  EXPECT_EQ(o.result.signature(), "Segfault/segfault");
+}
+
+TEST_F(WorkflowTest, MissingSecretEscalatesWithATierCRecommendation) {
+  // Find a pod the simulator gives the missing-secret root cause.
+  for (int i = 0; i < 200; ++i) {
+    std::string pod = absl::StrCat("billing-", i);
+    Outcome o = Run(pod, "shop", "CreateContainerConfigError");
+    if (o.result.signature() != "CreateContainerConfigError/missing_secret") {
+      continue;
+    }
+    EXPECT_EQ(o.result.status(), v1::WORKFLOW_STATUS_ESCALATED);
+    EXPECT_TRUE(o.result.requires_human_intervention());
+    EXPECT_THAT(o.result.escalation_reason(),
+                HasSubstr("create_missing_config"));
+    EXPECT_EQ(o.result.attempts(), 0);
+    const v1::WorkflowEvent &last = o.events.back();
+    EXPECT_EQ(last.node(), "human_escalation");
+    EXPECT_EQ(last.escalation().recommended_action().type(),
+              v1::ACTION_TYPE_CREATE_MISSING_CONFIG);
+    return;
+  }
+  FAIL() << "no pod was assigned the missing-secret scenario";
+}
+
+TEST_F(WorkflowTest, ExecutorFailureEndsTheWorkflowFailedWithAFailedEvent) {
+  DownExecutor down;
+  Build(&down);
+  Outcome o = Run("web-1", "default", "OOMKilled");
+  EXPECT_EQ(o.result.status(), v1::WORKFLOW_STATUS_FAILED);
+  EXPECT_THAT(o.result.error(), HasSubstr("agent unreachable"));
+  EXPECT_EQ(o.events.back().phase(), v1::NODE_PHASE_FAILED);
+  EXPECT_EQ(o.events.back().node(), "execute_fix");
+}
+
+TEST_F(WorkflowTest, FirstAttemptSuccessRisesWithExperience) {
+  const char *types[] = {"ImagePullBackOff", "CrashLoopBackOff", "OOMKilled",
+                         "Evicted", "Pending"};
+  std::vector<bool> first_try;
+  bool saw_meta = false;
+  for (int i = 0; i < 250; ++i) {
+    Outcome o = Run(absl::StrCat("svc-", i % 40), absl::StrCat("team-", i % 3),
+                    types[i % 5]);
+    ASSERT_NE(o.result.status(), v1::WORKFLOW_STATUS_FAILED)
+        << o.result.error();
+    first_try.push_back(o.result.success() && o.result.attempts() == 1);
+    for (const auto &e : o.events)
+      saw_meta |= e.node() == "meta_reflect";
+  }
+  auto rate = [&](size_t from, size_t to) {
+    double n = 0;
+    for (size_t i = from; i < to; ++i)
+      n += first_try[i];
+    return n / (to - from);
+  };
+  double early = rate(0, 60),
+         late = rate(first_try.size() - 60, first_try.size());
+  EXPECT_GT(late, early + 0.1) << "early " << early << " late " << late;
+  EXPECT_TRUE(saw_meta) << "no low-quality reflection was ever re-examined";
+}
+
+TEST_F(WorkflowTest, ReflectionCreatesANewStrategyVersionWhenARaiseIsTooSmall) {
+  for (int i = 0; i < 120; ++i) {
+    Run(absl::StrCat("etl-", i), "data", "OOMKilled");
+  }
+  absl::StatusOr<std::vector<v1::Strategy>> history =
+      store_.GetStrategyHistory("increase_memory_limit");
+  ASSERT_THAT(history, IsOk());
+  ASSERT_GE(history->size(), 2u);
+  const v1::Strategy &v2 = (*history)[1];
+  EXPECT_EQ(v2.version(), 2);
+  EXPECT_EQ(v2.parent_version(), 1);
+  EXPECT_EQ(v2.author(), "reflector:heuristic");
+  EXPECT_GT(v2.params().memory_factor(),
+            (*history)[0].params().memory_factor());
+}
+
+TEST_F(WorkflowTest, GraphHasAllNineNodes) {
+  std::string mermaid = workflow_->graph().ToMermaid();
+  for (const char *node : {"analyze_error", "deep_analysis", "select_strategy",
+                           "execute_fix", "observe_outcome", "reflect",
+                           "meta_reflect", "learn", "human_escalation"}) {
+    EXPECT_THAT(mermaid, HasSubstr(node));
+  }
+  EXPECT_EQ(workflow_->graph().NodeNames().size(), 9u);
+}
+
+} // namespace
+} // namespace reflexion::core

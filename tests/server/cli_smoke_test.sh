@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# End-to-end smoke test through the real binaries, as a user runs them.
+#   cli_smoke_test.sh SERVER CTL MODE [BUF]
+# MODE cli: reflexionctl commands; MODE buf: buf curl with server reflection
+# (exit 77 = skipped when no buf is given).
+set -euo pipefail
+server=$1 ctl=$2 mode=$3 buf=${4:-}
+if [[ $mode == buf && -z $buf ]]; then
+  echo "SKIP: no buf CLI configured (scripts/test installs it)"
+  exit 77
+fi
+work=$(mktemp -d)
+pid=
+cleanup() {
+  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; echo "--- server log"; cat "$work/server.log" || true; exit 1; }
+# expect PATTERN NAME CMD...: CMD succeeds and its output matches PATTERN.
+# (No pipes into grep -q: under pipefail an early grep exit fails the CMD.)
+expect() {
+  local pattern=$1 name=$2; shift 2
+  "$@" >"$work/out" 2>&1 || { cat "$work/out"; fail "$name: command failed"; }
+  grep -q -- "$pattern" "$work/out" || { cat "$work/out"; fail "$name"; }
+}
+
+"$server" --host 127.0.0.1 --port 0 --data_dir "$work/data" \
+  --port_file "$work/port" 2>"$work/server.log" &
+pid=$!
+for _ in $(seq 1 100); do [[ -s $work/port ]] && break; sleep 0.1; done
+[[ -s $work/port ]] || fail "server did not start"
+addr=127.0.0.1:$(cat "$work/port")
+grep -q "executor: simulated" "$work/server.log" || fail "startup log does not name the executor"
+grep -q "reflector: heuristic" "$work/server.log" || fail "startup log does not name the reflector"
+
+if [[ $mode == cli ]]; then
+  expect '^SERVING$' "health" "$ctl" --server "$addr" health
+  "$ctl" --server "$addr" process --pod web-1 --namespace default \
+    --error_type ImagePullBackOff >"$work/process.txt" || fail "process exit code"
+  grep -q "analyze_error" "$work/process.txt" || fail "no analyze_error event line"
+  grep -q "^result wf-" "$work/process.txt" || fail "no result line"
+  "$ctl" --server "$addr" -o json process --pod web-2 --namespace default \
+    --error_type Segfault >"$work/process.json" || fail "json process exit code"
+  grep -q '"node":"deep_analysis"' "$work/process.json" || fail "Segfault skipped deep analysis"
+  expect '"result":{"workflow_id":"wf-' "json result" tail -n 1 "$work/process.json"
+  set +e
+  "$ctl" --server "$addr" process --pod Bad_Pod --error_type OOMKilled 2>"$work/bad.txt"
+  rc=$?
+  set -e
+  [[ $rc == 2 ]] || fail "bad pod name exit code $rc"
+  grep -q "incident.pod_name" "$work/bad.txt" || fail "rejection does not name the field"
+  expect "patch_image" "strategies" "$ctl" --server "$addr" strategies
+  expect '"strategies"' "strategies json" "$ctl" --server "$addr" -o json strategies
+  expect "attempt 1" "episodes" "$ctl" --server "$addr" episodes
+  expect '"episodes"' "episodes json" "$ctl" --server "$addr" -o json episodes
+  expect "ImagePullBackOff" "metrics" "$ctl" --server "$addr" metrics
+  expect '"incidents": "2"' "metrics json" "$ctl" --server "$addr" -o json metrics
+else
+  curl=("$buf" curl --protocol grpc --http2-prior-knowledge)
+  "${curl[@]}" --list-methods "http://$addr" >"$work/methods.txt" || fail "buf curl --list-methods"
+  grep -q "reflexion.v1.ReflexionService/Resolve" "$work/methods.txt" || fail "reflection lists no Resolve"
+  expect '"SERVING"' "health via buf curl" "${curl[@]}" \
+    -d '{"service":"reflexion.v1.ReflexionService"}' \
+    "http://$addr/grpc.health.v1.Health/Check"
+  "${curl[@]}" -d '{"pod_name":"web-1","namespace":"default","error_type":"ImagePullBackOff"}' \
+    "http://$addr/reflexion.v1.ReflexionService/ProcessIncident" >"$work/result.json" \
+    || fail "ProcessIncident via buf curl"
+  for key in workflowId finalStrategy selectionReason reflexionSummary resolutionTime; do
+    grep -q "\"$key\"" "$work/result.json" || fail "ProcessIncident result lacks $key"
+  done
+  set +e
+  "${curl[@]}" -d '{"pod_name":"","namespace":"default","error_type":"ImagePullBackOff"}' \
+    "http://$addr/reflexion.v1.ReflexionService/ProcessIncident" >"$work/bad.json" 2>&1
+  rc=$?
+  set -e
+  [[ $rc != 0 ]] || fail "empty pod_name accepted"
+  grep -qi "invalid_argument" "$work/bad.json" || fail "empty pod_name: not INVALID_ARGUMENT"
+fi
+
+kill -TERM "$pid"
+wait "$pid" || fail "server exited non-zero after SIGTERM"
+pid=
+grep -q "stopped cleanly" "$work/server.log" || fail "no clean stop"
+echo "PASS ($mode)"

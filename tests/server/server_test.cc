@@ -1,0 +1,439 @@
+// Integration tests: the real server (App, as main() builds it) on
+// 127.0.0.1:0 with RocksDB in a temp dir, driven through the generated stub.
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "client/client.h"
+#include "grpcpp/create_channel.h"
+#include "server/app.h"
+#include "server/config.h"
+#include "tests/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace reflexion::server {
+namespace {
+
+using ::reflexion::testing::IsOk;
+using ::reflexion::testing::StatusIs;
+using ::testing::HasSubstr;
+
+class TempDir {
+public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() /
+                        "reflexion-server-test-XXXXXX")
+                           .string();
+    path_ = mkdtemp(tmpl.data());
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::string &path() const { return path_; }
+
+private:
+  std::string path_;
+};
+
+v1::Incident MakeIncident(std::string pod, std::string ns, std::string type,
+                          std::string request_id = "") {
+  v1::Incident in;
+  in.set_pod_name(std::move(pod));
+  in.set_namespace_(std::move(ns));
+  in.set_error_type(std::move(type));
+  in.set_request_id(std::move(request_id));
+  return in;
+}
+
+constexpr const char *kTypes[] = {
+    "ImagePullBackOff", "CrashLoopBackOff",
+    "OOMKilled",        "Evicted",
+    "Pending",          "ErrImagePull",
+    "InvalidImageName", "CreateContainerConfigError"};
+
+class ServerTest : public ::testing::Test {
+protected:
+  void SetUp() override { StartServer(); }
+  void TearDown() override { app_.reset(); }
+
+  void StartServer() {
+    ServerConfig config;
+    config.host = "127.0.0.1";
+    config.port = 0;
+    config.data_dir = dir_.path();
+    config.worker_threads = 2;
+    config.workflow.seed = 5;
+    config.simulator_seed = 3;
+    app_ = std::make_unique<App>(config);
+    ASSERT_THAT(app_->Start(), IsOk());
+    channel_ = client::Connect(absl::StrCat("127.0.0.1:", app_->port()));
+    stub_ = v1::ReflexionService::NewStub(channel_);
+  }
+
+  void RestartServer() {
+    stub_.reset();
+    channel_.reset();
+    app_.reset(); // graceful stop, closes RocksDB
+    StartServer();
+  }
+
+  // Runs one incident to completion through ProcessIncident.
+  v1::IncidentResult Process(const v1::Incident &in) {
+    v1::ProcessIncidentRequest req;
+    req.set_pod_name(in.pod_name());
+    req.set_namespace_(in.namespace_());
+    req.set_error_type(in.error_type());
+    v1::ProcessIncidentResponse resp;
+    grpc::ClientContext ctx;
+    grpc::Status s = stub_->ProcessIncident(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp.result();
+  }
+
+  TempDir dir_;
+  std::unique_ptr<App> app_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::ReflexionService::Stub> stub_;
+};
+
+TEST_F(ServerTest, HealthCheckAnswersServing) {
+  absl::StatusOr<int> status =
+      client::CheckHealth(*channel_, kHealthServiceName);
+  ASSERT_THAT(status, IsOk());
+  EXPECT_EQ(*status, 1);
+  absl::StatusOr<int> overall = client::CheckHealth(*channel_, "");
+  ASSERT_THAT(overall, IsOk());
+  EXPECT_EQ(*overall, 1);
+}
+
+TEST_F(ServerTest, OneStreamCarriesManyConcurrentIncidentsInOrder) {
+  constexpr int kIncidents = 120;
+  std::vector<v1::Incident> incidents;
+  for (int i = 0; i < kIncidents; ++i) {
+    incidents.push_back(MakeIncident(absl::StrCat("pod-", i),
+                                     absl::StrCat("ns-", i % 4), kTypes[i % 8],
+                                     absl::StrCat("req-", i)));
+  }
+  std::map<std::string, uint64_t> last_seq;      // by workflow id
+  std::map<std::string, std::string> request_of; // workflow -> request
+  std::map<std::string, int> results;            // by request id
+  int bad_order = 0, after_result = 0;
+  std::set<std::string> finished;
+  absl::Status s =
+      client::ResolveAll(*stub_, incidents, [&](const v1::ResolveResponse &m) {
+        if (m.has_event()) {
+          const auto &e = m.event();
+          if (finished.count(e.workflow_id()))
+            ++after_result;
+          if (e.sequence() != last_seq[e.workflow_id()] + 1)
+            ++bad_order;
+          last_seq[e.workflow_id()] = e.sequence();
+          request_of[e.workflow_id()] = e.request_id();
+        } else if (m.has_result()) {
+          const auto &r = m.result();
+          if (r.sequence() != last_seq[r.workflow_id()] + 1)
+            ++bad_order;
+          finished.insert(r.workflow_id());
+          ++results[r.request_id()];
+          EXPECT_EQ(request_of[r.workflow_id()], r.request_id());
+        } else {
+          ADD_FAILURE() << "unexpected rejection: " << m.rejected().message();
+        }
+      });
+  ASSERT_THAT(s, IsOk());
+  EXPECT_EQ(bad_order, 0);
+  EXPECT_EQ(after_result, 0);
+  EXPECT_EQ(finished.size(), static_cast<size_t>(kIncidents));
+  ASSERT_EQ(results.size(), static_cast<size_t>(kIncidents));
+  for (const auto &[request, count] : results) {
+    EXPECT_EQ(count, 1) << request;
+  }
+}
+
+TEST_F(ServerTest, BadIncidentsAreRejectedNamingTheFieldAndTheStreamGoesOn) {
+  std::vector<v1::Incident> incidents = {
+      MakeIncident("good-1", "default", "OOMKilled", "ok-1"),
+      MakeIncident("", "default", "OOMKilled", "empty-pod"),
+      MakeIncident("Bad_Pod", "default", "OOMKilled", "bad-pod"),
+      MakeIncident("web-1", "", "OOMKilled", "empty-ns"),
+      MakeIncident("web-1", "Prod!", "OOMKilled", "bad-ns"),
+      MakeIncident("web-1", "default", "", "empty-type"),
+      MakeIncident("web-1", "default", "Crash Loop", "spaced-type"),
+      MakeIncident("web-1", "default", std::string(65, 'E'), "long-type"),
+      MakeIncident(std::string(254, 'a'), "default", "OOMKilled", "long-pod"),
+      MakeIncident("good-2", "default", "Segfault", "unknown-type"),
+  };
+  v1::Incident huge =
+      MakeIncident("web-2", "default", "OOMKilled", "huge-logs");
+  huge.set_logs(std::string(70 * 1024, 'x'));
+  incidents.push_back(huge);
+  incidents.push_back(MakeIncident("good-3", "default", "Evicted", "ok-3"));
+
+  std::map<std::string, v1::IncidentRejected> rejected;
+  std::map<std::string, v1::IncidentResult> results;
+  std::map<std::string, std::vector<std::string>> nodes;
+  absl::Status s =
+      client::ResolveAll(*stub_, incidents, [&](const v1::ResolveResponse &m) {
+        if (m.has_rejected())
+          rejected[m.rejected().request_id()] = m.rejected();
+        if (m.has_result())
+          results[m.result().request_id()] = m.result();
+        if (m.has_event() && m.event().phase() == v1::NODE_PHASE_COMPLETED) {
+          nodes[m.event().request_id()].push_back(m.event().node());
+        }
+      });
+  ASSERT_THAT(s, IsOk());
+  const std::map<std::string, std::string> expected_field = {
+      {"empty-pod", "incident.pod_name"},
+      {"bad-pod", "incident.pod_name"},
+      {"empty-ns", "incident.namespace"},
+      {"bad-ns", "incident.namespace"},
+      {"empty-type", "incident.error_type"},
+      {"spaced-type", "incident.error_type"},
+      {"long-type", "incident.error_type"},
+      {"long-pod", "incident.pod_name"},
+      {"huge-logs", "incident.logs"}};
+  for (const auto &[request, field] : expected_field) {
+    ASSERT_TRUE(rejected.count(request)) << request;
+    EXPECT_EQ(rejected[request].code(), 3) << request; // INVALID_ARGUMENT
+    EXPECT_EQ(rejected[request].field(), field) << request;
+    EXPECT_THAT(rejected[request].message(), HasSubstr(field)) << request;
+  }
+  EXPECT_EQ(rejected.size(), expected_field.size());
+  for (const char *ok : {"ok-1", "unknown-type", "ok-3"}) {
+    ASSERT_TRUE(results.count(ok)) << ok;
+    EXPECT_NE(results[ok].status(), v1::WORKFLOW_STATUS_FAILED) << ok;
+  }
+  // A well-formed unknown error type is not an error: deep analysis.
+  ASSERT_GE(nodes["unknown-type"].size(), 2u);
+  EXPECT_EQ(nodes["unknown-type"][1], "deep_analysis");
+}
+
+TEST_F(ServerTest, ProcessIncidentReturnsTheResultInTheOriginalShape) {
+  v1::ProcessIncidentRequest req;
+  req.set_pod_name("web-1");
+  req.set_namespace_("default");
+  req.set_error_type("ImagePullBackOff");
+  req.set_include_events(true);
+  v1::ProcessIncidentResponse resp;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(stub_->ProcessIncident(&ctx, req, &resp).ok());
+  const v1::IncidentResult &r = resp.result();
+  EXPECT_THAT(r.workflow_id(), HasSubstr("wf-"));
+  EXPECT_EQ(r.pod_name(), "web-1");
+  EXPECT_FALSE(r.final_strategy().type().empty());
+  EXPECT_FALSE(r.final_strategy().selection_reason().empty());
+  EXPECT_GE(r.reflexion_summary().reflections_performed(), 1);
+  EXPECT_GT(r.resolution_time(), 0);
+  EXPECT_EQ(r.success(), r.status() == v1::WORKFLOW_STATUS_RESOLVED);
+  ASSERT_FALSE(resp.events().empty());
+  EXPECT_EQ(r.sequence(), resp.events().size() + 1);
+}
+
+TEST_F(ServerTest, ProcessIncidentRejectsBadInputWithInvalidArgument) {
+  v1::ProcessIncidentRequest req;
+  req.set_pod_name("web_1");
+  req.set_namespace_("default");
+  req.set_error_type("OOMKilled");
+  v1::ProcessIncidentResponse resp;
+  grpc::ClientContext ctx;
+  grpc::Status s = stub_->ProcessIncident(&ctx, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("pod_name"));
+}
+
+TEST_F(ServerTest, RestartOnTheSameDataDirKeepsStrategiesAndEpisodes) {
+  for (int i = 0; i < 30; ++i) {
+    Process(MakeIncident(absl::StrCat("api-", i), "prod", kTypes[i % 5]));
+  }
+  v1::ListEpisodesResponse before;
+  {
+    v1::ListEpisodesRequest req;
+    req.set_page_size(1000);
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->ListEpisodes(&ctx, req, &before).ok());
+  }
+  ASSERT_GE(before.episodes_size(), 30);
+  RestartServer();
+  v1::ListEpisodesResponse after;
+  {
+    v1::ListEpisodesRequest req;
+    req.set_page_size(1000);
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->ListEpisodes(&ctx, req, &after).ok());
+  }
+  ASSERT_EQ(after.episodes_size(), before.episodes_size());
+  for (int i = 0; i < after.episodes_size(); ++i) {
+    EXPECT_EQ(after.episodes(i).id(), before.episodes(i).id());
+  }
+  v1::ListStrategiesResponse strategies;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(
+      stub_->ListStrategies(&ctx, v1::ListStrategiesRequest(), &strategies)
+          .ok());
+  int64_t trials = 0;
+  for (const auto &v : strategies.strategies()) {
+    for (const auto &st : v.stats())
+      trials += st.trials();
+  }
+  EXPECT_EQ(trials, before.episodes_size());
+  v1::GetMetricsResponse metrics;
+  grpc::ClientContext mctx;
+  ASSERT_TRUE(stub_->GetMetrics(&mctx, v1::GetMetricsRequest(), &metrics).ok());
+  EXPECT_EQ(metrics.incidents(), 30);
+  EXPECT_EQ(metrics.episodes(), before.episodes_size());
+}
+
+TEST_F(ServerTest, WithAFixedSeedFirstAttemptSuccessRises) {
+  std::vector<bool> first_try;
+  for (int i = 0; i < 150; ++i) {
+    v1::IncidentResult r =
+        Process(MakeIncident(absl::StrCat("svc-", i % 50),
+                             absl::StrCat("team-", i % 3), kTypes[i % 5]));
+    first_try.push_back(r.success() && r.attempts() == 1);
+  }
+  auto rate = [&](size_t from, size_t to) {
+    double n = 0;
+    for (size_t i = from; i < to; ++i)
+      n += first_try[i];
+    return n / (to - from);
+  };
+  double first30 = rate(0, 30);
+  double last30 = rate(first_try.size() - 30, first_try.size());
+  EXPECT_GT(last30, first30)
+      << "first 30: " << first30 << ", last 30: " << last30;
+}
+
+TEST_F(ServerTest, ListEpisodesPagesFiltersAndValidates) {
+  for (int i = 0; i < 12; ++i) {
+    Process(MakeIncident(absl::StrCat("db-", i), i % 2 ? "odd" : "even",
+                         "OOMKilled"));
+  }
+  std::set<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    v1::ListEpisodesRequest req;
+    req.set_page_size(5);
+    req.set_page_token(token);
+    v1::ListEpisodesResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->ListEpisodes(&ctx, req, &resp).ok());
+    for (const auto &e : resp.episodes()) {
+      EXPECT_TRUE(seen.insert(e.id()).second) << "duplicate " << e.id();
+    }
+    token = resp.next_page_token();
+    ++pages;
+  } while (!token.empty() && pages < 100);
+  EXPECT_GE(seen.size(), 12u);
+  EXPECT_GE(pages, 3);
+
+  v1::ListEpisodesRequest filtered;
+  filtered.set_namespace_("odd");
+  filtered.set_page_size(1000);
+  v1::ListEpisodesResponse odd;
+  grpc::ClientContext fctx;
+  ASSERT_TRUE(stub_->ListEpisodes(&fctx, filtered, &odd).ok());
+  ASSERT_FALSE(odd.episodes().empty());
+  for (const auto &e : odd.episodes())
+    EXPECT_EQ(e.namespace_(), "odd");
+
+  v1::ListEpisodesRequest bad;
+  bad.set_page_size(5000);
+  v1::ListEpisodesResponse unused;
+  grpc::ClientContext bctx;
+  grpc::Status s = stub_->ListEpisodes(&bctx, bad, &unused);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("page_size"));
+
+  v1::ListEpisodesRequest bad_token;
+  bad_token.set_page_token("not-a-token");
+  grpc::ClientContext tctx;
+  s = stub_->ListEpisodes(&tctx, bad_token, &unused);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("page_token"));
+}
+
+TEST_F(ServerTest, ASecondServerOnALockedDataDirFailsCleanly) {
+  ServerConfig config;
+  config.host = "127.0.0.1";
+  config.port = 0;
+  config.data_dir = dir_.path();
+  App second(config);
+  absl::Status s = second.Start();
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), HasSubstr(dir_.path()));
+}
+
+// ---------------------------------------------------------------- config
+
+TEST(ConfigTest, AppliesTheOriginalKeysAndNotesUnusedOnes) {
+  ServerConfig c;
+  ASSERT_THAT(ApplyYaml(R"(
+service:
+  port: 6000
+  debug: true
+openai:
+  model: gpt-4
+reflexion:
+  reflection_depth: deep
+  strategy_confidence_threshold: 0.8
+  max_reflection_cycles: 2
+workflow:
+  max_retry_count: 4
+  observation_window: 60
+)",
+                        c),
+              IsOk());
+  EXPECT_EQ(c.port, 6000);
+  EXPECT_EQ(c.workflow.depth, core::ReflectionDepth::kDeep);
+  EXPECT_DOUBLE_EQ(c.workflow.selector.confidence_threshold, 0.8);
+  EXPECT_EQ(c.workflow.max_reflection_cycles, 2);
+  EXPECT_EQ(c.workflow.max_attempts, 4);
+  EXPECT_EQ(c.workflow.observation_window, absl::Seconds(60));
+  EXPECT_EQ(c.notes.size(), 2u);
+}
+
+TEST(ConfigTest, RejectsUnknownKeysAndOutOfRangeValuesNamingTheKey) {
+  ServerConfig c;
+  EXPECT_THAT(ApplyYaml("reflexion:\n  strategy_confidence_treshold: 0.7\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("reflexion.strategy_confidence_treshold")));
+  EXPECT_THAT(ApplyYaml("workflow:\n  max_retry_count: 0\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("workflow.max_retry_count")));
+  EXPECT_THAT(
+      ApplyYaml("service:\n  port: http\n", c),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("service.port")));
+  EXPECT_THAT(
+      ApplyYaml("executor:\n  type: http\n", c),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("executor.type")));
+  EXPECT_THAT(ApplyYaml(": : :\n  - [", c),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST(ConfigTest, EnvironmentOverridesTheFile) {
+  ServerConfig c;
+  ASSERT_THAT(ApplyYaml("reflexion:\n  reflection_depth: shallow\n", c),
+              IsOk());
+  auto env = [](const char *name) -> const char * {
+    return std::string(name) == "REFLECTION_DEPTH" ? "deep" : nullptr;
+  };
+  ASSERT_THAT(ApplyEnvironment(env, c), IsOk());
+  EXPECT_EQ(c.workflow.depth, core::ReflectionDepth::kDeep);
+  auto bad = [](const char *name) -> const char * {
+    return std::string(name) == "REFLECTION_DEPTH" ? "extreme" : nullptr;
+  };
+  EXPECT_THAT(ApplyEnvironment(bad, c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("REFLECTION_DEPTH")));
+}
+
+} // namespace
+} // namespace reflexion::server

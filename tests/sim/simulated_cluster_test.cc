@@ -1,0 +1,554 @@
+#include "core/sim/simulated_cluster.h"
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/sim/default_scenarios.h"
+#include "core/sim/scenario.h"
+#include "tests/sim/sim_test_util.h"
+#include "tests/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace reflexion::sim {
+namespace {
+
+using ::reflexion::sim::testing::Diagnose;
+using ::reflexion::sim::testing::Execute;
+using ::reflexion::sim::testing::MakeAction;
+using ::reflexion::sim::testing::MakeIncident;
+using ::reflexion::sim::testing::Observe;
+using ::reflexion::testing::IsOk;
+using ::reflexion::testing::StatusIs;
+using ::reflexion::v1::ACTION_TYPE_DELETE_POD;
+using ::reflexion::v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT;
+using ::reflexion::v1::ACTION_TYPE_RELAX_PROBES;
+using ::reflexion::v1::ACTION_TYPE_ROLLBACK_DEPLOYMENT;
+using ::reflexion::v1::ACTION_TYPE_UNSPECIFIED;
+using ::testing::Contains;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+
+constexpr uint64_t kSeed = 20240514;
+
+std::unique_ptr<SimulatedCluster> Defaults(uint64_t seed = kSeed) {
+  absl::StatusOr<std::unique_ptr<SimulatedCluster>> c =
+      SimulatedCluster::WithDefaultScenarios(seed);
+  EXPECT_THAT(c, IsOk());
+  return c.ok() ? *std::move(c) : nullptr;
+}
+
+std::unique_ptr<SimulatedCluster> FromYaml(const std::string &yaml,
+                                           uint64_t seed = kSeed) {
+  absl::StatusOr<std::unique_ptr<SimulatedCluster>> c =
+      SimulatedCluster::FromYaml(yaml, seed);
+  EXPECT_THAT(c, IsOk());
+  return c.ok() ? *std::move(c) : nullptr;
+}
+
+// One crash-looping scenario with the given delete_pod model.
+std::string OneScenario(const std::string &delete_pod_model) {
+  return absl::StrCat(
+      "scenarios:\n"
+      "  - id: only\n"
+      "    error_types: [CrashLoopBackOff]\n"
+      "    root_cause: ROOT-CAUSE-MARKER the config is wrong\n"
+      "    signals:\n"
+      "      container:\n"
+      "        name: app\n"
+      "        image: example/app:1\n"
+      "        restart_count: 3\n"
+      "        last_termination_reason: Error\n"
+      "        last_exit_code: 1\n"
+      "        waiting_reason: CrashLoopBackOff\n"
+      "        waiting_message: back-off 40s restarting failed "
+      "container=app pod={pod}_{namespace}\n"
+      "      events:\n"
+      "        - {type: Warning, reason: BackOff, message: 'Back-off "
+      "restarting failed container app in pod {pod}', count: 4}\n"
+      "      logs: 'fatal: cannot start'\n"
+      "    actions:\n"
+      "      delete_pod: ",
+      delete_pod_model, "\n");
+}
+
+const char *const kErrorTypes[] = {
+    "ImagePullBackOff", "ErrImagePull",
+    "InvalidImageName", "CrashLoopBackOff",
+    "OOMKilled",        "CreateContainerConfigError",
+    "Pending",          "Evicted",
+    "FailedScheduling", "SomethingNobodyKnows"};
+
+TEST(SimulatedClusterTest, NameIsSimulated) {
+  auto cluster = Defaults();
+  ASSERT_NE(cluster, nullptr);
+  EXPECT_EQ(cluster->Name(), "simulated");
+}
+
+TEST(SimulatedClusterTest,
+     EmbeddedDefaultsSpreadSeveralErrorTypesOverScenarios) {
+  auto cluster = Defaults();
+  ASSERT_NE(cluster, nullptr);
+  EXPECT_GE(cluster->ScenarioIds().size(), 12u);
+  // Count, per error type, how many distinct scenarios pods land in.
+  int shared_types = 0;
+  for (const char *type : kErrorTypes) {
+    std::set<std::string> seen;
+    for (int i = 0; i < 60; ++i) {
+      const std::string pod = absl::StrCat("web-", i);
+      ASSERT_THAT(Diagnose(*cluster, MakeIncident("shop", pod, type)), IsOk());
+      absl::StatusOr<std::string> id = cluster->ScenarioOf("shop", pod);
+      ASSERT_THAT(id, IsOk());
+      seen.insert(*id);
+    }
+    shared_types += seen.size() >= 2;
+  }
+  EXPECT_GE(shared_types, 3);
+}
+
+TEST(SimulatedClusterTest, SameSeedGivesSameAssignmentsAndOutcomes) {
+  auto a = Defaults(7);
+  auto b = Defaults(7);
+  auto other = Defaults(8);
+  ASSERT_TRUE(a && b && other);
+  int assignments_differing_from_other_seed = 0;
+  for (int i = 0; i < 100; ++i) {
+    const std::string pod = absl::StrCat("pod-", i);
+    const char *type = kErrorTypes[i % 10];
+    for (SimulatedCluster *c : {a.get(), b.get(), other.get()}) {
+      ASSERT_THAT(Diagnose(*c, MakeIncident("ns", pod, type)), IsOk());
+      ASSERT_THAT(Execute(*c, MakeAction("ns", pod, ACTION_TYPE_DELETE_POD,
+                                         absl::StrCat("key-", i))),
+                  IsOk());
+    }
+    EXPECT_EQ(*a->ScenarioOf("ns", pod), *b->ScenarioOf("ns", pod));
+    assignments_differing_from_other_seed +=
+        *a->ScenarioOf("ns", pod) != *other->ScenarioOf("ns", pod);
+  }
+  const std::vector<ExecutedAction> log_a = a->ExecutionLog();
+  const std::vector<ExecutedAction> log_b = b->ExecutionLog();
+  ASSERT_EQ(log_a.size(), 100u);
+  ASSERT_EQ(log_b.size(), 100u);
+  for (size_t i = 0; i < log_a.size(); ++i) {
+    EXPECT_EQ(log_a[i].scenario_id, log_b[i].scenario_id);
+    EXPECT_EQ(log_a[i].recovered, log_b[i].recovered) << i;
+    EXPECT_EQ(log_a[i].relapsed, log_b[i].relapsed) << i;
+  }
+  // The seed matters: another seed assigns many pods differently.
+  EXPECT_GT(assignments_differing_from_other_seed, 10);
+}
+
+TEST(SimulatedClusterTest, PodsOfOneErrorTypeSpreadOverAllItsScenarios) {
+  auto cluster = Defaults();
+  ASSERT_NE(cluster, nullptr);
+  std::map<std::string, int> count;
+  for (int i = 0; i < 150; ++i) {
+    const std::string pod = absl::StrCat("checkout-7d9c8b6f5-", i);
+    ASSERT_THAT(
+        Diagnose(*cluster, MakeIncident("shop", pod, "CrashLoopBackOff")),
+        IsOk());
+    ++count[*cluster->ScenarioOf("shop", pod)];
+  }
+  ASSERT_EQ(count.size(), 3u);
+  for (const auto &[id, n] : count) {
+    EXPECT_GE(n, 25) << id; // each expected ~50
+  }
+}
+
+TEST(SimulatedClusterTest, ScenarioWeightsBiasAssignment) {
+  auto cluster = FromYaml(
+      "scenarios:\n"
+      "  - {id: heavy, error_types: [X], weight: 9, actions: {delete_pod: "
+      "{success: 1}}}\n"
+      "  - {id: light, error_types: [X], actions: {delete_pod: {success: "
+      "1}}}\n");
+  ASSERT_NE(cluster, nullptr);
+  int heavy = 0;
+  for (int i = 0; i < 2000; ++i) {
+    const std::string pod = absl::StrCat("p", i);
+    ASSERT_THAT(Diagnose(*cluster, MakeIncident("ns", pod, "X")), IsOk());
+    heavy += *cluster->ScenarioOf("ns", pod) == "heavy";
+  }
+  EXPECT_NEAR(heavy / 2000.0, 0.9, 0.03);
+}
+
+TEST(SimulatedClusterTest, DiagnoseReturnsSignalsWithPodNameAndSource) {
+  auto cluster = FromYaml(OneScenario("{success: 1}"));
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<reflexion::v1::Diagnosis> d =
+      Diagnose(*cluster, MakeIncident("shop", "web-5f7c", "CrashLoopBackOff"));
+  ASSERT_THAT(d, IsOk());
+  EXPECT_EQ(d->source(), "simulated");
+  ASSERT_EQ(d->container_statuses_size(), 1);
+  EXPECT_EQ(d->container_statuses(0).name(), "app");
+  EXPECT_EQ(d->container_statuses(0).last_exit_code(), 1);
+  EXPECT_EQ(d->container_statuses(0).waiting_message(),
+            "back-off 40s restarting failed container=app pod=web-5f7c_shop");
+  ASSERT_EQ(d->events_size(), 1);
+  EXPECT_EQ(d->events(0).message(),
+            "Back-off restarting failed container app in pod web-5f7c");
+  EXPECT_EQ(d->events(0).count(), 4);
+  EXPECT_EQ(d->logs(), "fatal: cannot start");
+}
+
+TEST(SimulatedClusterTest, RootCauseNeverLeavesTheSimulator) {
+  auto cluster = FromYaml(OneScenario("{success: 0.5, relapse: 0.5}"));
+  ASSERT_NE(cluster, nullptr);
+  const auto action = [](int i) {
+    return MakeAction("ns", "p", ACTION_TYPE_DELETE_POD, absl::StrCat("k", i));
+  };
+  absl::StatusOr<reflexion::v1::Diagnosis> d =
+      Diagnose(*cluster, MakeIncident("ns", "p", "CrashLoopBackOff"));
+  ASSERT_THAT(d, IsOk());
+  EXPECT_THAT(d->DebugString(), Not(HasSubstr("ROOT-CAUSE-MARKER")));
+  for (int i = 0; i < 20; ++i) { // successes, failures and relapses
+    absl::StatusOr<reflexion::v1::ExecutionResult> r =
+        Execute(*cluster, action(i));
+    ASSERT_THAT(r, IsOk());
+    EXPECT_THAT(r->DebugString(), Not(HasSubstr("ROOT-CAUSE-MARKER")));
+    absl::StatusOr<reflexion::v1::Observation> o = Observe(*cluster, action(i));
+    ASSERT_THAT(o, IsOk());
+    EXPECT_THAT(o->DebugString(), Not(HasSubstr("ROOT-CAUSE-MARKER")));
+  }
+}
+
+TEST(SimulatedClusterTest, DefaultDiagnosesNeverContainTheirRootCause) {
+  absl::StatusOr<std::vector<Scenario>> scenarios =
+      ParseScenarios(DefaultScenariosYaml());
+  ASSERT_THAT(scenarios, IsOk());
+  std::map<std::string, std::string> root_cause;
+  for (const Scenario &s : *scenarios)
+    root_cause[s.id] = s.root_cause;
+  auto cluster = Defaults();
+  ASSERT_NE(cluster, nullptr);
+  std::set<std::string> covered;
+  for (int i = 0; i < 400; ++i) {
+    const std::string pod = absl::StrCat("pod-", i);
+    absl::StatusOr<reflexion::v1::Diagnosis> d =
+        Diagnose(*cluster, MakeIncident("shop", pod, kErrorTypes[i % 10]));
+    ASSERT_THAT(d, IsOk());
+    const std::string id = *cluster->ScenarioOf("shop", pod);
+    covered.insert(id);
+    ASSERT_FALSE(root_cause[id].empty()) << id;
+    EXPECT_THAT(d->DebugString(), Not(HasSubstr(root_cause[id])));
+  }
+  EXPECT_EQ(covered.size(), scenarios->size());
+}
+
+TEST(SimulatedClusterTest, IdempotencyKeyExecutedTwiceAppliesOnce) {
+  auto cluster = Defaults();
+  ASSERT_NE(cluster, nullptr);
+  ASSERT_THAT(Diagnose(*cluster, MakeIncident("shop", "web-1", "OOMKilled")),
+              IsOk());
+  const reflexion::v1::Action action =
+      MakeAction("shop", "web-1", ACTION_TYPE_ROLLBACK_DEPLOYMENT, "wf-1/1");
+  absl::StatusOr<reflexion::v1::ExecutionResult> first =
+      Execute(*cluster, action);
+  absl::StatusOr<reflexion::v1::ExecutionResult> second =
+      Execute(*cluster, action);
+  ASSERT_THAT(first, IsOk());
+  ASSERT_THAT(second, IsOk());
+  EXPECT_FALSE(first->deduplicated());
+  EXPECT_TRUE(first->applied());
+  EXPECT_EQ(first->executor(), "simulated");
+  EXPECT_THAT(first->message(), HasSubstr("rolled back"));
+  EXPECT_TRUE(second->deduplicated());
+  EXPECT_EQ(second->message(), first->message());
+  EXPECT_EQ(cluster->ExecutionLog().size(), 1u);
+}
+
+TEST(SimulatedClusterTest, ExecuteOnUndiagnosedPodIsNotFound) {
+  auto cluster = Defaults();
+  ASSERT_NE(cluster, nullptr);
+  EXPECT_THAT(Execute(*cluster, MakeAction("shop", "ghost",
+                                           ACTION_TYPE_DELETE_POD, "k1")),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("shop/ghost")));
+  EXPECT_THAT(cluster->ExecutionLog(), IsEmpty());
+}
+
+TEST(SimulatedClusterTest, ExecuteRejectsUnspecifiedTypeAndMissingKey) {
+  auto cluster = Defaults();
+  ASSERT_NE(cluster, nullptr);
+  ASSERT_THAT(Diagnose(*cluster, MakeIncident("ns", "p", "Evicted")), IsOk());
+  EXPECT_THAT(
+      Execute(*cluster, MakeAction("ns", "p", ACTION_TYPE_UNSPECIFIED, "k")),
+      StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(
+      Execute(*cluster, MakeAction("ns", "p", ACTION_TYPE_DELETE_POD, "")),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("idempotency_key")));
+  EXPECT_THAT(cluster->ExecutionLog(), IsEmpty());
+}
+
+TEST(SimulatedClusterTest, ObserveBeforeExecuteIsFailedPrecondition) {
+  auto cluster = Defaults();
+  ASSERT_NE(cluster, nullptr);
+  const reflexion::v1::Action action =
+      MakeAction("ns", "p", ACTION_TYPE_DELETE_POD, "k");
+  EXPECT_THAT(Observe(*cluster, action), StatusIs(absl::StatusCode::kNotFound));
+  ASSERT_THAT(Diagnose(*cluster, MakeIncident("ns", "p", "Evicted")), IsOk());
+  EXPECT_THAT(Observe(*cluster, action),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+TEST(SimulatedClusterTest, DiagnoseStartsANewIncidentOnThePod) {
+  auto cluster = FromYaml(OneScenario("{success: 1}"));
+  ASSERT_NE(cluster, nullptr);
+  const auto incident = MakeIncident("ns", "p", "CrashLoopBackOff");
+  const auto action = MakeAction("ns", "p", ACTION_TYPE_DELETE_POD, "k");
+  ASSERT_THAT(Diagnose(*cluster, incident), IsOk());
+  ASSERT_THAT(Execute(*cluster, action), IsOk());
+  ASSERT_THAT(Observe(*cluster, action), IsOk());
+  ASSERT_THAT(Diagnose(*cluster, incident), IsOk());
+  EXPECT_THAT(Observe(*cluster, action),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  // The key stays spent: the new incident needs a new key.
+  absl::StatusOr<reflexion::v1::ExecutionResult> again =
+      Execute(*cluster, action);
+  ASSERT_THAT(again, IsOk());
+  EXPECT_TRUE(again->deduplicated());
+}
+
+TEST(SimulatedClusterTest, SuccessfulActionIsObservedHealthyWithRecoveryTime) {
+  auto cluster = FromYaml(OneScenario("{success: 1, recovery_s: 50}"));
+  ASSERT_NE(cluster, nullptr);
+  const auto action = MakeAction("ns", "p", ACTION_TYPE_DELETE_POD, "k");
+  ASSERT_THAT(Diagnose(*cluster, MakeIncident("ns", "p", "CrashLoopBackOff")),
+              IsOk());
+  ASSERT_THAT(Execute(*cluster, action), IsOk());
+  absl::StatusOr<reflexion::v1::Observation> o =
+      Observe(*cluster, action, absl::Seconds(300));
+  ASSERT_THAT(o, IsOk());
+  EXPECT_TRUE(o->success());
+  EXPECT_TRUE(o->recovered());
+  EXPECT_GE(o->time_to_recovery_s(), 40);
+  EXPECT_LE(o->time_to_recovery_s(), 60);
+  EXPECT_EQ(o->window_s(), 300);
+  EXPECT_EQ(o->restarts(), 0);
+  EXPECT_EQ(o->failure_reason(), "");
+  EXPECT_THAT(o->anomalies(), IsEmpty());
+}
+
+TEST(SimulatedClusterTest, FailedActionReportsTheWaitingReasonAndMessage) {
+  auto cluster = FromYaml(OneScenario("{success: 0}"));
+  ASSERT_NE(cluster, nullptr);
+  const auto action = MakeAction("ns", "p", ACTION_TYPE_DELETE_POD, "k");
+  ASSERT_THAT(Diagnose(*cluster, MakeIncident("ns", "p", "CrashLoopBackOff")),
+              IsOk());
+  ASSERT_THAT(Execute(*cluster, action), IsOk());
+  absl::StatusOr<reflexion::v1::Observation> o = Observe(*cluster, action);
+  ASSERT_THAT(o, IsOk());
+  EXPECT_FALSE(o->success());
+  EXPECT_FALSE(o->recovered());
+  EXPECT_EQ(o->time_to_recovery_s(), 0);
+  EXPECT_EQ(o->failure_reason(), "CrashLoopBackOff");
+  EXPECT_GE(o->restarts(), 2);
+  EXPECT_THAT(o->signals(),
+              Contains(HasSubstr("restarting failed container=app pod=p_ns")));
+}
+
+TEST(SimulatedClusterTest, FailureReasonFallsBackToTheReportedErrorType) {
+  auto cluster =
+      FromYaml("scenarios:\n"
+               "  - id: evicted\n"
+               "    error_types: [Evicted]\n"
+               "    signals:\n"
+               "      events: [{reason: Evicted, message: 'The node was low on "
+               "resource: memory.'}]\n"
+               "    actions: {delete_pod: {success: 0}}\n");
+  ASSERT_NE(cluster, nullptr);
+  const auto action = MakeAction("ns", "p", ACTION_TYPE_DELETE_POD, "k");
+  ASSERT_THAT(Diagnose(*cluster, MakeIncident("ns", "p", "Evicted")), IsOk());
+  ASSERT_THAT(Execute(*cluster, action), IsOk());
+  absl::StatusOr<reflexion::v1::Observation> o = Observe(*cluster, action);
+  ASSERT_THAT(o, IsOk());
+  EXPECT_EQ(o->failure_reason(), "Evicted");
+  EXPECT_EQ(o->restarts(), 0); // the pod never ran
+  EXPECT_THAT(o->signals(), Contains(HasSubstr("low on resource: memory")));
+}
+
+TEST(SimulatedClusterTest, RelapseIsRecoveredButNotSuccessful) {
+  auto cluster = FromYaml(OneScenario("{success: 1, relapse: 1}"));
+  ASSERT_NE(cluster, nullptr);
+  const auto action = MakeAction("ns", "p", ACTION_TYPE_DELETE_POD, "k");
+  ASSERT_THAT(Diagnose(*cluster, MakeIncident("ns", "p", "CrashLoopBackOff")),
+              IsOk());
+  ASSERT_THAT(Execute(*cluster, action), IsOk());
+  absl::StatusOr<reflexion::v1::Observation> o = Observe(*cluster, action);
+  ASSERT_THAT(o, IsOk());
+  EXPECT_TRUE(o->recovered());
+  EXPECT_FALSE(o->success());
+  EXPECT_GT(o->time_to_recovery_s(), 0);
+  EXPECT_GE(o->restarts(), 1);
+  EXPECT_EQ(o->failure_reason(), "CrashLoopBackOff");
+  EXPECT_THAT(o->signals(), Contains(HasSubstr("became Ready after")));
+  EXPECT_THAT(o->signals(), Contains(HasSubstr("then restarted after")));
+  const std::vector<ExecutedAction> log = cluster->ExecutionLog();
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_TRUE(log[0].recovered);
+  EXPECT_TRUE(log[0].relapsed);
+}
+
+TEST(SimulatedClusterTest, UnlistedActionNeverSucceeds) {
+  auto cluster = FromYaml(OneScenario("{success: 1}"));
+  ASSERT_NE(cluster, nullptr);
+  ASSERT_THAT(Diagnose(*cluster, MakeIncident("ns", "p", "CrashLoopBackOff")),
+              IsOk());
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_THAT(
+        Execute(*cluster, MakeAction("ns", "p", ACTION_TYPE_RELAX_PROBES,
+                                     absl::StrCat("k", i))),
+        IsOk());
+  }
+  for (const ExecutedAction &e : cluster->ExecutionLog()) {
+    EXPECT_FALSE(e.recovered) << e.idempotency_key;
+  }
+}
+
+TEST(SimulatedClusterTest, MinMemoryFactorIsHonouredOnOomBatchPeak) {
+  auto cluster = Defaults();
+  ASSERT_NE(cluster, nullptr);
+  std::string pod;
+  for (int i = 0; i < 200 && pod.empty(); ++i) {
+    const std::string candidate = absl::StrCat("report-builder-", i);
+    ASSERT_THAT(
+        Diagnose(*cluster, MakeIncident("batch", candidate, "OOMKilled")),
+        IsOk());
+    if (*cluster->ScenarioOf("batch", candidate) == "oom-batch-peak") {
+      pod = candidate;
+    }
+  }
+  ASSERT_FALSE(pod.empty()) << "no pod assigned to oom-batch-peak";
+  constexpr int kKeys = 400;
+  int succeeded_at_1_5 = 0;
+  int succeeded_at_2_0 = 0;
+  for (int i = 0; i < kKeys; ++i) {
+    for (double factor : {1.5, 2.0}) {
+      reflexion::v1::Action action =
+          MakeAction("batch", pod, ACTION_TYPE_INCREASE_MEMORY_LIMIT,
+                     absl::StrCat("wf-", i, "/x", factor));
+      action.mutable_params()->set_memory_factor(factor);
+      ASSERT_THAT(Execute(*cluster, action), IsOk());
+      absl::StatusOr<reflexion::v1::Observation> o = Observe(*cluster, action);
+      ASSERT_THAT(o, IsOk());
+      (factor < 2 ? succeeded_at_1_5 : succeeded_at_2_0) += o->success();
+    }
+  }
+  // Configured: 0.9 at factor >= 2.0, 0.1 below.
+  EXPECT_NEAR(succeeded_at_2_0 / double{kKeys}, 0.9, 0.06);
+  EXPECT_NEAR(succeeded_at_1_5 / double{kKeys}, 0.1, 0.06);
+}
+
+TEST(SimulatedClusterTest, UnknownErrorTypeGoesToTheCatchAllScenario) {
+  auto cluster = Defaults();
+  ASSERT_NE(cluster, nullptr);
+  for (int i = 0; i < 30; ++i) {
+    const std::string pod = absl::StrCat("worker-", i);
+    ASSERT_THAT(
+        Diagnose(*cluster, MakeIncident("jobs", pod, "ContainerCannotRun")),
+        IsOk());
+    EXPECT_EQ(*cluster->ScenarioOf("jobs", pod), "unknown-segfault");
+  }
+}
+
+TEST(SimulatedClusterTest, UnmatchedErrorTypeWithoutCatchAllIsNotFound) {
+  auto cluster = FromYaml(OneScenario("{success: 1}"));
+  ASSERT_NE(cluster, nullptr);
+  EXPECT_THAT(Diagnose(*cluster, MakeIncident("ns", "p", "OOMKilled")),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("OOMKilled")));
+  EXPECT_THAT(cluster->ScenarioOf("ns", "p"),
+              StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST(SimulatedClusterTest, OutcomeFrequenciesMatchTheConfiguredProbabilities) {
+  auto cluster = FromYaml(OneScenario("{success: 0.3, relapse: 0.5}"));
+  ASSERT_NE(cluster, nullptr);
+  ASSERT_THAT(Diagnose(*cluster, MakeIncident("ns", "p", "CrashLoopBackOff")),
+              IsOk());
+  constexpr int kKeys = 2000;
+  for (int i = 0; i < kKeys; ++i) {
+    ASSERT_THAT(Execute(*cluster, MakeAction("ns", "p", ACTION_TYPE_DELETE_POD,
+                                             absl::StrCat("wf-", i, "/1"))),
+                IsOk());
+  }
+  int recovered = 0;
+  int relapsed = 0;
+  for (const ExecutedAction &e : cluster->ExecutionLog()) {
+    recovered += e.recovered;
+    relapsed += e.relapsed;
+  }
+  // ~4 standard deviations: 0.010 for recovery, 0.020 for relapse.
+  EXPECT_NEAR(recovered / double{kKeys}, 0.3, 0.04);
+  ASSERT_GT(recovered, 0);
+  EXPECT_NEAR(static_cast<double>(relapsed) / recovered, 0.5, 0.08);
+}
+
+TEST(SimulatedClusterTest, OutcomesDoNotDependOnThreadInterleaving) {
+  auto serial = FromYaml(OneScenario("{success: 0.5, relapse: 0.3}"));
+  auto threaded = FromYaml(OneScenario("{success: 0.5, relapse: 0.3}"));
+  ASSERT_TRUE(serial && threaded);
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 250;
+  for (SimulatedCluster *c : {serial.get(), threaded.get()}) {
+    for (int t = 0; t < kThreads; ++t) {
+      ASSERT_THAT(Diagnose(*c, MakeIncident("ns", absl::StrCat("p", t),
+                                            "CrashLoopBackOff")),
+                  IsOk());
+    }
+  }
+  const auto action = [](int t, int i) {
+    return MakeAction("ns", absl::StrCat("p", t), ACTION_TYPE_DELETE_POD,
+                      absl::StrCat("k", t, "-", i));
+  };
+  // Serial in reverse order, threaded interleaved.
+  for (int t = kThreads - 1; t >= 0; --t) {
+    for (int i = kPerThread - 1; i >= 0; --i) {
+      ASSERT_THAT(Execute(*serial, action(t, i)), IsOk());
+    }
+  }
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        EXPECT_THAT(Execute(*threaded, action(t, i)), IsOk());
+        EXPECT_THAT(Observe(*threaded, action(t, i)), IsOk());
+      }
+    });
+  }
+  for (std::thread &th : threads)
+    th.join();
+
+  std::map<std::string, std::pair<bool, bool>> expected;
+  for (const ExecutedAction &e : serial->ExecutionLog()) {
+    expected[e.idempotency_key] = {e.recovered, e.relapsed};
+  }
+  const std::vector<ExecutedAction> log = threaded->ExecutionLog();
+  ASSERT_EQ(log.size(), size_t{kThreads * kPerThread});
+  for (const ExecutedAction &e : log) {
+    EXPECT_EQ((std::pair<bool, bool>{e.recovered, e.relapsed}),
+              expected[e.idempotency_key])
+        << e.idempotency_key;
+  }
+}
+
+TEST(SimulatedClusterTest, CallbacksCompleteBeforeTheCallReturns) {
+  auto cluster = Defaults();
+  ASSERT_NE(cluster, nullptr);
+  bool called = false;
+  cluster->Diagnose(MakeIncident("ns", "p", "Evicted"),
+                    [&called](absl::StatusOr<reflexion::v1::Diagnosis> d) {
+                      EXPECT_THAT(d, IsOk());
+                      called = true;
+                    });
+  EXPECT_TRUE(called);
+}
+
+} // namespace
+} // namespace reflexion::sim
