@@ -15,26 +15,26 @@
 namespace reflexion::client {
 
 // Connects to `target` ("host:port") without TLS.
-std::shared_ptr<grpc::Channel> Connect(const std::string &target);
+std::shared_ptr<grpc::Channel> Connect(const std::string& target);
 
 // grpc::Status -> absl::Status (numerically equal codes).
-absl::Status FromGrpc(const grpc::Status &status);
+absl::Status FromGrpc(const grpc::Status& status);
 
 // Sends `incidents` on one Resolve stream and calls `on_message` for every
 // server message as it arrives (events, results, rejections), until the
 // server has answered every incident and closed the stream. Returns the
 // stream's final status. Blocking; not thread-safe per call.
-absl::Status
-ResolveAll(reflexion::v1::ReflexionService::Stub &stub,
-           const std::vector<reflexion::v1::Incident> &incidents,
-           const std::function<void(const reflexion::v1::ResolveResponse &)>
-               &on_message,
-           int timeout_seconds = 600);
+absl::Status ResolveAll(
+    reflexion::v1::ReflexionService::Stub& stub,
+    const std::vector<reflexion::v1::Incident>& incidents,
+    const std::function<void(const reflexion::v1::ResolveResponse&)>&
+        on_message,
+    int timeout_seconds = 600);
 
 // Calls grpc.health.v1.Health/Check for `service` ("" = the server) and
 // returns the serving status (1 = SERVING, 2 = NOT_SERVING).
-absl::StatusOr<int> CheckHealth(grpc::Channel &channel,
-                                const std::string &service,
+absl::StatusOr<int> CheckHealth(grpc::Channel& channel,
+                                const std::string& service,
                                 int timeout_seconds = 5);
 
-} // namespace reflexion::client
+}  // namespace reflexion::client

@@ -60,51 +60,48 @@ constexpr char kUsage[] =
 
 bool Json() { return absl::GetFlag(FLAGS_o) == "json"; }
 
-std::string ToJson(const google::protobuf::Message &m, bool pretty) {
+std::string ToJson(const google::protobuf::Message& m, bool pretty) {
   google::protobuf::util::JsonPrintOptions opts;
   opts.preserve_proto_field_names = true;
   opts.always_print_primitive_fields = true;
   opts.add_whitespace = pretty;
   std::string out;
   (void)google::protobuf::util::MessageToJsonString(m, &out, opts);
-  if (!pretty)
-    return out;
+  if (!pretty) return out;
   return out;
 }
 
-int Error(const absl::Status &s) {
+int Error(const absl::Status& s) {
   std::cerr << "reflexionctl: " << absl::StatusCodeToString(s.code()) << ": "
             << s.message() << "\n";
   return 1;
 }
 
-double Seconds(const google::protobuf::Duration &d) {
+double Seconds(const google::protobuf::Duration& d) {
   return d.seconds() + d.nanos() / 1e9;
 }
 
-std::string FormatDuration(const google::protobuf::Duration &d) {
+std::string FormatDuration(const google::protobuf::Duration& d) {
   double s = Seconds(d);
-  if (s < 1e-3)
-    return absl::StrFormat("%6.0fus", s * 1e6);
-  if (s < 1)
-    return absl::StrFormat("%6.1fms", s * 1e3);
+  if (s < 1e-3) return absl::StrFormat("%6.0fus", s * 1e6);
+  if (s < 1) return absl::StrFormat("%6.1fms", s * 1e3);
   return absl::StrFormat("%6.2fs ", s);
 }
 
-const char *StatusName(reflexion::v1::WorkflowStatus s) {
+const char* StatusName(reflexion::v1::WorkflowStatus s) {
   switch (s) {
-  case reflexion::v1::WORKFLOW_STATUS_RESOLVED:
-    return "RESOLVED";
-  case reflexion::v1::WORKFLOW_STATUS_ESCALATED:
-    return "ESCALATED";
-  case reflexion::v1::WORKFLOW_STATUS_FAILED:
-    return "FAILED";
-  default:
-    return "UNKNOWN";
+    case reflexion::v1::WORKFLOW_STATUS_RESOLVED:
+      return "RESOLVED";
+    case reflexion::v1::WORKFLOW_STATUS_ESCALATED:
+      return "ESCALATED";
+    case reflexion::v1::WORKFLOW_STATUS_FAILED:
+      return "FAILED";
+    default:
+      return "UNKNOWN";
   }
 }
 
-void PrintResult(const reflexion::v1::IncidentResult &r) {
+void PrintResult(const reflexion::v1::IncidentResult& r) {
   std::printf("result %s: %s %s/%s (%s) after %d attempt(s), %.1fs\n",
               r.workflow_id().c_str(), StatusName(r.status()),
               r.namespace_().c_str(), r.pod_name().c_str(),
@@ -115,11 +112,12 @@ void PrintResult(const reflexion::v1::IncidentResult &r) {
                 r.final_strategy().confidence(),
                 r.final_strategy().selection_reason().c_str());
   }
-  const auto &s = r.reflexion_summary();
-  std::printf("  reflexion_summary: %d reflections, %d strategies learned, "
-              "self-awareness %.2f, learning velocity %+.3f\n",
-              s.reflections_performed(), s.strategies_learned(),
-              s.self_awareness_level(), s.learning_velocity());
+  const auto& s = r.reflexion_summary();
+  std::printf(
+      "  reflexion_summary: %d reflections, %d strategies learned, "
+      "self-awareness %.2f, learning velocity %+.3f\n",
+      s.reflections_performed(), s.strategies_learned(),
+      s.self_awareness_level(), s.learning_velocity());
   if (r.requires_human_intervention()) {
     std::printf("  requires_human_intervention: %s\n",
                 r.status() == reflexion::v1::WORKFLOW_STATUS_FAILED
@@ -128,7 +126,7 @@ void PrintResult(const reflexion::v1::IncidentResult &r) {
   }
 }
 
-int Process(ReflexionService::Stub &stub) {
+int Process(ReflexionService::Stub& stub) {
   reflexion::v1::Incident in;
   in.set_pod_name(absl::GetFlag(FLAGS_pod));
   in.set_namespace_(absl::GetFlag(FLAGS_namespace));
@@ -137,8 +135,7 @@ int Process(ReflexionService::Stub &stub) {
   in.set_request_id(absl::GetFlag(FLAGS_request_id));
   if (std::string path = absl::GetFlag(FLAGS_logs_file); !path.empty()) {
     std::ifstream f(path);
-    if (!f)
-      return Error(absl::NotFoundError("cannot read " + path));
+    if (!f) return Error(absl::NotFoundError("cannot read " + path));
     std::stringstream buf;
     buf << f.rdbuf();
     in.set_logs(buf.str());
@@ -148,13 +145,13 @@ int Process(ReflexionService::Stub &stub) {
   bool got_result = false;
   absl::Status s = reflexion::client::ResolveAll(
       stub, {in},
-      [&](const reflexion::v1::ResolveResponse &m) {
+      [&](const reflexion::v1::ResolveResponse& m) {
         if (Json()) {
           if (!quiet || m.has_result() || m.has_rejected()) {
             std::printf("%s\n", ToJson(m, false).c_str());
           }
         } else if (m.has_event()) {
-          const auto &e = m.event();
+          const auto& e = m.event();
           if (!quiet && e.phase() != reflexion::v1::NODE_PHASE_STARTED) {
             std::printf(
                 "%s #%-3llu %-17s %s %s%s\n", e.workflow_id().c_str(),
@@ -176,18 +173,15 @@ int Process(ReflexionService::Stub &stub) {
             exit_code = 1;
           }
         }
-        if (m.has_rejected())
-          exit_code = 2;
+        if (m.has_rejected()) exit_code = 2;
       },
       absl::GetFlag(FLAGS_timeout));
-  if (!s.ok())
-    return Error(s);
-  if (!got_result && exit_code == 0)
-    exit_code = 1;
+  if (!s.ok()) return Error(s);
+  if (!got_result && exit_code == 0) exit_code = 1;
   return exit_code;
 }
 
-int Strategies(ReflexionService::Stub &stub) {
+int Strategies(ReflexionService::Stub& stub) {
   reflexion::v1::ListStrategiesRequest req;
   req.set_error_type(absl::GetFlag(FLAGS_error_type));
   req.set_signature(absl::GetFlag(FLAGS_signature));
@@ -195,14 +189,13 @@ int Strategies(ReflexionService::Stub &stub) {
   grpc::ClientContext ctx;
   absl::Status s =
       reflexion::client::FromGrpc(stub.ListStrategies(&ctx, req, &resp));
-  if (!s.ok())
-    return Error(s);
+  if (!s.ok()) return Error(s);
   if (Json()) {
     std::printf("%s\n", ToJson(resp, true).c_str());
     return 0;
   }
-  for (const auto &v : resp.strategies()) {
-    const auto &st = v.strategy();
+  for (const auto& v : resp.strategies()) {
+    const auto& st = v.strategy();
     std::printf("%-24s v%-2d tier %s  %s\n", st.name().c_str(), st.version(),
                 st.tier() == reflexion::v1::SAFETY_TIER_A   ? "A"
                 : st.tier() == reflexion::v1::SAFETY_TIER_B ? "B"
@@ -212,7 +205,7 @@ int Strategies(ReflexionService::Stub &stub) {
       std::printf("    latest change by %s: %s\n", st.author().c_str(),
                   st.reason().c_str());
     }
-    for (const auto &stat : v.stats()) {
+    for (const auto& stat : v.stats()) {
       std::printf("    %-44s %5.1f%% success belief  %lld/%lld succeeded\n",
                   stat.signature().c_str(), 100 * stat.mean(),
                   static_cast<long long>(stat.successes()),
@@ -222,7 +215,7 @@ int Strategies(ReflexionService::Stub &stub) {
   return 0;
 }
 
-int Episodes(ReflexionService::Stub &stub) {
+int Episodes(ReflexionService::Stub& stub) {
   reflexion::v1::ListEpisodesRequest req;
   req.set_page_size(absl::GetFlag(FLAGS_limit));
   req.set_page_token(absl::GetFlag(FLAGS_page_token));
@@ -235,13 +228,12 @@ int Episodes(ReflexionService::Stub &stub) {
   grpc::ClientContext ctx;
   absl::Status s =
       reflexion::client::FromGrpc(stub.ListEpisodes(&ctx, req, &resp));
-  if (!s.ok())
-    return Error(s);
+  if (!s.ok()) return Error(s);
   if (Json()) {
     std::printf("%s\n", ToJson(resp, true).c_str());
     return 0;
   }
-  for (const auto &e : resp.episodes()) {
+  for (const auto& e : resp.episodes()) {
     std::printf("%s  attempt %d  %-7s %-44s %s v%d (%.2f, %s)\n",
                 e.workflow_id().c_str(), e.attempt(),
                 e.success() ? "success" : "failure", e.signature().c_str(),
@@ -254,13 +246,12 @@ int Episodes(ReflexionService::Stub &stub) {
   return 0;
 }
 
-int Metrics(ReflexionService::Stub &stub) {
+int Metrics(ReflexionService::Stub& stub) {
   reflexion::v1::GetMetricsResponse resp;
   grpc::ClientContext ctx;
   absl::Status s = reflexion::client::FromGrpc(
       stub.GetMetrics(&ctx, reflexion::v1::GetMetricsRequest(), &resp));
-  if (!s.ok())
-    return Error(s);
+  if (!s.ok()) return Error(s);
   if (Json()) {
     std::printf("%s\n", ToJson(resp, true).c_str());
     return 0;
@@ -288,7 +279,7 @@ int Metrics(ReflexionService::Stub &stub) {
               "1st-try last");
   std::printf("%-28s %9s %8s %10s %9s %14s %14s\n", "", "", "", "", "", "third",
               "third");
-  for (const auto &t : resp.error_types()) {
+  for (const auto& t : resp.error_types()) {
     std::printf("%-28s %9lld %7.0f%% %9.0f%% %9.2f %13.0f%% %13.0f%%\n",
                 t.error_type().c_str(), static_cast<long long>(t.incidents()),
                 100 * t.success_rate(), 100 * t.first_attempt_success_rate(),
@@ -298,12 +289,11 @@ int Metrics(ReflexionService::Stub &stub) {
   return 0;
 }
 
-int Health(const std::shared_ptr<grpc::Channel> &channel) {
+int Health(const std::shared_ptr<grpc::Channel>& channel) {
   absl::StatusOr<int> status =
       reflexion::client::CheckHealth(*channel, "reflexion.v1.ReflexionService");
-  if (!status.ok())
-    return Error(status.status());
-  const char *name = *status == 1   ? "SERVING"
+  if (!status.ok()) return Error(status.status());
+  const char* name = *status == 1   ? "SERVING"
                      : *status == 2 ? "NOT_SERVING"
                                     : "UNKNOWN";
   if (Json()) {
@@ -314,11 +304,11 @@ int Health(const std::shared_ptr<grpc::Channel> &channel) {
   return *status == 1 ? 0 : 1;
 }
 
-} // namespace
+}  // namespace
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
-  std::vector<char *> args = absl::ParseCommandLine(argc, argv);
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
     std::cerr << kUsage;
     return 2;
@@ -331,16 +321,11 @@ int main(int argc, char **argv) {
   std::string command = args[1];
   auto channel = reflexion::client::Connect(absl::GetFlag(FLAGS_server));
   auto stub = ReflexionService::NewStub(channel);
-  if (command == "process")
-    return Process(*stub);
-  if (command == "strategies")
-    return Strategies(*stub);
-  if (command == "episodes")
-    return Episodes(*stub);
-  if (command == "metrics")
-    return Metrics(*stub);
-  if (command == "health")
-    return Health(channel);
+  if (command == "process") return Process(*stub);
+  if (command == "strategies") return Strategies(*stub);
+  if (command == "episodes") return Episodes(*stub);
+  if (command == "metrics") return Metrics(*stub);
+  if (command == "health") return Health(channel);
   std::cerr << "reflexionctl: unknown command '" << command << "'\n\n"
             << kUsage;
   return 2;

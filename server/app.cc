@@ -26,8 +26,7 @@ absl::Status App::Start() {
   }
   absl::StatusOr<std::unique_ptr<storage::RocksDb>> db =
       storage::RocksDb::Open(config_.data_dir);
-  if (!db.ok())
-    return db.status();
+  if (!db.ok()) return db.status();
   db_ = *std::move(db);
   store_ = std::make_unique<storage::RocksDbKnowledgeStore>(db_.get());
 
@@ -36,8 +35,7 @@ absl::Status App::Start() {
           ? sim::SimulatedCluster::WithDefaultScenarios(config_.simulator_seed)
           : sim::SimulatedCluster::FromFile(config_.simulator_scenarios,
                                             config_.simulator_seed);
-  if (!cluster.ok())
-    return cluster.status();
+  if (!cluster.ok()) return cluster.status();
   cluster_ = *std::move(cluster);
 
   threads_ =
@@ -47,8 +45,7 @@ absl::Status App::Start() {
   pool_ = std::make_unique<graph::ThreadPool>(threads_);
   workflow_ = std::make_unique<core::ReflexionWorkflow>(
       config_.workflow, store_.get(), cluster_.get(), &reflector_, &clock_);
-  if (absl::Status s = workflow_->Init(); !s.ok())
-    return s;
+  if (absl::Status s = workflow_->Init(); !s.ok()) return s;
   runner_ = std::make_unique<WorkflowRunner>(workflow_.get(), pool_.get(),
                                              &clock_, config_.max_in_flight);
   ServiceOptions options;
@@ -85,14 +82,12 @@ void App::Stop(absl::Duration grace) {
     server_->Shutdown(std::chrono::system_clock::now() +
                       absl::ToChronoSeconds(grace));
   }
-  if (runner_ != nullptr)
-    runner_->Drain();
-  if (server_ != nullptr)
-    server_->Wait();
+  if (runner_ != nullptr) runner_->Drain();
+  if (server_ != nullptr) server_->Wait();
   server_.reset();
   service_.reset();
   runner_.reset();
-  pool_.reset(); // joins the engine's threads after their last task
+  pool_.reset();  // joins the engine's threads after their last task
   workflow_.reset();
   store_.reset();
   db_.reset();
@@ -122,4 +117,4 @@ std::vector<std::string> App::StartupReport() const {
   };
 }
 
-} // namespace reflexion::server
+}  // namespace reflexion::server

@@ -22,9 +22,9 @@ namespace reflexion::server {
 // the integration tests build it the same way. Not thread-safe: Start and
 // Stop from one thread.
 class App {
-public:
+ public:
   explicit App(ServerConfig config);
-  ~App(); // Stop()s if still running
+  ~App();  // Stop()s if still running
 
   // Opens the data dir, wires the adapters and starts serving (with health
   // and reflection). Errors: the data dir cannot be created or opened (it is
@@ -37,14 +37,14 @@ public:
 
   // The bound port (after Start).
   int port() const { return port_; }
-  const ServerConfig &config() const { return config_; }
+  const ServerConfig& config() const { return config_; }
   // For tests: the simulated cluster in use.
-  sim::SimulatedCluster *cluster() const { return cluster_.get(); }
+  sim::SimulatedCluster* cluster() const { return cluster_.get(); }
 
   // Lines describing the active executor and reflector and why.
   std::vector<std::string> StartupReport() const;
 
-private:
+ private:
   ServerConfig config_;
   int port_ = 0;
   int threads_ = 0;
@@ -63,4 +63,4 @@ private:
 // The service name registered with the health service.
 inline constexpr char kHealthServiceName[] = "reflexion.v1.ReflexionService";
 
-} // namespace reflexion::server
+}  // namespace reflexion::server

@@ -12,7 +12,7 @@ namespace {
 
 // Keys of the original service's config.yaml that this build accepts
 // without using them (so an existing file loads), reported at startup.
-constexpr const char *kAcceptedUnused[] = {
+constexpr const char* kAcceptedUnused[] = {
     "service.debug",
     "openai.model",
     "openai.temperature",
@@ -27,21 +27,20 @@ absl::Status Bad(absl::string_view key, absl::string_view why) {
 }
 
 template <typename T>
-absl::Status Read(const YAML::Node &node, absl::string_view key, T &out) {
+absl::Status Read(const YAML::Node& node, absl::string_view key, T& out) {
   try {
     out = node.as<T>();
-  } catch (const YAML::Exception &e) {
+  } catch (const YAML::Exception& e) {
     return Bad(key, absl::StrCat("has the wrong type (", e.msg, ")"));
   }
   return absl::OkStatus();
 }
 
-absl::Status ReadInt(const YAML::Node &n, absl::string_view key, int lo, int hi,
-                     int &out) {
+absl::Status ReadInt(const YAML::Node& n, absl::string_view key, int lo, int hi,
+                     int& out) {
   int v = 0;
   absl::Status s = Read(n, key, v);
-  if (!s.ok())
-    return s;
+  if (!s.ok()) return s;
   if (v < lo || v > hi) {
     return Bad(key, absl::StrCat("must be between ", lo, " and ", hi));
   }
@@ -49,12 +48,11 @@ absl::Status ReadInt(const YAML::Node &n, absl::string_view key, int lo, int hi,
   return absl::OkStatus();
 }
 
-absl::Status ReadDouble(const YAML::Node &n, absl::string_view key, double lo,
-                        double hi, double &out) {
+absl::Status ReadDouble(const YAML::Node& n, absl::string_view key, double lo,
+                        double hi, double& out) {
   double v = 0;
   absl::Status s = Read(n, key, v);
-  if (!s.ok())
-    return s;
+  if (!s.ok()) return s;
   if (!(v >= lo && v <= hi)) {
     return Bad(key, absl::StrCat("must be between ", lo, " and ", hi));
   }
@@ -62,15 +60,12 @@ absl::Status ReadDouble(const YAML::Node &n, absl::string_view key, double lo,
   return absl::OkStatus();
 }
 
-absl::Status ApplyKey(const std::string &key, const YAML::Node &v,
-                      ServerConfig &c) {
-  core::WorkflowConfig &w = c.workflow;
-  if (key == "service.port")
-    return ReadInt(v, key, 0, 65535, c.port);
-  if (key == "service.host")
-    return Read(v, key, c.host);
-  if (key == "service.data_dir")
-    return Read(v, key, c.data_dir);
+absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
+                      ServerConfig& c) {
+  core::WorkflowConfig& w = c.workflow;
+  if (key == "service.port") return ReadInt(v, key, 0, 65535, c.port);
+  if (key == "service.host") return Read(v, key, c.host);
+  if (key == "service.data_dir") return Read(v, key, c.data_dir);
   if (key == "service.max_in_flight") {
     return ReadInt(v, key, 1, 1'000'000, c.max_in_flight);
   }
@@ -83,8 +78,7 @@ absl::Status ApplyKey(const std::string &key, const YAML::Node &v,
   if (key == "executor.type") {
     std::string type;
     absl::Status s = Read(v, key, type);
-    if (!s.ok())
-      return s;
+    if (!s.ok()) return s;
     if (type != "simulated") {
       return Bad(key, absl::StrCat("'", type,
                                    "' is not available in this build; the "
@@ -93,15 +87,12 @@ absl::Status ApplyKey(const std::string &key, const YAML::Node &v,
     c.executor = type;
     return absl::OkStatus();
   }
-  if (key == "simulator.seed")
-    return Read(v, key, c.simulator_seed);
-  if (key == "simulator.scenarios")
-    return Read(v, key, c.simulator_scenarios);
+  if (key == "simulator.seed") return Read(v, key, c.simulator_seed);
+  if (key == "simulator.scenarios") return Read(v, key, c.simulator_scenarios);
   if (key == "reflexion.reflection_depth") {
     std::string depth;
     absl::Status s = Read(v, key, depth);
-    if (!s.ok())
-      return s;
+    if (!s.ok()) return s;
     if (!core::ParseDepth(depth, &w.depth)) {
       return Bad(key, "must be shallow, medium or deep");
     }
@@ -113,8 +104,7 @@ absl::Status ApplyKey(const std::string &key, const YAML::Node &v,
   if (key == "reflexion.below_threshold") {
     std::string policy;
     absl::Status s = Read(v, key, policy);
-    if (!s.ok())
-      return s;
+    if (!s.ok()) return s;
     if (policy != "explore" && policy != "escalate") {
       return Bad(key, "must be explore or escalate");
     }
@@ -130,23 +120,21 @@ absl::Status ApplyKey(const std::string &key, const YAML::Node &v,
   if (key == "reflexion.meta_reflection_threshold") {
     return ReadDouble(v, key, 0, 1, w.meta_quality_threshold);
   }
-  if (key == "reflexion.seed")
-    return Read(v, key, w.seed);
+  if (key == "reflexion.seed") return Read(v, key, w.seed);
   if (key == "workflow.max_retry_count") {
     return ReadInt(v, key, 1, 20, w.max_attempts);
   }
   if (key == "workflow.observation_window") {
     int seconds = 0;
     absl::Status s = ReadInt(v, key, 1, 86400, seconds);
-    if (!s.ok())
-      return s;
+    if (!s.ok()) return s;
     w.observation_window = absl::Seconds(seconds);
     return absl::OkStatus();
   }
   if (key == "workflow.recursion_limit") {
     return ReadInt(v, key, 10, 10'000, w.recursion_limit);
   }
-  for (const char *accepted : kAcceptedUnused) {
+  for (const char* accepted : kAcceptedUnused) {
     if (key == accepted) {
       c.notes.push_back(absl::StrCat(
           "config key ", key, " is accepted but not used by this build"));
@@ -156,37 +144,35 @@ absl::Status ApplyKey(const std::string &key, const YAML::Node &v,
   return Bad(key, "is not a known key");
 }
 
-} // namespace
+}  // namespace
 
-absl::Status ApplyYaml(const std::string &yaml_text, ServerConfig &config) {
+absl::Status ApplyYaml(const std::string& yaml_text, ServerConfig& config) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
-  } catch (const YAML::Exception &e) {
+  } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(
         absl::StrCat("config is not valid YAML: ", e.what()));
   }
-  if (root.IsNull())
-    return absl::OkStatus(); // empty file
+  if (root.IsNull()) return absl::OkStatus();  // empty file
   if (!root.IsMap()) {
     return absl::InvalidArgumentError("config must be a YAML mapping");
   }
-  for (const auto &section : root) {
+  for (const auto& section : root) {
     std::string name = section.first.as<std::string>();
     if (!section.second.IsMap()) {
       return Bad(name, "must be a mapping of keys");
     }
-    for (const auto &entry : section.second) {
+    for (const auto& entry : section.second) {
       std::string key = absl::StrCat(name, ".", entry.first.as<std::string>());
       absl::Status s = ApplyKey(key, entry.second, config);
-      if (!s.ok())
-        return s;
+      if (!s.ok()) return s;
     }
   }
   return absl::OkStatus();
 }
 
-absl::Status ApplyYamlFile(const std::string &path, ServerConfig &config) {
+absl::Status ApplyYamlFile(const std::string& path, ServerConfig& config) {
   std::ifstream in(path);
   if (!in) {
     return absl::NotFoundError(absl::StrCat("cannot read config file ", path));
@@ -200,23 +186,24 @@ absl::Status ApplyYamlFile(const std::string &path, ServerConfig &config) {
   return absl::OkStatus();
 }
 
-absl::Status
-ApplyEnvironment(const std::function<const char *(const char *)> &getenv,
-                 ServerConfig &config) {
-  if (const char *depth = getenv("REFLECTION_DEPTH"); depth && *depth) {
+absl::Status ApplyEnvironment(
+    const std::function<const char*(const char*)>& getenv,
+    ServerConfig& config) {
+  if (const char* depth = getenv("REFLECTION_DEPTH"); depth && *depth) {
     if (!core::ParseDepth(depth, &config.workflow.depth)) {
       return absl::InvalidArgumentError(
           "REFLECTION_DEPTH must be shallow, medium or deep");
     }
   }
-  for (const char *name : {"OPENAI_API_KEY", "OPENAI_BASE_URL"}) {
-    if (const char *v = getenv(name); v && *v) {
+  for (const char* name : {"OPENAI_API_KEY", "OPENAI_BASE_URL"}) {
+    if (const char* v = getenv(name); v && *v) {
       config.notes.push_back(absl::StrCat(
-          name, " is set, but this build has no OpenAI reflector: using the "
-                "heuristic reflector"));
+          name,
+          " is set, but this build has no OpenAI reflector: using the "
+          "heuristic reflector"));
     }
   }
-  if (const char *v = getenv("GO_SERVICE_URL"); v && *v) {
+  if (const char* v = getenv("GO_SERVICE_URL"); v && *v) {
     config.notes.push_back(
         "GO_SERVICE_URL is set, but this build has no Go-agent executor: "
         "using the simulated cluster");
@@ -224,4 +211,4 @@ ApplyEnvironment(const std::function<const char *(const char *)> &getenv,
   return absl::OkStatus();
 }
 
-} // namespace reflexion::server
+}  // namespace reflexion::server

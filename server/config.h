@@ -14,16 +14,16 @@ namespace reflexion::server {
 // Everything reflexion-server is configured with. Defaults are the embedded
 // defaults: the server runs with no file, no flag and no variable.
 struct ServerConfig {
-  std::string host = "0.0.0.0";        // service.host
-  int port = 50051;                    // service.port, --port
-  std::string data_dir = "./data";     // service.data_dir, --data_dir
-  int max_in_flight = 10000;           // service.max_in_flight
-  int max_in_flight_per_stream = 1000; // service.max_in_flight_per_stream
-  int worker_threads = 0; // service.worker_threads (0 = one per core)
-  std::string executor = "simulated"; // executor.type
-  uint64_t simulator_seed = 42;       // simulator.seed
-  std::string simulator_scenarios;    // simulator.scenarios ("" = embedded)
-  core::WorkflowConfig workflow;      // reflexion.*, workflow.*
+  std::string host = "0.0.0.0";         // service.host
+  int port = 50051;                     // service.port, --port
+  std::string data_dir = "./data";      // service.data_dir, --data_dir
+  int max_in_flight = 10000;            // service.max_in_flight
+  int max_in_flight_per_stream = 1000;  // service.max_in_flight_per_stream
+  int worker_threads = 0;  // service.worker_threads (0 = one per core)
+  std::string executor = "simulated";  // executor.type
+  uint64_t simulator_seed = 42;        // simulator.seed
+  std::string simulator_scenarios;     // simulator.scenarios ("" = embedded)
+  core::WorkflowConfig workflow;       // reflexion.*, workflow.*
   // Notes for the startup log: keys recognised but not used by this build,
   // variables that were ignored.
   std::vector<std::string> notes;
@@ -32,17 +32,17 @@ struct ServerConfig {
 // Applies a YAML config document on top of `config`. Unknown keys and
 // out-of-range values are kInvalidArgument naming the key; keys of the
 // original service that this build does not use are accepted and noted.
-absl::Status ApplyYaml(const std::string &yaml_text, ServerConfig &config);
+absl::Status ApplyYaml(const std::string& yaml_text, ServerConfig& config);
 
 // Reads and applies the YAML file at `path` (kNotFound if it does not
 // exist, kInvalidArgument naming the file and key when it is wrong).
-absl::Status ApplyYamlFile(const std::string &path, ServerConfig &config);
+absl::Status ApplyYamlFile(const std::string& path, ServerConfig& config);
 
 // Applies environment variables (REFLECTION_DEPTH; OPENAI_API_KEY,
 // OPENAI_BASE_URL and GO_SERVICE_URL are noted as not used by this build).
 // `getenv` is injectable for tests.
-absl::Status
-ApplyEnvironment(const std::function<const char *(const char *)> &getenv,
-                 ServerConfig &config);
+absl::Status ApplyEnvironment(
+    const std::function<const char*(const char*)>& getenv,
+    ServerConfig& config);
 
-} // namespace reflexion::server
+}  // namespace reflexion::server

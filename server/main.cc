@@ -31,7 +31,7 @@ ABSL_FLAG(std::string, port_file, "",
 namespace reflexion::server {
 namespace {
 
-int Fail(const absl::Status &status) {
+int Fail(const absl::Status& status) {
   LOG(ERROR) << status;
   std::cerr << "reflexion-server: " << status.message() << "\n";
   return 1;
@@ -48,8 +48,7 @@ int Run() {
   // Defaults < config file < environment < flags.
   ServerConfig config;
   if (std::string path = absl::GetFlag(FLAGS_config); !path.empty()) {
-    if (absl::Status s = ApplyYamlFile(path, config); !s.ok())
-      return Fail(s);
+    if (absl::Status s = ApplyYamlFile(path, config); !s.ok()) return Fail(s);
   }
   if (absl::Status s = ApplyEnvironment(&std::getenv, config); !s.ok()) {
     return Fail(s);
@@ -66,14 +65,11 @@ int Run() {
   if (std::string dir = absl::GetFlag(FLAGS_data_dir); !dir.empty()) {
     config.data_dir = dir;
   }
-  for (const std::string &note : config.notes)
-    LOG(WARNING) << note;
+  for (const std::string& note : config.notes) LOG(WARNING) << note;
 
   App app(config);
-  if (absl::Status s = app.Start(); !s.ok())
-    return Fail(s);
-  for (const std::string &line : app.StartupReport())
-    LOG(INFO) << line;
+  if (absl::Status s = app.Start(); !s.ok()) return Fail(s);
+  for (const std::string& line : app.StartupReport()) LOG(INFO) << line;
   if (std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
     std::ofstream out(path);
     out << app.port() << "\n";
@@ -90,10 +86,10 @@ int Run() {
   return 0;
 }
 
-} // namespace
-} // namespace reflexion::server
+}  // namespace
+}  // namespace reflexion::server
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Resolves failing Kubernetes pods and learns from every attempt.\n"
       "Usage: reflexion-server [--port N] [--data_dir DIR] [--config FILE]");

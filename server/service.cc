@@ -17,15 +17,14 @@ namespace reflexion::server {
 using reflexion::v1::ResolveRequest;
 using reflexion::v1::ResolveResponse;
 
-grpc::Status ToGrpcStatus(const absl::Status &status) {
-  if (status.ok())
-    return grpc::Status::OK;
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
                       std::string(status.message()));
 }
 
-reflexion::v1::Incident
-IncidentFromRequest(const reflexion::v1::ProcessIncidentRequest &r) {
+reflexion::v1::Incident IncidentFromRequest(
+    const reflexion::v1::ProcessIncidentRequest& r) {
   reflexion::v1::Incident in;
   in.set_pod_name(r.pod_name());
   in.set_namespace_(r.namespace_());
@@ -49,7 +48,7 @@ std::string FieldOf(absl::string_view message) {
              : std::string(message.substr(0, colon));
 }
 
-} // namespace
+}  // namespace
 
 // One Resolve stream. Reads incidents one at a time, runs each as a
 // workflow, and multiplexes every workflow's events and result onto one
@@ -57,8 +56,8 @@ std::string FieldOf(absl::string_view message) {
 // with it (OnDone) and every workflow it started has finished.
 class ReflexionServiceImpl::ResolveReactor final
     : public grpc::ServerBidiReactor<ResolveRequest, ResolveResponse> {
-public:
-  ResolveReactor(WorkflowRunner *runner, int max_in_flight)
+ public:
+  ResolveReactor(WorkflowRunner* runner, int max_in_flight)
       : runner_(runner), max_in_flight_(max_in_flight) {
     StartRead(&request_);
   }
@@ -82,7 +81,7 @@ public:
       absl::MutexLock lock(&mu_);
       writing_ = false;
       if (!ok) {
-        broken_ = true; // the client is gone: drop what is queued
+        broken_ = true;  // the client is gone: drop what is queued
         queue_.clear();
       } else if (!queue_.empty() && !finished_) {
         in_write_ = std::move(queue_.front());
@@ -114,11 +113,10 @@ public:
       done_ = true;
       last = active_ == 0;
     }
-    if (last)
-      delete this;
+    if (last) delete this;
   }
 
-private:
+ private:
   void HandleRequest() {
     if (request_.message_case() != ResolveRequest::kIncident) {
       Reject("", absl::InvalidArgumentError(
@@ -136,8 +134,7 @@ private:
     {
       absl::MutexLock lock(&mu_);
       admitted = active_ < max_in_flight_;
-      if (admitted)
-        ++active_;
+      if (admitted) ++active_;
     }
     if (!admitted) {
       Reject(request_id, absl::ResourceExhaustedError(absl::StrCat(
@@ -168,9 +165,9 @@ private:
     }
   }
 
-  void Reject(std::string request_id, const absl::Status &status) {
+  void Reject(std::string request_id, const absl::Status& status) {
     ResolveResponse r;
-    auto *rej = r.mutable_rejected();
+    auto* rej = r.mutable_rejected();
     rej->set_request_id(std::move(request_id));
     rej->set_code(static_cast<int>(status.code()));
     rej->set_message(std::string(status.message()));
@@ -181,8 +178,7 @@ private:
   void Enqueue(ResolveResponse response) {
     {
       absl::MutexLock lock(&mu_);
-      if (broken_ || finished_)
-        return;
+      if (broken_ || finished_) return;
       if (writing_) {
         queue_.push_back(std::move(response));
         return;
@@ -213,8 +209,7 @@ private:
     grpc::Status status;
     {
       absl::MutexLock lock(&mu_);
-      if (finished_ || writing_)
-        return;
+      if (finished_ || writing_) return;
       if (broken_) {
         status = grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled");
       } else if (!(reads_done_ && active_ == 0 && queue_.empty())) {
@@ -225,13 +220,13 @@ private:
     Finish(status);
   }
 
-  WorkflowRunner *runner_;
+  WorkflowRunner* runner_;
   const int max_in_flight_;
-  ResolveRequest request_; // only touched by the read path
+  ResolveRequest request_;  // only touched by the read path
 
   absl::Mutex mu_;
   std::deque<ResolveResponse> queue_ ABSL_GUARDED_BY(mu_);
-  ResolveResponse in_write_; // owned by the write in progress
+  ResolveResponse in_write_;  // owned by the write in progress
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
@@ -240,24 +235,28 @@ private:
   int active_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-ReflexionServiceImpl::ReflexionServiceImpl(WorkflowRunner *runner,
-                                           core::KnowledgeStore *store,
-                                           graph::TaskRunner *pool,
-                                           const core::Clock *clock,
+ReflexionServiceImpl::ReflexionServiceImpl(WorkflowRunner* runner,
+                                           core::KnowledgeStore* store,
+                                           graph::TaskRunner* pool,
+                                           const core::Clock* clock,
                                            ServiceOptions options)
-    : runner_(runner), store_(store), pool_(pool), clock_(clock),
-      options_(std::move(options)), started_(clock->Now()) {}
+    : runner_(runner),
+      store_(store),
+      pool_(pool),
+      clock_(clock),
+      options_(std::move(options)),
+      started_(clock->Now()) {}
 
-grpc::ServerBidiReactor<ResolveRequest, ResolveResponse> *
-ReflexionServiceImpl::Resolve(grpc::CallbackServerContext *context) {
+grpc::ServerBidiReactor<ResolveRequest, ResolveResponse>*
+ReflexionServiceImpl::Resolve(grpc::CallbackServerContext* context) {
   return new ResolveReactor(runner_, options_.max_in_flight_per_stream);
 }
 
-grpc::ServerUnaryReactor *ReflexionServiceImpl::ProcessIncident(
-    grpc::CallbackServerContext *context,
-    const reflexion::v1::ProcessIncidentRequest *request,
-    reflexion::v1::ProcessIncidentResponse *response) {
-  grpc::ServerUnaryReactor *reactor = context->DefaultReactor();
+grpc::ServerUnaryReactor* ReflexionServiceImpl::ProcessIncident(
+    grpc::CallbackServerContext* context,
+    const reflexion::v1::ProcessIncidentRequest* request,
+    reflexion::v1::ProcessIncidentResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reflexion::v1::Incident incident = IncidentFromRequest(*request);
   absl::Status valid = core::ValidateIncident(incident, "");
   if (!valid.ok()) {
@@ -277,16 +276,15 @@ grpc::ServerUnaryReactor *ReflexionServiceImpl::ProcessIncident(
   };
   absl::StatusOr<std::string> id =
       runner_->Submit(std::move(incident), std::move(cb));
-  if (!id.ok())
-    reactor->Finish(ToGrpcStatus(id.status()));
+  if (!id.ok()) reactor->Finish(ToGrpcStatus(id.status()));
   return reactor;
 }
 
-grpc::ServerUnaryReactor *ReflexionServiceImpl::ListStrategies(
-    grpc::CallbackServerContext *context,
-    const reflexion::v1::ListStrategiesRequest *request,
-    reflexion::v1::ListStrategiesResponse *response) {
-  grpc::ServerUnaryReactor *reactor = context->DefaultReactor();
+grpc::ServerUnaryReactor* ReflexionServiceImpl::ListStrategies(
+    grpc::CallbackServerContext* context,
+    const reflexion::v1::ListStrategiesRequest* request,
+    reflexion::v1::ListStrategiesResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (request->error_type().size() > core::kMaxErrorType) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                  "error_type: at most 64 characters"));
@@ -314,38 +312,35 @@ grpc::ServerUnaryReactor *ReflexionServiceImpl::ListStrategies(
                              ? ""
                              : core::FamilyOf(request->error_type());
     std::vector<std::string> applicable;
-    if (!family.empty())
-      applicable = core::StrategiesFor(family);
-    for (const auto &s : *strategies) {
+    if (!family.empty()) applicable = core::StrategiesFor(family);
+    for (const auto& s : *strategies) {
       if (!family.empty() && std::find(applicable.begin(), applicable.end(),
                                        s.name()) == applicable.end()) {
         continue;
       }
-      reflexion::v1::StrategyView *view = response->add_strategies();
+      reflexion::v1::StrategyView* view = response->add_strategies();
       *view->mutable_strategy() = s;
       view->set_versions(s.version());
-      std::vector<const reflexion::v1::StrategyStats *> mine;
-      for (const auto &st : *stats) {
-        if (st.strategy() == s.name())
-          mine.push_back(&st);
+      std::vector<const reflexion::v1::StrategyStats*> mine;
+      for (const auto& st : *stats) {
+        if (st.strategy() == s.name()) mine.push_back(&st);
       }
-      std::sort(mine.begin(), mine.end(), [](auto *a, auto *b) {
+      std::sort(mine.begin(), mine.end(), [](auto* a, auto* b) {
         return a->trials() != b->trials() ? a->trials() > b->trials()
                                           : a->signature() < b->signature();
       });
-      for (const auto *st : mine)
-        *view->add_stats() = *st;
+      for (const auto* st : mine) *view->add_stats() = *st;
     }
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;
 }
 
-grpc::ServerUnaryReactor *ReflexionServiceImpl::ListEpisodes(
-    grpc::CallbackServerContext *context,
-    const reflexion::v1::ListEpisodesRequest *request,
-    reflexion::v1::ListEpisodesResponse *response) {
-  grpc::ServerUnaryReactor *reactor = context->DefaultReactor();
+grpc::ServerUnaryReactor* ReflexionServiceImpl::ListEpisodes(
+    grpc::CallbackServerContext* context,
+    const reflexion::v1::ListEpisodesRequest* request,
+    reflexion::v1::ListEpisodesResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   auto bad = [reactor](std::string message) {
     reactor->Finish(
         grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(message)));
@@ -388,19 +383,18 @@ grpc::ServerUnaryReactor *ReflexionServiceImpl::ListEpisodes(
       reactor->Finish(ToGrpcStatus(page.status()));
       return;
     }
-    for (auto &e : page->episodes)
-      *response->add_episodes() = std::move(e);
+    for (auto& e : page->episodes) *response->add_episodes() = std::move(e);
     response->set_next_page_token(page->next_page_token);
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;
 }
 
-grpc::ServerUnaryReactor *ReflexionServiceImpl::GetMetrics(
-    grpc::CallbackServerContext *context,
-    const reflexion::v1::GetMetricsRequest *request,
-    reflexion::v1::GetMetricsResponse *response) {
-  grpc::ServerUnaryReactor *reactor = context->DefaultReactor();
+grpc::ServerUnaryReactor* ReflexionServiceImpl::GetMetrics(
+    grpc::CallbackServerContext* context,
+    const reflexion::v1::GetMetricsRequest* request,
+    reflexion::v1::GetMetricsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   pool_->Post([this, reactor, response] {
     absl::StatusOr<reflexion::v1::GetMetricsResponse> m =
         core::ComputeLearningMetrics(*store_);
@@ -423,4 +417,4 @@ grpc::ServerUnaryReactor *ReflexionServiceImpl::GetMetrics(
   return reactor;
 }
 
-} // namespace reflexion::server
+}  // namespace reflexion::server

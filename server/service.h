@@ -25,51 +25,51 @@ struct ServiceOptions {
 // and the server it is registered with.
 class ReflexionServiceImpl final
     : public reflexion::v1::ReflexionService::CallbackService {
-public:
-  ReflexionServiceImpl(WorkflowRunner *runner, core::KnowledgeStore *store,
-                       graph::TaskRunner *pool, const core::Clock *clock,
+ public:
+  ReflexionServiceImpl(WorkflowRunner* runner, core::KnowledgeStore* store,
+                       graph::TaskRunner* pool, const core::Clock* clock,
                        ServiceOptions options);
 
   grpc::ServerBidiReactor<reflexion::v1::ResolveRequest,
-                          reflexion::v1::ResolveResponse> *
-  Resolve(grpc::CallbackServerContext *context) override;
+                          reflexion::v1::ResolveResponse>*
+  Resolve(grpc::CallbackServerContext* context) override;
 
-  grpc::ServerUnaryReactor *
-  ProcessIncident(grpc::CallbackServerContext *context,
-                  const reflexion::v1::ProcessIncidentRequest *request,
-                  reflexion::v1::ProcessIncidentResponse *response) override;
+  grpc::ServerUnaryReactor* ProcessIncident(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::ProcessIncidentRequest* request,
+      reflexion::v1::ProcessIncidentResponse* response) override;
 
-  grpc::ServerUnaryReactor *
-  ListStrategies(grpc::CallbackServerContext *context,
-                 const reflexion::v1::ListStrategiesRequest *request,
-                 reflexion::v1::ListStrategiesResponse *response) override;
+  grpc::ServerUnaryReactor* ListStrategies(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::ListStrategiesRequest* request,
+      reflexion::v1::ListStrategiesResponse* response) override;
 
-  grpc::ServerUnaryReactor *
-  ListEpisodes(grpc::CallbackServerContext *context,
-               const reflexion::v1::ListEpisodesRequest *request,
-               reflexion::v1::ListEpisodesResponse *response) override;
+  grpc::ServerUnaryReactor* ListEpisodes(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::ListEpisodesRequest* request,
+      reflexion::v1::ListEpisodesResponse* response) override;
 
-  grpc::ServerUnaryReactor *
-  GetMetrics(grpc::CallbackServerContext *context,
-             const reflexion::v1::GetMetricsRequest *request,
-             reflexion::v1::GetMetricsResponse *response) override;
+  grpc::ServerUnaryReactor* GetMetrics(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::GetMetricsRequest* request,
+      reflexion::v1::GetMetricsResponse* response) override;
 
-private:
+ private:
   class ResolveReactor;
 
-  WorkflowRunner *runner_;
-  core::KnowledgeStore *store_;
-  graph::TaskRunner *pool_;
-  const core::Clock *clock_;
+  WorkflowRunner* runner_;
+  core::KnowledgeStore* store_;
+  graph::TaskRunner* pool_;
+  const core::Clock* clock_;
   ServiceOptions options_;
   absl::Time started_;
 };
 
 // absl::Status -> grpc::Status (the codes are numerically equal).
-grpc::Status ToGrpcStatus(const absl::Status &status);
+grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // The incident carried by a ProcessIncidentRequest.
-reflexion::v1::Incident
-IncidentFromRequest(const reflexion::v1::ProcessIncidentRequest &request);
+reflexion::v1::Incident IncidentFromRequest(
+    const reflexion::v1::ProcessIncidentRequest& request);
 
-} // namespace reflexion::server
+}  // namespace reflexion::server

@@ -13,24 +13,26 @@ namespace reflexion::server {
 
 // Converts engine events and forwards them; owned by its run.
 class WorkflowRunner::Sink final : public core::WorkflowSink {
-public:
+ public:
   explicit Sink(WorkflowCallbacks callbacks)
       : callbacks_(std::move(callbacks)) {}
   void OnEvent(
-      const graph::StepEvent<reflexion::v1::WorkflowState> &event) override {
+      const graph::StepEvent<reflexion::v1::WorkflowState>& event) override {
     if (callbacks_.on_event)
       callbacks_.on_event(core::MakeWorkflowEvent(event));
   }
-  WorkflowCallbacks &callbacks() { return callbacks_; }
+  WorkflowCallbacks& callbacks() { return callbacks_; }
 
-private:
+ private:
   WorkflowCallbacks callbacks_;
 };
 
-WorkflowRunner::WorkflowRunner(const core::ReflexionWorkflow *workflow,
-                               graph::TaskRunner *runner,
-                               const core::Clock *clock, int max_in_flight)
-    : workflow_(workflow), runner_(runner), clock_(clock),
+WorkflowRunner::WorkflowRunner(const core::ReflexionWorkflow* workflow,
+                               graph::TaskRunner* runner,
+                               const core::Clock* clock, int max_in_flight)
+    : workflow_(workflow),
+      runner_(runner),
+      clock_(clock),
       max_in_flight_(max_in_flight),
       // Ids stay unique across restarts: the prefix is the start time.
       id_prefix_(absl::FormatTime("wf-%Y%m%d-%H%M%S-", absl::Now(),
@@ -42,9 +44,8 @@ std::string WorkflowRunner::NewWorkflowId(uint64_t ordinal) {
   return absl::StrCat(id_prefix_, absl::StrFormat("%06d", ordinal));
 }
 
-absl::StatusOr<std::string>
-WorkflowRunner::Submit(reflexion::v1::Incident incident,
-                       WorkflowCallbacks callbacks) {
+absl::StatusOr<std::string> WorkflowRunner::Submit(
+    reflexion::v1::Incident incident, WorkflowCallbacks callbacks) {
   uint64_t ordinal;
   {
     absl::MutexLock lock(&mu_);
@@ -60,7 +61,7 @@ WorkflowRunner::Submit(reflexion::v1::Incident incident,
     ++counters_.in_flight;
   }
   std::string id = NewWorkflowId(ordinal);
-  auto *sink = new Sink(std::move(callbacks));
+  auto* sink = new Sink(std::move(callbacks));
   workflow_->Start(id, std::move(incident), ordinal, runner_, sink,
                    [this, sink](core::WorkflowRunResult run) {
                      reflexion::v1::IncidentResult result =
@@ -76,14 +77,14 @@ WorkflowRunner::Submit(reflexion::v1::Incident incident,
                      absl::MutexLock lock(&mu_);
                      --counters_.in_flight;
                      switch (result.status()) {
-                     case reflexion::v1::WORKFLOW_STATUS_RESOLVED:
-                       ++counters_.resolved;
-                       break;
-                     case reflexion::v1::WORKFLOW_STATUS_ESCALATED:
-                       ++counters_.escalated;
-                       break;
-                     default:
-                       ++counters_.failed;
+                       case reflexion::v1::WORKFLOW_STATUS_RESOLVED:
+                         ++counters_.resolved;
+                         break;
+                       case reflexion::v1::WORKFLOW_STATUS_ESCALATED:
+                         ++counters_.escalated;
+                         break;
+                       default:
+                         ++counters_.failed;
                      }
                    });
   return id;
@@ -108,4 +109,4 @@ RunnerCounters WorkflowRunner::Counters() const {
   return counters_;
 }
 
-} // namespace reflexion::server
+}  // namespace reflexion::server

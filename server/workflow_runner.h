@@ -33,10 +33,10 @@ struct RunnerCounters {
 // Admits incidents and runs their workflows on the engine's pool, with a
 // global in-flight limit. Thread-safe.
 class WorkflowRunner {
-public:
+ public:
   // `workflow`, `runner` and `clock` must outlive this object.
-  WorkflowRunner(const core::ReflexionWorkflow *workflow,
-                 graph::TaskRunner *runner, const core::Clock *clock,
+  WorkflowRunner(const core::ReflexionWorkflow* workflow,
+                 graph::TaskRunner* runner, const core::Clock* clock,
                  int max_in_flight);
   ~WorkflowRunner();
 
@@ -53,13 +53,13 @@ public:
 
   RunnerCounters Counters() const;
 
-private:
+ private:
   class Sink;
   std::string NewWorkflowId(uint64_t ordinal);
 
-  const core::ReflexionWorkflow *workflow_;
-  graph::TaskRunner *runner_;
-  const core::Clock *clock_;
+  const core::ReflexionWorkflow* workflow_;
+  graph::TaskRunner* runner_;
+  const core::Clock* clock_;
   const int max_in_flight_;
   const std::string id_prefix_;
 
@@ -69,4 +69,4 @@ private:
   RunnerCounters counters_ ABSL_GUARDED_BY(mu_);
 };
 
-} // namespace reflexion::server
+}  // namespace reflexion::server

@@ -11,10 +11,9 @@
 
 namespace reflexion::storage {
 
-void RocksDb::DbDeleter::operator()(rocksdb::DB *db) const {
+void RocksDb::DbDeleter::operator()(rocksdb::DB* db) const {
   rocksdb::Status s = db->Close();
-  if (!s.ok())
-    LOG(WARNING) << "closing RocksDB: " << s.ToString();
+  if (!s.ok()) LOG(WARNING) << "closing RocksDB: " << s.ToString();
   delete db;
 }
 
@@ -23,14 +22,13 @@ RocksDb::RocksDb(std::string dir, RocksDbOptions options)
 
 RocksDb::~RocksDb() {
   // Handles must go before the DB they belong to.
-  for (rocksdb::ColumnFamilyHandle *h : handles_) {
+  for (rocksdb::ColumnFamilyHandle* h : handles_) {
     rocksdb::Status s = db_->DestroyColumnFamilyHandle(h);
-    if (!s.ok())
-      LOG(WARNING) << "releasing column family: " << s.ToString();
+    if (!s.ok()) LOG(WARNING) << "releasing column family: " << s.ToString();
   }
 }
 
-absl::StatusOr<std::unique_ptr<RocksDb>> RocksDb::Open(const std::string &dir,
+absl::StatusOr<std::unique_ptr<RocksDb>> RocksDb::Open(const std::string& dir,
                                                        RocksDbOptions options) {
   if (dir.empty()) {
     return absl::InvalidArgumentError("RocksDB directory must not be empty");
@@ -42,26 +40,25 @@ absl::StatusOr<std::unique_ptr<RocksDb>> RocksDb::Open(const std::string &dir,
   db_options.keep_log_file_num = 4;
 
   std::vector<std::string> names = {rocksdb::kDefaultColumnFamilyName};
-  for (absl::string_view cf : kColumnFamilies)
-    names.emplace_back(cf);
+  for (absl::string_view cf : kColumnFamilies) names.emplace_back(cf);
   // RocksDB refuses to open a DB without every family it holds: also open
   // those a newer build added, so a rollback of the binary still starts.
   std::vector<std::string> existing;
   if (rocksdb::DB::ListColumnFamilies(db_options, dir, &existing).ok()) {
-    for (std::string &name : existing) {
+    for (std::string& name : existing) {
       if (std::find(names.begin(), names.end(), name) == names.end()) {
         names.push_back(std::move(name));
       }
     }
-  } // else a new DB (or an error the Open below reports properly).
+  }  // else a new DB (or an error the Open below reports properly).
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   descriptors.reserve(names.size());
-  for (const std::string &name : names) {
+  for (const std::string& name : names) {
     descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
   }
 
-  rocksdb::DB *raw = nullptr;
-  std::vector<rocksdb::ColumnFamilyHandle *> handles;
+  rocksdb::DB* raw = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::Status s =
       rocksdb::DB::Open(db_options, dir, descriptors, &handles, &raw);
   if (!s.ok()) {
@@ -73,15 +70,14 @@ absl::StatusOr<std::unique_ptr<RocksDb>> RocksDb::Open(const std::string &dir,
   return out;
 }
 
-rocksdb::ColumnFamilyHandle *
-RocksDb::ColumnFamily(absl::string_view name) const {
-  for (rocksdb::ColumnFamilyHandle *h : handles_) {
-    if (h->GetName() == name)
-      return h;
+rocksdb::ColumnFamilyHandle* RocksDb::ColumnFamily(
+    absl::string_view name) const {
+  for (rocksdb::ColumnFamilyHandle* h : handles_) {
+    if (h->GetName() == name) return h;
   }
   LOG(FATAL) << "unknown column family " << name
              << " (add it to kColumnFamilies)";
   return nullptr;
 }
 
-} // namespace reflexion::storage
+}  // namespace reflexion::storage

@@ -53,7 +53,7 @@ constexpr size_t kVersionBytes = 4;
 rocksdb::Slice ToSlice(absl::string_view s) {
   return rocksdb::Slice(s.data(), s.size());
 }
-absl::string_view ToView(const rocksdb::Slice &s) {
+absl::string_view ToView(const rocksdb::Slice& s) {
   return absl::string_view(s.data(), s.size());
 }
 
@@ -96,8 +96,8 @@ std::string PrefixEnd(absl::string_view prefix) {
 std::string Printable(absl::string_view key) { return absl::CHexEscape(key); }
 
 template <typename Message>
-absl::Status Parse(const rocksdb::Slice &value, absl::string_view cf,
-                   absl::string_view key, Message *message) {
+absl::Status Parse(const rocksdb::Slice& value, absl::string_view cf,
+                   absl::string_view key, Message* message) {
   if (!message->ParseFromArray(value.data(), static_cast<int>(value.size()))) {
     return absl::DataLossError(absl::StrCat(
         "cannot parse ", cf, " value at key \"", Printable(key), "\""));
@@ -108,12 +108,13 @@ absl::Status Parse(const rocksdb::Slice &value, absl::string_view cf,
 // An iterator confined to the keys starting with `prefix` (all keys when
 // empty). The bounds live here because ReadOptions only points at them.
 class PrefixIterator {
-public:
-  PrefixIterator(rocksdb::DB *db, rocksdb::ColumnFamilyHandle *cf,
+ public:
+  PrefixIterator(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf,
                  rocksdb::ReadOptions options, std::string prefix)
       : prefix_(std::move(prefix)),
         end_(prefix_.empty() ? "" : PrefixEnd(prefix_)),
-        lower_(ToSlice(prefix_)), upper_(ToSlice(end_)) {
+        lower_(ToSlice(prefix_)),
+        upper_(ToSlice(end_)) {
     if (!prefix_.empty()) {
       options.iterate_lower_bound = &lower_;
       options.iterate_upper_bound = &upper_;
@@ -121,17 +122,17 @@ public:
     it_.reset(db->NewIterator(options, cf));
   }
   // The bounds point into this object: it must not move.
-  PrefixIterator(const PrefixIterator &) = delete;
-  PrefixIterator &operator=(const PrefixIterator &) = delete;
+  PrefixIterator(const PrefixIterator&) = delete;
+  PrefixIterator& operator=(const PrefixIterator&) = delete;
 
-  rocksdb::Iterator *operator->() const { return it_.get(); }
-  const std::string &prefix() const { return prefix_; }
+  rocksdb::Iterator* operator->() const { return it_.get(); }
+  const std::string& prefix() const { return prefix_; }
   // The key without the prefix.
   absl::string_view suffix() const {
     return ToView(it_->key()).substr(prefix_.size());
   }
 
-private:
+ private:
   std::string prefix_;
   std::string end_;
   rocksdb::Slice lower_;
@@ -139,16 +140,17 @@ private:
   std::unique_ptr<rocksdb::Iterator> it_;
 };
 
-} // namespace
+}  // namespace
 
-RocksDbKnowledgeStore::RocksDbKnowledgeStore(RocksDb *db)
-    : db_(CHECK_NOTNULL(db)), strategies_(db->ColumnFamily("strategies")),
+RocksDbKnowledgeStore::RocksDbKnowledgeStore(RocksDb* db)
+    : db_(CHECK_NOTNULL(db)),
+      strategies_(db->ColumnFamily("strategies")),
       stats_(db->ColumnFamily("stats")),
       episodes_(db->ColumnFamily("episodes")),
       episode_index_(db->ColumnFamily("episode_index")) {}
 
-absl::StatusOr<int32_t>
-RocksDbKnowledgeStore::LatestVersion(absl::string_view name) const {
+absl::StatusOr<int32_t> RocksDbKnowledgeStore::LatestVersion(
+    absl::string_view name) const {
   PrefixIterator it(db_->db(), strategies_, rocksdb::ReadOptions(),
                     WithSeparator(name));
   it->SeekToLast();
@@ -163,13 +165,12 @@ RocksDbKnowledgeStore::LatestVersion(absl::string_view name) const {
         "malformed strategies key \"", Printable(ToView(it->key())), "\""));
   }
   uint32_t v = 0;
-  for (char c : suffix)
-    v = (v << 8) | static_cast<uint8_t>(c);
+  for (char c : suffix) v = (v << 8) | static_cast<uint8_t>(c);
   return static_cast<int32_t>(v);
 }
 
-absl::Status
-RocksDbKnowledgeStore::PutStrategyVersion(const v1::Strategy &strategy) {
+absl::Status RocksDbKnowledgeStore::PutStrategyVersion(
+    const v1::Strategy& strategy) {
   REFLEXION_RETURN_IF_ERROR(core::ValidateStrategy(strategy));
   absl::MutexLock lock(&write_mu_);
   REFLEXION_ASSIGN_OR_RETURN(const int32_t latest,
@@ -192,8 +193,7 @@ RocksDbKnowledgeStore::ListStrategies() {
   // Keys are ordered by (name, version): keep the last key of each name.
   std::string name, last_key, last_value;
   auto flush = [&]() -> absl::Status {
-    if (last_key.empty())
-      return absl::OkStatus();
+    if (last_key.empty()) return absl::OkStatus();
     REFLEXION_RETURN_IF_ERROR(Parse(ToSlice(last_value), "strategies", last_key,
                                     &out.emplace_back()));
     return absl::OkStatus();
@@ -239,8 +239,8 @@ RocksDbKnowledgeStore::GetStrategyHistory(absl::string_view name) {
   return out;
 }
 
-absl::StatusOr<std::vector<v1::StrategyStats>>
-RocksDbKnowledgeStore::GetStats(absl::string_view signature) {
+absl::StatusOr<std::vector<v1::StrategyStats>> RocksDbKnowledgeStore::GetStats(
+    absl::string_view signature) {
   PrefixIterator it(db_->db(), stats_, rocksdb::ReadOptions(),
                     signature.empty() ? "" : WithSeparator(signature));
   std::vector<v1::StrategyStats> out;
@@ -259,10 +259,10 @@ RocksDbKnowledgeStore::GetStats(absl::string_view signature) {
   return out;
 }
 
-absl::StatusOr<core::LearningResult>
-RocksDbKnowledgeStore::CommitLearning(const core::LearningCommit &commit) {
+absl::StatusOr<core::LearningResult> RocksDbKnowledgeStore::CommitLearning(
+    const core::LearningCommit& commit) {
   REFLEXION_RETURN_IF_ERROR(core::ValidateLearningCommit(commit));
-  const v1::Episode &e = commit.episode;
+  const v1::Episode& e = commit.episode;
   const std::string stats_key = StatsKey(e.signature(), e.strategy());
   const std::string what = absl::StrCat("commit learning of episode ", e.id());
 
@@ -289,7 +289,7 @@ RocksDbKnowledgeStore::CommitLearning(const core::LearningCommit &commit) {
 
   const std::string episode_key = core::EpisodeOrderKey(e);
   rocksdb::WriteBatch batch;
-  auto put = [&](rocksdb::ColumnFamilyHandle *cf, absl::string_view key,
+  auto put = [&](rocksdb::ColumnFamilyHandle* cf, absl::string_view key,
                  absl::string_view val) {
     return FromRocksDbStatus(batch.Put(cf, ToSlice(key), ToSlice(val)), what);
   };
@@ -303,7 +303,7 @@ RocksDbKnowledgeStore::CommitLearning(const core::LearningCommit &commit) {
   REFLEXION_RETURN_IF_ERROR(
       put(stats_, stats_key, result.stats.SerializeAsString()));
   if (commit.new_version.has_value()) {
-    const v1::Strategy &next = *commit.new_version;
+    const v1::Strategy& next = *commit.new_version;
     REFLEXION_RETURN_IF_ERROR(put(strategies_,
                                   StrategyKey(next.name(), next.version()),
                                   next.SerializeAsString()));
@@ -315,8 +315,8 @@ RocksDbKnowledgeStore::CommitLearning(const core::LearningCommit &commit) {
   return result;
 }
 
-absl::StatusOr<core::EpisodePage>
-RocksDbKnowledgeStore::ListEpisodes(const core::EpisodeQuery &query) {
+absl::StatusOr<core::EpisodePage> RocksDbKnowledgeStore::ListEpisodes(
+    const core::EpisodeQuery& query) {
   REFLEXION_ASSIGN_OR_RETURN(const std::string after,
                              core::DecodePageToken(query.page_token));
   const size_t page_size = core::ClampPageSize(query.page_size);
@@ -342,8 +342,7 @@ RocksDbKnowledgeStore::ListEpisodes(const core::EpisodeQuery &query) {
   } else {
     const std::string start = prefix + after;
     it->SeekForPrev(start);
-    if (it->Valid() && ToView(it->key()) == start)
-      it->Prev();
+    if (it->Valid() && ToView(it->key()) == start) it->Prev();
   }
 
   core::EpisodePage page;
@@ -368,8 +367,7 @@ RocksDbKnowledgeStore::ListEpisodes(const core::EpisodeQuery &query) {
       REFLEXION_RETURN_IF_ERROR(
           Parse(it->value(), "episodes", episode_key, &episode));
     }
-    if (!core::MatchesQuery(episode, query))
-      continue;
+    if (!core::MatchesQuery(episode, query)) continue;
     if (page.episodes.size() == page_size) {
       // One more match exists: the next page is not empty.
       page.next_page_token = core::EncodePageToken(last_key);
@@ -383,7 +381,7 @@ RocksDbKnowledgeStore::ListEpisodes(const core::EpisodeQuery &query) {
 }
 
 absl::Status RocksDbKnowledgeStore::ForEachEpisode(
-    absl::FunctionRef<bool(const v1::Episode &)> fn) {
+    absl::FunctionRef<bool(const v1::Episode&)> fn) {
   // The iterator reads an implicit snapshot; no lock is held while `fn`
   // runs, so it may call back into the store.
   PrefixIterator it(db_->db(), episodes_, rocksdb::ReadOptions(), "");
@@ -391,10 +389,9 @@ absl::Status RocksDbKnowledgeStore::ForEachEpisode(
     v1::Episode episode;
     REFLEXION_RETURN_IF_ERROR(
         Parse(it->value(), "episodes", ToView(it->key()), &episode));
-    if (!fn(episode))
-      return absl::OkStatus();
+    if (!fn(episode)) return absl::OkStatus();
   }
   return FromRocksDbStatus(it->status(), "scan episodes");
 }
 
-} // namespace reflexion::storage
+}  // namespace reflexion::storage

@@ -26,39 +26,39 @@ namespace reflexion::storage {
 // FromRocksDbStatus (kUnavailable, kDataLoss, ...), a stored value that does
 // not parse is kDataLoss.
 class RocksDbKnowledgeStore final : public core::KnowledgeStore {
-public:
+ public:
   // `db` is not owned and must outlive the store. CHECK-fails when null.
-  explicit RocksDbKnowledgeStore(RocksDb *db);
-  RocksDbKnowledgeStore(const RocksDbKnowledgeStore &) = delete;
-  RocksDbKnowledgeStore &operator=(const RocksDbKnowledgeStore &) = delete;
+  explicit RocksDbKnowledgeStore(RocksDb* db);
+  RocksDbKnowledgeStore(const RocksDbKnowledgeStore&) = delete;
+  RocksDbKnowledgeStore& operator=(const RocksDbKnowledgeStore&) = delete;
 
-  absl::Status
-  PutStrategyVersion(const reflexion::v1::Strategy &strategy) override;
-  absl::StatusOr<std::vector<reflexion::v1::Strategy>>
-  ListStrategies() override;
-  absl::StatusOr<std::vector<reflexion::v1::Strategy>>
-  GetStrategyHistory(absl::string_view name) override;
-  absl::StatusOr<std::vector<reflexion::v1::StrategyStats>>
-  GetStats(absl::string_view signature) override;
-  absl::StatusOr<core::LearningResult>
-  CommitLearning(const core::LearningCommit &commit) override;
-  absl::StatusOr<core::EpisodePage>
-  ListEpisodes(const core::EpisodeQuery &query) override;
+  absl::Status PutStrategyVersion(
+      const reflexion::v1::Strategy& strategy) override;
+  absl::StatusOr<std::vector<reflexion::v1::Strategy>> ListStrategies()
+      override;
+  absl::StatusOr<std::vector<reflexion::v1::Strategy>> GetStrategyHistory(
+      absl::string_view name) override;
+  absl::StatusOr<std::vector<reflexion::v1::StrategyStats>> GetStats(
+      absl::string_view signature) override;
+  absl::StatusOr<core::LearningResult> CommitLearning(
+      const core::LearningCommit& commit) override;
+  absl::StatusOr<core::EpisodePage> ListEpisodes(
+      const core::EpisodeQuery& query) override;
   absl::Status ForEachEpisode(
-      absl::FunctionRef<bool(const reflexion::v1::Episode &)> fn) override;
+      absl::FunctionRef<bool(const reflexion::v1::Episode&)> fn) override;
 
-private:
+ private:
   // The latest stored version of `name`, 0 when there is none.
   absl::StatusOr<int32_t> LatestVersion(absl::string_view name) const;
 
-  RocksDb *const db_;
-  rocksdb::ColumnFamilyHandle *const strategies_;
-  rocksdb::ColumnFamilyHandle *const stats_;
-  rocksdb::ColumnFamilyHandle *const episodes_;
-  rocksdb::ColumnFamilyHandle *const episode_index_;
+  RocksDb* const db_;
+  rocksdb::ColumnFamilyHandle* const strategies_;
+  rocksdb::ColumnFamilyHandle* const stats_;
+  rocksdb::ColumnFamilyHandle* const episodes_;
+  rocksdb::ColumnFamilyHandle* const episode_index_;
   // Held across every read-modify-write so concurrent writers never lose an
   // update or append the same version twice. Readers do not take it.
   absl::Mutex write_mu_;
 };
 
-} // namespace reflexion::storage
+}  // namespace reflexion::storage

@@ -17,7 +17,7 @@ namespace reflexion::storage {
 // ShutdownInProgress -> kUnavailable, TimedOut / Expired ->
 // kDeadlineExceeded, Aborted -> kAborted, CompactionTooLarge ->
 // kResourceExhausted, anything else -> kInternal.
-absl::Status FromRocksDbStatus(const rocksdb::Status &status,
+absl::Status FromRocksDbStatus(const rocksdb::Status& status,
                                absl::string_view what);
 
-} // namespace reflexion::storage
+}  // namespace reflexion::storage

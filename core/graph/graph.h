@@ -38,33 +38,36 @@ inline constexpr absl::string_view kEnd = "__end__";
 enum class NodePhase { kStarted, kCompleted, kFailed };
 
 // One node event. Valid only during the EventSink call.
-template <typename State> struct StepEvent {
+template <typename State>
+struct StepEvent {
   absl::string_view workflow_id;
-  uint64_t sequence; // 1, 2, 3, ... per workflow
+  uint64_t sequence;  // 1, 2, 3, ... per workflow
   absl::string_view node;
   NodePhase phase;
   absl::Time time;
-  absl::Duration duration;    // completed / failed events
-  const State &state;         // before the node (started), after it otherwise
-  const absl::Status &status; // the node's error (failed events)
+  absl::Duration duration;     // completed / failed events
+  const State& state;          // before the node (started), after it otherwise
+  const absl::Status& status;  // the node's error (failed events)
 };
 
 // Receives every node event of the workflows it is given to. Events of one
 // workflow arrive one at a time, in sequence order; events of different
 // workflows may arrive concurrently. Must not block.
-template <typename State> class EventSink {
-public:
+template <typename State>
+class EventSink {
+ public:
   virtual ~EventSink() = default;
-  virtual void OnEvent(const StepEvent<State> &event) = 0;
+  virtual void OnEvent(const StepEvent<State>& event) = 0;
 };
 
 // How a run ended.
-template <typename State> struct RunResult {
-  absl::Status status;    // OK when END was reached
-  State state;            // the final state
-  uint64_t last_sequence; // sequence number of the last event sent
-  int steps;              // node executions
-  std::string last_node;  // the last node that ran
+template <typename State>
+struct RunResult {
+  absl::Status status;     // OK when END was reached
+  State state;             // the final state
+  uint64_t last_sequence;  // sequence number of the last event sent
+  int steps;               // node executions
+  std::string last_node;   // the last node that ran
 };
 
 // Called when a node's work is done. Exactly once, from any thread. The node
@@ -72,38 +75,40 @@ template <typename State> struct RunResult {
 using NodeDone = absl::AnyInvocable<void(absl::Status) &&>;
 
 template <typename State>
-using NodeFn = std::function<void(State &state, NodeDone done)>;
+using NodeFn = std::function<void(State& state, NodeDone done)>;
 
 // Picks the next node (or kEnd) from the state. Must return one of the
 // targets declared with AddConditionalEdges.
 template <typename State>
-using RouterFn = std::function<std::string(const State &state)>;
+using RouterFn = std::function<std::string(const State& state)>;
 
-template <typename State> class CompiledGraph;
+template <typename State>
+class CompiledGraph;
 
 // Collects nodes and edges; Compile() validates them.
-template <typename State> class GraphBuilder {
-public:
+template <typename State>
+class GraphBuilder {
+ public:
   // Adds a node. Names must be unique and not kStart/kEnd.
-  GraphBuilder &AddNode(std::string name, NodeFn<State> fn) {
+  GraphBuilder& AddNode(std::string name, NodeFn<State> fn) {
     nodes_.push_back({std::move(name), std::move(fn)});
     return *this;
   }
   // Adds a node whose work is synchronous.
-  GraphBuilder &AddSyncNode(std::string name,
-                            std::function<absl::Status(State &)> fn) {
+  GraphBuilder& AddSyncNode(std::string name,
+                            std::function<absl::Status(State&)> fn) {
     return AddNode(std::move(name),
-                   [fn = std::move(fn)](State &s, NodeDone done) {
+                   [fn = std::move(fn)](State& s, NodeDone done) {
                      std::move(done)(fn(s));
                    });
   }
   // After `from` (or kStart), always go to `to` (or kEnd).
-  GraphBuilder &AddEdge(std::string from, std::string to) {
+  GraphBuilder& AddEdge(std::string from, std::string to) {
     edges_.push_back({std::move(from), {std::move(to)}, nullptr});
     return *this;
   }
   // After `from`, `router` picks one of `targets`.
-  GraphBuilder &AddConditionalEdges(std::string from, RouterFn<State> router,
+  GraphBuilder& AddConditionalEdges(std::string from, RouterFn<State> router,
                                     std::vector<std::string> targets) {
     edges_.push_back({std::move(from), std::move(targets), std::move(router)});
     return *this;
@@ -115,7 +120,7 @@ public:
   // cannot be reached from START, a node from which END cannot be reached.
   absl::StatusOr<std::shared_ptr<const CompiledGraph<State>>> Compile() const;
 
-private:
+ private:
   friend class CompiledGraph<State>;
   struct NodeDef {
     std::string name;
@@ -124,7 +129,7 @@ private:
   struct EdgeDef {
     std::string from;
     std::vector<std::string> targets;
-    RouterFn<State> router; // null for a fixed edge
+    RouterFn<State> router;  // null for a fixed edge
   };
   std::vector<NodeDef> nodes_;
   std::vector<EdgeDef> edges_;
@@ -141,7 +146,7 @@ struct RunOptions {
 template <typename State>
 class CompiledGraph
     : public std::enable_shared_from_this<CompiledGraph<State>> {
-public:
+ public:
   using DoneFn = absl::AnyInvocable<void(RunResult<State>) &&>;
 
   // Starts a run and returns at once. Every node runs on `runner`; events go
@@ -149,8 +154,8 @@ public:
   // thread, after the last event. `runner`, `sink` and `clock` must outlive
   // the run. A node error, a router returning an undeclared target or the
   // recursion limit end the run with that status after a failed event.
-  void Start(RunOptions options, State initial, TaskRunner *runner,
-             EventSink<State> *sink, const core::Clock *clock,
+  void Start(RunOptions options, State initial, TaskRunner* runner,
+             EventSink<State>* sink, const core::Clock* clock,
              DoneFn done) const;
 
   // The graph as a Mermaid flowchart.
@@ -159,21 +164,20 @@ public:
   // Node names in the order they were added.
   std::vector<std::string> NodeNames() const {
     std::vector<std::string> names;
-    for (const auto &n : nodes_)
-      names.push_back(n.name);
+    for (const auto& n : nodes_) names.push_back(n.name);
     return names;
   }
 
-private:
+ private:
   friend class GraphBuilder<State>;
   static constexpr int kEndIndex = -1;
 
   struct Node {
     std::string name;
     NodeFn<State> fn;
-    int fixed_next = kEndIndex; // when router is null
+    int fixed_next = kEndIndex;  // when router is null
     RouterFn<State> router;
-    std::vector<std::pair<std::string, int>> targets; // declared targets
+    std::vector<std::pair<std::string, int>> targets;  // declared targets
   };
 
   class Run;
@@ -194,7 +198,7 @@ GraphBuilder<State>::Compile() const {
   auto graph =
       std::shared_ptr<CompiledGraph<State>>(new CompiledGraph<State>());
   absl::flat_hash_map<std::string, int> index;
-  for (const auto &n : nodes_) {
+  for (const auto& n : nodes_) {
     if (n.name.empty() || n.name == kStart || n.name == kEnd) {
       return absl::InvalidArgumentError(
           absl::StrCat("invalid node name '", n.name, "'"));
@@ -212,9 +216,8 @@ GraphBuilder<State>::Compile() const {
     node.fn = n.fn;
     graph->nodes_.push_back(std::move(node));
   }
-  auto resolve = [&](const std::string &name) -> absl::StatusOr<int> {
-    if (name == kEnd)
-      return CompiledGraph<State>::kEndIndex;
+  auto resolve = [&](const std::string& name) -> absl::StatusOr<int> {
+    if (name == kEnd) return CompiledGraph<State>::kEndIndex;
     auto it = index.find(name);
     if (it == index.end()) {
       return absl::InvalidArgumentError(
@@ -225,7 +228,7 @@ GraphBuilder<State>::Compile() const {
   absl::flat_hash_set<std::string> has_out;
   std::vector<std::vector<int>> succ(graph->nodes_.size());
   std::vector<int> entry_succ;
-  for (const auto &e : edges_) {
+  for (const auto& e : edges_) {
     bool from_start = e.from == kStart;
     if (!from_start && !index.contains(e.from)) {
       return absl::InvalidArgumentError(
@@ -240,19 +243,17 @@ GraphBuilder<State>::Compile() const {
           absl::StrCat("conditional edges of '", e.from, "' have no targets"));
     }
     std::vector<std::pair<std::string, int>> targets;
-    for (const auto &t : e.targets) {
+    for (const auto& t : e.targets) {
       if (t == kStart) {
         return absl::InvalidArgumentError(
             absl::StrCat("edge from '", e.from, "' to START"));
       }
       absl::StatusOr<int> idx = resolve(t);
-      if (!idx.ok())
-        return idx.status();
+      if (!idx.ok()) return idx.status();
       targets.emplace_back(t, *idx);
     }
-    std::vector<int> &out = from_start ? entry_succ : succ[index[e.from]];
-    for (const auto &t : targets)
-      out.push_back(t.second);
+    std::vector<int>& out = from_start ? entry_succ : succ[index[e.from]];
+    for (const auto& t : targets) out.push_back(t.second);
     if (from_start) {
       if (e.router) {
         graph->entry_router_ = e.router;
@@ -262,7 +263,7 @@ GraphBuilder<State>::Compile() const {
       }
       continue;
     }
-    auto &node = graph->nodes_[index[e.from]];
+    auto& node = graph->nodes_[index[e.from]];
     if (e.router) {
       node.router = e.router;
       node.targets = std::move(targets);
@@ -274,7 +275,7 @@ GraphBuilder<State>::Compile() const {
   if (!has_out.contains(std::string(kStart))) {
     return absl::InvalidArgumentError("no edge from START");
   }
-  for (const auto &n : graph->nodes_) {
+  for (const auto& n : graph->nodes_) {
     if (!has_out.contains(n.name)) {
       return absl::InvalidArgumentError(
           absl::StrCat("node '", n.name, "' has no outgoing edge"));
@@ -311,8 +312,7 @@ GraphBuilder<State>::Compile() const {
   while (changed) {
     changed = false;
     for (size_t i = 0; i < succ.size(); ++i) {
-      if (reaches_end[i])
-        continue;
+      if (reaches_end[i]) continue;
       for (int t : succ[i]) {
         if (t < 0 || reaches_end[t]) {
           reaches_end[i] = true;
@@ -332,13 +332,18 @@ GraphBuilder<State>::Compile() const {
 }
 
 // One run: owns the state; deletes itself after calling done.
-template <typename State> class CompiledGraph<State>::Run {
-public:
+template <typename State>
+class CompiledGraph<State>::Run {
+ public:
   Run(std::shared_ptr<const CompiledGraph<State>> graph, RunOptions options,
-      State state, TaskRunner *runner, EventSink<State> *sink,
-      const core::Clock *clock, DoneFn done)
-      : graph_(std::move(graph)), options_(std::move(options)),
-        state_(std::move(state)), runner_(runner), sink_(sink), clock_(clock),
+      State state, TaskRunner* runner, EventSink<State>* sink,
+      const core::Clock* clock, DoneFn done)
+      : graph_(std::move(graph)),
+        options_(std::move(options)),
+        state_(std::move(state)),
+        runner_(runner),
+        sink_(sink),
+        clock_(clock),
         done_(std::move(done)) {}
 
   void Begin() {
@@ -361,24 +366,22 @@ public:
     Loop();
   }
 
-private:
+ private:
   static constexpr int kUnknown = -2;
   enum : int { kRunning = 0, kReturned = 1, kCompletedInline = 2 };
 
-  static int Lookup(const std::vector<std::pair<std::string, int>> &targets,
+  static int Lookup(const std::vector<std::pair<std::string, int>>& targets,
                     absl::string_view name) {
-    for (const auto &t : targets) {
-      if (t.first == name)
-        return t.second;
+    for (const auto& t : targets) {
+      if (t.first == name) return t.second;
     }
     return kUnknown;
   }
 
   void Emit(NodePhase phase, absl::Duration duration,
-            const absl::Status &status) {
+            const absl::Status& status) {
     ++sequence_;
-    if (sink_ == nullptr)
-      return;
+    if (sink_ == nullptr) return;
     StepEvent<State> event{options_.workflow_id,
                            sequence_,
                            graph_->nodes_[current_].name,
@@ -411,10 +414,9 @@ private:
       int expected = kRunning;
       if (phase_.compare_exchange_strong(expected, kReturned,
                                          std::memory_order_acq_rel)) {
-        return; // asynchronous: OnNodeDone posts the continuation
+        return;  // asynchronous: OnNodeDone posts the continuation
       }
-      if (!Advance())
-        return;
+      if (!Advance()) return;
     }
   }
 
@@ -423,11 +425,10 @@ private:
     int expected = kRunning;
     if (phase_.compare_exchange_strong(expected, kCompletedInline,
                                        std::memory_order_acq_rel)) {
-      return; // the node is still on the stack: Loop() continues
+      return;  // the node is still on the stack: Loop() continues
     }
     runner_->Post([this] {
-      if (Advance())
-        Loop();
+      if (Advance()) Loop();
     });
   }
 
@@ -435,7 +436,7 @@ private:
   // false when the run has ended (and `this` is gone).
   bool Advance() {
     absl::Duration took = clock_->Now() - node_start_;
-    const Node &node = graph_->nodes_[current_];
+    const Node& node = graph_->nodes_[current_];
     if (!node_status_.ok()) {
       Emit(NodePhase::kFailed, took, node_status_);
       Finish(node_status_);
@@ -476,9 +477,9 @@ private:
   std::shared_ptr<const CompiledGraph<State>> graph_;
   RunOptions options_;
   State state_;
-  TaskRunner *runner_;
-  EventSink<State> *sink_;
-  const core::Clock *clock_;
+  TaskRunner* runner_;
+  EventSink<State>* sink_;
+  const core::Clock* clock_;
   DoneFn done_;
   int current_ = kEndIndex;
   int last_node_ = -1;
@@ -491,29 +492,30 @@ private:
 
 template <typename State>
 void CompiledGraph<State>::Start(RunOptions options, State initial,
-                                 TaskRunner *runner, EventSink<State> *sink,
-                                 const core::Clock *clock, DoneFn done) const {
-  auto *run = new Run(this->shared_from_this(), std::move(options),
+                                 TaskRunner* runner, EventSink<State>* sink,
+                                 const core::Clock* clock, DoneFn done) const {
+  auto* run = new Run(this->shared_from_this(), std::move(options),
                       std::move(initial), runner, sink, clock, std::move(done));
   runner->Post([run] { run->Begin(); });
 }
 
-template <typename State> std::string CompiledGraph<State>::ToMermaid() const {
+template <typename State>
+std::string CompiledGraph<State>::ToMermaid() const {
   std::string out = "flowchart TD\n";
   auto id = [&](int idx) -> std::string {
     return idx == kEndIndex ? "__end__([END])" : nodes_[idx].name;
   };
   absl::StrAppend(&out, "  __start__([START])\n");
   if (entry_router_) {
-    for (const auto &t : entry_targets_) {
+    for (const auto& t : entry_targets_) {
       absl::StrAppend(&out, "  __start__ -.-> ", id(t.second), "\n");
     }
   } else {
     absl::StrAppend(&out, "  __start__ --> ", id(entry_), "\n");
   }
-  for (const auto &n : nodes_) {
+  for (const auto& n : nodes_) {
     if (n.router) {
-      for (const auto &t : n.targets) {
+      for (const auto& t : n.targets) {
         absl::StrAppend(&out, "  ", n.name, " -.-> ", id(t.second), "\n");
       }
     } else {
@@ -523,4 +525,4 @@ template <typename State> std::string CompiledGraph<State>::ToMermaid() const {
   return out;
 }
 
-} // namespace reflexion::graph
+}  // namespace reflexion::graph

@@ -24,8 +24,7 @@ ThreadPool::~ThreadPool() {
     mu_.Await(absl::Condition(&drained));
     stopping_ = true;
   }
-  for (auto &t : threads_)
-    t.join();
+  for (auto& t : threads_) t.join();
 }
 
 void ThreadPool::Post(absl::AnyInvocable<void() &&> task) {
@@ -47,8 +46,7 @@ void ThreadPool::WorkerLoop() {
         return !queue_.empty() || stopping_;
       };
       mu_.Await(absl::Condition(&ready));
-      if (queue_.empty())
-        return; // stopping and drained
+      if (queue_.empty()) return;  // stopping and drained
       task = std::move(queue_.front());
       queue_.pop_front();
       ++busy_;
@@ -59,4 +57,4 @@ void ThreadPool::WorkerLoop() {
   }
 }
 
-} // namespace reflexion::graph
+}  // namespace reflexion::graph

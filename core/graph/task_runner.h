@@ -14,7 +14,7 @@ namespace reflexion::graph {
 // never runs on a caller's thread (a gRPC reaction, an HTTP client's I/O
 // thread). Implementations are thread-safe.
 class TaskRunner {
-public:
+ public:
   virtual ~TaskRunner() = default;
   // Queues `task`; it runs exactly once unless the runner is destroyed
   // first (ThreadPool runs every queued task before its destructor returns).
@@ -24,19 +24,19 @@ public:
 // A fixed-size pool of threads sharing one FIFO queue. The destructor lets
 // the queue drain (tasks may post more tasks) and joins every thread.
 class ThreadPool final : public TaskRunner {
-public:
+ public:
   // `threads` >= 1.
   explicit ThreadPool(int threads);
   ~ThreadPool() override;
-  ThreadPool(const ThreadPool &) = delete;
-  ThreadPool &operator=(const ThreadPool &) = delete;
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
 
   void Post(absl::AnyInvocable<void() &&> task) override;
 
   // Tasks queued and not yet started.
   size_t QueueSize() const;
 
-private:
+ private:
   void WorkerLoop();
 
   mutable absl::Mutex mu_;
@@ -46,4 +46,4 @@ private:
   std::vector<std::thread> threads_;
 };
 
-} // namespace reflexion::graph
+}  // namespace reflexion::graph

@@ -10,4 +10,4 @@ namespace reflexion::core {
 template <typename T>
 using Callback = absl::AnyInvocable<void(absl::StatusOr<T>) &&>;
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

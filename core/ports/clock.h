@@ -8,20 +8,20 @@ namespace reflexion::core {
 
 // Source of the current time. Implementations are thread-safe.
 class Clock {
-public:
+ public:
   virtual ~Clock() = default;
   virtual absl::Time Now() const = 0;
 };
 
 // The system clock.
 class RealClock final : public Clock {
-public:
+ public:
   absl::Time Now() const override { return absl::Now(); }
 };
 
 // A clock that moves only when told to. Thread-safe.
 class FakeClock final : public Clock {
-public:
+ public:
   explicit FakeClock(absl::Time start = absl::FromUnixSeconds(1'700'000'000))
       : now_(start) {}
   absl::Time Now() const override {
@@ -33,9 +33,9 @@ public:
     now_ += d;
   }
 
-private:
+ private:
   mutable absl::Mutex mu_;
   absl::Time now_ ABSL_GUARDED_BY(mu_);
 };
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

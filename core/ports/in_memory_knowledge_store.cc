@@ -37,9 +37,9 @@ absl::Status RequireField(absl::string_view value, absl::string_view field) {
 
 bool IsPositiveFinite(double v) { return std::isfinite(v) && v > 0; }
 
-} // namespace
+}  // namespace
 
-absl::Status ValidateStrategy(const v1::Strategy &strategy) {
+absl::Status ValidateStrategy(const v1::Strategy& strategy) {
   REFLEXION_RETURN_IF_ERROR(RequireField(strategy.name(), "strategy.name"));
   if (strategy.version() < 1) {
     return absl::InvalidArgumentError(
@@ -49,7 +49,7 @@ absl::Status ValidateStrategy(const v1::Strategy &strategy) {
   return absl::OkStatus();
 }
 
-absl::Status CheckNextVersion(const v1::Strategy &strategy, int32_t latest) {
+absl::Status CheckNextVersion(const v1::Strategy& strategy, int32_t latest) {
   if (strategy.version() != latest + 1) {
     return absl::FailedPreconditionError(absl::StrCat(
         "strategy ", strategy.name(), " version ", strategy.version(),
@@ -58,8 +58,8 @@ absl::Status CheckNextVersion(const v1::Strategy &strategy, int32_t latest) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateLearningCommit(const LearningCommit &commit) {
-  const v1::Episode &e = commit.episode;
+absl::Status ValidateLearningCommit(const LearningCommit& commit) {
+  const v1::Episode& e = commit.episode;
   if (e.id().empty()) {
     return absl::InvalidArgumentError("episode.id is required");
   }
@@ -88,11 +88,11 @@ absl::Status ValidateLearningCommit(const LearningCommit &commit) {
   return absl::OkStatus();
 }
 
-LearningResult ApplyTrial(const v1::StrategyStats *current,
-                          const LearningCommit &commit) {
-  const v1::Episode &e = commit.episode;
+LearningResult ApplyTrial(const v1::StrategyStats* current,
+                          const LearningCommit& commit) {
+  const v1::Episode& e = commit.episode;
   LearningResult result;
-  v1::StrategyStats &s = result.stats;
+  v1::StrategyStats& s = result.stats;
   if (current != nullptr) {
     s = *current;
   } else {
@@ -115,7 +115,7 @@ LearningResult ApplyTrial(const v1::StrategyStats *current,
   return result;
 }
 
-std::string EpisodeOrderKey(const v1::Episode &episode) {
+std::string EpisodeOrderKey(const v1::Episode& episode) {
   const int64_t micros =
       episode.time().seconds() * 1'000'000 + episode.time().nanos() / 1'000;
   // Flipping the sign bit makes unsigned big-endian order equal signed order.
@@ -133,8 +133,7 @@ std::string EncodePageToken(absl::string_view order_key) {
 }
 
 absl::StatusOr<std::string> DecodePageToken(absl::string_view token) {
-  if (token.empty())
-    return std::string();
+  if (token.empty()) return std::string();
   // An order key is 8 time bytes plus a non-empty id: at least 18 hex digits.
   bool hex = token.size() % 2 == 0 && token.size() > 2 * kTimeBytes;
   for (char c : token) {
@@ -148,12 +147,11 @@ absl::StatusOr<std::string> DecodePageToken(absl::string_view token) {
 }
 
 int ClampPageSize(int page_size) {
-  if (page_size == 0)
-    return 100;
+  if (page_size == 0) return 100;
   return std::clamp(page_size, 1, 1000);
 }
 
-bool MatchesQuery(const v1::Episode &e, const EpisodeQuery &q) {
+bool MatchesQuery(const v1::Episode& e, const EpisodeQuery& q) {
   return (q.error_type.empty() || e.error_type() == q.error_type) &&
          (q.signature.empty() || e.signature() == q.signature) &&
          (q.namespace_name.empty() || e.namespace_() == q.namespace_name) &&
@@ -165,14 +163,14 @@ bool MatchesQuery(const v1::Episode &e, const EpisodeQuery &q) {
 // InMemoryKnowledgeStore
 // ---------------------------------------------------------------------------
 
-int32_t
-InMemoryKnowledgeStore::LatestVersionLocked(const std::string &name) const {
+int32_t InMemoryKnowledgeStore::LatestVersionLocked(
+    const std::string& name) const {
   auto it = strategies_.find(name);
   return it == strategies_.end() ? 0 : it->second.back().version();
 }
 
-absl::Status
-InMemoryKnowledgeStore::PutStrategyVersion(const v1::Strategy &strategy) {
+absl::Status InMemoryKnowledgeStore::PutStrategyVersion(
+    const v1::Strategy& strategy) {
   REFLEXION_RETURN_IF_ERROR(ValidateStrategy(strategy));
   absl::MutexLock lock(&mu_);
   REFLEXION_RETURN_IF_ERROR(
@@ -186,7 +184,7 @@ InMemoryKnowledgeStore::ListStrategies() {
   absl::MutexLock lock(&mu_);
   std::vector<v1::Strategy> out;
   out.reserve(strategies_.size());
-  for (const auto &[name, versions] : strategies_) {
+  for (const auto& [name, versions] : strategies_) {
     out.push_back(versions.back());
   }
   return out;
@@ -202,21 +200,20 @@ InMemoryKnowledgeStore::GetStrategyHistory(absl::string_view name) {
   return it->second;
 }
 
-absl::StatusOr<std::vector<v1::StrategyStats>>
-InMemoryKnowledgeStore::GetStats(absl::string_view signature) {
+absl::StatusOr<std::vector<v1::StrategyStats>> InMemoryKnowledgeStore::GetStats(
+    absl::string_view signature) {
   absl::MutexLock lock(&mu_);
   std::vector<v1::StrategyStats> out;
-  for (const auto &[key, stats] : stats_) {
-    if (signature.empty() || key.first == signature)
-      out.push_back(stats);
+  for (const auto& [key, stats] : stats_) {
+    if (signature.empty() || key.first == signature) out.push_back(stats);
   }
   return out;
 }
 
-absl::StatusOr<LearningResult>
-InMemoryKnowledgeStore::CommitLearning(const LearningCommit &commit) {
+absl::StatusOr<LearningResult> InMemoryKnowledgeStore::CommitLearning(
+    const LearningCommit& commit) {
   REFLEXION_RETURN_IF_ERROR(ValidateLearningCommit(commit));
-  const v1::Episode &e = commit.episode;
+  const v1::Episode& e = commit.episode;
   absl::MutexLock lock(&mu_);
   if (commit.new_version.has_value()) {
     REFLEXION_RETURN_IF_ERROR(CheckNextVersion(
@@ -235,8 +232,8 @@ InMemoryKnowledgeStore::CommitLearning(const LearningCommit &commit) {
   return result;
 }
 
-absl::StatusOr<EpisodePage>
-InMemoryKnowledgeStore::ListEpisodes(const EpisodeQuery &query) {
+absl::StatusOr<EpisodePage> InMemoryKnowledgeStore::ListEpisodes(
+    const EpisodeQuery& query) {
   REFLEXION_ASSIGN_OR_RETURN(const std::string after,
                              DecodePageToken(query.page_token));
   const size_t page_size = ClampPageSize(query.page_size);
@@ -247,8 +244,7 @@ InMemoryKnowledgeStore::ListEpisodes(const EpisodeQuery &query) {
   std::string last_key;
   while (it != episodes_.begin()) {
     --it;
-    if (!MatchesQuery(it->second, query))
-      continue;
+    if (!MatchesQuery(it->second, query)) continue;
     if (page.episodes.size() == page_size) {
       page.next_page_token = EncodePageToken(last_key);
       break;
@@ -260,20 +256,18 @@ InMemoryKnowledgeStore::ListEpisodes(const EpisodeQuery &query) {
 }
 
 absl::Status InMemoryKnowledgeStore::ForEachEpisode(
-    absl::FunctionRef<bool(const v1::Episode &)> fn) {
+    absl::FunctionRef<bool(const v1::Episode&)> fn) {
   // Visit a copy so `fn` may call back into the store.
   std::vector<v1::Episode> snapshot;
   {
     absl::MutexLock lock(&mu_);
     snapshot.reserve(episodes_.size());
-    for (const auto &[key, episode] : episodes_)
-      snapshot.push_back(episode);
+    for (const auto& [key, episode] : episodes_) snapshot.push_back(episode);
   }
-  for (const v1::Episode &e : snapshot) {
-    if (!fn(e))
-      break;
+  for (const v1::Episode& e : snapshot) {
+    if (!fn(e)) break;
   }
   return absl::OkStatus();
 }
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

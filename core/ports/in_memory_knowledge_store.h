@@ -24,28 +24,28 @@ namespace reflexion::core {
 
 // kInvalidArgument naming the field when the strategy has an empty name, a
 // name containing NUL (reserved as the key separator) or a version < 1.
-absl::Status ValidateStrategy(const reflexion::v1::Strategy &strategy);
+absl::Status ValidateStrategy(const reflexion::v1::Strategy& strategy);
 
 // kFailedPrecondition unless `strategy.version()` is `latest + 1`, where
 // `latest` is 0 when the name is unknown.
-absl::Status CheckNextVersion(const reflexion::v1::Strategy &strategy,
+absl::Status CheckNextVersion(const reflexion::v1::Strategy& strategy,
                               int32_t latest);
 
 // kInvalidArgument naming the field when the episode lacks id, workflow_id,
 // a valid time, signature or strategy, when signature / strategy /
 // workflow_id contain NUL, when a prior is not finite and > 0, or when
 // new_version fails ValidateStrategy.
-absl::Status ValidateLearningCommit(const LearningCommit &commit);
+absl::Status ValidateLearningCommit(const LearningCommit& commit);
 
 // Applies one trial of `commit` to `current` (nullptr: create from the
 // prior). updated_at is the episode's time. Requires a valid commit.
-LearningResult ApplyTrial(const reflexion::v1::StrategyStats *current,
-                          const LearningCommit &commit);
+LearningResult ApplyTrial(const reflexion::v1::StrategyStats* current,
+                          const LearningCommit& commit);
 
 // The byte string episodes are ordered by: the episode time in microseconds
 // since the epoch as 8 big-endian bytes with the sign bit flipped (so
 // negative times sort first), then the id. Requires a valid episode time.
-std::string EpisodeOrderKey(const reflexion::v1::Episode &episode);
+std::string EpisodeOrderKey(const reflexion::v1::Episode& episode);
 
 // Page tokens are the lowercase hex of the order key of the last episode
 // returned. DecodePageToken returns kInvalidArgument naming page_token for
@@ -57,8 +57,8 @@ absl::StatusOr<std::string> DecodePageToken(absl::string_view token);
 int ClampPageSize(int page_size);
 
 // Whether the episode matches every non-empty filter of the query.
-bool MatchesQuery(const reflexion::v1::Episode &episode,
-                  const EpisodeQuery &query);
+bool MatchesQuery(const reflexion::v1::Episode& episode,
+                  const EpisodeQuery& query);
 
 // ---------------------------------------------------------------------------
 
@@ -67,33 +67,33 @@ bool MatchesQuery(const reflexion::v1::Episode &episode,
 // survives the object. Thread-safe: one mutex guards everything, and no
 // callback runs under it (ForEachEpisode visits a snapshot).
 class InMemoryKnowledgeStore final : public KnowledgeStore {
-public:
+ public:
   InMemoryKnowledgeStore() = default;
-  InMemoryKnowledgeStore(const InMemoryKnowledgeStore &) = delete;
-  InMemoryKnowledgeStore &operator=(const InMemoryKnowledgeStore &) = delete;
+  InMemoryKnowledgeStore(const InMemoryKnowledgeStore&) = delete;
+  InMemoryKnowledgeStore& operator=(const InMemoryKnowledgeStore&) = delete;
 
-  absl::Status
-  PutStrategyVersion(const reflexion::v1::Strategy &strategy) override;
-  absl::StatusOr<std::vector<reflexion::v1::Strategy>>
-  ListStrategies() override;
-  absl::StatusOr<std::vector<reflexion::v1::Strategy>>
-  GetStrategyHistory(absl::string_view name) override;
-  absl::StatusOr<std::vector<reflexion::v1::StrategyStats>>
-  GetStats(absl::string_view signature) override;
-  absl::StatusOr<LearningResult>
-  CommitLearning(const LearningCommit &commit) override;
-  absl::StatusOr<EpisodePage> ListEpisodes(const EpisodeQuery &query) override;
+  absl::Status PutStrategyVersion(
+      const reflexion::v1::Strategy& strategy) override;
+  absl::StatusOr<std::vector<reflexion::v1::Strategy>> ListStrategies()
+      override;
+  absl::StatusOr<std::vector<reflexion::v1::Strategy>> GetStrategyHistory(
+      absl::string_view name) override;
+  absl::StatusOr<std::vector<reflexion::v1::StrategyStats>> GetStats(
+      absl::string_view signature) override;
+  absl::StatusOr<LearningResult> CommitLearning(
+      const LearningCommit& commit) override;
+  absl::StatusOr<EpisodePage> ListEpisodes(const EpisodeQuery& query) override;
   absl::Status ForEachEpisode(
-      absl::FunctionRef<bool(const reflexion::v1::Episode &)> fn) override;
+      absl::FunctionRef<bool(const reflexion::v1::Episode&)> fn) override;
 
-private:
-  int32_t LatestVersionLocked(const std::string &name) const
+ private:
+  int32_t LatestVersionLocked(const std::string& name) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;
   // name -> versions, oldest first (index i holds version i + 1).
-  std::map<std::string, std::vector<reflexion::v1::Strategy>>
-      strategies_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::vector<reflexion::v1::Strategy>> strategies_
+      ABSL_GUARDED_BY(mu_);
   // (signature, strategy) -> posterior.
   std::map<std::pair<std::string, std::string>, reflexion::v1::StrategyStats>
       stats_ ABSL_GUARDED_BY(mu_);
@@ -101,4 +101,4 @@ private:
   std::map<std::string, reflexion::v1::Episode> episodes_ ABSL_GUARDED_BY(mu_);
 };
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

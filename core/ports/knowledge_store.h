@@ -14,8 +14,8 @@ namespace reflexion::core {
 
 // Filters and paging for ListEpisodes. Empty strings match everything.
 struct EpisodeQuery {
-  int page_size = 100;    // 1..1000; the store clamps
-  std::string page_token; // "" for the first page; opaque otherwise
+  int page_size = 100;     // 1..1000; the store clamps
+  std::string page_token;  // "" for the first page; opaque otherwise
   std::string error_type;
   std::string signature;
   std::string namespace_name;
@@ -24,8 +24,8 @@ struct EpisodeQuery {
 };
 
 struct EpisodePage {
-  std::vector<reflexion::v1::Episode> episodes; // newest first
-  std::string next_page_token;                  // "" when no more
+  std::vector<reflexion::v1::Episode> episodes;  // newest first
+  std::string next_page_token;                   // "" when no more
 };
 
 // Everything `learn` writes for one attempt, applied atomically.
@@ -42,8 +42,8 @@ struct LearningCommit {
 };
 
 struct LearningResult {
-  double mean_before = 0.0;           // posterior mean before the update
-  reflexion::v1::StrategyStats stats; // posterior after the update
+  double mean_before = 0.0;            // posterior mean before the update
+  reflexion::v1::StrategyStats stats;  // posterior after the update
 };
 
 // The knowledge base: versioned strategies, per-signature Beta posteriors
@@ -52,14 +52,14 @@ struct LearningResult {
 //
 // Thread-safe. Every write is atomic: either all of it is visible or none.
 class KnowledgeStore {
-public:
+ public:
   virtual ~KnowledgeStore() = default;
 
   // Appends a strategy version. Errors: kInvalidArgument (empty name or
   // version < 1), kFailedPrecondition (version != latest + 1, or != 1 for a
   // new name), kInternal (storage failure).
-  virtual absl::Status
-  PutStrategyVersion(const reflexion::v1::Strategy &strategy) = 0;
+  virtual absl::Status PutStrategyVersion(
+      const reflexion::v1::Strategy& strategy) = 0;
 
   // The latest version of every strategy, ordered by name.
   virtual absl::StatusOr<std::vector<reflexion::v1::Strategy>>
@@ -71,8 +71,8 @@ public:
 
   // Posteriors for one signature (all signatures when empty), ordered by
   // (signature, strategy).
-  virtual absl::StatusOr<std::vector<reflexion::v1::StrategyStats>>
-  GetStats(absl::string_view signature) = 0;
+  virtual absl::StatusOr<std::vector<reflexion::v1::StrategyStats>> GetStats(
+      absl::string_view signature) = 0;
 
   // Writes the episode, updates the (signature, strategy) posterior by one
   // trial (alpha += success, beta += !success, creating it from the prior
@@ -80,17 +80,17 @@ public:
   // Concurrent commits on the same posterior never lose an update.
   // Errors: kInvalidArgument (missing episode fields), kFailedPrecondition
   // (new_version is not latest + 1; nothing is written), kInternal.
-  virtual absl::StatusOr<LearningResult>
-  CommitLearning(const LearningCommit &commit) = 0;
+  virtual absl::StatusOr<LearningResult> CommitLearning(
+      const LearningCommit& commit) = 0;
 
   // Episodes matching the query, newest first. kInvalidArgument for a
   // malformed page token.
-  virtual absl::StatusOr<EpisodePage>
-  ListEpisodes(const EpisodeQuery &query) = 0;
+  virtual absl::StatusOr<EpisodePage> ListEpisodes(
+      const EpisodeQuery& query) = 0;
 
   // Visits every episode oldest first until `fn` returns false.
   virtual absl::Status ForEachEpisode(
-      absl::FunctionRef<bool(const reflexion::v1::Episode &)> fn) = 0;
+      absl::FunctionRef<bool(const reflexion::v1::Episode&)> fn) = 0;
 };
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

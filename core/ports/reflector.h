@@ -14,7 +14,7 @@ enum class ReflectionDepth { kShallow, kMedium, kDeep };
 // "shallow" / "medium" / "deep".
 std::string DepthName(ReflectionDepth depth);
 // Parses "shallow" / "medium" / "deep"; false on anything else.
-bool ParseDepth(std::string_view text, ReflectionDepth *depth);
+bool ParseDepth(std::string_view text, ReflectionDepth* depth);
 
 // Everything a reflector may look at. Copies, so the request outlives the
 // workflow step that made it.
@@ -40,11 +40,11 @@ struct ReflectionRequest {
 // Errors: kUnavailable / kDeadlineExceeded when an upstream fails (callers
 // fall back to the heuristic reflector). Thread-safe.
 class Reflector {
-public:
+ public:
   virtual ~Reflector() = default;
   virtual std::string Name() const = 0;
-  virtual void Reflect(const ReflectionRequest &request,
+  virtual void Reflect(const ReflectionRequest& request,
                        Callback<reflexion::v1::Reflection> done) = 0;
 };
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

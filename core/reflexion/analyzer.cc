@@ -16,16 +16,14 @@ namespace {
 constexpr size_t kEvidenceMax = 240;
 
 std::string Clip(absl::string_view s) {
-  if (s.size() <= kEvidenceMax)
-    return std::string(s);
+  if (s.size() <= kEvidenceMax) return std::string(s);
   return absl::StrCat(s.substr(0, kEvidenceMax), "...");
 }
 
 bool ContainsAny(absl::string_view haystack,
                  std::initializer_list<absl::string_view> needles) {
   for (absl::string_view n : needles) {
-    if (absl::StrContains(haystack, n))
-      return true;
+    if (absl::StrContains(haystack, n)) return true;
   }
   return false;
 }
@@ -33,25 +31,22 @@ bool ContainsAny(absl::string_view haystack,
 struct Facts {
   std::string termination_reason;
   int exit_code = 0;
-  std::string text; // lowercased messages: waiting, events, error message
-  std::string logs; // lowercased log tail
+  std::string text;  // lowercased messages: waiting, events, error message
+  std::string logs;  // lowercased log tail
   bool recent_rollout = false;
   bool probe_failure = false;
   std::vector<std::string> evidence;
 };
 
-Facts Collect(const v1::Incident &in, const v1::Diagnosis &dx) {
+Facts Collect(const v1::Incident& in, const v1::Diagnosis& dx) {
   Facts f;
   f.recent_rollout = dx.recent_rollout();
-  std::vector<const v1::ContainerStatus *> statuses;
-  for (const auto &c : in.container_statuses())
-    statuses.push_back(&c);
-  for (const auto &c : dx.container_statuses())
-    statuses.push_back(&c);
+  std::vector<const v1::ContainerStatus*> statuses;
+  for (const auto& c : in.container_statuses()) statuses.push_back(&c);
+  for (const auto& c : dx.container_statuses()) statuses.push_back(&c);
   std::vector<std::string> texts;
-  if (!in.error_message().empty())
-    texts.push_back(in.error_message());
-  for (const auto *c : statuses) {
+  if (!in.error_message().empty()) texts.push_back(in.error_message());
+  for (const auto* c : statuses) {
     if (!c->last_termination_reason().empty() && f.termination_reason.empty()) {
       f.termination_reason = c->last_termination_reason();
       f.exit_code = c->last_exit_code();
@@ -66,12 +61,10 @@ Facts Collect(const v1::Incident &in, const v1::Diagnosis &dx) {
                                         "): ", Clip(c->waiting_message())));
     }
   }
-  std::vector<const v1::PodEvent *> events;
-  for (const auto &e : in.events())
-    events.push_back(&e);
-  for (const auto &e : dx.events())
-    events.push_back(&e);
-  for (const auto *e : events) {
+  std::vector<const v1::PodEvent*> events;
+  for (const auto& e : in.events()) events.push_back(&e);
+  for (const auto& e : dx.events()) events.push_back(&e);
+  for (const auto* e : events) {
     texts.push_back(e->message());
     f.evidence.push_back(
         absl::StrCat("event ", e->reason(), ": ", Clip(e->message())));
@@ -90,7 +83,7 @@ Facts Collect(const v1::Incident &in, const v1::Diagnosis &dx) {
   return f;
 }
 
-std::string ImagePullCause(const Facts &f) {
+std::string ImagePullCause(const Facts& f) {
   if (ContainsAny(f.text,
                   {"unauthorized", "authentication required", "access denied",
                    "pull access denied", "403 forbidden", "denied:"})) {
@@ -107,15 +100,11 @@ std::string ImagePullCause(const Facts &f) {
   return "unclassified";
 }
 
-std::string CrashCause(const Facts &f, bool deep) {
-  if (f.probe_failure || f.exit_code == 143)
-    return "probe_failure";
-  if (f.exit_code == 127 || f.exit_code == 126)
-    return "command_not_found";
-  if (f.exit_code == 139)
-    return "segfault";
-  if (f.exit_code != 0)
-    return f.recent_rollout ? "bad_release" : "app_error";
+std::string CrashCause(const Facts& f, bool deep) {
+  if (f.probe_failure || f.exit_code == 143) return "probe_failure";
+  if (f.exit_code == 127 || f.exit_code == 126) return "command_not_found";
+  if (f.exit_code == 139) return "segfault";
+  if (f.exit_code != 0) return f.recent_rollout ? "bad_release" : "app_error";
   if (deep) {
     if (ContainsAny(f.logs, {"panic:", "exception", "fatal"})) {
       return f.recent_rollout ? "bad_release" : "app_error";
@@ -124,7 +113,7 @@ std::string CrashCause(const Facts &f, bool deep) {
   return "unclassified";
 }
 
-std::string ConfigCause(const Facts &f) {
+std::string ConfigCause(const Facts& f) {
   if (absl::StrContains(f.text, "couldn't find key")) {
     return "missing_config_key";
   }
@@ -139,7 +128,7 @@ std::string ConfigCause(const Facts &f) {
   return "unclassified";
 }
 
-std::string PendingCause(const Facts &f) {
+std::string PendingCause(const Facts& f) {
   if (ContainsAny(f.text, {"insufficient memory", "insufficient cpu",
                            "insufficient ephemeral-storage"})) {
     return "insufficient_resources";
@@ -157,7 +146,7 @@ std::string PendingCause(const Facts &f) {
   return "unclassified";
 }
 
-std::string EvictedCause(const Facts &f) {
+std::string EvictedCause(const Facts& f) {
   if (ContainsAny(f.text, {"ephemeral local storage", "ephemeral-storage"})) {
     return "ephemeral_storage";
   }
@@ -167,26 +156,23 @@ std::string EvictedCause(const Facts &f) {
   return "unclassified";
 }
 
-std::string UnknownFamilyCause(const Facts &f, bool deep) {
+std::string UnknownFamilyCause(const Facts& f, bool deep) {
   if (f.exit_code == 139 ||
       (deep && absl::StrContains(f.logs, "segmentation fault"))) {
     return "segfault";
   }
-  if (f.exit_code == 137)
-    return "killed";
-  if (f.exit_code == 127 || f.exit_code == 126)
-    return "command_not_found";
-  if (f.exit_code != 0)
-    return f.recent_rollout ? "bad_release" : "app_error";
+  if (f.exit_code == 137) return "killed";
+  if (f.exit_code == 127 || f.exit_code == 126) return "command_not_found";
+  if (f.exit_code != 0) return f.recent_rollout ? "bad_release" : "app_error";
   if (deep && ContainsAny(f.logs, {"panic:", "exception", "fatal"})) {
     return f.recent_rollout ? "bad_release" : "app_error";
   }
   return "unclassified";
 }
 
-} // namespace
+}  // namespace
 
-v1::Analysis Analyze(const v1::Incident &incident, const v1::Diagnosis &dx,
+v1::Analysis Analyze(const v1::Incident& incident, const v1::Diagnosis& dx,
                      bool deep) {
   Facts f = Collect(incident, dx);
   std::string family = FamilyOf(incident.error_type());
@@ -220,14 +206,13 @@ v1::Analysis Analyze(const v1::Incident &incident, const v1::Diagnosis &dx,
   a.set_signature(absl::StrCat(family, "/", cause));
   a.set_known(IsKnownFamily(family));
   a.set_deep(deep);
-  auto &features = *a.mutable_features();
+  auto& features = *a.mutable_features();
   if (!f.termination_reason.empty()) {
     features["termination_reason"] = f.termination_reason;
     features["exit_code"] = absl::StrCat(f.exit_code);
   }
   features["recent_rollout"] = f.recent_rollout ? "true" : "false";
-  if (f.probe_failure)
-    features["probe_failure"] = "true";
+  if (f.probe_failure) features["probe_failure"] = "true";
   if (dx.memory_limit_bytes() > 0) {
     features["memory_limit_bytes"] = absl::StrCat(dx.memory_limit_bytes());
   }
@@ -235,9 +220,8 @@ v1::Analysis Analyze(const v1::Incident &incident, const v1::Diagnosis &dx,
     features["last_healthy_image"] = dx.last_healthy_image();
   }
   size_t evidence_cap = deep ? 12 : 6;
-  for (const std::string &e : f.evidence) {
-    if (static_cast<size_t>(a.evidence_size()) >= evidence_cap)
-      break;
+  for (const std::string& e : f.evidence) {
+    if (static_cast<size_t>(a.evidence_size()) >= evidence_cap) break;
     a.add_evidence(e);
   }
   if (deep) {
@@ -250,17 +234,16 @@ v1::Analysis Analyze(const v1::Incident &incident, const v1::Diagnosis &dx,
                       {"panic", "fatal", "error", "exception",
                        "segmentation fault", "killed", "out of memory"})) {
         a.add_evidence(absl::StrCat("log: \"", Clip(line), "\""));
-        if (++quoted == 3)
-          break;
+        if (++quoted == 3) break;
       }
     }
   }
   return a;
 }
 
-bool NeedsDeepAnalysis(const v1::Analysis &analysis) {
+bool NeedsDeepAnalysis(const v1::Analysis& analysis) {
   return !analysis.deep() &&
          (!analysis.known() || analysis.cause() == "unclassified");
 }
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

@@ -11,12 +11,12 @@ namespace reflexion::core {
 // Shallow analysis reads termination reasons, exit codes, waiting messages
 // and events; deep analysis (deep_analysis node, for unknown error types or
 // unclassified causes) also mines the log tail and records more evidence.
-reflexion::v1::Analysis Analyze(const reflexion::v1::Incident &incident,
-                                const reflexion::v1::Diagnosis &diagnosis,
+reflexion::v1::Analysis Analyze(const reflexion::v1::Incident& incident,
+                                const reflexion::v1::Diagnosis& diagnosis,
                                 bool deep);
 
 // Whether the analysis needs deep analysis: unknown family or a cause the
 // shallow rules could not classify.
-bool NeedsDeepAnalysis(const reflexion::v1::Analysis &analysis);
+bool NeedsDeepAnalysis(const reflexion::v1::Analysis& analysis);
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

@@ -22,8 +22,8 @@ constexpr double kRequestsMin = 0.3, kRequestsMax = 0.9,
                  kRequestsDefault = 0.75;
 
 struct FamilyEntry {
-  const char *family;
-  const char *strategy;
+  const char* family;
+  const char* strategy;
   Prior prior;
 };
 
@@ -65,8 +65,8 @@ constexpr FamilyEntry kGenericTable[] = {
 };
 
 struct CauseOverride {
-  const char *cause;
-  const char *strategy;
+  const char* cause;
+  const char* strategy;
   Prior prior;
 };
 
@@ -109,33 +109,30 @@ std::vector<ActionSpec> BuildCatalog() {
   };
 }
 
-} // namespace
+}  // namespace
 
-const std::vector<ActionSpec> &Catalog() {
-  static const std::vector<ActionSpec> *catalog =
+const std::vector<ActionSpec>& Catalog() {
+  static const std::vector<ActionSpec>* catalog =
       new std::vector<ActionSpec>(BuildCatalog());
   return *catalog;
 }
 
-const ActionSpec *FindAction(ActionType type) {
-  for (const ActionSpec &spec : Catalog()) {
-    if (spec.type == type)
-      return &spec;
+const ActionSpec* FindAction(ActionType type) {
+  for (const ActionSpec& spec : Catalog()) {
+    if (spec.type == type) return &spec;
   }
   return nullptr;
 }
 
-const ActionSpec *FindActionByName(absl::string_view name) {
-  for (const ActionSpec &spec : Catalog()) {
-    if (name == spec.name)
-      return &spec;
+const ActionSpec* FindActionByName(absl::string_view name) {
+  for (const ActionSpec& spec : Catalog()) {
+    if (name == spec.name) return &spec;
   }
   return nullptr;
 }
 
 std::string FamilyOf(absl::string_view error_type) {
-  if (error_type == "ErrImagePull")
-    return "ImagePullBackOff";
+  if (error_type == "ErrImagePull") return "ImagePullBackOff";
   if (error_type == "Unschedulable" || error_type == "FailedScheduling") {
     return "Pending";
   }
@@ -143,16 +140,15 @@ std::string FamilyOf(absl::string_view error_type) {
 }
 
 bool IsKnownFamily(absl::string_view family) {
-  for (const char *f : kKnownFamilies) {
-    if (family == f)
-      return true;
+  for (const char* f : kKnownFamilies) {
+    if (family == f) return true;
   }
   return false;
 }
 
 std::vector<Strategy> DefaultStrategies(absl::Time now) {
   std::vector<Strategy> out;
-  for (const ActionSpec &spec : Catalog()) {
+  for (const ActionSpec& spec : Catalog()) {
     Strategy s;
     s.set_name(spec.name);
     s.set_action_type(spec.type);
@@ -163,14 +159,13 @@ std::vector<Strategy> DefaultStrategies(absl::Time now) {
     s.set_author("catalog");
     s.set_reason("catalog default");
     *s.mutable_created_at() = ToProto(now);
-    for (const FamilyEntry &e : kFamilyTable) {
+    for (const FamilyEntry& e : kFamilyTable) {
       if (absl::string_view(e.strategy) == spec.name) {
         s.add_error_types(e.family);
       }
     }
-    for (const FamilyEntry &e : kGenericTable) {
-      if (absl::string_view(e.strategy) == spec.name)
-        s.add_error_types("*");
+    for (const FamilyEntry& e : kGenericTable) {
+      if (absl::string_view(e.strategy) == spec.name) s.add_error_types("*");
     }
     out.push_back(std::move(s));
   }
@@ -180,41 +175,35 @@ std::vector<Strategy> DefaultStrategies(absl::Time now) {
 std::vector<std::string> StrategiesFor(absl::string_view family) {
   std::vector<std::string> out;
   if (IsKnownFamily(family)) {
-    for (const FamilyEntry &e : kFamilyTable) {
-      if (family == e.family)
-        out.emplace_back(e.strategy);
+    for (const FamilyEntry& e : kFamilyTable) {
+      if (family == e.family) out.emplace_back(e.strategy);
     }
   } else {
-    for (const FamilyEntry &e : kGenericTable)
-      out.emplace_back(e.strategy);
+    for (const FamilyEntry& e : kGenericTable) out.emplace_back(e.strategy);
   }
   return out;
 }
 
 Prior PriorFor(absl::string_view family, absl::string_view cause,
                absl::string_view strategy) {
-  for (const CauseOverride &o : kCauseOverrides) {
-    if (cause == o.cause && strategy == o.strategy)
-      return o.prior;
+  for (const CauseOverride& o : kCauseOverrides) {
+    if (cause == o.cause && strategy == o.strategy) return o.prior;
   }
   if (IsKnownFamily(family)) {
-    for (const FamilyEntry &e : kFamilyTable) {
-      if (family == e.family && strategy == e.strategy)
-        return e.prior;
+    for (const FamilyEntry& e : kFamilyTable) {
+      if (family == e.family && strategy == e.strategy) return e.prior;
     }
   } else {
-    for (const FamilyEntry &e : kGenericTable) {
-      if (strategy == e.strategy)
-        return e.prior;
+    for (const FamilyEntry& e : kGenericTable) {
+      if (strategy == e.strategy) return e.prior;
     }
   }
   return {1.0, 3.0};
 }
 
-StrategyParams ClampParams(const StrategyParams &params) {
+StrategyParams ClampParams(const StrategyParams& params) {
   auto clamp = [](double v, double lo, double hi, double def) {
-    if (!(v > 0))
-      return def; // unset, zero, negative or NaN
+    if (!(v > 0)) return def;  // unset, zero, negative or NaN
     return std::clamp(v, lo, hi);
   };
   StrategyParams out;
@@ -227,18 +216,18 @@ StrategyParams ClampParams(const StrategyParams &params) {
   return out;
 }
 
-absl::StatusOr<Action> BuildAction(const Strategy &strategy,
-                                   const v1::Incident &incident,
-                                   const v1::Diagnosis &diagnosis,
+absl::StatusOr<Action> BuildAction(const Strategy& strategy,
+                                   const v1::Incident& incident,
+                                   const v1::Diagnosis& diagnosis,
                                    absl::string_view idempotency_key) {
-  const ActionSpec *spec = FindActionByName(strategy.name());
+  const ActionSpec* spec = FindActionByName(strategy.name());
   if (spec == nullptr || spec->type != strategy.action_type()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "strategy '", strategy.name(), "' is not in the action catalog"));
   }
   Action action;
   action.set_type(spec->type);
-  action.set_tier(spec->tier); // from the catalog, never from the strategy
+  action.set_tier(spec->tier);  // from the catalog, never from the strategy
   action.set_pod_name(incident.pod_name());
   action.set_namespace_(incident.namespace_());
   *action.mutable_params() = ClampParams(strategy.params());
@@ -259,8 +248,8 @@ absl::StatusOr<Action> BuildAction(const Strategy &strategy,
   return action;
 }
 
-absl::Status ValidateAction(const Action &action) {
-  const ActionSpec *spec = FindAction(action.type());
+absl::Status ValidateAction(const Action& action) {
+  const ActionSpec* spec = FindAction(action.type());
   if (spec == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("action.type ", action.type(), " is not in the catalog"));
@@ -275,7 +264,7 @@ absl::Status ValidateAction(const Action &action) {
   if (action.namespace_().empty()) {
     return absl::InvalidArgumentError("action.namespace is empty");
   }
-  const StrategyParams &p = action.params();
+  const StrategyParams& p = action.params();
   if (p.memory_factor() < kMemoryMin || p.memory_factor() > kMemoryMax) {
     return absl::InvalidArgumentError(
         absl::StrFormat("action.params.memory_factor %g outside [%g, %g]",
@@ -303,23 +292,24 @@ absl::Status ValidateAction(const Action &action) {
   return absl::OkStatus();
 }
 
-std::string DescribeAction(const Action &action) {
-  const ActionSpec *spec = FindAction(action.type());
+std::string DescribeAction(const Action& action) {
+  const ActionSpec* spec = FindAction(action.type());
   std::string name = spec ? spec->name : "unknown_action";
   switch (action.type()) {
-  case v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT:
-    return absl::StrFormat("%s x%.2g", name, action.params().memory_factor());
-  case v1::ACTION_TYPE_RELAX_PROBES:
-    return absl::StrFormat("%s x%.2g", name, action.params().probe_factor());
-  case v1::ACTION_TYPE_LOWER_RESOURCE_REQUESTS:
-    return absl::StrFormat("%s x%.2g", name, action.params().requests_factor());
-  case v1::ACTION_TYPE_PATCH_IMAGE:
-    return absl::StrCat(name, " -> ", action.image());
-  case v1::ACTION_TYPE_ATTACH_PULL_SECRET:
-    return absl::StrCat(name, " ", action.pull_secret());
-  default:
-    return name;
+    case v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT:
+      return absl::StrFormat("%s x%.2g", name, action.params().memory_factor());
+    case v1::ACTION_TYPE_RELAX_PROBES:
+      return absl::StrFormat("%s x%.2g", name, action.params().probe_factor());
+    case v1::ACTION_TYPE_LOWER_RESOURCE_REQUESTS:
+      return absl::StrFormat("%s x%.2g", name,
+                             action.params().requests_factor());
+    case v1::ACTION_TYPE_PATCH_IMAGE:
+      return absl::StrCat(name, " -> ", action.image());
+    case v1::ACTION_TYPE_ATTACH_PULL_SECRET:
+      return absl::StrCat(name, " ", action.pull_secret());
+    default:
+      return name;
   }
 }
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

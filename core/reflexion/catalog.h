@@ -18,26 +18,26 @@ namespace reflexion::core {
 // One catalog action.
 struct ActionSpec {
   reflexion::v1::ActionType type;
-  const char *name; // strategy name, e.g. "increase_memory_limit"
+  const char* name;  // strategy name, e.g. "increase_memory_limit"
   reflexion::v1::SafetyTier tier;
-  const char *description;
+  const char* description;
 };
 
 // Error families the catalog knows. Reported types are normalised to these
 // (ErrImagePull -> ImagePullBackOff, Unschedulable/FailedScheduling ->
 // Pending).
-inline constexpr const char *kKnownFamilies[] = {
+inline constexpr const char* kKnownFamilies[] = {
     "ImagePullBackOff", "InvalidImageName",           "CrashLoopBackOff",
     "OOMKilled",        "CreateContainerConfigError", "Pending",
     "Evicted"};
 
 // Every catalog action, in ActionType order.
-const std::vector<ActionSpec> &Catalog();
+const std::vector<ActionSpec>& Catalog();
 
 // The spec of `type`, or null for UNSPECIFIED / unknown values.
-const ActionSpec *FindAction(reflexion::v1::ActionType type);
+const ActionSpec* FindAction(reflexion::v1::ActionType type);
 // The spec named `name`, or null.
-const ActionSpec *FindActionByName(absl::string_view name);
+const ActionSpec* FindActionByName(absl::string_view name);
 
 // Normalises a reported error type to its family; returns the reported type
 // unchanged when the catalog does not know it.
@@ -61,25 +61,25 @@ Prior PriorFor(absl::string_view family, absl::string_view cause,
                absl::string_view strategy);
 
 // Clamps every parameter to its bounds and fills unset ones with defaults.
-reflexion::v1::StrategyParams
-ClampParams(const reflexion::v1::StrategyParams &params);
+reflexion::v1::StrategyParams ClampParams(
+    const reflexion::v1::StrategyParams& params);
 
 // Builds the concrete action for `strategy` on `incident`'s pod.
 // kFailedPrecondition when the strategy cannot apply here (patch_image
 // without a known last healthy image, attach_pull_secret without an existing
 // secret); kInvalidArgument for a strategy outside the catalog.
-absl::StatusOr<reflexion::v1::Action>
-BuildAction(const reflexion::v1::Strategy &strategy,
-            const reflexion::v1::Incident &incident,
-            const reflexion::v1::Diagnosis &diagnosis,
-            absl::string_view idempotency_key);
+absl::StatusOr<reflexion::v1::Action> BuildAction(
+    const reflexion::v1::Strategy& strategy,
+    const reflexion::v1::Incident& incident,
+    const reflexion::v1::Diagnosis& diagnosis,
+    absl::string_view idempotency_key);
 
 // Checks an action from any source (an LLM, a caller) against the catalog:
 // known type, tier matching the catalog, parameters within bounds, target
 // set. kInvalidArgument naming the field otherwise.
-absl::Status ValidateAction(const reflexion::v1::Action &action);
+absl::Status ValidateAction(const reflexion::v1::Action& action);
 
 // Short human description of an action, e.g. "increase_memory_limit x1.5".
-std::string DescribeAction(const reflexion::v1::Action &action);
+std::string DescribeAction(const reflexion::v1::Action& action);
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

@@ -15,13 +15,12 @@ using reflexion::v1::WorkflowState;
 
 std::string Percent(double p) { return absl::StrFormat("%.0f%%", 100 * p); }
 
-void FillCompleted(absl::string_view node, const WorkflowState &s,
-                   WorkflowEvent &ev) {
+void FillCompleted(absl::string_view node, const WorkflowState& s,
+                   WorkflowEvent& ev) {
   if (node == "analyze_error" || node == "deep_analysis") {
     *ev.mutable_analysis() = s.analysis();
     std::string summary = absl::StrCat("signature ", s.analysis().signature());
-    if (!s.analysis().known())
-      absl::StrAppend(&summary, " (unknown family)");
+    if (!s.analysis().known()) absl::StrAppend(&summary, " (unknown family)");
     if (s.analysis().lessons_size() > 0) {
       absl::StrAppend(&summary, "; ", s.analysis().lessons_size(),
                       " lessons recalled");
@@ -46,7 +45,7 @@ void FillCompleted(absl::string_view node, const WorkflowState &s,
                      s.execution().executor(),
                      s.execution().deduplicated() ? " (deduplicated)" : ""));
   } else if (node == "observe_outcome") {
-    const auto &o = s.observation();
+    const auto& o = s.observation();
     *ev.mutable_observation() = o;
     if (o.success()) {
       ev.set_summary(
@@ -69,7 +68,7 @@ void FillCompleted(absl::string_view node, const WorkflowState &s,
                            s.reflection().proposed_changes_size(), " change(s)")
             : ""));
   } else if (node == "learn") {
-    const auto &u = s.learning();
+    const auto& u = s.learning();
     *ev.mutable_learning() = u;
     std::string summary =
         absl::StrFormat("%s on %s: %s -> %s (%d trials)", u.strategy(),
@@ -85,11 +84,11 @@ void FillCompleted(absl::string_view node, const WorkflowState &s,
   }
 }
 
-} // namespace
+}  // namespace
 
-WorkflowEvent MakeWorkflowEvent(const graph::StepEvent<WorkflowState> &event) {
+WorkflowEvent MakeWorkflowEvent(const graph::StepEvent<WorkflowState>& event) {
   WorkflowEvent ev;
-  const WorkflowState &s = event.state;
+  const WorkflowState& s = event.state;
   ev.set_workflow_id(std::string(event.workflow_id));
   ev.set_request_id(s.incident().request_id());
   ev.set_sequence(event.sequence);
@@ -97,28 +96,28 @@ WorkflowEvent MakeWorkflowEvent(const graph::StepEvent<WorkflowState> &event) {
   ev.set_node(std::string(event.node));
   ev.set_attempt(s.attempt());
   switch (event.phase) {
-  case graph::NodePhase::kStarted:
-    ev.set_phase(v1::NODE_PHASE_STARTED);
-    ev.set_summary("started");
-    break;
-  case graph::NodePhase::kCompleted:
-    ev.set_phase(v1::NODE_PHASE_COMPLETED);
-    *ev.mutable_duration() = ToProto(event.duration);
-    FillCompleted(event.node, s, ev);
-    break;
-  case graph::NodePhase::kFailed:
-    ev.set_phase(v1::NODE_PHASE_FAILED);
-    *ev.mutable_duration() = ToProto(event.duration);
-    ev.set_error(event.status.ToString());
-    ev.set_summary(absl::StrCat("failed: ", event.status.message()));
-    break;
+    case graph::NodePhase::kStarted:
+      ev.set_phase(v1::NODE_PHASE_STARTED);
+      ev.set_summary("started");
+      break;
+    case graph::NodePhase::kCompleted:
+      ev.set_phase(v1::NODE_PHASE_COMPLETED);
+      *ev.mutable_duration() = ToProto(event.duration);
+      FillCompleted(event.node, s, ev);
+      break;
+    case graph::NodePhase::kFailed:
+      ev.set_phase(v1::NODE_PHASE_FAILED);
+      *ev.mutable_duration() = ToProto(event.duration);
+      ev.set_error(event.status.ToString());
+      ev.set_summary(absl::StrCat("failed: ", event.status.message()));
+      break;
   }
   return ev;
 }
 
-v1::IncidentResult MakeIncidentResult(const WorkflowRunResult &run,
+v1::IncidentResult MakeIncidentResult(const WorkflowRunResult& run,
                                       absl::Time end) {
-  const WorkflowState &s = run.state;
+  const WorkflowState& s = run.state;
   v1::IncidentResult r;
   r.set_workflow_id(s.workflow_id());
   r.set_request_id(s.incident().request_id());
@@ -132,7 +131,7 @@ v1::IncidentResult MakeIncidentResult(const WorkflowRunResult &run,
   }
   double wall = absl::ToDoubleSeconds(end - FromProto(s.started_at()));
   r.set_resolution_time(std::max(0.0, wall) + s.executor_seconds());
-  auto &sum = *r.mutable_reflexion_summary();
+  auto& sum = *r.mutable_reflexion_summary();
   sum.set_reflections_performed(s.reflections_performed());
   sum.set_strategies_learned(s.learned_strategies_size());
   sum.set_self_awareness_level(s.reflections_performed() > 0
@@ -156,4 +155,4 @@ v1::IncidentResult MakeIncidentResult(const WorkflowRunResult &run,
   return r;
 }
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

@@ -8,13 +8,13 @@ namespace reflexion::core {
 
 // Converts an engine event into the API's WorkflowEvent: generic fields, a
 // one-line summary and, for completed events, the node's typed payload.
-reflexion::v1::WorkflowEvent
-MakeWorkflowEvent(const graph::StepEvent<reflexion::v1::WorkflowState> &event);
+reflexion::v1::WorkflowEvent MakeWorkflowEvent(
+    const graph::StepEvent<reflexion::v1::WorkflowState>& event);
 
 // The final result of a finished run. `end` is when it finished;
 // resolution_time is wall time plus the executor's reported recovery and
 // observation seconds.
-reflexion::v1::IncidentResult MakeIncidentResult(const WorkflowRunResult &run,
+reflexion::v1::IncidentResult MakeIncidentResult(const WorkflowRunResult& run,
                                                  absl::Time end);
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

@@ -14,9 +14,9 @@ namespace {
 // Which lever addresses which cause: the knowledge meta-reflection uses to
 // explain a failure the first reflection could not.
 struct Lever {
-  const char *cause;
-  const char *lever;
-  const char *strategy;
+  const char* cause;
+  const char* lever;
+  const char* strategy;
 };
 constexpr Lever kLevers[] = {
     {"image_not_found", "point the container at an image that exists",
@@ -52,26 +52,25 @@ constexpr Lever kLevers[] = {
     {"segfault", "return to the last healthy revision", "rollback_deployment"},
 };
 
-const Lever *LeverFor(absl::string_view cause) {
-  for (const Lever &l : kLevers) {
-    if (cause == l.cause)
-      return &l;
+const Lever* LeverFor(absl::string_view cause) {
+  for (const Lever& l : kLevers) {
+    if (cause == l.cause) return &l;
   }
   return nullptr;
 }
 
-std::string StrategyName(const v1::StrategySelection &sel) {
+std::string StrategyName(const v1::StrategySelection& sel) {
   return sel.strategy().name().empty() ? "the fix" : sel.strategy().name();
 }
 
-v1::Reflection Meta(const ReflectionRequest &r) {
+v1::Reflection Meta(const ReflectionRequest& r) {
   v1::Reflection out;
   out.set_meta(true);
   out.set_reflector("heuristic");
   out.set_depth("deep");
   const std::string name = StrategyName(r.selection);
-  const std::string &sig = r.analysis.signature();
-  const Lever *lever = LeverFor(r.analysis.cause());
+  const std::string& sig = r.analysis.signature();
+  const Lever* lever = LeverFor(r.analysis.cause());
   std::string text = absl::StrCat(
       "Re-examining the reflection on attempt ", r.attempt, " (quality ",
       absl::StrFormat("%.2f", r.previous.quality()), "). ");
@@ -80,8 +79,9 @@ v1::Reflection Meta(const ReflectionRequest &r) {
     absl::StrAppend(&text, "For ", sig, " the lever is to ", lever->lever, "; ",
                     name);
     if (name == lever->strategy) {
-      absl::StrAppend(&text, " pulls that lever, so the failure points at its "
-                             "parameters or at a second cause.");
+      absl::StrAppend(&text,
+                      " pulls that lever, so the failure points at its "
+                      "parameters or at a second cause.");
       out.add_lessons(absl::StrCat(sig, ": ", name,
                                    " is the right lever but was not enough"));
     } else {
@@ -105,18 +105,17 @@ v1::Reflection Meta(const ReflectionRequest &r) {
   return out;
 }
 
-} // namespace
+}  // namespace
 
-v1::Reflection HeuristicReflector::ReflectNow(const ReflectionRequest &r) {
-  if (r.meta)
-    return Meta(r);
+v1::Reflection HeuristicReflector::ReflectNow(const ReflectionRequest& r) {
+  if (r.meta) return Meta(r);
   v1::Reflection out;
   out.set_reflector("heuristic");
   out.set_depth(DepthName(r.depth));
-  const v1::Observation &obs = r.observation;
+  const v1::Observation& obs = r.observation;
   const std::string name = StrategyName(r.selection);
-  const std::string &sig = r.analysis.signature();
-  const v1::Action &action = r.selection.action();
+  const std::string& sig = r.analysis.signature();
+  const v1::Action& action = r.selection.action();
   std::string text;
   double quality;
 
@@ -158,7 +157,7 @@ v1::Reflection HeuristicReflector::ReflectNow(const ReflectionRequest &r) {
                                     action.params().memory_factor()));
     if (r.depth != ReflectionDepth::kShallow &&
         next > action.params().memory_factor() + 0.05) {
-      v1::StrategyChange *change = out.add_proposed_changes();
+      v1::StrategyChange* change = out.add_proposed_changes();
       change->set_strategy(name);
       *change->mutable_params() = r.selection.strategy().params();
       change->mutable_params()->set_memory_factor(next);
@@ -177,7 +176,7 @@ v1::Reflection HeuristicReflector::ReflectNow(const ReflectionRequest &r) {
                                     action.params().probe_factor()));
     if (r.depth != ReflectionDepth::kShallow &&
         next > action.params().probe_factor() + 0.05) {
-      v1::StrategyChange *change = out.add_proposed_changes();
+      v1::StrategyChange* change = out.add_proposed_changes();
       change->set_strategy(name);
       *change->mutable_params() = r.selection.strategy().params();
       change->mutable_params()->set_probe_factor(next);
@@ -198,7 +197,7 @@ v1::Reflection HeuristicReflector::ReflectNow(const ReflectionRequest &r) {
     quality = 0.45;
   }
   if (r.depth == ReflectionDepth::kDeep) {
-    for (const std::string &anomaly : obs.anomalies()) {
+    for (const std::string& anomaly : obs.anomalies()) {
       absl::StrAppend(&text, " Anomaly: ", anomaly, ".");
     }
     if (!r.analysis.evidence().empty()) {
@@ -210,9 +209,9 @@ v1::Reflection HeuristicReflector::ReflectNow(const ReflectionRequest &r) {
   return out;
 }
 
-void HeuristicReflector::Reflect(const ReflectionRequest &request,
+void HeuristicReflector::Reflect(const ReflectionRequest& request,
                                  Callback<v1::Reflection> done) {
   std::move(done)(ReflectNow(request));
 }
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

@@ -12,13 +12,13 @@ namespace reflexion::core {
 // explain gets a low quality, which routes the workflow to meta_reflect.
 // Completes synchronously. Thread-safe (stateless).
 class HeuristicReflector final : public Reflector {
-public:
+ public:
   std::string Name() const override { return "heuristic"; }
-  void Reflect(const ReflectionRequest &request,
+  void Reflect(const ReflectionRequest& request,
                Callback<reflexion::v1::Reflection> done) override;
 
   // The same, synchronously.
-  static reflexion::v1::Reflection ReflectNow(const ReflectionRequest &request);
+  static reflexion::v1::Reflection ReflectNow(const ReflectionRequest& request);
 };
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

@@ -13,7 +13,7 @@ namespace {
 
 struct Incident {
   std::string error_type;
-  int64_t order; // index of its first episode
+  int64_t order;  // index of its first episode
   int max_attempt = 0;
   bool resolved = false;
   bool first_attempt = false;
@@ -21,17 +21,17 @@ struct Incident {
 
 double Ratio(double num, double den) { return den > 0 ? num / den : 0.0; }
 
-} // namespace
+}  // namespace
 
-absl::StatusOr<v1::GetMetricsResponse>
-ComputeLearningMetrics(KnowledgeStore &store) {
+absl::StatusOr<v1::GetMetricsResponse> ComputeLearningMetrics(
+    KnowledgeStore& store) {
   absl::flat_hash_map<std::string, Incident> incidents;
   std::vector<double> qualities;
   double brier_sum = 0, ttr_sum = 0;
   int64_t episodes = 0, ttr_n = 0;
-  REFLEXION_RETURN_IF_ERROR(store.ForEachEpisode([&](const v1::Episode &e) {
+  REFLEXION_RETURN_IF_ERROR(store.ForEachEpisode([&](const v1::Episode& e) {
     auto [it, inserted] = incidents.try_emplace(e.workflow_id());
-    Incident &inc = it->second;
+    Incident& inc = it->second;
     if (inserted) {
       inc.error_type = e.error_type();
       inc.order = episodes;
@@ -39,8 +39,7 @@ ComputeLearningMetrics(KnowledgeStore &store) {
     inc.max_attempt = std::max(inc.max_attempt, e.attempt());
     if (e.success()) {
       inc.resolved = true;
-      if (e.attempt() == 1)
-        inc.first_attempt = true;
+      if (e.attempt() == 1) inc.first_attempt = true;
       ttr_sum += e.time_to_recovery_s();
       ++ttr_n;
     }
@@ -54,9 +53,9 @@ ComputeLearningMetrics(KnowledgeStore &store) {
   v1::GetMetricsResponse m;
   m.set_episodes(episodes);
   m.set_incidents(static_cast<int64_t>(incidents.size()));
-  std::map<std::string, std::vector<const Incident *>> by_type;
+  std::map<std::string, std::vector<const Incident*>> by_type;
   double resolved = 0, first = 0, attempts = 0;
-  for (const auto &[id, inc] : incidents) {
+  for (const auto& [id, inc] : incidents) {
     resolved += inc.resolved;
     first += inc.first_attempt;
     attempts += inc.max_attempt;
@@ -69,29 +68,27 @@ ComputeLearningMetrics(KnowledgeStore &store) {
   m.set_mean_time_to_resolution_s(Ratio(ttr_sum, ttr_n));
   m.set_brier_score(Ratio(brier_sum, episodes));
   double qsum = 0;
-  for (double q : qualities)
-    qsum += q;
+  for (double q : qualities) qsum += q;
   m.set_mean_reflection_quality(Ratio(qsum, qualities.size()));
   if (qualities.size() >= 2) {
     size_t half = qualities.size() / 2;
     double old_sum = 0, new_sum = 0;
-    for (size_t i = 0; i < half; ++i)
-      old_sum += qualities[i];
+    for (size_t i = 0; i < half; ++i) old_sum += qualities[i];
     for (size_t i = qualities.size() - half; i < qualities.size(); ++i) {
       new_sum += qualities[i];
     }
     m.set_reflection_quality_trend(new_sum / half - old_sum / half);
   }
-  for (auto &[type, list] : by_type) {
+  for (auto& [type, list] : by_type) {
     std::sort(list.begin(), list.end(),
-              [](const Incident *a, const Incident *b) {
+              [](const Incident* a, const Incident* b) {
                 return a->order < b->order;
               });
-    v1::ErrorTypeMetrics *t = m.add_error_types();
+    v1::ErrorTypeMetrics* t = m.add_error_types();
     t->set_error_type(type);
     t->set_incidents(static_cast<int64_t>(list.size()));
     double r = 0, f = 0, a = 0;
-    for (const Incident *inc : list) {
+    for (const Incident* inc : list) {
       r += inc->resolved;
       f += inc->first_attempt;
       a += inc->max_attempt;
@@ -103,8 +100,7 @@ ComputeLearningMetrics(KnowledgeStore &store) {
     size_t third = list.size() / 3;
     if (third > 0) {
       double head = 0, tail = 0;
-      for (size_t i = 0; i < third; ++i)
-        head += list[i]->first_attempt;
+      for (size_t i = 0; i < third; ++i) head += list[i]->first_attempt;
       for (size_t i = list.size() - third; i < list.size(); ++i) {
         tail += list[i]->first_attempt;
       }
@@ -116,4 +112,4 @@ ComputeLearningMetrics(KnowledgeStore &store) {
   return m;
 }
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

@@ -23,7 +23,7 @@ namespace reflexion::core {
 //   episodes.
 // Fills the episode-derived fields of GetMetricsResponse; the caller adds
 // live counters. Errors from the store are returned.
-absl::StatusOr<reflexion::v1::GetMetricsResponse>
-ComputeLearningMetrics(KnowledgeStore &store);
+absl::StatusOr<reflexion::v1::GetMetricsResponse> ComputeLearningMetrics(
+    KnowledgeStore& store);
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

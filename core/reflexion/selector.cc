@@ -10,16 +10,15 @@
 namespace reflexion::core {
 namespace {
 
-double SampleBeta(std::mt19937_64 &rng, double a, double b) {
+double SampleBeta(std::mt19937_64& rng, double a, double b) {
   std::gamma_distribution<double> ga(a, 1.0), gb(b, 1.0);
   double x = ga(rng);
   double y = gb(rng);
-  if (x + y <= 0)
-    return 0.5;
+  if (x + y <= 0) return 0.5;
   return x / (x + y);
 }
 
-} // namespace
+}  // namespace
 
 uint64_t StableHash(absl::string_view text, uint64_t seed) {
   uint64_t h = 1469598103934665603ULL ^ (seed * 0x9E3779B97F4A7C15ULL);
@@ -36,35 +35,34 @@ uint64_t StableHash(absl::string_view text, uint64_t seed) {
   return h;
 }
 
-SelectionOutcome
-SelectStrategy(const v1::Analysis &analysis, const v1::Incident &incident,
-               const v1::Diagnosis &diagnosis,
-               const absl::flat_hash_map<std::string, v1::Strategy> &strategies,
-               const absl::flat_hash_map<std::string, v1::StrategyStats> &stats,
-               const std::vector<std::string> &tried, int attempt,
-               absl::string_view idempotency_key, uint64_t rng_seed,
-               const SelectorOptions &options) {
+SelectionOutcome SelectStrategy(
+    const v1::Analysis& analysis, const v1::Incident& incident,
+    const v1::Diagnosis& diagnosis,
+    const absl::flat_hash_map<std::string, v1::Strategy>& strategies,
+    const absl::flat_hash_map<std::string, v1::StrategyStats>& stats,
+    const std::vector<std::string>& tried, int attempt,
+    absl::string_view idempotency_key, uint64_t rng_seed,
+    const SelectorOptions& options) {
   std::mt19937_64 rng(rng_seed);
   SelectionOutcome out;
-  v1::StrategySelection &sel = out.selection;
+  v1::StrategySelection& sel = out.selection;
   sel.set_attempt(attempt);
 
   struct Eligible {
-    const v1::Strategy *strategy;
+    const v1::Strategy* strategy;
     v1::Action action;
     double mean;
     double sample;
     int64_t trials;
   };
   std::vector<Eligible> eligible;
-  const v1::Strategy *best_c = nullptr;
+  const v1::Strategy* best_c = nullptr;
   double best_c_mean = -1;
 
-  for (const std::string &name : StrategiesFor(analysis.error_family())) {
+  for (const std::string& name : StrategiesFor(analysis.error_family())) {
     auto sit = strategies.find(name);
-    if (sit == strategies.end())
-      continue;
-    const v1::Strategy &strategy = sit->second;
+    if (sit == strategies.end()) continue;
+    const v1::Strategy& strategy = sit->second;
     Prior prior = PriorFor(analysis.error_family(), analysis.cause(), name);
     double a = prior.alpha, b = prior.beta;
     int64_t trials = 0;
@@ -74,7 +72,7 @@ SelectStrategy(const v1::Analysis &analysis, const v1::Incident &incident,
       trials = st->second.trials();
     }
     double mean = a / (a + b);
-    v1::StrategyCandidate *cand = sel.add_candidates();
+    v1::StrategyCandidate* cand = sel.add_candidates();
     cand->set_strategy(name);
     cand->set_version(strategy.version());
     cand->set_mean(mean);
@@ -84,7 +82,7 @@ SelectStrategy(const v1::Analysis &analysis, const v1::Incident &incident,
       cand->set_excluded_reason("already tried in this workflow");
       continue;
     }
-    const ActionSpec *spec = FindActionByName(name);
+    const ActionSpec* spec = FindActionByName(name);
     if (spec == nullptr) {
       cand->set_excluded_reason("not in the action catalog");
       continue;
@@ -109,12 +107,10 @@ SelectStrategy(const v1::Analysis &analysis, const v1::Incident &incident,
   }
 
   auto recommend_c = [&]() {
-    if (best_c == nullptr)
-      return;
+    if (best_c == nullptr) return;
     absl::StatusOr<v1::Action> a =
         BuildAction(*best_c, incident, diagnosis, idempotency_key);
-    if (a.ok())
-      out.recommended_action = *std::move(a);
+    if (a.ok()) out.recommended_action = *std::move(a);
   };
 
   if (eligible.empty()) {
@@ -124,15 +120,14 @@ SelectStrategy(const v1::Analysis &analysis, const v1::Incident &incident,
     return out;
   }
   double best_mean = 0;
-  const Eligible *best_mean_e = nullptr;
-  const Eligible *chosen = nullptr;
-  for (const Eligible &e : eligible) {
+  const Eligible* best_mean_e = nullptr;
+  const Eligible* chosen = nullptr;
+  for (const Eligible& e : eligible) {
     if (best_mean_e == nullptr || e.mean > best_mean) {
       best_mean = e.mean;
       best_mean_e = &e;
     }
-    if (chosen == nullptr || e.sample > chosen->sample)
-      chosen = &e;
+    if (chosen == nullptr || e.sample > chosen->sample) chosen = &e;
   }
   if (best_c != nullptr && best_c_mean >= best_mean + options.tier_c_margin) {
     out.escalation_reason = absl::StrFormat(
@@ -160,8 +155,7 @@ SelectStrategy(const v1::Analysis &analysis, const v1::Incident &incident,
   }
 
   bool any_history = false;
-  for (const Eligible &e : eligible)
-    any_history |= e.trials > 0;
+  for (const Eligible& e : eligible) any_history |= e.trials > 0;
   std::string reason;
   if (!any_history) {
     reason = "default_fallback";
@@ -178,4 +172,4 @@ SelectStrategy(const v1::Analysis &analysis, const v1::Incident &incident,
   return out;
 }
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

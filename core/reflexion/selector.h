@@ -32,7 +32,7 @@ struct SelectionOutcome {
   reflexion::v1::StrategySelection selection;
   // Set when the incident must go to a human instead.
   std::string escalation_reason;
-  reflexion::v1::Action recommended_action; // may be unset
+  reflexion::v1::Action recommended_action;  // may be unset
 };
 
 // Deterministic 64-bit FNV-1a, stable across runs and platforms.
@@ -45,13 +45,13 @@ uint64_t StableHash(absl::string_view text, uint64_t seed = 0);
 // `tried` are not chosen again. Tier C is never chosen. The draw is seeded by
 // `rng_seed`, so a given state always selects the same way.
 SelectionOutcome SelectStrategy(
-    const reflexion::v1::Analysis &analysis,
-    const reflexion::v1::Incident &incident,
-    const reflexion::v1::Diagnosis &diagnosis,
-    const absl::flat_hash_map<std::string, reflexion::v1::Strategy> &strategies,
-    const absl::flat_hash_map<std::string, reflexion::v1::StrategyStats> &stats,
-    const std::vector<std::string> &tried, int attempt,
+    const reflexion::v1::Analysis& analysis,
+    const reflexion::v1::Incident& incident,
+    const reflexion::v1::Diagnosis& diagnosis,
+    const absl::flat_hash_map<std::string, reflexion::v1::Strategy>& strategies,
+    const absl::flat_hash_map<std::string, reflexion::v1::StrategyStats>& stats,
+    const std::vector<std::string>& tried, int attempt,
     absl::string_view idempotency_key, uint64_t rng_seed,
-    const SelectorOptions &options);
+    const SelectorOptions& options);
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

@@ -18,7 +18,7 @@ inline google::protobuf::Timestamp ToProto(absl::Time t) {
   return ts;
 }
 
-inline absl::Time FromProto(const google::protobuf::Timestamp &ts) {
+inline absl::Time FromProto(const google::protobuf::Timestamp& ts) {
   return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
 }
 
@@ -30,4 +30,4 @@ inline google::protobuf::Duration ToProto(absl::Duration d) {
   return out;
 }
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

@@ -25,40 +25,34 @@ absl::Status CheckLength(absl::string_view prefix, absl::string_view field,
   return absl::OkStatus();
 }
 
-} // namespace
+}  // namespace
 
 bool IsDns1123Label(absl::string_view s) {
-  if (s.empty() || s.size() > 63)
-    return false;
-  if (!IsLowerAlnum(s.front()) || !IsLowerAlnum(s.back()))
-    return false;
+  if (s.empty() || s.size() > 63) return false;
+  if (!IsLowerAlnum(s.front()) || !IsLowerAlnum(s.back())) return false;
   for (char c : s) {
-    if (!IsLowerAlnum(c) && c != '-')
-      return false;
+    if (!IsLowerAlnum(c) && c != '-') return false;
   }
   return true;
 }
 
 bool IsDns1123Subdomain(absl::string_view s) {
-  if (s.empty() || s.size() > 253)
-    return false;
+  if (s.empty() || s.size() > 253) return false;
   for (absl::string_view part : absl::StrSplit(s, '.')) {
     if (part.empty() || !IsLowerAlnum(part.front()) ||
         !IsLowerAlnum(part.back())) {
       return false;
     }
     for (char c : part) {
-      if (!IsLowerAlnum(c) && c != '-')
-        return false;
+      if (!IsLowerAlnum(c) && c != '-') return false;
     }
   }
   return true;
 }
 
-absl::Status ValidateIncident(const v1::Incident &in,
+absl::Status ValidateIncident(const v1::Incident& in,
                               absl::string_view prefix) {
-  if (in.pod_name().empty())
-    return Bad(prefix, "pod_name", "is required");
+  if (in.pod_name().empty()) return Bad(prefix, "pod_name", "is required");
   if (in.pod_name().size() > kMaxPodName) {
     return CheckLength(prefix, "pod_name", in.pod_name(), kMaxPodName);
   }
@@ -67,8 +61,7 @@ absl::Status ValidateIncident(const v1::Incident &in,
                "must be a DNS-1123 subdomain (lowercase alphanumerics, '-' "
                "and '.', starting and ending alphanumeric)");
   }
-  if (in.namespace_().empty())
-    return Bad(prefix, "namespace", "is required");
+  if (in.namespace_().empty()) return Bad(prefix, "namespace", "is required");
   if (in.namespace_().size() > kMaxNamespace) {
     return CheckLength(prefix, "namespace", in.namespace_(), kMaxNamespace);
   }
@@ -77,8 +70,7 @@ absl::Status ValidateIncident(const v1::Incident &in,
                "must be a DNS-1123 label (lowercase alphanumerics and '-', "
                "starting and ending alphanumeric)");
   }
-  if (in.error_type().empty())
-    return Bad(prefix, "error_type", "is required");
+  if (in.error_type().empty()) return Bad(prefix, "error_type", "is required");
   if (in.error_type().size() > kMaxErrorType) {
     return CheckLength(prefix, "error_type", in.error_type(), kMaxErrorType);
   }
@@ -97,22 +89,18 @@ absl::Status ValidateIncident(const v1::Incident &in,
   if (!(s = check("error_message", in.error_message(), kMaxMessage)).ok()) {
     return s;
   }
-  if (!(s = check("logs", in.logs(), kMaxLogs)).ok())
-    return s;
-  if (!(s = check("request_id", in.request_id(), kMaxRequestId)).ok())
-    return s;
+  if (!(s = check("logs", in.logs(), kMaxLogs)).ok()) return s;
+  if (!(s = check("request_id", in.request_id(), kMaxRequestId)).ok()) return s;
   if (in.container_statuses_size() > kMaxContainers) {
     return Bad(prefix, "container_statuses",
                absl::StrCat("has ", in.container_statuses_size(),
                             " entries, at most ", kMaxContainers, " allowed"));
   }
   for (int i = 0; i < in.container_statuses_size(); ++i) {
-    const auto &c = in.container_statuses(i);
+    const auto& c = in.container_statuses(i);
     std::string f = absl::StrCat("container_statuses[", i, "].");
-    if (!(s = check(f + "name", c.name(), kMaxPodName)).ok())
-      return s;
-    if (!(s = check(f + "image", c.image(), kMaxShortField)).ok())
-      return s;
+    if (!(s = check(f + "name", c.name(), kMaxPodName)).ok()) return s;
+    if (!(s = check(f + "image", c.image(), kMaxShortField)).ok()) return s;
     if (!(s = check(f + "last_termination_reason", c.last_termination_reason(),
                     kMaxShortField))
              .ok()) {
@@ -133,16 +121,13 @@ absl::Status ValidateIncident(const v1::Incident &in,
                             kMaxEvents, " allowed"));
   }
   for (int i = 0; i < in.events_size(); ++i) {
-    const auto &e = in.events(i);
+    const auto& e = in.events(i);
     std::string f = absl::StrCat("events[", i, "].");
-    if (!(s = check(f + "type", e.type(), kMaxShortField)).ok())
-      return s;
-    if (!(s = check(f + "reason", e.reason(), kMaxShortField)).ok())
-      return s;
-    if (!(s = check(f + "message", e.message(), kMaxMessage)).ok())
-      return s;
+    if (!(s = check(f + "type", e.type(), kMaxShortField)).ok()) return s;
+    if (!(s = check(f + "reason", e.reason(), kMaxShortField)).ok()) return s;
+    if (!(s = check(f + "message", e.message(), kMaxMessage)).ok()) return s;
   }
   return absl::OkStatus();
 }
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

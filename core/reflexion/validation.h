@@ -24,7 +24,7 @@ bool IsDns1123Label(absl::string_view s);
 
 // Checks every field of an incident. kInvalidArgument whose message starts
 // with the field's path under `prefix` (e.g. "incident.pod_name: ...").
-absl::Status ValidateIncident(const reflexion::v1::Incident &incident,
+absl::Status ValidateIncident(const reflexion::v1::Incident& incident,
                               absl::string_view prefix);
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

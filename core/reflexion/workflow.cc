@@ -35,20 +35,23 @@ constexpr char kEscalate[] = "human_escalation";
 // Episodes read to build a signature's memory (lessons, recovery baseline).
 constexpr int kMemoryEpisodes = 20;
 
-} // namespace
+}  // namespace
 
 ReflexionWorkflow::ReflexionWorkflow(WorkflowConfig config,
-                                     KnowledgeStore *store,
-                                     ClusterExecutor *executor,
-                                     Reflector *reflector, const Clock *clock)
-    : config_(std::move(config)), store_(store), executor_(executor),
-      reflector_(reflector), clock_(clock) {}
+                                     KnowledgeStore* store,
+                                     ClusterExecutor* executor,
+                                     Reflector* reflector, const Clock* clock)
+    : config_(std::move(config)),
+      store_(store),
+      executor_(executor),
+      reflector_(reflector),
+      clock_(clock) {}
 
 absl::Status ReflexionWorkflow::Init() {
   graph::GraphBuilder<State> b;
-  auto bind = [this](void (ReflexionWorkflow::*fn)(State &, graph::NodeDone)
+  auto bind = [this](void (ReflexionWorkflow::*fn)(State&, graph::NodeDone)
                          const) {
-    return [this, fn](State &s, graph::NodeDone done) {
+    return [this, fn](State& s, graph::NodeDone done) {
       (this->*fn)(s, std::move(done));
     };
   };
@@ -64,13 +67,13 @@ absl::Status ReflexionWorkflow::Init() {
   b.AddEdge(std::string(graph::kStart), kAnalyze);
   b.AddConditionalEdges(
       kAnalyze,
-      [](const State &s) {
+      [](const State& s) {
         return std::string(NeedsDeepAnalysis(s.analysis()) ? kDeep : kSelect);
       },
       {kDeep, kSelect});
   b.AddEdge(kDeep, kSelect);
   b.AddConditionalEdges(kSelect,
-                        [](const State &s) {
+                        [](const State& s) {
                           return std::string(s.no_candidate_reason().empty()
                                                  ? kExecute
                                                  : kEscalate);
@@ -82,7 +85,7 @@ absl::Status ReflexionWorkflow::Init() {
   const int max_cycles = config_.max_reflection_cycles;
   b.AddConditionalEdges(
       kReflect,
-      [meta_threshold, max_cycles](const State &s) {
+      [meta_threshold, max_cycles](const State& s) {
         bool low = s.reflection().quality() < meta_threshold;
         return std::string(low && s.meta_reflections() < max_cycles ? kMeta
                                                                     : kLearn);
@@ -90,7 +93,7 @@ absl::Status ReflexionWorkflow::Init() {
       {kMeta, kLearn});
   b.AddEdge(kMeta, kLearn);
   b.AddConditionalEdges(kLearn,
-                        [](const State &s) {
+                        [](const State& s) {
                           if (s.observation().success())
                             return std::string(graph::kEnd);
                           if (s.attempt() < s.max_attempts())
@@ -105,22 +108,19 @@ absl::Status ReflexionWorkflow::Init() {
   REFLEXION_ASSIGN_OR_RETURN(std::vector<v1::Strategy> existing,
                              store_->ListStrategies());
   absl::flat_hash_set<std::string> have;
-  for (const auto &s : existing)
-    have.insert(s.name());
-  for (const v1::Strategy &s : DefaultStrategies(clock_->Now())) {
-    if (have.contains(s.name()))
-      continue;
+  for (const auto& s : existing) have.insert(s.name());
+  for (const v1::Strategy& s : DefaultStrategies(clock_->Now())) {
+    if (have.contains(s.name())) continue;
     absl::Status st = store_->PutStrategyVersion(s);
     // Another process may have seeded it between our read and write.
-    if (!st.ok() && !absl::IsFailedPrecondition(st))
-      return st;
+    if (!st.ok() && !absl::IsFailedPrecondition(st)) return st;
   }
   return absl::OkStatus();
 }
 
 void ReflexionWorkflow::Start(std::string workflow_id, v1::Incident incident,
-                              uint64_t ordinal, graph::TaskRunner *runner,
-                              WorkflowSink *sink, DoneFn done) const {
+                              uint64_t ordinal, graph::TaskRunner* runner,
+                              WorkflowSink* sink, DoneFn done) const {
   CHECK(graph_ != nullptr) << "ReflexionWorkflow::Init() was not called";
   State state;
   state.set_workflow_id(workflow_id);
@@ -133,35 +133,30 @@ void ReflexionWorkflow::Start(std::string workflow_id, v1::Incident incident,
                 std::move(state), runner, sink, clock_, std::move(done));
 }
 
-absl::Status ReflexionWorkflow::LoadMemory(State &s) const {
+absl::Status ReflexionWorkflow::LoadMemory(State& s) const {
   EpisodeQuery q;
   q.signature = s.analysis().signature();
   q.page_size = kMemoryEpisodes;
   REFLEXION_ASSIGN_OR_RETURN(EpisodePage page, store_->ListEpisodes(q));
-  v1::Analysis &a = *s.mutable_analysis();
+  v1::Analysis& a = *s.mutable_analysis();
   a.clear_lessons();
   absl::flat_hash_set<std::string> seen;
   std::vector<double> recoveries;
-  for (const v1::Episode &e : page.episodes) { // newest first
-    for (const std::string &lesson : e.lessons()) {
-      if (a.lessons_size() >= config_.lessons)
-        break;
-      if (seen.insert(lesson).second)
-        a.add_lessons(lesson);
+  for (const v1::Episode& e : page.episodes) {  // newest first
+    for (const std::string& lesson : e.lessons()) {
+      if (a.lessons_size() >= config_.lessons) break;
+      if (seen.insert(lesson).second) a.add_lessons(lesson);
     }
-    if (e.success())
-      recoveries.push_back(e.time_to_recovery_s());
+    if (e.success()) recoveries.push_back(e.time_to_recovery_s());
   }
-  auto &features = *a.mutable_features();
+  auto& features = *a.mutable_features();
   features["history_episodes"] = absl::StrCat(page.episodes.size());
   if (recoveries.size() >= 5) {
     double mean = 0;
-    for (double r : recoveries)
-      mean += r;
+    for (double r : recoveries) mean += r;
     mean /= recoveries.size();
     double var = 0;
-    for (double r : recoveries)
-      var += (r - mean) * (r - mean);
+    for (double r : recoveries) var += (r - mean) * (r - mean);
     double sd = std::sqrt(var / (recoveries.size() - 1));
     features["history_recovery_mean_s"] = absl::StrFormat("%.1f", mean);
     features["history_recovery_sd_s"] = absl::StrFormat("%.1f", sd);
@@ -169,7 +164,7 @@ absl::Status ReflexionWorkflow::LoadMemory(State &s) const {
   return absl::OkStatus();
 }
 
-void ReflexionWorkflow::AnalyzeError(State &s, graph::NodeDone done) const {
+void ReflexionWorkflow::AnalyzeError(State& s, graph::NodeDone done) const {
   executor_->Diagnose(
       s.incident(), [this, &s, done = std::move(done)](
                         absl::StatusOr<v1::Diagnosis> dx) mutable {
@@ -187,12 +182,12 @@ void ReflexionWorkflow::AnalyzeError(State &s, graph::NodeDone done) const {
       });
 }
 
-void ReflexionWorkflow::DeepAnalysis(State &s, graph::NodeDone done) const {
+void ReflexionWorkflow::DeepAnalysis(State& s, graph::NodeDone done) const {
   *s.mutable_analysis() = Analyze(s.incident(), s.diagnosis(), true);
   std::move(done)(LoadMemory(s));
 }
 
-void ReflexionWorkflow::SelectStrategyNode(State &s,
+void ReflexionWorkflow::SelectStrategyNode(State& s,
                                            graph::NodeDone done) const {
   absl::StatusOr<std::vector<v1::Strategy>> strategies =
       store_->ListStrategies();
@@ -207,11 +202,9 @@ void ReflexionWorkflow::SelectStrategyNode(State &s,
     return;
   }
   absl::flat_hash_map<std::string, v1::Strategy> by_name;
-  for (auto &st : *strategies)
-    by_name[st.name()] = std::move(st);
+  for (auto& st : *strategies) by_name[st.name()] = std::move(st);
   absl::flat_hash_map<std::string, v1::StrategyStats> stats_by_name;
-  for (auto &st : *stats)
-    stats_by_name[st.strategy()] = std::move(st);
+  for (auto& st : *stats) stats_by_name[st.strategy()] = std::move(st);
   std::vector<std::string> tried(s.tried_strategies().begin(),
                                  s.tried_strategies().end());
   int attempt = s.attempt() + 1;
@@ -222,7 +215,7 @@ void ReflexionWorkflow::SelectStrategyNode(State &s,
       config_.selector);
   if (!out.chosen) {
     s.set_no_candidate_reason(out.escalation_reason);
-    v1::Escalation &esc = *s.mutable_escalation();
+    v1::Escalation& esc = *s.mutable_escalation();
     esc.set_reason(out.escalation_reason);
     if (out.recommended_action.type() != v1::ACTION_TYPE_UNSPECIFIED) {
       *esc.mutable_recommended_action() = out.recommended_action;
@@ -236,7 +229,7 @@ void ReflexionWorkflow::SelectStrategyNode(State &s,
   s.set_attempt(attempt);
   *s.mutable_selection() = std::move(out.selection);
   s.add_tried_strategies(s.selection().strategy().name());
-  v1::FinalStrategy &fin = *s.mutable_final_strategy();
+  v1::FinalStrategy& fin = *s.mutable_final_strategy();
   fin.set_type(s.selection().strategy().name());
   fin.set_confidence(s.selection().confidence());
   fin.set_selection_reason(s.selection().selection_reason());
@@ -248,7 +241,7 @@ void ReflexionWorkflow::SelectStrategyNode(State &s,
   std::move(done)(absl::OkStatus());
 }
 
-void ReflexionWorkflow::ExecuteFix(State &s, graph::NodeDone done) const {
+void ReflexionWorkflow::ExecuteFix(State& s, graph::NodeDone done) const {
   // Defence in depth: whatever chose the action, only catalog actions within
   // bounds reach an executor.
   absl::Status valid = ValidateAction(s.selection().action());
@@ -268,7 +261,7 @@ void ReflexionWorkflow::ExecuteFix(State &s, graph::NodeDone done) const {
                      });
 }
 
-void ReflexionWorkflow::ObserveOutcome(State &s, graph::NodeDone done) const {
+void ReflexionWorkflow::ObserveOutcome(State& s, graph::NodeDone done) const {
   executor_->Observe(
       s.selection().action(), config_.observation_window,
       [&s,
@@ -277,10 +270,10 @@ void ReflexionWorkflow::ObserveOutcome(State &s, graph::NodeDone done) const {
           std::move(done)(obs.status());
           return;
         }
-        v1::Observation &o = *s.mutable_observation();
+        v1::Observation& o = *s.mutable_observation();
         o = *std::move(obs);
         // Anomaly: recovery far outside this signature's history.
-        const auto &f = s.analysis().features();
+        const auto& f = s.analysis().features();
         auto mean_it = f.find("history_recovery_mean_s");
         auto sd_it = f.find("history_recovery_sd_s");
         if (o.recovered() && mean_it != f.end() && sd_it != f.end()) {
@@ -300,7 +293,7 @@ void ReflexionWorkflow::ObserveOutcome(State &s, graph::NodeDone done) const {
       });
 }
 
-ReflectionRequest ReflexionWorkflow::MakeReflectionRequest(const State &s,
+ReflectionRequest ReflexionWorkflow::MakeReflectionRequest(const State& s,
                                                            bool meta) const {
   ReflectionRequest r;
   r.analysis = s.analysis();
@@ -313,12 +306,11 @@ ReflectionRequest ReflexionWorkflow::MakeReflectionRequest(const State &s,
   r.max_attempts = s.max_attempts();
   r.depth = config_.depth;
   r.meta = meta;
-  if (meta)
-    r.previous = s.reflection();
+  if (meta) r.previous = s.reflection();
   return r;
 }
 
-void ReflexionWorkflow::RunReflector(State &s, bool meta,
+void ReflexionWorkflow::RunReflector(State& s, bool meta,
                                      graph::NodeDone done) const {
   ReflectionRequest request = MakeReflectionRequest(s, meta);
   reflector_->Reflect(
@@ -339,9 +331,8 @@ void ReflexionWorkflow::RunReflector(State &s, bool meta,
           merged.set_text(absl::StrCat(merged.text(), "\nMeta: ", r.text()));
           merged.set_quality(r.quality());
           merged.set_meta(true);
-          for (const auto &l : r.lessons())
-            merged.add_lessons(l);
-          for (const auto &c : r.proposed_changes()) {
+          for (const auto& l : r.lessons()) merged.add_lessons(l);
+          for (const auto& c : r.proposed_changes()) {
             *merged.add_proposed_changes() = c;
           }
           r = std::move(merged);
@@ -354,19 +345,19 @@ void ReflexionWorkflow::RunReflector(State &s, bool meta,
       });
 }
 
-void ReflexionWorkflow::Reflect(State &s, graph::NodeDone done) const {
+void ReflexionWorkflow::Reflect(State& s, graph::NodeDone done) const {
   RunReflector(s, false, std::move(done));
 }
 
-void ReflexionWorkflow::MetaReflect(State &s, graph::NodeDone done) const {
+void ReflexionWorkflow::MetaReflect(State& s, graph::NodeDone done) const {
   RunReflector(s, true, std::move(done));
 }
 
-void ReflexionWorkflow::Learn(State &s, graph::NodeDone done) const {
-  const v1::StrategySelection &sel = s.selection();
-  const std::string &name = sel.strategy().name();
+void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
+  const v1::StrategySelection& sel = s.selection();
+  const std::string& name = sel.strategy().name();
   LearningCommit commit;
-  v1::Episode &e = commit.episode;
+  v1::Episode& e = commit.episode;
   e.set_id(absl::StrCat(s.workflow_id(), "/", s.attempt()));
   e.set_workflow_id(s.workflow_id());
   *e.mutable_time() = ToProto(clock_->Now());
@@ -384,8 +375,7 @@ void ReflexionWorkflow::Learn(State &s, graph::NodeDone done) const {
       s.observation().success() ? s.observation().time_to_recovery_s() : 0);
   e.set_reflection(s.reflection().text());
   e.set_reflection_quality(s.reflection().quality());
-  for (const auto &l : s.reflection().lessons())
-    e.add_lessons(l);
+  for (const auto& l : s.reflection().lessons()) e.add_lessons(l);
   Prior prior =
       PriorFor(s.analysis().error_family(), s.analysis().cause(), name);
   commit.prior_alpha = prior.alpha;
@@ -393,13 +383,11 @@ void ReflexionWorkflow::Learn(State &s, graph::NodeDone done) const {
 
   // A proposed change to the strategy just tried becomes a new version when
   // its clamped parameters differ from the current ones.
-  for (const v1::StrategyChange &change : s.reflection().proposed_changes()) {
-    if (change.strategy() != name)
-      continue;
+  for (const v1::StrategyChange& change : s.reflection().proposed_changes()) {
+    if (change.strategy() != name) continue;
     v1::StrategyParams params = ClampParams(change.params());
-    const v1::StrategyParams &cur = sel.strategy().params();
-    if (params.SerializeAsString() == cur.SerializeAsString())
-      continue;
+    const v1::StrategyParams& cur = sel.strategy().params();
+    if (params.SerializeAsString() == cur.SerializeAsString()) continue;
     v1::Strategy next = sel.strategy();
     next.set_version(sel.strategy().version() + 1);
     next.set_parent_version(sel.strategy().version());
@@ -423,7 +411,7 @@ void ReflexionWorkflow::Learn(State &s, graph::NodeDone done) const {
     std::move(done)(result.status());
     return;
   }
-  v1::LearningUpdate &u = *s.mutable_learning();
+  v1::LearningUpdate& u = *s.mutable_learning();
   u.set_signature(s.analysis().signature());
   u.set_strategy(name);
   u.set_mean_before(result->mean_before);
@@ -437,7 +425,7 @@ void ReflexionWorkflow::Learn(State &s, graph::NodeDone done) const {
   s.set_learning_velocity(s.learning_velocity() + result->stats.mean() -
                           result->mean_before);
   if (!s.observation().success() && s.attempt() >= s.max_attempts()) {
-    v1::Escalation &esc = *s.mutable_escalation();
+    v1::Escalation& esc = *s.mutable_escalation();
     esc.set_reason(absl::StrCat("all ", s.max_attempts(),
                                 " attempts failed for ",
                                 s.analysis().signature()));
@@ -445,8 +433,8 @@ void ReflexionWorkflow::Learn(State &s, graph::NodeDone done) const {
   std::move(done)(absl::OkStatus());
 }
 
-void ReflexionWorkflow::HumanEscalation(State &s, graph::NodeDone done) const {
-  v1::Escalation &esc = *s.mutable_escalation();
+void ReflexionWorkflow::HumanEscalation(State& s, graph::NodeDone done) const {
+  v1::Escalation& esc = *s.mutable_escalation();
   if (esc.reason().empty()) {
     esc.set_reason(
         absl::StrCat("no resolution for ", s.analysis().signature()));
@@ -461,4 +449,4 @@ void ReflexionWorkflow::HumanEscalation(State &s, graph::NodeDone done) const {
   std::move(done)(absl::OkStatus());
 }
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

@@ -58,10 +58,10 @@ struct WorkflowConfig {
 // Builds and runs reflexion workflows. Thread-safe: any number of workflows
 // at once. The store, executor, reflector and clock must outlive it.
 class ReflexionWorkflow {
-public:
-  ReflexionWorkflow(WorkflowConfig config, KnowledgeStore *store,
-                    ClusterExecutor *executor, Reflector *reflector,
-                    const Clock *clock);
+ public:
+  ReflexionWorkflow(WorkflowConfig config, KnowledgeStore* store,
+                    ClusterExecutor* executor, Reflector* reflector,
+                    const Clock* clock);
 
   // Compiles the graph and seeds the catalog's version-1 strategies into the
   // store where absent. Errors from the store are returned.
@@ -75,36 +75,36 @@ public:
   // sampling together with config().seed, so a sequence of incidents
   // replays identically. Init() must have succeeded.
   void Start(std::string workflow_id, reflexion::v1::Incident incident,
-             uint64_t ordinal, graph::TaskRunner *runner, WorkflowSink *sink,
+             uint64_t ordinal, graph::TaskRunner* runner, WorkflowSink* sink,
              DoneFn done) const;
 
-  const WorkflowGraph &graph() const { return *graph_; }
-  const WorkflowConfig &config() const { return config_; }
+  const WorkflowGraph& graph() const { return *graph_; }
+  const WorkflowConfig& config() const { return config_; }
 
-private:
+ private:
   using State = reflexion::v1::WorkflowState;
 
-  void AnalyzeError(State &s, graph::NodeDone done) const;
-  void DeepAnalysis(State &s, graph::NodeDone done) const;
-  void SelectStrategyNode(State &s, graph::NodeDone done) const;
-  void ExecuteFix(State &s, graph::NodeDone done) const;
-  void ObserveOutcome(State &s, graph::NodeDone done) const;
-  void Reflect(State &s, graph::NodeDone done) const;
-  void MetaReflect(State &s, graph::NodeDone done) const;
-  void Learn(State &s, graph::NodeDone done) const;
-  void HumanEscalation(State &s, graph::NodeDone done) const;
+  void AnalyzeError(State& s, graph::NodeDone done) const;
+  void DeepAnalysis(State& s, graph::NodeDone done) const;
+  void SelectStrategyNode(State& s, graph::NodeDone done) const;
+  void ExecuteFix(State& s, graph::NodeDone done) const;
+  void ObserveOutcome(State& s, graph::NodeDone done) const;
+  void Reflect(State& s, graph::NodeDone done) const;
+  void MetaReflect(State& s, graph::NodeDone done) const;
+  void Learn(State& s, graph::NodeDone done) const;
+  void HumanEscalation(State& s, graph::NodeDone done) const;
 
   // Fills lessons and the recovery-time baseline of the signature.
-  absl::Status LoadMemory(State &s) const;
-  ReflectionRequest MakeReflectionRequest(const State &s, bool meta) const;
-  void RunReflector(State &s, bool meta, graph::NodeDone done) const;
+  absl::Status LoadMemory(State& s) const;
+  ReflectionRequest MakeReflectionRequest(const State& s, bool meta) const;
+  void RunReflector(State& s, bool meta, graph::NodeDone done) const;
 
   WorkflowConfig config_;
-  KnowledgeStore *store_;
-  ClusterExecutor *executor_;
-  Reflector *reflector_;
-  const Clock *clock_;
+  KnowledgeStore* store_;
+  ClusterExecutor* executor_;
+  Reflector* reflector_;
+  const Clock* clock_;
   std::shared_ptr<const WorkflowGraph> graph_;
 };
 
-} // namespace reflexion::core
+}  // namespace reflexion::core

@@ -9,4 +9,4 @@ namespace reflexion::sim {
 // Static storage; thread-safe.
 absl::string_view DefaultScenariosYaml();
 
-} // namespace reflexion::sim
+}  // namespace reflexion::sim

@@ -48,37 +48,34 @@ struct Where {
 
 // " (line N)" for a node read from text. Only for defined nodes: yaml-cpp
 // throws on Mark() of a missing one.
-std::string LineOf(const YAML::Node &node) {
+std::string LineOf(const YAML::Node& node) {
   const YAML::Mark mark = node.Mark();
-  if (mark.is_null())
-    return "";
+  if (mark.is_null()) return "";
   return absl::StrCat(" (line ", mark.line + 1, ")");
 }
 
 // Field `name` of `map`, or nullopt when absent or null. (yaml-cpp returns
 // an invalid node for a missing key, on which most calls throw.)
-std::optional<YAML::Node> Get(const YAML::Node &map, absl::string_view name) {
+std::optional<YAML::Node> Get(const YAML::Node& map, absl::string_view name) {
   const YAML::Node node = map[std::string(name)];
-  if (!node.IsDefined() || node.IsNull())
-    return std::nullopt;
+  if (!node.IsDefined() || node.IsNull()) return std::nullopt;
   return node;
 }
 
 // Checks that `node` is a map whose keys are all in `known`.
-absl::Status CheckMap(const YAML::Node &node, const Where &where,
+absl::Status CheckMap(const YAML::Node& node, const Where& where,
                       std::initializer_list<absl::string_view> known) {
   if (!node.IsMap()) {
     return where.Error(absl::StrCat("expected a map", LineOf(node)));
   }
-  for (const auto &entry : node) {
+  for (const auto& entry : node) {
     if (!entry.first.IsScalar()) {
       return where.Error(
           absl::StrCat("keys must be strings", LineOf(entry.first)));
     }
-    const std::string &key = entry.first.Scalar();
+    const std::string& key = entry.first.Scalar();
     bool found = false;
-    for (absl::string_view k : known)
-      found = found || k == key;
+    for (absl::string_view k : known) found = found || k == key;
     if (!found) {
       return where.Field(key).Error(
           absl::StrCat("unknown field", LineOf(entry.first),
@@ -90,14 +87,14 @@ absl::Status CheckMap(const YAML::Node &node, const Where &where,
 
 // Reads scalar `node` as a T (yaml-cpp's conversion, which throws).
 template <typename T>
-absl::StatusOr<T> As(const YAML::Node &node, const Where &where,
+absl::StatusOr<T> As(const YAML::Node& node, const Where& where,
                      absl::string_view type_name) {
   if (!node.IsScalar()) {
     return where.Error(absl::StrCat("expected ", type_name, LineOf(node)));
   }
   try {
     return node.as<T>();
-  } catch (const YAML::Exception &) {
+  } catch (const YAML::Exception&) {
     return where.Error(absl::StrCat("expected ", type_name, ", got \"",
                                     node.Scalar(), "\"", LineOf(node)));
   }
@@ -106,30 +103,27 @@ absl::StatusOr<T> As(const YAML::Node &node, const Where &where,
 // Reads optional field `name` of `map` into *out; leaves *out alone when
 // the field is absent or null.
 template <typename T>
-absl::Status Read(const YAML::Node &map, absl::string_view name,
-                  const Where &where, absl::string_view type_name, T *out) {
+absl::Status Read(const YAML::Node& map, absl::string_view name,
+                  const Where& where, absl::string_view type_name, T* out) {
   std::optional<YAML::Node> node = Get(map, name);
-  if (!node.has_value())
-    return absl::OkStatus();
+  if (!node.has_value()) return absl::OkStatus();
   REFLEXION_ASSIGN_OR_RETURN(*out, As<T>(*node, where.Field(name), type_name));
   return absl::OkStatus();
 }
 
 // Like Read, for a field that must be present.
 template <typename T>
-absl::Status ReadRequired(const YAML::Node &map, absl::string_view name,
-                          const Where &where, absl::string_view type_name,
-                          T *out) {
-  if (!Get(map, name).has_value())
-    return where.Field(name).Error("missing");
+absl::Status ReadRequired(const YAML::Node& map, absl::string_view name,
+                          const Where& where, absl::string_view type_name,
+                          T* out) {
+  if (!Get(map, name).has_value()) return where.Field(name).Error("missing");
   return Read(map, name, where, type_name, out);
 }
 
-absl::Status ReadStrings(const YAML::Node &map, absl::string_view name,
-                         const Where &where, std::vector<std::string> *out) {
+absl::Status ReadStrings(const YAML::Node& map, absl::string_view name,
+                         const Where& where, std::vector<std::string>* out) {
   std::optional<YAML::Node> node = Get(map, name);
-  if (!node.has_value())
-    return absl::OkStatus();
+  if (!node.has_value()) return absl::OkStatus();
   const Where field = where.Field(name);
   if (!node->IsSequence()) {
     return field.Error(
@@ -138,29 +132,28 @@ absl::Status ReadStrings(const YAML::Node &map, absl::string_view name,
   for (size_t i = 0; i < node->size(); ++i) {
     REFLEXION_ASSIGN_OR_RETURN(
         std::string s, As<std::string>((*node)[i], field.Index(i), "a string"));
-    if (s.empty())
-      return field.Index(i).Error("must not be empty");
+    if (s.empty()) return field.Index(i).Error("must not be empty");
     out->push_back(std::move(s));
   }
   return absl::OkStatus();
 }
 
-absl::Status CheckProbability(double p, const Where &where) {
+absl::Status CheckProbability(double p, const Where& where) {
   if (!(p >= 0 && p <= 1)) {
     return where.Error(absl::StrCat(p, " is outside [0, 1]"));
   }
   return absl::OkStatus();
 }
 
-absl::Status CheckPositive(double v, const Where &where) {
+absl::Status CheckPositive(double v, const Where& where) {
   if (!(v > 0 && std::isfinite(v))) {
     return where.Error(absl::StrCat(v, " must be a finite number > 0"));
   }
   return absl::OkStatus();
 }
 
-absl::Status ParseContainer(const YAML::Node &node, const Where &where,
-                            reflexion::v1::ContainerStatus *c) {
+absl::Status ParseContainer(const YAML::Node& node, const Where& where,
+                            reflexion::v1::ContainerStatus* c) {
   REFLEXION_RETURN_IF_ERROR(
       CheckMap(node, where,
                {"name", "image", "restart_count", "last_termination_reason",
@@ -174,8 +167,7 @@ absl::Status ParseContainer(const YAML::Node &node, const Where &where,
   c->set_image(s);
   REFLEXION_RETURN_IF_ERROR(
       Read(node, "restart_count", where, "an integer", &i));
-  if (i < 0)
-    return where.Field("restart_count").Error("must be >= 0");
+  if (i < 0) return where.Field("restart_count").Error("must be >= 0");
   c->set_restart_count(i);
   s.clear();
   REFLEXION_RETURN_IF_ERROR(
@@ -197,8 +189,8 @@ absl::Status ParseContainer(const YAML::Node &node, const Where &where,
   return absl::OkStatus();
 }
 
-absl::Status ParseEvent(const YAML::Node &node, const Where &where,
-                        reflexion::v1::PodEvent *e) {
+absl::Status ParseEvent(const YAML::Node& node, const Where& where,
+                        reflexion::v1::PodEvent* e) {
   REFLEXION_RETURN_IF_ERROR(
       CheckMap(node, where, {"type", "reason", "message", "count"}));
   std::string type = "Warning";
@@ -217,14 +209,13 @@ absl::Status ParseEvent(const YAML::Node &node, const Where &where,
   e->set_message(message);
   int32_t count = 1;
   REFLEXION_RETURN_IF_ERROR(Read(node, "count", where, "an integer", &count));
-  if (count < 1)
-    return where.Field("count").Error("must be >= 1");
+  if (count < 1) return where.Field("count").Error("must be >= 1");
   e->set_count(count);
   return absl::OkStatus();
 }
 
-absl::Status ParseSignals(const YAML::Node &node, const Where &where,
-                          reflexion::v1::Diagnosis *d) {
+absl::Status ParseSignals(const YAML::Node& node, const Where& where,
+                          reflexion::v1::Diagnosis* d) {
   REFLEXION_RETURN_IF_ERROR(CheckMap(
       node, where,
       {"container", "events", "logs", "last_healthy_image",
@@ -254,7 +245,7 @@ absl::Status ParseSignals(const YAML::Node &node, const Where &where,
   std::vector<std::string> secrets;
   REFLEXION_RETURN_IF_ERROR(
       ReadStrings(node, "available_pull_secrets", where, &secrets));
-  for (std::string &secret : secrets) {
+  for (std::string& secret : secrets) {
     d->add_available_pull_secrets(std::move(secret));
   }
   bool rollout = false;
@@ -264,14 +255,14 @@ absl::Status ParseSignals(const YAML::Node &node, const Where &where,
   int64_t limit = 0;
   REFLEXION_RETURN_IF_ERROR(
       Read(node, "memory_limit_bytes", where, "an integer", &limit));
-  if (limit < 0)
-    return where.Field("memory_limit_bytes").Error("must be >= 0");
+  if (limit < 0) return where.Field("memory_limit_bytes").Error("must be >= 0");
   d->set_memory_limit_bytes(limit);
   return absl::OkStatus();
 }
 
-absl::StatusOr<ActionModel>
-ParseActionModel(const YAML::Node &node, ActionType type, const Where &where) {
+absl::StatusOr<ActionModel> ParseActionModel(const YAML::Node& node,
+                                             ActionType type,
+                                             const Where& where) {
   REFLEXION_RETURN_IF_ERROR(CheckMap(node, where,
                                      {"success", "relapse", "recovery_s",
                                       "min_memory_factor", "success_below"}));
@@ -313,15 +304,14 @@ ParseActionModel(const YAML::Node &node, ActionType type, const Where &where) {
   return m;
 }
 
-absl::StatusOr<Scenario> ParseScenario(const YAML::Node &node, size_t index) {
+absl::StatusOr<Scenario> ParseScenario(const YAML::Node& node, size_t index) {
   Where where{absl::StrCat("scenarios[", index, "]"), ""};
   if (!node.IsMap()) {
     return where.Error(absl::StrCat("expected a map", LineOf(node)));
   }
   Scenario s;
   REFLEXION_RETURN_IF_ERROR(ReadRequired(node, "id", where, "a string", &s.id));
-  if (s.id.empty())
-    return where.Field("id").Error("must not be empty");
+  if (s.id.empty()) return where.Field("id").Error("must not be empty");
   where.scope = absl::StrCat("scenario \"", s.id, "\"");
   REFLEXION_RETURN_IF_ERROR(CheckMap(
       node, where,
@@ -347,20 +337,18 @@ absl::StatusOr<Scenario> ParseScenario(const YAML::Node &node, size_t index) {
 
   std::optional<YAML::Node> actions = Get(node, "actions");
   const Where actions_where = where.Field("actions");
-  if (!actions.has_value())
-    return actions_where.Error("missing");
+  if (!actions.has_value()) return actions_where.Error("missing");
   if (!actions->IsMap() || actions->size() == 0) {
     return actions_where.Error(absl::StrCat(
         "expected a non-empty map of action name to model", LineOf(*actions)));
   }
-  for (const auto &entry : *actions) {
+  for (const auto& entry : *actions) {
     REFLEXION_ASSIGN_OR_RETURN(
         std::string name,
         As<std::string>(entry.first, actions_where, "a name"));
     const Where action_where = actions_where.Field(name);
     absl::StatusOr<ActionType> type = ActionTypeFromName(name);
-    if (!type.ok())
-      return action_where.Error(type.status().message());
+    if (!type.ok()) return action_where.Error(type.status().message());
     REFLEXION_ASSIGN_OR_RETURN(
         ActionModel model, ParseActionModel(entry.second, *type, action_where));
     if (!s.actions.emplace(*type, model).second) {
@@ -370,7 +358,7 @@ absl::StatusOr<Scenario> ParseScenario(const YAML::Node &node, size_t index) {
   return s;
 }
 
-absl::StatusOr<std::vector<Scenario>> ParseDocument(const YAML::Node &root) {
+absl::StatusOr<std::vector<Scenario>> ParseDocument(const YAML::Node& root) {
   const Where where{"scenarios", ""};
   if (!root.IsMap() || !Get(root, "scenarios").has_value()) {
     return where.Error(
@@ -382,8 +370,7 @@ absl::StatusOr<std::vector<Scenario>> ParseDocument(const YAML::Node &root) {
   if (!list.IsSequence()) {
     return where.Error(absl::StrCat("expected a list", LineOf(list)));
   }
-  if (list.size() == 0)
-    return where.Error("no scenarios");
+  if (list.size() == 0) return where.Error("no scenarios");
   std::vector<Scenario> scenarios;
   absl::flat_hash_map<std::string, size_t> index_of;
   for (size_t i = 0; i < list.size(); ++i) {
@@ -398,10 +385,10 @@ absl::StatusOr<std::vector<Scenario>> ParseDocument(const YAML::Node &root) {
   return scenarios;
 }
 
-} // namespace
+}  // namespace
 
 double ActionModel::SuccessProbability(
-    const reflexion::v1::StrategyParams &params) const {
+    const reflexion::v1::StrategyParams& params) const {
   if (min_memory_factor.has_value() &&
       params.memory_factor() < *min_memory_factor) {
     return success_below;
@@ -410,14 +397,13 @@ double ActionModel::SuccessProbability(
 }
 
 bool Scenario::Matches(absl::string_view error_type) const {
-  for (const std::string &t : error_types) {
-    if (t == error_type)
-      return true;
+  for (const std::string& t : error_types) {
+    if (t == error_type) return true;
   }
   return false;
 }
 
-const ActionModel *Scenario::FindAction(reflexion::v1::ActionType type) const {
+const ActionModel* Scenario::FindAction(reflexion::v1::ActionType type) const {
   auto it = actions.find(type);
   return it == actions.end() ? nullptr : &it->second;
 }
@@ -436,16 +422,14 @@ std::string ActionName(ActionType type) {
 }
 
 absl::StatusOr<ActionType> ActionTypeFromName(absl::string_view name) {
-  const google::protobuf::EnumDescriptor *d =
+  const google::protobuf::EnumDescriptor* d =
       reflexion::v1::ActionType_descriptor();
   std::vector<std::string> known;
   for (int i = 0; i < d->value_count(); ++i) {
     const auto type = static_cast<ActionType>(d->value(i)->number());
     std::string n = ActionName(type);
-    if (n.empty())
-      continue;
-    if (n == name)
-      return type;
+    if (n.empty()) continue;
+    if (n == name) return type;
     known.push_back(std::move(n));
   }
   return absl::InvalidArgumentError(
@@ -453,15 +437,15 @@ absl::StatusOr<ActionType> ActionTypeFromName(absl::string_view name) {
                    "\"; known actions: ", absl::StrJoin(known, ", ")));
 }
 
-absl::StatusOr<std::vector<Scenario>>
-ParseScenarios(absl::string_view yaml_text) {
+absl::StatusOr<std::vector<Scenario>> ParseScenarios(
+    absl::string_view yaml_text) {
   // Every yaml-cpp call below may throw; this is the one place we convert.
   try {
     return ParseDocument(YAML::Load(std::string(yaml_text)));
-  } catch (const YAML::Exception &e) {
+  } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(
         absl::StrCat("scenarios: malformed YAML: ", e.what()));
   }
 }
 
-} // namespace reflexion::sim
+}  // namespace reflexion::sim

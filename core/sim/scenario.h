@@ -55,7 +55,7 @@ struct ActionModel {
   double success_below = 0.05;
 
   // The success probability for an action with `params`.
-  double SuccessProbability(const reflexion::v1::StrategyParams &params) const;
+  double SuccessProbability(const reflexion::v1::StrategyParams& params) const;
 };
 
 // One failure mode of a pod.
@@ -75,7 +75,7 @@ struct Scenario {
   bool Matches(absl::string_view error_type) const;
   bool IsCatchAll() const { return Matches(kCatchAll); }
   // The model of `type`, or null when the action is not listed.
-  const ActionModel *FindAction(reflexion::v1::ActionType type) const;
+  const ActionModel* FindAction(reflexion::v1::ActionType type) const;
 };
 
 // Parses and validates a scenario document. kInvalidArgument for malformed
@@ -83,14 +83,14 @@ struct Scenario {
 // index) and the field, e.g.
 //   scenario "crash-oom": actions.delete_pod.success: 1.5 is outside [0, 1]
 // Never throws: yaml-cpp's exceptions are caught here.
-absl::StatusOr<std::vector<Scenario>>
-ParseScenarios(absl::string_view yaml_text);
+absl::StatusOr<std::vector<Scenario>> ParseScenarios(
+    absl::string_view yaml_text);
 
 // Catalog name of an action type without prefix ("delete_pod"), derived
 // from the proto enum; "" for UNSPECIFIED and unknown values.
 std::string ActionName(reflexion::v1::ActionType type);
 // Inverse of ActionName; kInvalidArgument for an unknown name.
-absl::StatusOr<reflexion::v1::ActionType>
-ActionTypeFromName(absl::string_view name);
+absl::StatusOr<reflexion::v1::ActionType> ActionTypeFromName(
+    absl::string_view name);
 
-} // namespace reflexion::sim
+}  // namespace reflexion::sim

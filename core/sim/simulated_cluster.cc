@@ -38,7 +38,7 @@ std::string Render(absl::string_view text, absl::string_view ns,
   return absl::StrReplaceAll(text, {{"{pod}", pod}, {"{namespace}", ns}});
 }
 
-std::string ContainerName(const Scenario &s) {
+std::string ContainerName(const Scenario& s) {
   if (s.signals.container_statuses_size() == 0 ||
       s.signals.container_statuses(0).name().empty()) {
     return "the container";
@@ -51,59 +51,60 @@ std::string Mebibytes(double bytes) {
 }
 
 // What the executor says it did. Says nothing about the hidden root cause.
-std::string ActionMessage(const Action &a, const Scenario &s) {
+std::string ActionMessage(const Action& a, const Scenario& s) {
   const std::string pod = PodKey(a.namespace_(), a.pod_name());
   const std::string container = ContainerName(s);
   switch (a.type()) {
-  case reflexion::v1::ACTION_TYPE_DELETE_POD:
-    return absl::StrCat("deleted pod ", pod,
-                        "; its controller created a replacement");
-  case reflexion::v1::ACTION_TYPE_ROLLBACK_DEPLOYMENT:
-    return absl::StrCat("rolled back the deployment of pod ", pod,
-                        " to its previous revision");
-  case reflexion::v1::ACTION_TYPE_PATCH_IMAGE:
-    return absl::StrCat("set the image of ", container, " in pod ", pod, " to ",
-                        a.image());
-  case reflexion::v1::ACTION_TYPE_ATTACH_PULL_SECRET:
-    return absl::StrCat("attached image pull secret ", a.pull_secret(),
-                        " to the service account of pod ", pod);
-  case reflexion::v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT: {
-    const double factor = a.params().memory_factor();
-    const int64_t limit = s.signals.memory_limit_bytes();
-    if (limit <= 0) {
-      return absl::StrFormat("raised the memory limit of %s in pod %s by x%g",
-                             container, pod, factor);
+    case reflexion::v1::ACTION_TYPE_DELETE_POD:
+      return absl::StrCat("deleted pod ", pod,
+                          "; its controller created a replacement");
+    case reflexion::v1::ACTION_TYPE_ROLLBACK_DEPLOYMENT:
+      return absl::StrCat("rolled back the deployment of pod ", pod,
+                          " to its previous revision");
+    case reflexion::v1::ACTION_TYPE_PATCH_IMAGE:
+      return absl::StrCat("set the image of ", container, " in pod ", pod,
+                          " to ", a.image());
+    case reflexion::v1::ACTION_TYPE_ATTACH_PULL_SECRET:
+      return absl::StrCat("attached image pull secret ", a.pull_secret(),
+                          " to the service account of pod ", pod);
+    case reflexion::v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT: {
+      const double factor = a.params().memory_factor();
+      const int64_t limit = s.signals.memory_limit_bytes();
+      if (limit <= 0) {
+        return absl::StrFormat("raised the memory limit of %s in pod %s by x%g",
+                               container, pod, factor);
+      }
+      return absl::StrFormat(
+          "raised the memory limit of %s in pod %s from %s to %s (x%g)",
+          container, pod, Mebibytes(static_cast<double>(limit)),
+          Mebibytes(static_cast<double>(limit) * factor), factor);
     }
-    return absl::StrFormat(
-        "raised the memory limit of %s in pod %s from %s to %s (x%g)",
-        container, pod, Mebibytes(static_cast<double>(limit)),
-        Mebibytes(static_cast<double>(limit) * factor), factor);
-  }
-  case reflexion::v1::ACTION_TYPE_RELAX_PROBES:
-    return absl::StrFormat(
-        "relaxed the liveness and readiness probes of %s in pod %s by x%g",
-        container, pod, a.params().probe_factor());
-  case reflexion::v1::ACTION_TYPE_LOWER_RESOURCE_REQUESTS:
-    return absl::StrFormat(
-        "lowered the resource requests of %s in pod %s by x%g", container, pod,
-        a.params().requests_factor());
-  case reflexion::v1::ACTION_TYPE_CREATE_MISSING_CONFIG:
-    return absl::StrCat("created the missing configuration referenced by pod ",
-                        pod);
-  case reflexion::v1::ACTION_TYPE_RELAX_NODE_SELECTOR:
-    return absl::StrCat("relaxed the node selector and affinity of pod ", pod);
-  case reflexion::v1::ACTION_TYPE_SCALE_NODE_POOL:
-    return absl::StrCat("added a node to the node pool serving pod ", pod);
-  default:
-    return absl::StrCat("applied ", ActionName(a.type()), " to pod ", pod);
+    case reflexion::v1::ACTION_TYPE_RELAX_PROBES:
+      return absl::StrFormat(
+          "relaxed the liveness and readiness probes of %s in pod %s by x%g",
+          container, pod, a.params().probe_factor());
+    case reflexion::v1::ACTION_TYPE_LOWER_RESOURCE_REQUESTS:
+      return absl::StrFormat(
+          "lowered the resource requests of %s in pod %s by x%g", container,
+          pod, a.params().requests_factor());
+    case reflexion::v1::ACTION_TYPE_CREATE_MISSING_CONFIG:
+      return absl::StrCat(
+          "created the missing configuration referenced by pod ", pod);
+    case reflexion::v1::ACTION_TYPE_RELAX_NODE_SELECTOR:
+      return absl::StrCat("relaxed the node selector and affinity of pod ",
+                          pod);
+    case reflexion::v1::ACTION_TYPE_SCALE_NODE_POOL:
+      return absl::StrCat("added a node to the node pool serving pod ", pod);
+    default:
+      return absl::StrCat("applied ", ActionName(a.type()), " to pod ", pod);
   }
 }
 
 // What a failing pod shows: waiting state, last termination, events.
-void AddFailureSignals(const Scenario &s, absl::string_view ns,
-                       absl::string_view pod, Observation *o) {
+void AddFailureSignals(const Scenario& s, absl::string_view ns,
+                       absl::string_view pod, Observation* o) {
   if (s.signals.container_statuses_size() > 0) {
-    const reflexion::v1::ContainerStatus &c = s.signals.container_statuses(0);
+    const reflexion::v1::ContainerStatus& c = s.signals.container_statuses(0);
     if (!c.waiting_reason().empty()) {
       o->add_signals(absl::StrCat(
           ContainerName(s), " is waiting: ", c.waiting_reason(),
@@ -117,7 +118,7 @@ void AddFailureSignals(const Scenario &s, absl::string_view ns,
           " (exit code ", c.last_exit_code(), ")"));
     }
   }
-  for (const reflexion::v1::PodEvent &e : s.signals.events()) {
+  for (const reflexion::v1::PodEvent& e : s.signals.events()) {
     o->add_signals(absl::StrCat(e.type(), " ", e.reason(), ": ",
                                 Render(e.message(), ns, pod)));
   }
@@ -125,24 +126,23 @@ void AddFailureSignals(const Scenario &s, absl::string_view ns,
 
 // Whether the scenario's container runs and crashes (so restarts count up),
 // as opposed to never starting (image pull, config, scheduling, eviction).
-bool Crashes(const Scenario &s) {
-  if (s.signals.container_statuses_size() == 0)
-    return false;
-  const reflexion::v1::ContainerStatus &c = s.signals.container_statuses(0);
+bool Crashes(const Scenario& s) {
+  if (s.signals.container_statuses_size() == 0) return false;
+  const reflexion::v1::ContainerStatus& c = s.signals.container_statuses(0);
   return c.restart_count() > 0 || !c.last_termination_reason().empty();
 }
 
-} // namespace
+}  // namespace
 
-absl::StatusOr<std::unique_ptr<SimulatedCluster>>
-SimulatedCluster::FromYaml(absl::string_view yaml_text, uint64_t seed) {
+absl::StatusOr<std::unique_ptr<SimulatedCluster>> SimulatedCluster::FromYaml(
+    absl::string_view yaml_text, uint64_t seed) {
   REFLEXION_ASSIGN_OR_RETURN(std::vector<Scenario> scenarios,
                              ParseScenarios(yaml_text));
   return absl::WrapUnique(new SimulatedCluster(std::move(scenarios), seed));
 }
 
-absl::StatusOr<std::unique_ptr<SimulatedCluster>>
-SimulatedCluster::FromFile(const std::string &path, uint64_t seed) {
+absl::StatusOr<std::unique_ptr<SimulatedCluster>> SimulatedCluster::FromFile(
+    const std::string& path, uint64_t seed) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(
@@ -176,32 +176,30 @@ std::string SimulatedCluster::Name() const { return std::string(kName); }
 
 // The port allows completing on any thread; completing synchronously keeps
 // the simulation free of threads and of timing, hence deterministic.
-void SimulatedCluster::Diagnose(const Incident &incident,
+void SimulatedCluster::Diagnose(const Incident& incident,
                                 core::Callback<Diagnosis> done) {
   std::move(done)(DiagnoseNow(incident));
 }
 
-void SimulatedCluster::Execute(const Action &action,
+void SimulatedCluster::Execute(const Action& action,
                                core::Callback<ExecutionResult> done) {
   std::move(done)(ExecuteNow(action));
 }
 
-void SimulatedCluster::Observe(const Action &action, absl::Duration window,
+void SimulatedCluster::Observe(const Action& action, absl::Duration window,
                                core::Callback<Observation> done) {
   std::move(done)(ObserveNow(action, window));
 }
 
-absl::StatusOr<size_t>
-SimulatedCluster::Assign(const Incident &incident) const {
+absl::StatusOr<size_t> SimulatedCluster::Assign(
+    const Incident& incident) const {
   std::vector<size_t> candidates;
   for (size_t i = 0; i < scenarios_.size(); ++i) {
-    if (scenarios_[i].Matches(incident.error_type()))
-      candidates.push_back(i);
+    if (scenarios_[i].Matches(incident.error_type())) candidates.push_back(i);
   }
   if (candidates.empty()) {
     for (size_t i = 0; i < scenarios_.size(); ++i) {
-      if (scenarios_[i].IsCatchAll())
-        candidates.push_back(i);
+      if (scenarios_[i].IsCatchAll()) candidates.push_back(i);
     }
   }
   if (candidates.empty()) {
@@ -210,8 +208,7 @@ SimulatedCluster::Assign(const Incident &incident) const {
         "\" and none is a catch-all (\"*\")"));
   }
   double total = 0;
-  for (size_t i : candidates)
-    total += scenarios_[i].weight;
+  for (size_t i : candidates) total += scenarios_[i].weight;
   const double target = StableHash(seed_)
                             .Add("assign")
                             .Add(incident.namespace_())
@@ -222,48 +219,47 @@ SimulatedCluster::Assign(const Incident &incident) const {
   double cumulative = 0;
   for (size_t i : candidates) {
     cumulative += scenarios_[i].weight;
-    if (target < cumulative)
-      return i;
+    if (target < cumulative) return i;
   }
-  return candidates.back(); // rounding at the top end
+  return candidates.back();  // rounding at the top end
 }
 
-absl::StatusOr<Diagnosis>
-SimulatedCluster::DiagnoseNow(const Incident &incident) {
+absl::StatusOr<Diagnosis> SimulatedCluster::DiagnoseNow(
+    const Incident& incident) {
   if (incident.pod_name().empty() || incident.namespace_().empty()) {
     return absl::InvalidArgumentError(
         "incident needs pod_name and namespace to diagnose");
   }
   REFLEXION_ASSIGN_OR_RETURN(size_t index, Assign(incident));
-  const Scenario &s = scenarios_[index];
-  const std::string &ns = incident.namespace_();
-  const std::string &pod = incident.pod_name();
+  const Scenario& s = scenarios_[index];
+  const std::string& ns = incident.namespace_();
+  const std::string& pod = incident.pod_name();
 
   Diagnosis d = s.signals;
-  for (reflexion::v1::ContainerStatus &c : *d.mutable_container_statuses()) {
+  for (reflexion::v1::ContainerStatus& c : *d.mutable_container_statuses()) {
     c.set_waiting_message(Render(c.waiting_message(), ns, pod));
   }
-  for (reflexion::v1::PodEvent &e : *d.mutable_events()) {
+  for (reflexion::v1::PodEvent& e : *d.mutable_events()) {
     e.set_message(Render(e.message(), ns, pod));
   }
   d.set_logs(Render(d.logs(), ns, pod));
   d.set_source(std::string(kName));
 
   absl::MutexLock lock(&mu_);
-  PodState &state = pods_[PodKey(ns, pod)];
+  PodState& state = pods_[PodKey(ns, pod)];
   state = PodState{};
   state.scenario = index;
   state.error_type = incident.error_type();
   return d;
 }
 
-SimulatedCluster::Outcome SimulatedCluster::Draw(const Scenario &s,
-                                                 const Action &action) const {
+SimulatedCluster::Outcome SimulatedCluster::Draw(const Scenario& s,
+                                                 const Action& action) const {
   // Independent draws per purpose, all from (seed, key) only.
   auto draw = [&](absl::string_view purpose) {
     return StableHash(seed_).Add(purpose).Add(action.idempotency_key()).Unit();
   };
-  const ActionModel *model = s.FindAction(action.type());
+  const ActionModel* model = s.FindAction(action.type());
   const double p = model ? model->SuccessProbability(action.params()) : 0;
   const double relapse = model ? model->relapse : 0;
   const double recovery_s =
@@ -288,8 +284,8 @@ SimulatedCluster::Outcome SimulatedCluster::Draw(const Scenario &s,
   return o;
 }
 
-absl::StatusOr<ExecutionResult>
-SimulatedCluster::ExecuteNow(const Action &action) {
+absl::StatusOr<ExecutionResult> SimulatedCluster::ExecuteNow(
+    const Action& action) {
   if (action.type() == reflexion::v1::ACTION_TYPE_UNSPECIFIED ||
       !reflexion::v1::ActionType_IsValid(action.type())) {
     return absl::InvalidArgumentError(
@@ -324,8 +320,8 @@ SimulatedCluster::ExecuteNow(const Action &action) {
     return absl::NotFoundError(
         absl::StrCat("pod ", pod_key, " was never diagnosed"));
   }
-  PodState &state = pod->second;
-  const Scenario &s = scenarios_[state.scenario];
+  PodState& state = pod->second;
+  const Scenario& s = scenarios_[state.scenario];
   const Outcome outcome = Draw(s, action);
   state.outcomes[action.idempotency_key()] = outcome;
   state.last_key = action.idempotency_key();
@@ -349,16 +345,15 @@ SimulatedCluster::ExecuteNow(const Action &action) {
   return result;
 }
 
-absl::StatusOr<Observation>
-SimulatedCluster::ObserveNow(const Action &action,
-                             absl::Duration window) const {
+absl::StatusOr<Observation> SimulatedCluster::ObserveNow(
+    const Action& action, absl::Duration window) const {
   if (window < absl::ZeroDuration() || window == absl::InfiniteDuration()) {
     return absl::InvalidArgumentError(absl::StrCat("observation window ",
                                                    absl::FormatDuration(window),
                                                    " must be finite and >= 0"));
   }
-  const std::string &ns = action.namespace_();
-  const std::string &pod = action.pod_name();
+  const std::string& ns = action.namespace_();
+  const std::string& pod = action.pod_name();
   const std::string pod_key = PodKey(ns, pod);
 
   absl::MutexLock lock(&mu_);
@@ -367,7 +362,7 @@ SimulatedCluster::ObserveNow(const Action &action,
     return absl::NotFoundError(
         absl::StrCat("pod ", pod_key, " was never diagnosed"));
   }
-  const PodState &state = it->second;
+  const PodState& state = it->second;
   auto outcome = state.outcomes.find(action.idempotency_key());
   if (outcome == state.outcomes.end()) {
     outcome = state.outcomes.find(state.last_key);
@@ -376,8 +371,8 @@ SimulatedCluster::ObserveNow(const Action &action,
     return absl::FailedPreconditionError(absl::StrCat(
         "no action was executed on pod ", pod_key, " since it was diagnosed"));
   }
-  const Outcome &o = outcome->second;
-  const Scenario &s = scenarios_[state.scenario];
+  const Outcome& o = outcome->second;
+  const Scenario& s = scenarios_[state.scenario];
   const double window_s = absl::ToDoubleSeconds(window);
 
   Observation obs;
@@ -385,8 +380,7 @@ SimulatedCluster::ObserveNow(const Action &action,
   obs.set_success(o.recovered && !o.relapsed);
   obs.set_window_s(window_s);
   obs.set_restarts(o.restarts);
-  if (o.recovered)
-    obs.set_time_to_recovery_s(o.time_to_recovery_s);
+  if (o.recovered) obs.set_time_to_recovery_s(o.time_to_recovery_s);
   if (obs.success()) {
     obs.add_signals(absl::StrFormat(
         "pod became Ready after %.0fs and stayed Ready for the rest of the "
@@ -394,7 +388,7 @@ SimulatedCluster::ObserveNow(const Action &action,
         o.time_to_recovery_s, window_s));
     return obs;
   }
-  const std::string &waiting =
+  const std::string& waiting =
       s.signals.container_statuses_size() > 0
           ? s.signals.container_statuses(0).waiting_reason()
           : std::string();
@@ -420,14 +414,12 @@ std::vector<ExecutedAction> SimulatedCluster::ExecutionLog() const {
 std::vector<std::string> SimulatedCluster::ScenarioIds() const {
   std::vector<std::string> ids;
   ids.reserve(scenarios_.size());
-  for (const Scenario &s : scenarios_)
-    ids.push_back(s.id);
+  for (const Scenario& s : scenarios_) ids.push_back(s.id);
   return ids;
 }
 
-absl::StatusOr<std::string>
-SimulatedCluster::ScenarioOf(absl::string_view pod_namespace,
-                             absl::string_view pod_name) const {
+absl::StatusOr<std::string> SimulatedCluster::ScenarioOf(
+    absl::string_view pod_namespace, absl::string_view pod_name) const {
   absl::MutexLock lock(&mu_);
   auto it = pods_.find(PodKey(pod_namespace, pod_name));
   if (it == pods_.end()) {
@@ -437,4 +429,4 @@ SimulatedCluster::ScenarioOf(absl::string_view pod_namespace,
   return scenarios_[it->second.scenario].id;
 }
 
-} // namespace reflexion::sim
+}  // namespace reflexion::sim

@@ -49,41 +49,41 @@ struct ExecutedAction {
 // the caller's thread, with no lock held (so `done` may call back in).
 // Thread-safe.
 class SimulatedCluster final : public core::ClusterExecutor {
-public:
+ public:
   // Builds a cluster from a scenario document (scenario.h).
   // kInvalidArgument naming the scenario and field when the YAML is
   // malformed or a scenario invalid.
-  static absl::StatusOr<std::unique_ptr<SimulatedCluster>>
-  FromYaml(absl::string_view yaml_text, uint64_t seed);
+  static absl::StatusOr<std::unique_ptr<SimulatedCluster>> FromYaml(
+      absl::string_view yaml_text, uint64_t seed);
   // As FromYaml, reading `path`; kNotFound when it cannot be read.
-  static absl::StatusOr<std::unique_ptr<SimulatedCluster>>
-  FromFile(const std::string &path, uint64_t seed);
+  static absl::StatusOr<std::unique_ptr<SimulatedCluster>> FromFile(
+      const std::string& path, uint64_t seed);
   // As FromYaml with the embedded core/sim/scenarios.yaml.
-  static absl::StatusOr<std::unique_ptr<SimulatedCluster>>
-  WithDefaultScenarios(uint64_t seed);
+  static absl::StatusOr<std::unique_ptr<SimulatedCluster>> WithDefaultScenarios(
+      uint64_t seed);
 
-  SimulatedCluster(const SimulatedCluster &) = delete;
-  SimulatedCluster &operator=(const SimulatedCluster &) = delete;
+  SimulatedCluster(const SimulatedCluster&) = delete;
+  SimulatedCluster& operator=(const SimulatedCluster&) = delete;
 
   // "simulated".
   std::string Name() const override;
 
   // kInvalidArgument when pod_name or namespace is empty; kNotFound when no
   // scenario matches the error type and none is a catch-all.
-  void Diagnose(const reflexion::v1::Incident &incident,
+  void Diagnose(const reflexion::v1::Incident& incident,
                 core::Callback<reflexion::v1::Diagnosis> done) override;
 
   // kInvalidArgument for ACTION_TYPE_UNSPECIFIED or an unknown type, an
   // empty idempotency_key, patch_image without image, attach_pull_secret
   // without pull_secret; kNotFound when the pod was never diagnosed.
-  void Execute(const reflexion::v1::Action &action,
+  void Execute(const reflexion::v1::Action& action,
                core::Callback<reflexion::v1::ExecutionResult> done) override;
 
   // Reports the outcome of `action` (matched by idempotency_key, else the
   // pod's latest action) over `window`. kInvalidArgument for a negative or
   // infinite window; kNotFound for an unknown pod; kFailedPrecondition when
   // no action was executed on the pod since its last Diagnose.
-  void Observe(const reflexion::v1::Action &action, absl::Duration window,
+  void Observe(const reflexion::v1::Action& action, absl::Duration window,
                core::Callback<reflexion::v1::Observation> done) override;
 
   // For tests and benchmarks.
@@ -98,7 +98,7 @@ public:
                                          absl::string_view pod_name) const
       ABSL_LOCKS_EXCLUDED(mu_);
 
-private:
+ private:
   // `scenarios` must come from ParseScenarios (valid, non-empty).
   SimulatedCluster(std::vector<Scenario> scenarios, uint64_t seed);
 
@@ -107,12 +107,12 @@ private:
     reflexion::v1::ActionType type = reflexion::v1::ACTION_TYPE_UNSPECIFIED;
     bool recovered = false;
     bool relapsed = false;
-    double time_to_recovery_s = 0; // when recovered
-    double relapse_after_s = 0;    // when relapsed, from the action
-    int32_t restarts = 0;          // during the observation window
+    double time_to_recovery_s = 0;  // when recovered
+    double relapse_after_s = 0;     // when relapsed, from the action
+    int32_t restarts = 0;           // during the observation window
   };
   struct PodState {
-    size_t scenario = 0; // index into scenarios_
+    size_t scenario = 0;  // index into scenarios_
     std::string error_type;
     // Outcomes of this incident (since the last Diagnose), by key.
     absl::flat_hash_map<std::string, Outcome> outcomes;
@@ -120,18 +120,18 @@ private:
   };
 
   // The synchronous bodies of Diagnose, Execute and Observe.
-  absl::StatusOr<reflexion::v1::Diagnosis>
-  DiagnoseNow(const reflexion::v1::Incident &incident) ABSL_LOCKS_EXCLUDED(mu_);
-  absl::StatusOr<reflexion::v1::ExecutionResult>
-  ExecuteNow(const reflexion::v1::Action &action) ABSL_LOCKS_EXCLUDED(mu_);
-  absl::StatusOr<reflexion::v1::Observation>
-  ObserveNow(const reflexion::v1::Action &action, absl::Duration window) const
+  absl::StatusOr<reflexion::v1::Diagnosis> DiagnoseNow(
+      const reflexion::v1::Incident& incident) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<reflexion::v1::ExecutionResult> ExecuteNow(
+      const reflexion::v1::Action& action) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<reflexion::v1::Observation> ObserveNow(
+      const reflexion::v1::Action& action, absl::Duration window) const
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // Index of the scenario for the incident's pod, or kNotFound.
-  absl::StatusOr<size_t> Assign(const reflexion::v1::Incident &incident) const;
-  Outcome Draw(const Scenario &scenario,
-               const reflexion::v1::Action &action) const;
+  absl::StatusOr<size_t> Assign(const reflexion::v1::Incident& incident) const;
+  Outcome Draw(const Scenario& scenario,
+               const reflexion::v1::Action& action) const;
 
   const std::vector<Scenario> scenarios_;
   const uint64_t seed_;
@@ -140,9 +140,9 @@ private:
   // By "namespace/pod_name".
   absl::flat_hash_map<std::string, PodState> pods_ ABSL_GUARDED_BY(mu_);
   // First result of every idempotency key ever executed.
-  absl::flat_hash_map<std::string, reflexion::v1::ExecutionResult>
-      results_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, reflexion::v1::ExecutionResult> results_
+      ABSL_GUARDED_BY(mu_);
   std::vector<ExecutedAction> log_ ABSL_GUARDED_BY(mu_);
 };
 
-} // namespace reflexion::sim
+}  // namespace reflexion::sim

@@ -22,18 +22,16 @@ constexpr uint64_t SplitMix64(uint64_t x) {
 // Length prefixes make ("ab", "c") and ("a", "bc") hash differently.
 // Usage: StableHash(seed).Add("outcome").Add(key).Unit().
 class StableHash {
-public:
+ public:
   explicit StableHash(uint64_t seed) : h_(kOffset ^ SplitMix64(seed)) {}
 
-  StableHash &Add(uint64_t v) {
-    for (int i = 0; i < 8; ++i)
-      Byte(static_cast<uint8_t>(v >> (8 * i)));
+  StableHash& Add(uint64_t v) {
+    for (int i = 0; i < 8; ++i) Byte(static_cast<uint8_t>(v >> (8 * i)));
     return *this;
   }
-  StableHash &Add(absl::string_view s) {
+  StableHash& Add(absl::string_view s) {
     Add(static_cast<uint64_t>(s.size()));
-    for (char c : s)
-      Byte(static_cast<uint8_t>(c));
+    for (char c : s) Byte(static_cast<uint8_t>(c));
     return *this;
   }
 
@@ -44,7 +42,7 @@ public:
     return static_cast<double>(Finish() >> 11) * 0x1.0p-53;
   }
 
-private:
+ private:
   static constexpr uint64_t kOffset = 0xcbf29ce484222325ULL;
   static constexpr uint64_t kPrime = 0x100000001b3ULL;
 
@@ -56,4 +54,4 @@ private:
   uint64_t h_;
 };
 
-} // namespace reflexion::sim
+}  // namespace reflexion::sim

@@ -7,9 +7,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
-#include "tests/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
 
 namespace reflexion::graph {
 namespace {
@@ -25,10 +25,10 @@ struct TestState {
 };
 
 class Recorder : public EventSink<TestState> {
-public:
-  void OnEvent(const StepEvent<TestState> &e) override {
+ public:
+  void OnEvent(const StepEvent<TestState>& e) override {
     absl::MutexLock lock(&mu_);
-    const char *phase = e.phase == NodePhase::kStarted     ? "started"
+    const char* phase = e.phase == NodePhase::kStarted     ? "started"
                         : e.phase == NodePhase::kCompleted ? "completed"
                                                            : "failed";
     events_.push_back(std::string(e.workflow_id) + ":" +
@@ -40,14 +40,14 @@ public:
     return events_;
   }
 
-private:
+ private:
   absl::Mutex mu_;
   std::vector<std::string> events_;
 };
 
 // Runs the graph once and waits for the result.
-RunResult<TestState> RunToEnd(const CompiledGraph<TestState> &g,
-                              TaskRunner *runner, EventSink<TestState> *sink,
+RunResult<TestState> RunToEnd(const CompiledGraph<TestState>& g,
+                              TaskRunner* runner, EventSink<TestState>* sink,
                               std::string id = "wf", int limit = 100) {
   core::RealClock clock;
   absl::Notification done;
@@ -62,7 +62,7 @@ RunResult<TestState> RunToEnd(const CompiledGraph<TestState> &g,
 }
 
 NodeFn<TestState> Append(std::string name) {
-  return [name](TestState &s, NodeDone done) {
+  return [name](TestState& s, NodeDone done) {
     s.trail.push_back(name);
     std::move(done)(absl::OkStatus());
   };
@@ -90,13 +90,13 @@ TEST(GraphBuilderTest, LinearGraphRunsEveryNodeInOrder) {
 
 TEST(GraphBuilderTest, ConditionalEdgesLoopUntilRouterEnds) {
   GraphBuilder<TestState> b;
-  b.AddNode("inc", [](TestState &s, NodeDone done) {
+  b.AddNode("inc", [](TestState& s, NodeDone done) {
     ++s.counter;
     std::move(done)(absl::OkStatus());
   });
   b.AddEdge(std::string(kStart), "inc");
   b.AddConditionalEdges("inc",
-                        [](const TestState &s) {
+                        [](const TestState& s) {
                           return s.counter < 5 ? std::string("inc")
                                                : std::string(kEnd);
                         },
@@ -115,7 +115,7 @@ TEST(GraphBuilderTest, RecursionLimitFailsTheRun) {
   b.AddNode("spin", Append("spin"));
   b.AddEdge(std::string(kStart), "spin");
   b.AddConditionalEdges("spin",
-                        [](const TestState &) { return std::string("spin"); },
+                        [](const TestState&) { return std::string("spin"); },
                         {"spin", std::string(kEnd)});
   auto g = b.Compile();
   ASSERT_THAT(g, IsOk());
@@ -174,7 +174,7 @@ TEST(GraphBuilderTest, CycleWithoutExitIsRejectedAtCompile) {
 
 TEST(GraphRunTest, NodeErrorEndsRunWithFailedEvent) {
   GraphBuilder<TestState> b;
-  b.AddSyncNode("boom", [](TestState &) {
+  b.AddSyncNode("boom", [](TestState&) {
     return absl::UnavailableError("executor down");
   });
   b.AddEdge(std::string(kStart), "boom").AddEdge("boom", std::string(kEnd));
@@ -193,7 +193,7 @@ TEST(GraphRunTest, RouterReturningUndeclaredTargetFailsTheRun) {
   b.AddNode("a", Append("a"));
   b.AddEdge(std::string(kStart), "a");
   b.AddConditionalEdges("a",
-                        [](const TestState &) { return std::string("ghost"); },
+                        [](const TestState&) { return std::string("ghost"); },
                         {std::string(kEnd)});
   auto g = b.Compile();
   ASSERT_THAT(g, IsOk());
@@ -218,14 +218,14 @@ TEST(GraphRunTest, AsyncNodeCompletedOnForeignThreadContinuesOnPool) {
     got.WaitForNotification();
   }
   GraphBuilder<TestState> b;
-  b.AddNode("io", [&](TestState &s, NodeDone done) {
+  b.AddNode("io", [&](TestState& s, NodeDone done) {
     absl::MutexLock lock(&mu);
     io_threads.emplace_back([&s, done = std::move(done)]() mutable {
       s.trail.push_back("io");
       std::move(done)(absl::OkStatus());
     });
   });
-  b.AddNode("after", [&](TestState &s, NodeDone done) {
+  b.AddNode("after", [&](TestState& s, NodeDone done) {
     second_node_thread = std::this_thread::get_id();
     s.trail.push_back("after");
     std::move(done)(absl::OkStatus());
@@ -238,8 +238,7 @@ TEST(GraphRunTest, AsyncNodeCompletedOnForeignThreadContinuesOnPool) {
   auto r = RunToEnd(**g, &pool, nullptr);
   {
     absl::MutexLock lock(&mu);
-    for (auto &t : io_threads)
-      t.join();
+    for (auto& t : io_threads) t.join();
   }
   EXPECT_THAT(r.status, IsOk());
   EXPECT_THAT(r.state.trail, ElementsAre("io", "after"));
@@ -266,13 +265,12 @@ TEST(GraphRunTest, ManyConcurrentRunsKeepPerWorkflowSequences) {
                 &clock, [&](RunResult<TestState> r) {
                   EXPECT_THAT(r.status, IsOk());
                   absl::MutexLock lock(&mu);
-                  if (++finished == kRuns)
-                    all.Notify();
+                  if (++finished == kRuns) all.Notify();
                 });
   }
   all.WaitForNotification();
   absl::flat_hash_map<std::string, int> last_seq;
-  for (const auto &e : rec.events()) {
+  for (const auto& e : rec.events()) {
     std::vector<std::string> parts = absl::StrSplit(e, ':');
     int seq = std::stoi(parts[1]);
     EXPECT_EQ(seq, last_seq[parts[0]] + 1) << e;
@@ -285,7 +283,7 @@ TEST(GraphRunTest, MermaidListsEveryEdge) {
   GraphBuilder<TestState> b;
   b.AddNode("a", Append("a")).AddNode("b", Append("b"));
   b.AddEdge(std::string(kStart), "a");
-  b.AddConditionalEdges("a", [](const TestState &) { return std::string("b"); },
+  b.AddConditionalEdges("a", [](const TestState&) { return std::string("b"); },
                         {"b", std::string(kEnd)});
   b.AddEdge("b", std::string(kEnd));
   auto g = b.Compile();
@@ -298,5 +296,5 @@ TEST(GraphRunTest, MermaidListsEveryEdge) {
   EXPECT_THAT(m, HasSubstr("b --> __end__([END])"));
 }
 
-} // namespace
-} // namespace reflexion::graph
+}  // namespace
+}  // namespace reflexion::graph

@@ -12,9 +12,9 @@
 #include "core/reflexion/selector.h"
 #include "core/reflexion/time_util.h"
 #include "core/reflexion/validation.h"
-#include "tests/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
 
 namespace reflexion::core {
 namespace {
@@ -80,8 +80,7 @@ TEST(ValidationTest, RejectsOversizedFieldsNamingThem) {
       ValidateIncident(in, "incident."),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("incident.logs")));
   in.clear_logs();
-  for (int i = 0; i <= kMaxEvents; ++i)
-    in.add_events()->set_reason("x");
+  for (int i = 0; i <= kMaxEvents; ++i) in.add_events()->set_reason("x");
   EXPECT_THAT(ValidateIncident(in, "incident."),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("incident.events")));
@@ -96,10 +95,10 @@ TEST(ValidationTest, RejectsOversizedFieldsNamingThem) {
 // ---------------------------------------------------------------- catalog
 
 TEST(CatalogTest, EveryKnownFamilyHasAnAutomatableStrategy) {
-  for (const char *family : kKnownFamilies) {
+  for (const char* family : kKnownFamilies) {
     bool automatable = false;
-    for (const std::string &name : StrategiesFor(family)) {
-      const ActionSpec *spec = FindActionByName(name);
+    for (const std::string& name : StrategiesFor(family)) {
+      const ActionSpec* spec = FindActionByName(name);
       ASSERT_NE(spec, nullptr) << name;
       automatable |= spec->tier != v1::SAFETY_TIER_C;
     }
@@ -115,15 +114,14 @@ TEST(CatalogTest, ClampsParametersToBounds) {
   v1::StrategyParams c = ClampParams(p);
   EXPECT_DOUBLE_EQ(c.memory_factor(), 3.0);
   EXPECT_DOUBLE_EQ(c.probe_factor(), 1.5);
-  EXPECT_DOUBLE_EQ(c.requests_factor(), 0.75); // invalid -> default
+  EXPECT_DOUBLE_EQ(c.requests_factor(), 0.75);  // invalid -> default
 }
 
 TEST(CatalogTest, PatchImageNeedsAKnownHealthyImage) {
   auto strategies = DefaultStrategies(absl::UnixEpoch());
-  const v1::Strategy *patch = nullptr;
-  for (const auto &s : strategies) {
-    if (s.name() == "patch_image")
-      patch = &s;
+  const v1::Strategy* patch = nullptr;
+  for (const auto& s : strategies) {
+    if (s.name() == "patch_image") patch = &s;
   }
   ASSERT_NE(patch, nullptr);
   v1::Incident in = MakeIncident("web-1", "default", "ImagePullBackOff");
@@ -141,7 +139,7 @@ TEST(CatalogTest, PatchImageNeedsAKnownHealthyImage) {
 TEST(CatalogTest, ValidateActionRejectsForgedTierAndUnknownType) {
   v1::Action a;
   a.set_type(v1::ACTION_TYPE_CREATE_MISSING_CONFIG);
-  a.set_tier(v1::SAFETY_TIER_A); // forged: the catalog says C
+  a.set_tier(v1::SAFETY_TIER_A);  // forged: the catalog says C
   a.set_pod_name("p");
   a.set_namespace_("n");
   *a.mutable_params() = ClampParams({});
@@ -156,7 +154,7 @@ TEST(CatalogTest, ValidateActionRejectsForgedTierAndUnknownType) {
 
 TEST(AnalyzerTest, OomInsideCrashLoopIsAnOom) {
   v1::Incident in = MakeIncident("api-1", "shop", "CrashLoopBackOff");
-  auto *c = in.add_container_statuses();
+  auto* c = in.add_container_statuses();
   c->set_name("api");
   c->set_last_termination_reason("OOMKilled");
   c->set_last_exit_code(137);
@@ -170,7 +168,7 @@ TEST(AnalyzerTest, ImagePullCausesAreDistinguished) {
   auto cause = [](std::string message) {
     v1::Incident in = MakeIncident("web-1", "default", "ErrImagePull");
     v1::Diagnosis dx;
-    auto *c = dx.add_container_statuses();
+    auto* c = dx.add_container_statuses();
     c->set_waiting_reason("ErrImagePull");
     c->set_waiting_message(std::move(message));
     return Analyze(in, dx, false).signature();
@@ -187,7 +185,7 @@ TEST(AnalyzerTest, ImagePullCausesAreDistinguished) {
 TEST(AnalyzerTest, ExitCodesSeparateCrashCauses) {
   auto sig = [](int exit_code, bool rollout) {
     v1::Incident in = MakeIncident("w", "d", "CrashLoopBackOff");
-    auto *c = in.add_container_statuses();
+    auto* c = in.add_container_statuses();
     c->set_last_termination_reason("Error");
     c->set_last_exit_code(exit_code);
     v1::Diagnosis dx;
@@ -219,7 +217,7 @@ TEST(AnalyzerTest, UnknownErrorTypeNeedsDeepAnalysisWhichQuotesLogs) {
 struct SelectorFixture {
   absl::flat_hash_map<std::string, v1::Strategy> strategies;
   SelectorFixture() {
-    for (auto &s : DefaultStrategies(absl::UnixEpoch())) {
+    for (auto& s : DefaultStrategies(absl::UnixEpoch())) {
       strategies[s.name()] = s;
     }
   }
@@ -344,7 +342,7 @@ ReflectionRequest Request(v1::ActionType type, bool recovered, bool success) {
   r.analysis.set_error_family("OOMKilled");
   r.analysis.set_cause("memory_limit_too_low");
   r.analysis.set_signature("OOMKilled/memory_limit_too_low");
-  const ActionSpec *spec = FindAction(type);
+  const ActionSpec* spec = FindAction(type);
   r.selection.mutable_strategy()->set_name(spec->name);
   *r.selection.mutable_strategy()->mutable_params() = ClampParams({});
   r.selection.mutable_action()->set_type(type);
@@ -403,7 +401,7 @@ TEST(MetricsTest, ComputesLearningFiguresFromEpisodes) {
   for (int i = 0; i < 6; ++i) {
     for (int attempt = 1; attempt <= (i < 3 ? 2 : 1); ++attempt) {
       LearningCommit c;
-      v1::Episode &e = c.episode;
+      v1::Episode& e = c.episode;
       e.set_id(absl::StrCat("wf", i, "/", attempt));
       e.set_workflow_id(absl::StrCat("wf", i));
       *e.mutable_time() = ToProto(t += absl::Seconds(1));
@@ -433,5 +431,5 @@ TEST(MetricsTest, ComputesLearningFiguresFromEpisodes) {
   EXPECT_DOUBLE_EQ(m->error_types(0).learning_velocity(), 1.0);
 }
 
-} // namespace
-} // namespace reflexion::core
+}  // namespace
+}  // namespace reflexion::core

@@ -1,6 +1,8 @@
 // The reflexion workflow end to end in memory: the simulated cluster, the
 // in-memory knowledge store and the heuristic reflector on a real pool.
 
+#include "core/reflexion/workflow.h"
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,11 +14,10 @@
 #include "core/ports/in_memory_knowledge_store.h"
 #include "core/reflexion/events.h"
 #include "core/reflexion/heuristic_reflector.h"
-#include "core/reflexion/workflow.h"
 #include "core/sim/simulated_cluster.h"
-#include "tests/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
 
 namespace reflexion::core {
 namespace {
@@ -26,8 +27,8 @@ using ::testing::Contains;
 using ::testing::HasSubstr;
 
 class RecordingSink : public WorkflowSink {
-public:
-  void OnEvent(const graph::StepEvent<v1::WorkflowState> &e) override {
+ public:
+  void OnEvent(const graph::StepEvent<v1::WorkflowState>& e) override {
     absl::MutexLock lock(&mu_);
     events_.push_back(MakeWorkflowEvent(e));
   }
@@ -36,30 +37,29 @@ public:
     return std::move(events_);
   }
 
-private:
+ private:
   absl::Mutex mu_;
   std::vector<v1::WorkflowEvent> events_;
 };
 
 // An executor whose Execute always fails (the agent is down).
 class DownExecutor : public ClusterExecutor {
-public:
+ public:
   std::string Name() const override { return "down"; }
-  void Diagnose(const v1::Incident &, Callback<v1::Diagnosis> done) override {
+  void Diagnose(const v1::Incident&, Callback<v1::Diagnosis> done) override {
     std::move(done)(v1::Diagnosis());
   }
-  void Execute(const v1::Action &,
-               Callback<v1::ExecutionResult> done) override {
+  void Execute(const v1::Action&, Callback<v1::ExecutionResult> done) override {
     std::move(done)(absl::UnavailableError("agent unreachable"));
   }
-  void Observe(const v1::Action &, absl::Duration,
+  void Observe(const v1::Action&, absl::Duration,
                Callback<v1::Observation> done) override {
     std::move(done)(absl::UnavailableError("agent unreachable"));
   }
 };
 
 class WorkflowTest : public ::testing::Test {
-protected:
+ protected:
   void SetUp() override {
     auto cluster = sim::SimulatedCluster::WithDefaultScenarios(7);
     ASSERT_THAT(cluster, IsOk());
@@ -67,7 +67,7 @@ protected:
     Build(cluster_.get());
   }
 
-  void Build(ClusterExecutor *executor) {
+  void Build(ClusterExecutor* executor) {
     WorkflowConfig config;
     config.seed = 11;
     workflow_ = std::make_unique<ReflexionWorkflow>(config, &store_, executor,
@@ -101,11 +101,10 @@ protected:
     return out;
   }
 
-  static std::vector<std::string> CompletedNodes(const Outcome &o) {
+  static std::vector<std::string> CompletedNodes(const Outcome& o) {
     std::vector<std::string> nodes;
-    for (const auto &e : o.events) {
-      if (e.phase() == v1::NODE_PHASE_COMPLETED)
-        nodes.push_back(e.node());
+    for (const auto& e : o.events) {
+      if (e.phase() == v1::NODE_PHASE_COMPLETED) nodes.push_back(e.node());
     }
     return nodes;
   }
@@ -167,7 +166,7 @@ TEST_F(WorkflowTest, MissingSecretEscalatesWithATierCRecommendation) {
     EXPECT_THAT(o.result.escalation_reason(),
                 HasSubstr("create_missing_config"));
     EXPECT_EQ(o.result.attempts(), 0);
-    const v1::WorkflowEvent &last = o.events.back();
+    const v1::WorkflowEvent& last = o.events.back();
     EXPECT_EQ(last.node(), "human_escalation");
     EXPECT_EQ(last.escalation().recommended_action().type(),
               v1::ACTION_TYPE_CREATE_MISSING_CONFIG);
@@ -187,7 +186,7 @@ TEST_F(WorkflowTest, ExecutorFailureEndsTheWorkflowFailedWithAFailedEvent) {
 }
 
 TEST_F(WorkflowTest, FirstAttemptSuccessRisesWithExperience) {
-  const char *types[] = {"ImagePullBackOff", "CrashLoopBackOff", "OOMKilled",
+  const char* types[] = {"ImagePullBackOff", "CrashLoopBackOff", "OOMKilled",
                          "Evicted", "Pending"};
   std::vector<bool> first_try;
   bool saw_meta = false;
@@ -197,13 +196,11 @@ TEST_F(WorkflowTest, FirstAttemptSuccessRisesWithExperience) {
     ASSERT_NE(o.result.status(), v1::WORKFLOW_STATUS_FAILED)
         << o.result.error();
     first_try.push_back(o.result.success() && o.result.attempts() == 1);
-    for (const auto &e : o.events)
-      saw_meta |= e.node() == "meta_reflect";
+    for (const auto& e : o.events) saw_meta |= e.node() == "meta_reflect";
   }
   auto rate = [&](size_t from, size_t to) {
     double n = 0;
-    for (size_t i = from; i < to; ++i)
-      n += first_try[i];
+    for (size_t i = from; i < to; ++i) n += first_try[i];
     return n / (to - from);
   };
   double early = rate(0, 60),
@@ -220,7 +217,7 @@ TEST_F(WorkflowTest, ReflectionCreatesANewStrategyVersionWhenARaiseIsTooSmall) {
       store_.GetStrategyHistory("increase_memory_limit");
   ASSERT_THAT(history, IsOk());
   ASSERT_GE(history->size(), 2u);
-  const v1::Strategy &v2 = (*history)[1];
+  const v1::Strategy& v2 = (*history)[1];
   EXPECT_EQ(v2.version(), 2);
   EXPECT_EQ(v2.parent_version(), 1);
   EXPECT_EQ(v2.author(), "reflector:heuristic");
@@ -230,7 +227,7 @@ TEST_F(WorkflowTest, ReflectionCreatesANewStrategyVersionWhenARaiseIsTooSmall) {
 
 TEST_F(WorkflowTest, GraphHasAllNineNodes) {
   std::string mermaid = workflow_->graph().ToMermaid();
-  for (const char *node : {"analyze_error", "deep_analysis", "select_strategy",
+  for (const char* node : {"analyze_error", "deep_analysis", "select_strategy",
                            "execute_fix", "observe_outcome", "reflect",
                            "meta_reflect", "learn", "human_escalation"}) {
     EXPECT_THAT(mermaid, HasSubstr(node));
@@ -238,5 +235,5 @@ TEST_F(WorkflowTest, GraphHasAllNineNodes) {
   EXPECT_EQ(workflow_->graph().NodeNames().size(), 9u);
 }
 
-} // namespace
-} // namespace reflexion::core
+}  // namespace
+}  // namespace reflexion::core

@@ -12,12 +12,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
+#include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
+#include "gtest/gtest.h"
 #include "server/app.h"
 #include "server/config.h"
 #include "tests/testing/status_matchers.h"
-#include "gmock/gmock.h"
-#include "gtest/gtest.h"
 
 namespace reflexion::server {
 namespace {
@@ -27,7 +27,7 @@ using ::reflexion::testing::StatusIs;
 using ::testing::HasSubstr;
 
 class TempDir {
-public:
+ public:
   TempDir() {
     std::string tmpl = (std::filesystem::temp_directory_path() /
                         "reflexion-server-test-XXXXXX")
@@ -35,9 +35,9 @@ public:
     path_ = mkdtemp(tmpl.data());
   }
   ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string &path() const { return path_; }
+  const std::string& path() const { return path_; }
 
-private:
+ private:
   std::string path_;
 };
 
@@ -51,14 +51,14 @@ v1::Incident MakeIncident(std::string pod, std::string ns, std::string type,
   return in;
 }
 
-constexpr const char *kTypes[] = {
+constexpr const char* kTypes[] = {
     "ImagePullBackOff", "CrashLoopBackOff",
     "OOMKilled",        "Evicted",
     "Pending",          "ErrImagePull",
     "InvalidImageName", "CreateContainerConfigError"};
 
 class ServerTest : public ::testing::Test {
-protected:
+ protected:
   void SetUp() override { StartServer(); }
   void TearDown() override { app_.reset(); }
 
@@ -79,12 +79,12 @@ protected:
   void RestartServer() {
     stub_.reset();
     channel_.reset();
-    app_.reset(); // graceful stop, closes RocksDB
+    app_.reset();  // graceful stop, closes RocksDB
     StartServer();
   }
 
   // Runs one incident to completion through ProcessIncident.
-  v1::IncidentResult Process(const v1::Incident &in) {
+  v1::IncidentResult Process(const v1::Incident& in) {
     v1::ProcessIncidentRequest req;
     req.set_pod_name(in.pod_name());
     req.set_namespace_(in.namespace_());
@@ -120,25 +120,22 @@ TEST_F(ServerTest, OneStreamCarriesManyConcurrentIncidentsInOrder) {
                                      absl::StrCat("ns-", i % 4), kTypes[i % 8],
                                      absl::StrCat("req-", i)));
   }
-  std::map<std::string, uint64_t> last_seq;      // by workflow id
-  std::map<std::string, std::string> request_of; // workflow -> request
-  std::map<std::string, int> results;            // by request id
+  std::map<std::string, uint64_t> last_seq;       // by workflow id
+  std::map<std::string, std::string> request_of;  // workflow -> request
+  std::map<std::string, int> results;             // by request id
   int bad_order = 0, after_result = 0;
   std::set<std::string> finished;
   absl::Status s =
-      client::ResolveAll(*stub_, incidents, [&](const v1::ResolveResponse &m) {
+      client::ResolveAll(*stub_, incidents, [&](const v1::ResolveResponse& m) {
         if (m.has_event()) {
-          const auto &e = m.event();
-          if (finished.count(e.workflow_id()))
-            ++after_result;
-          if (e.sequence() != last_seq[e.workflow_id()] + 1)
-            ++bad_order;
+          const auto& e = m.event();
+          if (finished.count(e.workflow_id())) ++after_result;
+          if (e.sequence() != last_seq[e.workflow_id()] + 1) ++bad_order;
           last_seq[e.workflow_id()] = e.sequence();
           request_of[e.workflow_id()] = e.request_id();
         } else if (m.has_result()) {
-          const auto &r = m.result();
-          if (r.sequence() != last_seq[r.workflow_id()] + 1)
-            ++bad_order;
+          const auto& r = m.result();
+          if (r.sequence() != last_seq[r.workflow_id()] + 1) ++bad_order;
           finished.insert(r.workflow_id());
           ++results[r.request_id()];
           EXPECT_EQ(request_of[r.workflow_id()], r.request_id());
@@ -151,7 +148,7 @@ TEST_F(ServerTest, OneStreamCarriesManyConcurrentIncidentsInOrder) {
   EXPECT_EQ(after_result, 0);
   EXPECT_EQ(finished.size(), static_cast<size_t>(kIncidents));
   ASSERT_EQ(results.size(), static_cast<size_t>(kIncidents));
-  for (const auto &[request, count] : results) {
+  for (const auto& [request, count] : results) {
     EXPECT_EQ(count, 1) << request;
   }
 }
@@ -179,11 +176,10 @@ TEST_F(ServerTest, BadIncidentsAreRejectedNamingTheFieldAndTheStreamGoesOn) {
   std::map<std::string, v1::IncidentResult> results;
   std::map<std::string, std::vector<std::string>> nodes;
   absl::Status s =
-      client::ResolveAll(*stub_, incidents, [&](const v1::ResolveResponse &m) {
+      client::ResolveAll(*stub_, incidents, [&](const v1::ResolveResponse& m) {
         if (m.has_rejected())
           rejected[m.rejected().request_id()] = m.rejected();
-        if (m.has_result())
-          results[m.result().request_id()] = m.result();
+        if (m.has_result()) results[m.result().request_id()] = m.result();
         if (m.has_event() && m.event().phase() == v1::NODE_PHASE_COMPLETED) {
           nodes[m.event().request_id()].push_back(m.event().node());
         }
@@ -199,14 +195,14 @@ TEST_F(ServerTest, BadIncidentsAreRejectedNamingTheFieldAndTheStreamGoesOn) {
       {"long-type", "incident.error_type"},
       {"long-pod", "incident.pod_name"},
       {"huge-logs", "incident.logs"}};
-  for (const auto &[request, field] : expected_field) {
+  for (const auto& [request, field] : expected_field) {
     ASSERT_TRUE(rejected.count(request)) << request;
-    EXPECT_EQ(rejected[request].code(), 3) << request; // INVALID_ARGUMENT
+    EXPECT_EQ(rejected[request].code(), 3) << request;  // INVALID_ARGUMENT
     EXPECT_EQ(rejected[request].field(), field) << request;
     EXPECT_THAT(rejected[request].message(), HasSubstr(field)) << request;
   }
   EXPECT_EQ(rejected.size(), expected_field.size());
-  for (const char *ok : {"ok-1", "unknown-type", "ok-3"}) {
+  for (const char* ok : {"ok-1", "unknown-type", "ok-3"}) {
     ASSERT_TRUE(results.count(ok)) << ok;
     EXPECT_NE(results[ok].status(), v1::WORKFLOW_STATUS_FAILED) << ok;
   }
@@ -224,7 +220,7 @@ TEST_F(ServerTest, ProcessIncidentReturnsTheResultInTheOriginalShape) {
   v1::ProcessIncidentResponse resp;
   grpc::ClientContext ctx;
   ASSERT_TRUE(stub_->ProcessIncident(&ctx, req, &resp).ok());
-  const v1::IncidentResult &r = resp.result();
+  const v1::IncidentResult& r = resp.result();
   EXPECT_THAT(r.workflow_id(), HasSubstr("wf-"));
   EXPECT_EQ(r.pod_name(), "web-1");
   EXPECT_FALSE(r.final_strategy().type().empty());
@@ -278,9 +274,8 @@ TEST_F(ServerTest, RestartOnTheSameDataDirKeepsStrategiesAndEpisodes) {
       stub_->ListStrategies(&ctx, v1::ListStrategiesRequest(), &strategies)
           .ok());
   int64_t trials = 0;
-  for (const auto &v : strategies.strategies()) {
-    for (const auto &st : v.stats())
-      trials += st.trials();
+  for (const auto& v : strategies.strategies()) {
+    for (const auto& st : v.stats()) trials += st.trials();
   }
   EXPECT_EQ(trials, before.episodes_size());
   v1::GetMetricsResponse metrics;
@@ -300,8 +295,7 @@ TEST_F(ServerTest, WithAFixedSeedFirstAttemptSuccessRises) {
   }
   auto rate = [&](size_t from, size_t to) {
     double n = 0;
-    for (size_t i = from; i < to; ++i)
-      n += first_try[i];
+    for (size_t i = from; i < to; ++i) n += first_try[i];
     return n / (to - from);
   };
   double first30 = rate(0, 30);
@@ -325,7 +319,7 @@ TEST_F(ServerTest, ListEpisodesPagesFiltersAndValidates) {
     v1::ListEpisodesResponse resp;
     grpc::ClientContext ctx;
     ASSERT_TRUE(stub_->ListEpisodes(&ctx, req, &resp).ok());
-    for (const auto &e : resp.episodes()) {
+    for (const auto& e : resp.episodes()) {
       EXPECT_TRUE(seen.insert(e.id()).second) << "duplicate " << e.id();
     }
     token = resp.next_page_token();
@@ -341,8 +335,7 @@ TEST_F(ServerTest, ListEpisodesPagesFiltersAndValidates) {
   grpc::ClientContext fctx;
   ASSERT_TRUE(stub_->ListEpisodes(&fctx, filtered, &odd).ok());
   ASSERT_FALSE(odd.episodes().empty());
-  for (const auto &e : odd.episodes())
-    EXPECT_EQ(e.namespace_(), "odd");
+  for (const auto& e : odd.episodes()) EXPECT_EQ(e.namespace_(), "odd");
 
   v1::ListEpisodesRequest bad;
   bad.set_page_size(5000);
@@ -422,12 +415,12 @@ TEST(ConfigTest, EnvironmentOverridesTheFile) {
   ServerConfig c;
   ASSERT_THAT(ApplyYaml("reflexion:\n  reflection_depth: shallow\n", c),
               IsOk());
-  auto env = [](const char *name) -> const char * {
+  auto env = [](const char* name) -> const char* {
     return std::string(name) == "REFLECTION_DEPTH" ? "deep" : nullptr;
   };
   ASSERT_THAT(ApplyEnvironment(env, c), IsOk());
   EXPECT_EQ(c.workflow.depth, core::ReflectionDepth::kDeep);
-  auto bad = [](const char *name) -> const char * {
+  auto bad = [](const char* name) -> const char* {
     return std::string(name) == "REFLECTION_DEPTH" ? "extreme" : nullptr;
   };
   EXPECT_THAT(ApplyEnvironment(bad, c),
@@ -435,5 +428,5 @@ TEST(ConfigTest, EnvironmentOverridesTheFile) {
                        HasSubstr("REFLECTION_DEPTH")));
 }
 
-} // namespace
-} // namespace reflexion::server
+}  // namespace
+}  // namespace reflexion::server

@@ -7,9 +7,9 @@
 #include "absl/strings/str_cat.h"
 #include "core/sim/default_scenarios.h"
 #include "core/sim/simulated_cluster.h"
-#include "tests/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
 
 namespace reflexion::sim {
 namespace {
@@ -21,12 +21,13 @@ using ::testing::HasSubstr;
 constexpr auto kInvalid = absl::StatusCode::kInvalidArgument;
 
 // A one-scenario document whose `actions` block is `actions`.
-std::string WithActions(const std::string &actions) {
-  return absl::StrCat("scenarios:\n"
-                      "  - id: s1\n"
-                      "    error_types: [CrashLoopBackOff]\n"
-                      "    actions:\n",
-                      actions);
+std::string WithActions(const std::string& actions) {
+  return absl::StrCat(
+      "scenarios:\n"
+      "  - id: s1\n"
+      "    error_types: [CrashLoopBackOff]\n"
+      "    actions:\n",
+      actions);
 }
 
 TEST(ScenarioTest, EmbeddedDefaultsParseIntoAtLeastSixteenScenarios) {
@@ -35,7 +36,7 @@ TEST(ScenarioTest, EmbeddedDefaultsParseIntoAtLeastSixteenScenarios) {
   ASSERT_THAT(scenarios, IsOk());
   EXPECT_GE(scenarios->size(), 16u);
   int catch_all = 0;
-  for (const Scenario &s : *scenarios) {
+  for (const Scenario& s : *scenarios) {
     EXPECT_FALSE(s.actions.empty()) << s.id;
     EXPECT_FALSE(s.root_cause.empty()) << s.id;
     EXPECT_EQ(s.signals.container_statuses_size(), 1) << s.id;
@@ -49,13 +50,11 @@ TEST(ScenarioTest, EmbeddedDefaultsShareAtLeastThreeErrorTypes) {
       ParseScenarios(DefaultScenariosYaml());
   ASSERT_THAT(scenarios, IsOk());
   std::map<std::string, int> scenarios_per_type;
-  for (const Scenario &s : *scenarios) {
-    for (const std::string &t : s.error_types)
-      ++scenarios_per_type[t];
+  for (const Scenario& s : *scenarios) {
+    for (const std::string& t : s.error_types) ++scenarios_per_type[t];
   }
   int shared = 0;
-  for (const auto &[type, n] : scenarios_per_type)
-    shared += n >= 2;
+  for (const auto& [type, n] : scenarios_per_type) shared += n >= 2;
   EXPECT_GE(shared, 3);
 }
 
@@ -63,13 +62,12 @@ TEST(ScenarioTest, EmbeddedDefaultsHonourTheDocumentedProbabilities) {
   absl::StatusOr<std::vector<Scenario>> scenarios =
       ParseScenarios(DefaultScenariosYaml());
   ASSERT_THAT(scenarios, IsOk());
-  const Scenario *batch = nullptr;
-  for (const Scenario &s : *scenarios) {
-    if (s.id == "oom-batch-peak")
-      batch = &s;
+  const Scenario* batch = nullptr;
+  for (const Scenario& s : *scenarios) {
+    if (s.id == "oom-batch-peak") batch = &s;
   }
   ASSERT_NE(batch, nullptr);
-  const ActionModel *raise =
+  const ActionModel* raise =
       batch->FindAction(reflexion::v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT);
   ASSERT_NE(raise, nullptr);
   EXPECT_DOUBLE_EQ(raise->success, 0.9);
@@ -203,5 +201,5 @@ TEST(ScenarioTest, FromFileLoadsScenariosAndNamesTheFileInErrors) {
               StatusIs(kInvalid, HasSubstr("bad.yaml: scenario \"s1\"")));
 }
 
-} // namespace
-} // namespace reflexion::sim
+}  // namespace
+}  // namespace reflexion::sim

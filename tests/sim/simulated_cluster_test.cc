@@ -11,10 +11,10 @@
 #include "absl/strings/str_cat.h"
 #include "core/sim/default_scenarios.h"
 #include "core/sim/scenario.h"
-#include "tests/sim/sim_test_util.h"
-#include "tests/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/sim/sim_test_util.h"
+#include "tests/testing/status_matchers.h"
 
 namespace reflexion::sim {
 namespace {
@@ -45,7 +45,7 @@ std::unique_ptr<SimulatedCluster> Defaults(uint64_t seed = kSeed) {
   return c.ok() ? *std::move(c) : nullptr;
 }
 
-std::unique_ptr<SimulatedCluster> FromYaml(const std::string &yaml,
+std::unique_ptr<SimulatedCluster> FromYaml(const std::string& yaml,
                                            uint64_t seed = kSeed) {
   absl::StatusOr<std::unique_ptr<SimulatedCluster>> c =
       SimulatedCluster::FromYaml(yaml, seed);
@@ -54,7 +54,7 @@ std::unique_ptr<SimulatedCluster> FromYaml(const std::string &yaml,
 }
 
 // One crash-looping scenario with the given delete_pod model.
-std::string OneScenario(const std::string &delete_pod_model) {
+std::string OneScenario(const std::string& delete_pod_model) {
   return absl::StrCat(
       "scenarios:\n"
       "  - id: only\n"
@@ -79,7 +79,7 @@ std::string OneScenario(const std::string &delete_pod_model) {
       delete_pod_model, "\n");
 }
 
-const char *const kErrorTypes[] = {
+const char* const kErrorTypes[] = {
     "ImagePullBackOff", "ErrImagePull",
     "InvalidImageName", "CrashLoopBackOff",
     "OOMKilled",        "CreateContainerConfigError",
@@ -99,7 +99,7 @@ TEST(SimulatedClusterTest,
   EXPECT_GE(cluster->ScenarioIds().size(), 12u);
   // Count, per error type, how many distinct scenarios pods land in.
   int shared_types = 0;
-  for (const char *type : kErrorTypes) {
+  for (const char* type : kErrorTypes) {
     std::set<std::string> seen;
     for (int i = 0; i < 60; ++i) {
       const std::string pod = absl::StrCat("web-", i);
@@ -121,8 +121,8 @@ TEST(SimulatedClusterTest, SameSeedGivesSameAssignmentsAndOutcomes) {
   int assignments_differing_from_other_seed = 0;
   for (int i = 0; i < 100; ++i) {
     const std::string pod = absl::StrCat("pod-", i);
-    const char *type = kErrorTypes[i % 10];
-    for (SimulatedCluster *c : {a.get(), b.get(), other.get()}) {
+    const char* type = kErrorTypes[i % 10];
+    for (SimulatedCluster* c : {a.get(), b.get(), other.get()}) {
       ASSERT_THAT(Diagnose(*c, MakeIncident("ns", pod, type)), IsOk());
       ASSERT_THAT(Execute(*c, MakeAction("ns", pod, ACTION_TYPE_DELETE_POD,
                                          absl::StrCat("key-", i))),
@@ -157,8 +157,8 @@ TEST(SimulatedClusterTest, PodsOfOneErrorTypeSpreadOverAllItsScenarios) {
     ++count[*cluster->ScenarioOf("shop", pod)];
   }
   ASSERT_EQ(count.size(), 3u);
-  for (const auto &[id, n] : count) {
-    EXPECT_GE(n, 25) << id; // each expected ~50
+  for (const auto& [id, n] : count) {
+    EXPECT_GE(n, 25) << id;  // each expected ~50
   }
 }
 
@@ -208,7 +208,7 @@ TEST(SimulatedClusterTest, RootCauseNeverLeavesTheSimulator) {
       Diagnose(*cluster, MakeIncident("ns", "p", "CrashLoopBackOff"));
   ASSERT_THAT(d, IsOk());
   EXPECT_THAT(d->DebugString(), Not(HasSubstr("ROOT-CAUSE-MARKER")));
-  for (int i = 0; i < 20; ++i) { // successes, failures and relapses
+  for (int i = 0; i < 20; ++i) {  // successes, failures and relapses
     absl::StatusOr<reflexion::v1::ExecutionResult> r =
         Execute(*cluster, action(i));
     ASSERT_THAT(r, IsOk());
@@ -224,8 +224,7 @@ TEST(SimulatedClusterTest, DefaultDiagnosesNeverContainTheirRootCause) {
       ParseScenarios(DefaultScenariosYaml());
   ASSERT_THAT(scenarios, IsOk());
   std::map<std::string, std::string> root_cause;
-  for (const Scenario &s : *scenarios)
-    root_cause[s.id] = s.root_cause;
+  for (const Scenario& s : *scenarios) root_cause[s.id] = s.root_cause;
   auto cluster = Defaults();
   ASSERT_NE(cluster, nullptr);
   std::set<std::string> covered;
@@ -355,14 +354,14 @@ TEST(SimulatedClusterTest, FailedActionReportsTheWaitingReasonAndMessage) {
 }
 
 TEST(SimulatedClusterTest, FailureReasonFallsBackToTheReportedErrorType) {
-  auto cluster =
-      FromYaml("scenarios:\n"
-               "  - id: evicted\n"
-               "    error_types: [Evicted]\n"
-               "    signals:\n"
-               "      events: [{reason: Evicted, message: 'The node was low on "
-               "resource: memory.'}]\n"
-               "    actions: {delete_pod: {success: 0}}\n");
+  auto cluster = FromYaml(
+      "scenarios:\n"
+      "  - id: evicted\n"
+      "    error_types: [Evicted]\n"
+      "    signals:\n"
+      "      events: [{reason: Evicted, message: 'The node was low on "
+      "resource: memory.'}]\n"
+      "    actions: {delete_pod: {success: 0}}\n");
   ASSERT_NE(cluster, nullptr);
   const auto action = MakeAction("ns", "p", ACTION_TYPE_DELETE_POD, "k");
   ASSERT_THAT(Diagnose(*cluster, MakeIncident("ns", "p", "Evicted")), IsOk());
@@ -370,7 +369,7 @@ TEST(SimulatedClusterTest, FailureReasonFallsBackToTheReportedErrorType) {
   absl::StatusOr<reflexion::v1::Observation> o = Observe(*cluster, action);
   ASSERT_THAT(o, IsOk());
   EXPECT_EQ(o->failure_reason(), "Evicted");
-  EXPECT_EQ(o->restarts(), 0); // the pod never ran
+  EXPECT_EQ(o->restarts(), 0);  // the pod never ran
   EXPECT_THAT(o->signals(), Contains(HasSubstr("low on resource: memory")));
 }
 
@@ -407,7 +406,7 @@ TEST(SimulatedClusterTest, UnlistedActionNeverSucceeds) {
                                      absl::StrCat("k", i))),
         IsOk());
   }
-  for (const ExecutedAction &e : cluster->ExecutionLog()) {
+  for (const ExecutedAction& e : cluster->ExecutionLog()) {
     EXPECT_FALSE(e.recovered) << e.idempotency_key;
   }
 }
@@ -480,7 +479,7 @@ TEST(SimulatedClusterTest, OutcomeFrequenciesMatchTheConfiguredProbabilities) {
   }
   int recovered = 0;
   int relapsed = 0;
-  for (const ExecutedAction &e : cluster->ExecutionLog()) {
+  for (const ExecutedAction& e : cluster->ExecutionLog()) {
     recovered += e.recovered;
     relapsed += e.relapsed;
   }
@@ -496,7 +495,7 @@ TEST(SimulatedClusterTest, OutcomesDoNotDependOnThreadInterleaving) {
   ASSERT_TRUE(serial && threaded);
   constexpr int kThreads = 4;
   constexpr int kPerThread = 250;
-  for (SimulatedCluster *c : {serial.get(), threaded.get()}) {
+  for (SimulatedCluster* c : {serial.get(), threaded.get()}) {
     for (int t = 0; t < kThreads; ++t) {
       ASSERT_THAT(Diagnose(*c, MakeIncident("ns", absl::StrCat("p", t),
                                             "CrashLoopBackOff")),
@@ -522,16 +521,15 @@ TEST(SimulatedClusterTest, OutcomesDoNotDependOnThreadInterleaving) {
       }
     });
   }
-  for (std::thread &th : threads)
-    th.join();
+  for (std::thread& th : threads) th.join();
 
   std::map<std::string, std::pair<bool, bool>> expected;
-  for (const ExecutedAction &e : serial->ExecutionLog()) {
+  for (const ExecutedAction& e : serial->ExecutionLog()) {
     expected[e.idempotency_key] = {e.recovered, e.relapsed};
   }
   const std::vector<ExecutedAction> log = threaded->ExecutionLog();
   ASSERT_EQ(log.size(), size_t{kThreads * kPerThread});
-  for (const ExecutedAction &e : log) {
+  for (const ExecutedAction& e : log) {
     EXPECT_EQ((std::pair<bool, bool>{e.recovered, e.relapsed}),
               expected[e.idempotency_key])
         << e.idempotency_key;
@@ -550,5 +548,5 @@ TEST(SimulatedClusterTest, CallbacksCompleteBeforeTheCallReturns) {
   EXPECT_TRUE(called);
 }
 
-} // namespace
-} // namespace reflexion::sim
+}  // namespace
+}  // namespace reflexion::sim

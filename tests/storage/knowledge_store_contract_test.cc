@@ -11,13 +11,13 @@
 #include "core/ports/in_memory_knowledge_store.h"
 #include "core/ports/knowledge_store.h"
 #include "glog/logging.h"
+#include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "gtest/gtest.h"
 #include "storage/rocksdb_db.h"
 #include "storage/rocksdb_knowledge_store.h"
 #include "tests/storage/temp_dir.h"
 #include "tests/testing/status_matchers.h"
-#include "gmock/gmock.h"
-#include "gtest/gtest.h"
 
 namespace reflexion {
 namespace {
@@ -35,14 +35,14 @@ using ::testing::SizeIs;
 // ---------------------------------------------------------------------------
 
 class InMemoryBackend {
-public:
-  core::KnowledgeStore &store() { return store_; }
+ public:
+  core::KnowledgeStore& store() { return store_; }
 
-private:
+ private:
   core::InMemoryKnowledgeStore store_;
 };
 
-std::unique_ptr<storage::RocksDb> OpenOrDie(const std::string &dir) {
+std::unique_ptr<storage::RocksDb> OpenOrDie(const std::string& dir) {
   absl::StatusOr<std::unique_ptr<storage::RocksDb>> db =
       storage::RocksDb::Open(dir);
   CHECK(db.ok()) << db.status();
@@ -50,29 +50,29 @@ std::unique_ptr<storage::RocksDb> OpenOrDie(const std::string &dir) {
 }
 
 class RocksDbBackend {
-public:
+ public:
   RocksDbBackend() : db_(OpenOrDie(dir_.path())), store_(db_.get()) {}
-  core::KnowledgeStore &store() { return store_; }
+  core::KnowledgeStore& store() { return store_; }
 
-private:
-  testing::TempDir dir_; // destroyed last: after the DB is closed
+ private:
+  testing::TempDir dir_;  // destroyed last: after the DB is closed
   std::unique_ptr<storage::RocksDb> db_;
   storage::RocksDbKnowledgeStore store_;
 };
 
 template <typename Backend>
 class KnowledgeStoreContractTest : public ::testing::Test {
-protected:
-  core::KnowledgeStore &store() { return backend_.store(); }
+ protected:
+  core::KnowledgeStore& store() { return backend_.store(); }
 
-private:
+ private:
   Backend backend_;
 };
 
 struct BackendName {
-  template <typename T> static std::string GetName(int) {
-    if constexpr (std::is_same_v<T, InMemoryBackend>)
-      return "InMemory";
+  template <typename T>
+  static std::string GetName(int) {
+    if constexpr (std::is_same_v<T, InMemoryBackend>) return "InMemory";
     return "RocksDb";
   }
 };
@@ -87,7 +87,7 @@ TYPED_TEST_SUITE(KnowledgeStoreContractTest, Backends, BackendName);
 constexpr char kSignature[] = "OOMKilled/limit_too_low";
 constexpr char kStrategy[] = "increase_memory_limit";
 
-v1::Strategy MakeStrategy(const std::string &name, int version) {
+v1::Strategy MakeStrategy(const std::string& name, int version) {
   v1::Strategy s;
   s.set_name(name);
   s.set_version(version);
@@ -99,7 +99,7 @@ v1::Strategy MakeStrategy(const std::string &name, int version) {
   return s;
 }
 
-v1::Episode MakeEpisode(const std::string &id, int64_t seconds,
+v1::Episode MakeEpisode(const std::string& id, int64_t seconds,
                         int32_t nanos = 0) {
   v1::Episode e;
   e.set_id(id);
@@ -127,23 +127,21 @@ core::LearningCommit MakeCommit(v1::Episode episode, bool success,
   return c;
 }
 
-std::vector<int> Versions(const std::vector<v1::Strategy> &strategies) {
+std::vector<int> Versions(const std::vector<v1::Strategy>& strategies) {
   std::vector<int> out;
-  for (const auto &s : strategies)
-    out.push_back(s.version());
+  for (const auto& s : strategies) out.push_back(s.version());
   return out;
 }
 
-std::vector<std::string> Ids(const std::vector<v1::Episode> &episodes) {
+std::vector<std::string> Ids(const std::vector<v1::Episode>& episodes) {
   std::vector<std::string> out;
-  for (const auto &e : episodes)
-    out.push_back(e.id());
+  for (const auto& e : episodes) out.push_back(e.id());
   return out;
 }
 
-std::vector<std::string> AllIdsOldestFirst(core::KnowledgeStore &store) {
+std::vector<std::string> AllIdsOldestFirst(core::KnowledgeStore& store) {
   std::vector<std::string> out;
-  EXPECT_THAT(store.ForEachEpisode([&](const v1::Episode &e) {
+  EXPECT_THAT(store.ForEachEpisode([&](const v1::Episode& e) {
     out.push_back(e.id());
     return true;
   }),
@@ -153,27 +151,24 @@ std::vector<std::string> AllIdsOldestFirst(core::KnowledgeStore &store) {
 
 // Follows page tokens to the end; returns the ids in order, or fails the
 // test on an error or a runaway token chain.
-std::vector<std::string> PageThrough(core::KnowledgeStore &store,
+std::vector<std::string> PageThrough(core::KnowledgeStore& store,
                                      core::EpisodeQuery query,
-                                     int *pages = nullptr) {
+                                     int* pages = nullptr) {
   std::vector<std::string> out;
   int n = 0;
   do {
     absl::StatusOr<core::EpisodePage> page = store.ListEpisodes(query);
     EXPECT_THAT(page, IsOk());
-    if (!page.ok() || ++n > 10'000)
-      break;
-    for (const auto &e : page->episodes)
-      out.push_back(e.id());
+    if (!page.ok() || ++n > 10'000) break;
+    for (const auto& e : page->episodes) out.push_back(e.id());
     query.page_token = page->next_page_token;
   } while (!query.page_token.empty());
-  if (pages != nullptr)
-    *pages = n;
+  if (pages != nullptr) *pages = n;
   return out;
 }
 
-bool SameProto(const google::protobuf::Message &a,
-               const google::protobuf::Message &b) {
+bool SameProto(const google::protobuf::Message& a,
+               const google::protobuf::Message& b) {
   return google::protobuf::util::MessageDifferencer::Equals(a, b);
 }
 
@@ -205,8 +200,7 @@ TYPED_TEST(KnowledgeStoreContractTest,
   REFLEXION_ASSERT_OK(this->store().PutStrategyVersion(MakeStrategy("a", 2)));
   REFLEXION_ASSERT_OK_AND_ASSIGN(auto latest, this->store().ListStrategies());
   std::vector<std::string> names;
-  for (const auto &s : latest)
-    names.push_back(s.name());
+  for (const auto& s : latest) names.push_back(s.name());
   EXPECT_THAT(names, ElementsAre("a", "ab", "b"));
   EXPECT_THAT(Versions(latest), ElementsAre(2, 1, 1));
 }
@@ -328,7 +322,7 @@ TYPED_TEST(KnowledgeStoreContractTest, CommitWithABadNewVersionWritesNothing) {
   REFLEXION_ASSERT_OK(
       this->store().CommitLearning(MakeCommit(MakeEpisode("e1", 100), true)));
 
-  for (int bad : {1, 3}) { // a duplicate and a gap
+  for (int bad : {1, 3}) {  // a duplicate and a gap
     SCOPED_TRACE(bad);
     core::LearningCommit c = MakeCommit(MakeEpisode("e2", 200), false);
     c.new_version = MakeStrategy(kStrategy, bad);
@@ -350,23 +344,23 @@ TYPED_TEST(KnowledgeStoreContractTest, CommitWithABadNewVersionWritesNothing) {
 TYPED_TEST(KnowledgeStoreContractTest,
            CommitWithAMissingOrInvalidFieldIsInvalidArgumentAndWritesNothing) {
   struct Case {
-    std::string field; // must appear in the message
-    std::function<void(core::LearningCommit &)> mutate;
+    std::string field;  // must appear in the message
+    std::function<void(core::LearningCommit&)> mutate;
   };
   const std::vector<Case> cases = {
-      {"id", [](auto &c) { c.episode.clear_id(); }},
-      {"workflow_id", [](auto &c) { c.episode.clear_workflow_id(); }},
-      {"time", [](auto &c) { c.episode.clear_time(); }},
-      {"time", [](auto &c) { c.episode.mutable_time()->set_nanos(-1); }},
-      {"signature", [](auto &c) { c.episode.clear_signature(); }},
+      {"id", [](auto& c) { c.episode.clear_id(); }},
+      {"workflow_id", [](auto& c) { c.episode.clear_workflow_id(); }},
+      {"time", [](auto& c) { c.episode.clear_time(); }},
+      {"time", [](auto& c) { c.episode.mutable_time()->set_nanos(-1); }},
+      {"signature", [](auto& c) { c.episode.clear_signature(); }},
       {"signature",
-       [](auto &c) { c.episode.set_signature(std::string("a\0b", 3)); }},
-      {"strategy", [](auto &c) { c.episode.clear_strategy(); }},
-      {"prior", [](auto &c) { c.prior_alpha = 0; }},
-      {"prior", [](auto &c) { c.prior_beta = -1; }},
-      {"name", [](auto &c) { c.new_version = MakeStrategy("", 1); }},
+       [](auto& c) { c.episode.set_signature(std::string("a\0b", 3)); }},
+      {"strategy", [](auto& c) { c.episode.clear_strategy(); }},
+      {"prior", [](auto& c) { c.prior_alpha = 0; }},
+      {"prior", [](auto& c) { c.prior_beta = -1; }},
+      {"name", [](auto& c) { c.new_version = MakeStrategy("", 1); }},
   };
-  for (const Case &tc : cases) {
+  for (const Case& tc : cases) {
     SCOPED_TRACE(tc.field);
     core::LearningCommit c = MakeCommit(MakeEpisode("e1", 100), true);
     tc.mutate(c);
@@ -395,8 +389,7 @@ TYPED_TEST(KnowledgeStoreContractTest,
       }
     });
   }
-  for (std::thread &t : threads)
-    t.join();
+  for (std::thread& t : threads) t.join();
 
   constexpr int kTotal = kThreads * kCommitsPerThread;
   constexpr int kSuccesses = kThreads * (kCommitsPerThread / 4);
@@ -430,8 +423,7 @@ TYPED_TEST(KnowledgeStoreContractTest,
       }
     });
   }
-  for (std::thread &t : threads)
-    t.join();
+  for (std::thread& t : threads) t.join();
   EXPECT_EQ(appended.load(), 1);
   REFLEXION_ASSERT_OK_AND_ASSIGN(auto history,
                                  this->store().GetStrategyHistory(kStrategy));
@@ -446,22 +438,22 @@ TYPED_TEST(KnowledgeStoreContractTest,
 TYPED_TEST(KnowledgeStoreContractTest,
            GetStatsReturnsOneSignatureOrAllOrderedBySignatureThenStrategy) {
   struct Row {
-    const char *signature;
-    const char *strategy;
+    const char* signature;
+    const char* strategy;
   };
   // "a" is a prefix of "ab": the separator keeps them apart.
   const Row rows[] = {{"ab", "x"}, {"a", "z"}, {"a", "y"}, {"b", "x"}};
   int n = 0;
-  for (const Row &r : rows) {
+  for (const Row& r : rows) {
     v1::Episode e = MakeEpisode(absl::StrCat("e", n), 100 + n);
     ++n;
     e.set_signature(r.signature);
     e.set_strategy(r.strategy);
     REFLEXION_ASSERT_OK(this->store().CommitLearning(MakeCommit(e, true)));
   }
-  auto keys = [](const std::vector<v1::StrategyStats> &stats) {
+  auto keys = [](const std::vector<v1::StrategyStats>& stats) {
     std::vector<std::string> out;
-    for (const auto &s : stats) {
+    for (const auto& s : stats) {
       out.push_back(absl::StrCat(s.signature(), "|", s.strategy()));
     }
     return out;
@@ -506,7 +498,7 @@ TYPED_TEST(KnowledgeStoreContractTest,
       {"e03", 300}, {"e09", 900}, {"e04", 300}, {"e00", -5},  {"e06", 600},
       {"e08", 800}, {"e11", 950}, {"e12", 960},
   };
-  for (const auto &[id, t] : episodes) {
+  for (const auto& [id, t] : episodes) {
     REFLEXION_ASSERT_OK(
         this->store().CommitLearning(MakeCommit(MakeEpisode(id, t), true)));
   }
@@ -560,14 +552,14 @@ TYPED_TEST(KnowledgeStoreContractTest,
 
 // Six episodes across two signatures, three workflows, two error types, two
 // namespaces and two pods.
-void CommitMixedEpisodes(core::KnowledgeStore &store) {
+void CommitMixedEpisodes(core::KnowledgeStore& store) {
   struct Row {
-    const char *id;
-    const char *signature;
-    const char *workflow;
-    const char *error_type;
-    const char *ns;
-    const char *pod;
+    const char* id;
+    const char* signature;
+    const char* workflow;
+    const char* error_type;
+    const char* ns;
+    const char* pod;
   };
   const Row rows[] = {
       {"e0", "A/x", "wf1", "OOMKilled", "prod", "p1"},
@@ -578,7 +570,7 @@ void CommitMixedEpisodes(core::KnowledgeStore &store) {
       {"e5", "A/x", "wf1", "OOMKilled", "prod", "p2"},
   };
   int t = 0;
-  for (const Row &r : rows) {
+  for (const Row& r : rows) {
     v1::Episode e = MakeEpisode(r.id, 100 + t++);
     e.set_signature(r.signature);
     e.set_workflow_id(r.workflow);
@@ -592,7 +584,7 @@ void CommitMixedEpisodes(core::KnowledgeStore &store) {
 TYPED_TEST(KnowledgeStoreContractTest, FiltersEpisodesBySignature) {
   ASSERT_NO_FATAL_FAILURE(CommitMixedEpisodes(this->store()));
   core::EpisodeQuery q;
-  q.page_size = 1; // pages through the index
+  q.page_size = 1;  // pages through the index
   q.signature = "A/x";
   EXPECT_THAT(PageThrough(this->store(), q),
               ElementsAre("e5", "e3", "e2", "e0"));
@@ -652,7 +644,7 @@ TYPED_TEST(KnowledgeStoreContractTest, CombinesEveryFilter) {
 TYPED_TEST(KnowledgeStoreContractTest, AMalformedPageTokenIsInvalidArgument) {
   REFLEXION_ASSERT_OK(
       this->store().CommitLearning(MakeCommit(MakeEpisode("e1", 100), true)));
-  for (const char *token : {"zz", "abc", "00", "not a token",
+  for (const char* token : {"zz", "abc", "00", "not a token",
                             "0123456789ABCDEF01", "0123456789abcdef0g"}) {
     SCOPED_TRACE(token);
     core::EpisodeQuery q;
@@ -664,7 +656,7 @@ TYPED_TEST(KnowledgeStoreContractTest, AMalformedPageTokenIsInvalidArgument) {
 }
 
 TYPED_TEST(KnowledgeStoreContractTest, ForEachEpisodeVisitsOldestFirst) {
-  for (auto [id, t] : std::vector<std::pair<const char *, int>>{
+  for (auto [id, t] : std::vector<std::pair<const char*, int>>{
            {"c", 3}, {"a", 1}, {"b", 2}, {"b2", 2}}) {
     REFLEXION_ASSERT_OK(
         this->store().CommitLearning(MakeCommit(MakeEpisode(id, t), true)));
@@ -680,7 +672,7 @@ TYPED_TEST(KnowledgeStoreContractTest,
         MakeCommit(MakeEpisode(absl::StrCat("e", i), i), true)));
   }
   std::vector<std::string> seen;
-  REFLEXION_ASSERT_OK(this->store().ForEachEpisode([&](const v1::Episode &e) {
+  REFLEXION_ASSERT_OK(this->store().ForEachEpisode([&](const v1::Episode& e) {
     seen.push_back(e.id());
     return seen.size() < 2;
   }));
@@ -691,7 +683,7 @@ TYPED_TEST(KnowledgeStoreContractTest, ForEachEpisodeMayCallBackIntoTheStore) {
   REFLEXION_ASSERT_OK(
       this->store().CommitLearning(MakeCommit(MakeEpisode("e1", 1), true)));
   int visited = 0;
-  REFLEXION_ASSERT_OK(this->store().ForEachEpisode([&](const v1::Episode &e) {
+  REFLEXION_ASSERT_OK(this->store().ForEachEpisode([&](const v1::Episode& e) {
     ++visited;
     EXPECT_THAT(this->store().CommitLearning(
                     MakeCommit(MakeEpisode(e.id() + "-again", 2), true)),
@@ -702,5 +694,5 @@ TYPED_TEST(KnowledgeStoreContractTest, ForEachEpisodeMayCallBackIntoTheStore) {
   EXPECT_THAT(AllIdsOldestFirst(this->store()), ElementsAre("e1", "e1-again"));
 }
 
-} // namespace
-} // namespace reflexion
+}  // namespace
+}  // namespace reflexion

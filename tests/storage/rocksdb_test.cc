@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "storage/rocksdb_db.h"
@@ -17,8 +19,6 @@
 #include "storage/rocksdb_status.h"
 #include "tests/storage/temp_dir.h"
 #include "tests/testing/status_matchers.h"
-#include "gmock/gmock.h"
-#include "gtest/gtest.h"
 
 namespace reflexion::storage {
 namespace {
@@ -32,7 +32,7 @@ using ::testing::HasSubstr;
 using ::testing::NotNull;
 using ::testing::SizeIs;
 
-v1::Strategy MakeStrategy(const std::string &name, int version) {
+v1::Strategy MakeStrategy(const std::string& name, int version) {
   v1::Strategy s;
   s.set_name(name);
   s.set_version(version);
@@ -40,7 +40,7 @@ v1::Strategy MakeStrategy(const std::string &name, int version) {
   return s;
 }
 
-core::LearningCommit MakeCommit(const std::string &id, int64_t seconds,
+core::LearningCommit MakeCommit(const std::string& id, int64_t seconds,
                                 bool success) {
   core::LearningCommit c;
   c.episode.set_id(id);
@@ -54,20 +54,19 @@ core::LearningCommit MakeCommit(const std::string &id, int64_t seconds,
 
 // Creates a DB at `dir` with exactly the given column families (plus
 // "default"), as an older or newer build would have left it.
-void CreateRawDb(const std::string &dir, const std::vector<std::string> &cfs) {
+void CreateRawDb(const std::string& dir, const std::vector<std::string>& cfs) {
   rocksdb::DBOptions options;
   options.create_if_missing = true;
   options.create_missing_column_families = true;
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
       {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()}};
-  for (const std::string &cf : cfs) {
+  for (const std::string& cf : cfs) {
     descriptors.emplace_back(cf, rocksdb::ColumnFamilyOptions());
   }
-  std::vector<rocksdb::ColumnFamilyHandle *> handles;
-  rocksdb::DB *db = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
   ASSERT_TRUE(rocksdb::DB::Open(options, dir, descriptors, &handles, &db).ok());
-  for (auto *h : handles)
-    ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+  for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
   ASSERT_TRUE(db->Close().ok());
   delete db;
 }
@@ -152,8 +151,7 @@ TEST(RocksDbTest, OpeningADirLockedByAnotherProcessFailsNamingTheDir) {
     fl.l_type = F_WRLCK;
     fl.l_whence = SEEK_SET;
     char ok = (fd >= 0 && fcntl(fd, F_SETLK, &fl) == 0) ? '1' : '0';
-    if (write(ready[1], &ok, 1) != 1)
-      _exit(1);
+    if (write(ready[1], &ok, 1) != 1) _exit(1);
     char c;
     while (read(release[0], &c, 1) > 0) {
     }
@@ -238,7 +236,7 @@ TEST(RocksDbStatusTest, MapsEachRocksDbCodeToItsCanonicalCode) {
       {rocksdb::Status::Aborted("x"), absl::StatusCode::kAborted},
       {rocksdb::Status::MergeInProgress("x"), absl::StatusCode::kInternal},
   };
-  for (const Case &c : cases) {
+  for (const Case& c : cases) {
     SCOPED_TRACE(c.from.ToString());
     EXPECT_EQ(FromRocksDbStatus(c.from, "op").code(), c.to);
   }
@@ -252,5 +250,5 @@ TEST(RocksDbStatusTest, TheMessageNamesTheOperationAndKeepsRocksDbs) {
                   HasSubstr("read stats key \"a\": Corruption: bad block")));
 }
 
-} // namespace
-} // namespace reflexion::storage
+}  // namespace
+}  // namespace reflexion::storage

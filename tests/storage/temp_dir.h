@@ -14,7 +14,7 @@ namespace reflexion::testing {
 // A fresh, empty directory under the gtest temp dir, removed (with its
 // contents) on destruction. Unique per process and object.
 class TempDir {
-public:
+ public:
   TempDir() {
     static std::atomic<int> counter{0};
     path_ = absl::StrCat(::testing::TempDir(), "reflexion_storage_test_",
@@ -22,17 +22,17 @@ public:
     std::filesystem::remove_all(path_);
     std::filesystem::create_directories(path_);
   }
-  TempDir(const TempDir &) = delete;
-  TempDir &operator=(const TempDir &) = delete;
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
   ~TempDir() {
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
   }
 
-  const std::string &path() const { return path_; }
+  const std::string& path() const { return path_; }
 
-private:
+ private:
   std::string path_;
 };
 
-} // namespace reflexion::testing
+}  // namespace reflexion::testing
