@@ -121,6 +121,12 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
     return ReadDouble(v, key, 0, 1, w.meta_quality_threshold);
   }
   if (key == "reflexion.seed") return Read(v, key, w.seed);
+  if (key == "reflexion.min_trials_for_change") {
+    return ReadInt(v, key, 1, 1000, w.min_trials_for_change);
+  }
+  if (key == "reflexion.max_mean_for_change") {
+    return ReadDouble(v, key, 0, 1, w.max_mean_for_change);
+  }
   if (key == "workflow.max_retry_count") {
     return ReadInt(v, key, 1, 20, w.max_attempts);
   }

@@ -382,8 +382,23 @@ void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
   commit.prior_beta = prior.beta;
 
   // A proposed change to the strategy just tried becomes a new version when
-  // its clamped parameters differ from the current ones.
+  // its clamped parameters differ from the current ones and the evidence
+  // says the current version underperforms on this signature (enough trials,
+  // low posterior): one unlucky failure must not ratchet a limit upwards.
+  bool evidence = false;
+  if (absl::StatusOr<std::vector<v1::StrategyStats>> stats =
+          store_->GetStats(s.analysis().signature());
+      stats.ok()) {
+    for (const v1::StrategyStats& st : *stats) {
+      if (st.strategy() != name) continue;
+      // Counting this failure, which is not committed yet.
+      double a = st.alpha(), b = st.beta() + 1;
+      evidence = st.trials() + 1 >= config_.min_trials_for_change &&
+                 a / (a + b) < config_.max_mean_for_change;
+    }
+  }
   for (const v1::StrategyChange& change : s.reflection().proposed_changes()) {
+    if (!evidence || s.observation().success()) break;
     if (change.strategy() != name) continue;
     v1::StrategyParams params = ClampParams(change.params());
     const v1::StrategyParams& cur = sel.strategy().params();

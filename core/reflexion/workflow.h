@@ -53,6 +53,13 @@ struct WorkflowConfig {
   int lessons = 3;
   // Node executions allowed per workflow.
   int recursion_limit = 100;
+  // A reflection's proposed change becomes a new strategy version only when
+  // the strategy has at least this many trials on the signature
+  // (reflexion.min_trials_for_change) ...
+  int min_trials_for_change = 3;
+  // ... and its posterior mean there is below this
+  // (reflexion.max_mean_for_change).
+  double max_mean_for_change = 0.6;
 };
 
 // Builds and runs reflexion workflows. Thread-safe: any number of workflows
