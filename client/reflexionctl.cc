@@ -18,7 +18,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/client.h"
+#include "core/reflexion/workflow.h"
 #include "google/protobuf/util/json_util.h"
+#include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address HOST:PORT");
 ABSL_FLAG(std::string, o, "text", "Output format: text or json");
@@ -56,7 +58,8 @@ constexpr char kUsage[] =
     "              [--pod_filter P] [--namespace_filter N] [--page_token T]\n"
     "              Episodic memory, newest first.\n"
     "  metrics     Learning and system metrics.\n"
-    "  health      Exit 0 when the service is SERVING (for health checks).\n";
+    "  health      Exit 0 when the service is SERVING (for health checks).\n"
+    "  graph       Print the reflexion workflow graph as Mermaid (offline).\n";
 
 bool Json() { return absl::GetFlag(FLAGS_o) == "json"; }
 
@@ -289,6 +292,22 @@ int Metrics(ReflexionService::Stub& stub) {
   return 0;
 }
 
+int Graph() {
+  reflexion::core::ReflexionWorkflow workflow({}, nullptr, nullptr, nullptr,
+                                              nullptr);
+  if (absl::Status s = workflow.CompileGraph(); !s.ok()) return Error(s);
+  std::string mermaid = workflow.graph().ToMermaid();
+  if (Json()) {
+    nlohmann::json j;
+    j["mermaid"] = mermaid;
+    j["nodes"] = workflow.graph().NodeNames();
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("%s", mermaid.c_str());
+  }
+  return 0;
+}
+
 int Health(const std::shared_ptr<grpc::Channel>& channel) {
   absl::StatusOr<int> status =
       reflexion::client::CheckHealth(*channel, "reflexion.v1.ReflexionService");
@@ -319,6 +338,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string command = args[1];
+  if (command == "graph") return Graph();
   auto channel = reflexion::client::Connect(absl::GetFlag(FLAGS_server));
   auto stub = ReflexionService::NewStub(channel);
   if (command == "process") return Process(*stub);

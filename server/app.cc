@@ -29,6 +29,9 @@ absl::Status App::Start() {
   if (!db.ok()) return db.status();
   db_ = *std::move(db);
   store_ = std::make_unique<storage::RocksDbKnowledgeStore>(db_.get());
+  if (config_.checkpointing) {
+    checkpoints_ = std::make_unique<storage::RocksDbCheckpointStore>(db_.get());
+  }
 
   absl::StatusOr<std::unique_ptr<sim::SimulatedCluster>> cluster =
       config_.simulator_scenarios.empty()
@@ -44,10 +47,26 @@ absl::Status App::Start() {
           : static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
   pool_ = std::make_unique<graph::ThreadPool>(threads_);
   workflow_ = std::make_unique<core::ReflexionWorkflow>(
-      config_.workflow, store_.get(), cluster_.get(), &reflector_, &clock_);
+      config_.workflow, store_.get(), cluster_.get(), &reflector_, &clock_,
+      checkpoints_.get());
   if (absl::Status s = workflow_->Init(); !s.ok()) return s;
   runner_ = std::make_unique<WorkflowRunner>(workflow_.get(), pool_.get(),
                                              &clock_, config_.max_in_flight);
+  if (checkpoints_ != nullptr) {
+    // Workflows a crash interrupted continue from their last checkpoint.
+    absl::StatusOr<std::vector<core::WorkflowRecord>> running =
+        checkpoints_->ListByPhase(core::WorkflowPhase::kRunning);
+    if (!running.ok()) return running.status();
+    for (const core::WorkflowRecord& r : *running) {
+      absl::Status s = runner_->Resume(r.workflow_id, {});
+      if (s.ok()) {
+        ++resumed_;
+      } else {
+        LOG(WARNING) << "cannot resume workflow " << r.workflow_id << ": " << s;
+      }
+    }
+    retention_ = std::thread([this] { RetentionLoop(); });
+  }
   ServiceOptions options;
   options.max_in_flight_per_stream = config_.max_in_flight_per_stream;
   options.executor_name = cluster_->Name();
@@ -73,7 +92,37 @@ absl::Status App::Start() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<int> App::RunRetention() {
+  if (checkpoints_ == nullptr || config_.finished_ttl == absl::ZeroDuration()) {
+    return 0;
+  }
+  int total = 0;
+  while (true) {
+    absl::StatusOr<int> n =
+        checkpoints_->ExpireFinished(clock_.Now() - config_.finished_ttl, 1000);
+    if (!n.ok()) return n.status();
+    total += *n;
+    if (*n < 1000) return total;
+  }
+}
+
+void App::RetentionLoop() {
+  while (!stop_retention_.WaitForNotificationWithTimeout(
+      config_.retention_interval)) {
+    absl::StatusOr<int> n = RunRetention();
+    if (!n.ok()) {
+      LOG(WARNING) << "retention failed: " << n.status();
+    } else if (*n > 0) {
+      LOG(INFO) << "retention deleted " << *n << " finished workflows";
+    }
+  }
+}
+
 void App::Stop(absl::Duration grace) {
+  if (retention_.joinable()) {
+    stop_retention_.Notify();
+    retention_.join();
+  }
   if (server_ != nullptr) {
     server_->GetHealthCheckService()->SetServingStatus(kHealthServiceName,
                                                        false);
@@ -89,6 +138,7 @@ void App::Stop(absl::Duration grace) {
   runner_.reset();
   pool_.reset();  // joins the engine's threads after their last task
   workflow_.reset();
+  checkpoints_.reset();
   store_.reset();
   db_.reset();
 }
@@ -105,6 +155,18 @@ std::vector<std::string> App::StartupReport() const {
                    "; the only executor in this build)"),
       absl::StrCat("reflector: ", reflector_.Name(),
                    " (rule-based; the only reflector in this build)"),
+      checkpoints_ == nullptr
+          ? std::string("checkpoints: disabled")
+          : absl::StrCat(
+                "checkpoints: ",
+                config_.workflow.durability == graph::Durability::kSync ? "sync"
+                : config_.workflow.durability == graph::Durability::kAsync
+                    ? "async"
+                    : "exit",
+                ", keep last ", config_.workflow.keep_last_checkpoints,
+                ", finished workflows expire after ",
+                absl::FormatDuration(config_.finished_ttl), "; resumed ",
+                resumed_, " interrupted workflow(s)"),
       absl::StrCat("workflow: max attempts ", config_.workflow.max_attempts,
                    ", confidence threshold ",
                    config_.workflow.selector.confidence_threshold,

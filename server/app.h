@@ -2,8 +2,11 @@
 
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/synchronization/notification.h"
 #include "core/graph/task_runner.h"
 #include "core/ports/clock.h"
 #include "core/reflexion/heuristic_reflector.h"
@@ -13,6 +16,7 @@
 #include "server/config.h"
 #include "server/service.h"
 #include "server/workflow_runner.h"
+#include "storage/rocksdb_checkpoint_store.h"
 #include "storage/rocksdb_db.h"
 #include "storage/rocksdb_knowledge_store.h"
 
@@ -44,13 +48,26 @@ class App {
   // Lines describing the active executor and reflector and why.
   std::vector<std::string> StartupReport() const;
 
+  // Workflows found interrupted (running) at Start and resumed.
+  int resumed() const { return resumed_; }
+
+  // Runs retention once: deletes finished workflows older than
+  // finished_ttl. Returns how many were deleted.
+  absl::StatusOr<int> RunRetention();
+
  private:
+  void RetentionLoop();
+
   ServerConfig config_;
   int port_ = 0;
   int threads_ = 0;
   core::RealClock clock_;
   std::unique_ptr<storage::RocksDb> db_;
   std::unique_ptr<storage::RocksDbKnowledgeStore> store_;
+  std::unique_ptr<storage::RocksDbCheckpointStore> checkpoints_;
+  int resumed_ = 0;
+  absl::Notification stop_retention_;
+  std::thread retention_;
   std::unique_ptr<sim::SimulatedCluster> cluster_;
   core::HeuristicReflector reflector_;
   std::unique_ptr<graph::ThreadPool> pool_;

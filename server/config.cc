@@ -137,6 +137,41 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
     w.observation_window = absl::Seconds(seconds);
     return absl::OkStatus();
   }
+  if (key == "workflow.checkpointing_enabled") {
+    return Read(v, key, c.checkpointing);
+  }
+  if (key == "workflow.durability") {
+    std::string mode;
+    absl::Status s = Read(v, key, mode);
+    if (!s.ok()) return s;
+    if (mode == "sync") {
+      w.durability = graph::Durability::kSync;
+    } else if (mode == "async") {
+      w.durability = graph::Durability::kAsync;
+    } else if (mode == "exit") {
+      w.durability = graph::Durability::kExit;
+    } else {
+      return Bad(key, "must be sync, async or exit");
+    }
+    return absl::OkStatus();
+  }
+  if (key == "workflow.checkpoint_keep_last") {
+    return ReadInt(v, key, 0, 100000, w.keep_last_checkpoints);
+  }
+  if (key == "workflow.finished_ttl") {
+    int seconds = 0;
+    absl::Status s = ReadInt(v, key, 0, 365 * 86400, seconds);
+    if (!s.ok()) return s;
+    c.finished_ttl = absl::Seconds(seconds);
+    return absl::OkStatus();
+  }
+  if (key == "workflow.retention_interval") {
+    int seconds = 0;
+    absl::Status s = ReadInt(v, key, 1, 86400, seconds);
+    if (!s.ok()) return s;
+    c.retention_interval = absl::Seconds(seconds);
+    return absl::OkStatus();
+  }
   if (key == "workflow.recursion_limit") {
     return ReadInt(v, key, 10, 10'000, w.recursion_limit);
   }

@@ -24,6 +24,12 @@ struct ServerConfig {
   uint64_t simulator_seed = 42;        // simulator.seed
   std::string simulator_scenarios;     // simulator.scenarios ("" = embedded)
   core::WorkflowConfig workflow;       // reflexion.*, workflow.*
+  bool checkpointing = true;           // workflow.checkpointing_enabled
+  // Finished workflows (and their checkpoints) are deleted this long after
+  // they ended (workflow.finished_ttl, seconds; 0 = keep forever).
+  absl::Duration finished_ttl = absl::Hours(24 * 7);
+  // How often retention runs (workflow.retention_interval, seconds).
+  absl::Duration retention_interval = absl::Seconds(60);
   // Notes for the startup log: keys recognised but not used by this build,
   // variables that were ignored.
   std::vector<std::string> notes;

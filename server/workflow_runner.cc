@@ -3,6 +3,7 @@
 #include <memory>
 #include <utility>
 
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -34,9 +35,13 @@ WorkflowRunner::WorkflowRunner(const core::ReflexionWorkflow* workflow,
       runner_(runner),
       clock_(clock),
       max_in_flight_(max_in_flight),
-      // Ids stay unique across restarts: the prefix is the start time.
-      id_prefix_(absl::FormatTime("wf-%Y%m%d-%H%M%S-", absl::Now(),
-                                  absl::UTCTimeZone())) {}
+      // Ids stay unique across restarts: the prefix is the start time and
+      // a random tag (two starts within a second must not collide).
+      id_prefix_(absl::StrCat(
+          absl::FormatTime("wf-%Y%m%d-%H%M%S-", absl::Now(),
+                           absl::UTCTimeZone()),
+          absl::StrFormat(
+              "%04x-", absl::Uniform<uint32_t>(absl::BitGen(), 0, 0x10000)))) {}
 
 WorkflowRunner::~WorkflowRunner() { Drain(); }
 
@@ -64,30 +69,54 @@ absl::StatusOr<std::string> WorkflowRunner::Submit(
   auto* sink = new Sink(std::move(callbacks));
   workflow_->Start(id, std::move(incident), ordinal, runner_, sink,
                    [this, sink](core::WorkflowRunResult run) {
-                     reflexion::v1::IncidentResult result =
-                         core::MakeIncidentResult(run, clock_->Now());
-                     if (!run.status.ok()) {
-                       LOG(WARNING) << "workflow " << result.workflow_id()
-                                    << " failed: " << run.status;
-                     }
-                     std::unique_ptr<Sink> owned(sink);
-                     if (owned->callbacks().on_result) {
-                       owned->callbacks().on_result(result);
-                     }
-                     absl::MutexLock lock(&mu_);
-                     --counters_.in_flight;
-                     switch (result.status()) {
-                       case reflexion::v1::WORKFLOW_STATUS_RESOLVED:
-                         ++counters_.resolved;
-                         break;
-                       case reflexion::v1::WORKFLOW_STATUS_ESCALATED:
-                         ++counters_.escalated;
-                         break;
-                       default:
-                         ++counters_.failed;
-                     }
+                     Finished(sink, std::move(run));
                    });
   return id;
+}
+
+void WorkflowRunner::Finished(Sink* sink, core::WorkflowRunResult run) {
+  reflexion::v1::IncidentResult result =
+      core::MakeIncidentResult(run, clock_->Now());
+  if (!run.status.ok()) {
+    LOG(WARNING) << "workflow " << result.workflow_id()
+                 << " failed: " << run.status;
+  }
+  std::unique_ptr<Sink> owned(sink);
+  if (owned->callbacks().on_result) owned->callbacks().on_result(result);
+  absl::MutexLock lock(&mu_);
+  --counters_.in_flight;
+  switch (result.status()) {
+    case reflexion::v1::WORKFLOW_STATUS_RESOLVED:
+      ++counters_.resolved;
+      break;
+    case reflexion::v1::WORKFLOW_STATUS_ESCALATED:
+      ++counters_.escalated;
+      break;
+    default:
+      ++counters_.failed;
+  }
+}
+
+absl::Status WorkflowRunner::Resume(const std::string& workflow_id,
+                                    WorkflowCallbacks callbacks) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) return absl::UnavailableError("server is shutting down");
+    ++counters_.started;
+    ++counters_.in_flight;
+  }
+  auto* sink = new Sink(std::move(callbacks));
+  absl::Status s = workflow_->Resume(workflow_id, runner_, sink,
+                                     [this, sink](core::WorkflowRunResult run) {
+                                       Finished(sink, std::move(run));
+                                     });
+  if (!s.ok()) {
+    delete sink;
+    absl::MutexLock lock(&mu_);
+    --counters_.started;
+    --counters_.in_flight;
+  }
+  return s;
 }
 
 void WorkflowRunner::StopAccepting() {

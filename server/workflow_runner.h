@@ -45,6 +45,12 @@ class WorkflowRunner {
   absl::StatusOr<std::string> Submit(reflexion::v1::Incident incident,
                                      WorkflowCallbacks callbacks);
 
+  // Continues a workflow interrupted by a crash from its latest checkpoint
+  // (counted like a submitted one, not subject to the in-flight limit).
+  // Errors as ReflexionWorkflow::Resume.
+  absl::Status Resume(const std::string& workflow_id,
+                      WorkflowCallbacks callbacks);
+
   // Stops admitting new incidents (Submit returns kUnavailable).
   void StopAccepting();
 
@@ -56,6 +62,8 @@ class WorkflowRunner {
  private:
   class Sink;
   std::string NewWorkflowId(uint64_t ordinal);
+  // What every finished workflow does: result callback and counters.
+  void Finished(Sink* sink, core::WorkflowRunResult run);
 
   const core::ReflexionWorkflow* workflow_;
   graph::TaskRunner* runner_;

@@ -22,6 +22,8 @@ inline constexpr absl::string_view kColumnFamilies[] = {
     "stats",          // Beta posteriors per (signature, strategy)
     "episodes",       // episodic memory in time order
     "episode_index",  // secondary indexes of episodes
+    "workflows",      // workflow records and their indexes (checkpoints)
+    "checkpoints",    // per-step checkpoints (RocksDbCheckpointStore)
 };
 
 struct RocksDbOptions {

@@ -28,7 +28,9 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "core/graph/task_runner.h"
+#include "core/ports/checkpoint_store.h"
 #include "core/ports/clock.h"
+#include "glog/logging.h"
 
 namespace reflexion::graph {
 
@@ -136,10 +138,31 @@ class GraphBuilder {
 };
 
 // Options of one run.
+// When checkpoints are written (DESIGN §4, LangGraph's durability modes).
+enum class Durability {
+  kSync,   // after every step, fsync'd before the next step starts
+  kAsync,  // after every step, in the WAL (not fsync'd) before the next step
+  kExit,   // only when the run ends (completed or failed): not resumable
+};
+
+// Options of one run.
 struct RunOptions {
   std::string workflow_id;
   // Node executions allowed before the run fails with kResourceExhausted.
   int recursion_limit = 100;
+  // Where checkpoints go (null: none). Must outlive the run.
+  core::CheckpointStore* checkpoints = nullptr;
+  Durability durability = Durability::kAsync;
+  // Checkpoints kept per workflow (0 = all).
+  int keep_last = 0;
+};
+
+// Encoding of the state in checkpoints: protobuf serialization.
+template <typename State>
+concept SerializableState = requires(const State& c, State& m, std::string* out,
+                                     const std::string& in) {
+  { c.SerializeToString(out) } -> std::convertible_to<bool>;
+  { m.ParseFromString(in) } -> std::convertible_to<bool>;
 };
 
 // A validated, immutable graph. Thread-safe: any number of runs at once.
@@ -157,6 +180,35 @@ class CompiledGraph
   void Start(RunOptions options, State initial, TaskRunner* runner,
              EventSink<State>* sink, const core::Clock* clock,
              DoneFn done) const;
+
+  // Continues `options.workflow_id` from its latest checkpoint in
+  // `options.checkpoints` (which must be set): the node recorded as next
+  // runs first, steps and event sequence numbers continue where they were.
+  // Returns at once; `done` as in Start. Errors (returned, `done` is not
+  // called): kNotFound (no checkpoint), kFailedPrecondition (the workflow
+  // already ended), kDataLoss (the state does not decode), kInvalidArgument
+  // (the next node is not in this graph).
+  absl::Status Resume(RunOptions options, TaskRunner* runner,
+                      EventSink<State>* sink, const core::Clock* clock,
+                      DoneFn done) const requires SerializableState<State>;
+
+  // The state at a workflow's latest checkpoint, or at `step`.
+  static absl::StatusOr<State> GetState(core::CheckpointStore& store,
+                                        absl::string_view workflow_id) requires
+      SerializableState<State>;
+  static absl::StatusOr<State> GetState(
+      core::CheckpointStore& store, absl::string_view workflow_id,
+      uint64_t step) requires SerializableState<State>;
+
+  // Creates workflow `new_id` whose history starts at checkpoint `step` of
+  // `source_id`, with its state passed through `edit` (may be null). Run
+  // it with Resume. kNotFound for a missing checkpoint, kAlreadyExists when
+  // `new_id` has checkpoints.
+  static absl::Status Fork(core::CheckpointStore& store,
+                           absl::string_view source_id, uint64_t step,
+                           absl::string_view new_id,
+                           const std::function<void(State&)>& edit,
+                           absl::Time now) requires SerializableState<State>;
 
   // The graph as a Mermaid flowchart.
   std::string ToMermaid() const;
@@ -346,6 +398,16 @@ class CompiledGraph<State>::Run {
         clock_(clock),
         done_(std::move(done)) {}
 
+  // Continues from a checkpoint instead of the entry point.
+  void BeginAt(int next, uint64_t steps, uint64_t sequence) {
+    current_ = next;
+    steps_ = static_cast<int>(steps);
+    sequence_ = sequence;
+    saved_step_ = steps;
+    saved_any_ = true;
+    Loop();
+  }
+
   void Begin() {
     if (graph_->entry_router_) {
       std::string next = graph_->entry_router_(state_);
@@ -361,6 +423,11 @@ class CompiledGraph<State>::Run {
     }
     if (current_ == kEndIndex) {
       Finish(absl::OkStatus());
+      return;
+    }
+    if (absl::Status s = Save(current_, core::WorkflowPhase::kRunning, false);
+        !s.ok()) {
+      Finish(s);
       return;
     }
     Loop();
@@ -402,7 +469,7 @@ class CompiledGraph<State>::Run {
             "recursion limit ", options_.recursion_limit,
             " reached before node '", graph_->nodes_[current_].name, "'"));
         Emit(NodePhase::kFailed, absl::ZeroDuration(), limit);
-        Finish(limit);
+        Fail(limit);
         return;
       }
       ++steps_;
@@ -439,7 +506,7 @@ class CompiledGraph<State>::Run {
     const Node& node = graph_->nodes_[current_];
     if (!node_status_.ok()) {
       Emit(NodePhase::kFailed, took, node_status_);
-      Finish(node_status_);
+      Fail(node_status_);
       return false;
     }
     Emit(NodePhase::kCompleted, took, node_status_);
@@ -449,20 +516,74 @@ class CompiledGraph<State>::Run {
       std::string name = node.router(state_);
       next = Lookup(node.targets, name);
       if (next == kUnknown) {
-        Finish(absl::InternalError(
-            absl::StrCat("router of '", node.name,
-                         "' returned undeclared target '", name, "'")));
+        Fail(absl::InternalError(absl::StrCat("router of '", node.name,
+                                              "' returned undeclared target '",
+                                              name, "'")));
         return false;
       }
     } else {
       next = node.fixed_next;
     }
-    if (next == kEndIndex) {
+    const bool end = next == kEndIndex;
+    absl::Status saved = Save(
+        next,
+        end ? core::WorkflowPhase::kCompleted : core::WorkflowPhase::kRunning,
+        end);
+    if (!saved.ok()) {
+      Finish(saved);  // cannot promise durability: stop here
+      return false;
+    }
+    if (end) {
       Finish(absl::OkStatus());
       return false;
     }
     current_ = next;
     return true;
+  }
+
+  // Writes the checkpoint after the current step (step = nodes completed),
+  // as the durability mode asks. `next` is the node to run next.
+  absl::Status Save(int next, core::WorkflowPhase phase, bool final) {
+    core::CheckpointStore* store = options_.checkpoints;
+    if (store == nullptr) return absl::OkStatus();
+    if (options_.durability == Durability::kExit && !final) {
+      return absl::OkStatus();
+    }
+    if constexpr (SerializableState<State>) {
+      core::Checkpoint c;
+      c.workflow_id = options_.workflow_id;
+      c.step = static_cast<uint64_t>(steps_);
+      if (c.step <= saved_step_ && saved_any_) c.step = saved_step_ + 1;
+      c.node = last_node_ >= 0 && steps_ > 0 ? graph_->nodes_[last_node_].name
+                                             : std::string();
+      c.next_node =
+          next == kEndIndex ? std::string(kEnd) : graph_->nodes_[next].name;
+      c.last_sequence = sequence_;
+      c.time = clock_->Now();
+      state_.SerializeToString(&c.state);
+      absl::Status s = store->Put(c, phase, options_.keep_last,
+                                  options_.durability == Durability::kSync);
+      if (s.ok()) {
+        saved_step_ = c.step;
+        saved_any_ = true;
+      }
+      return s;
+    } else {
+      return absl::FailedPreconditionError("checkpoints need a protobuf state");
+    }
+  }
+
+  // Ends the run with an error, recording it (and the state that failed)
+  // when checkpoints are on.
+  void Fail(absl::Status status) {
+    if (options_.checkpoints != nullptr) {
+      absl::Status s = Save(current_, core::WorkflowPhase::kFailed, true);
+      if (!s.ok()) {
+        LOG(WARNING) << "workflow " << options_.workflow_id
+                     << ": could not record its failure: " << s;
+      }
+    }
+    Finish(std::move(status));
   }
 
   void Finish(absl::Status status) {
@@ -485,6 +606,8 @@ class CompiledGraph<State>::Run {
   int last_node_ = -1;
   int steps_ = 0;
   uint64_t sequence_ = 0;
+  uint64_t saved_step_ = 0;
+  bool saved_any_ = false;
   absl::Time node_start_;
   absl::Status node_status_;
   std::atomic<int> phase_{kRunning};
@@ -497,6 +620,113 @@ void CompiledGraph<State>::Start(RunOptions options, State initial,
   auto* run = new Run(this->shared_from_this(), std::move(options),
                       std::move(initial), runner, sink, clock, std::move(done));
   runner->Post([run] { run->Begin(); });
+}
+
+template <typename State>
+absl::Status CompiledGraph<State>::Resume(
+    RunOptions options, TaskRunner* runner, EventSink<State>* sink,
+    const core::Clock* clock,
+    DoneFn done) const requires SerializableState<State> {
+  if (options.checkpoints == nullptr) {
+    return absl::InvalidArgumentError("Resume needs a checkpoint store");
+  }
+  absl::StatusOr<core::WorkflowRecord> record =
+      options.checkpoints->GetWorkflow(options.workflow_id);
+  if (!record.ok()) return record.status();
+  if (core::IsTerminal(record->phase)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("workflow ", options.workflow_id, " is ",
+                     core::WorkflowPhaseName(record->phase)));
+  }
+  absl::StatusOr<core::Checkpoint> cp =
+      options.checkpoints->Latest(options.workflow_id);
+  if (!cp.ok()) return cp.status();
+  State state;
+  if (!state.ParseFromString(cp->state)) {
+    return absl::DataLossError(absl::StrCat("checkpoint ", cp->step, " of ",
+                                            options.workflow_id,
+                                            " does not decode"));
+  }
+  int next = kEndIndex;
+  if (cp->next_node != kEnd) {
+    next = -3;
+    for (size_t i = 0; i < nodes_.size(); ++i) {
+      if (nodes_[i].name == cp->next_node) next = static_cast<int>(i);
+    }
+    if (next == -3) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint of ", options.workflow_id, " names node '",
+                       cp->next_node, "', which this graph does not have"));
+    }
+  }
+  if (next == kEndIndex) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("workflow ", options.workflow_id, " already reached END"));
+  }
+  uint64_t step = cp->step, seq = cp->last_sequence;
+  auto* run = new Run(this->shared_from_this(), std::move(options),
+                      std::move(state), runner, sink, clock, std::move(done));
+  runner->Post([run, next, step, seq] { run->BeginAt(next, step, seq); });
+  return absl::OkStatus();
+}
+
+template <typename State>
+absl::StatusOr<State> CompiledGraph<State>::GetState(
+    core::CheckpointStore& store,
+    absl::string_view workflow_id) requires SerializableState<State> {
+  absl::StatusOr<core::Checkpoint> cp = store.Latest(workflow_id);
+  if (!cp.ok()) return cp.status();
+  State state;
+  if (!state.ParseFromString(cp->state)) {
+    return absl::DataLossError(
+        absl::StrCat("latest checkpoint of ", workflow_id, " does not decode"));
+  }
+  return state;
+}
+
+template <typename State>
+absl::StatusOr<State> CompiledGraph<State>::GetState(
+    core::CheckpointStore& store, absl::string_view workflow_id,
+    uint64_t step) requires SerializableState<State> {
+  absl::StatusOr<core::Checkpoint> cp = store.Get(workflow_id, step);
+  if (!cp.ok()) return cp.status();
+  State state;
+  if (!state.ParseFromString(cp->state)) {
+    return absl::DataLossError(absl::StrCat("checkpoint ", step, " of ",
+                                            workflow_id, " does not decode"));
+  }
+  return state;
+}
+
+template <typename State>
+absl::Status CompiledGraph<State>::Fork(
+    core::CheckpointStore& store, absl::string_view source_id, uint64_t step,
+    absl::string_view new_id, const std::function<void(State&)>& edit,
+    absl::Time now) requires SerializableState<State> {
+  if (store.GetWorkflow(new_id).ok()) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("workflow ", new_id, " already exists"));
+  }
+  absl::StatusOr<core::Checkpoint> cp = store.Get(source_id, step);
+  if (!cp.ok()) return cp.status();
+  if (cp->next_node == kEnd) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint ", step, " of ", source_id, " is the end: nothing to run"));
+  }
+  State state;
+  if (!state.ParseFromString(cp->state)) {
+    return absl::DataLossError(absl::StrCat("checkpoint ", step, " of ",
+                                            source_id, " does not decode"));
+  }
+  if (edit) edit(state);
+  core::Checkpoint fork = *std::move(cp);
+  fork.workflow_id = std::string(new_id);
+  fork.parent_workflow_id = std::string(source_id);
+  fork.parent_step = step;
+  fork.time = now;
+  fork.state.clear();
+  state.SerializeToString(&fork.state);
+  return store.Put(fork, core::WorkflowPhase::kRunning, 0, true);
 }
 
 template <typename State>

@@ -1,3 +1,5 @@
 list(APPEND CORE_SOURCES
   ports/in_memory_knowledge_store.cc
+  ports/checkpoint_store.cc
+  ports/in_memory_checkpoint_store.cc
 )

@@ -40,14 +40,32 @@ constexpr int kMemoryEpisodes = 20;
 ReflexionWorkflow::ReflexionWorkflow(WorkflowConfig config,
                                      KnowledgeStore* store,
                                      ClusterExecutor* executor,
-                                     Reflector* reflector, const Clock* clock)
+                                     Reflector* reflector, const Clock* clock,
+                                     CheckpointStore* checkpoints)
     : config_(std::move(config)),
       store_(store),
       executor_(executor),
       reflector_(reflector),
-      clock_(clock) {}
+      clock_(clock),
+      checkpoints_(checkpoints) {}
 
 absl::Status ReflexionWorkflow::Init() {
+  REFLEXION_RETURN_IF_ERROR(CompileGraph());
+  // Seed the catalog's strategies where the store has none of that name.
+  REFLEXION_ASSIGN_OR_RETURN(std::vector<v1::Strategy> existing,
+                             store_->ListStrategies());
+  absl::flat_hash_set<std::string> have;
+  for (const auto& s : existing) have.insert(s.name());
+  for (const v1::Strategy& s : DefaultStrategies(clock_->Now())) {
+    if (have.contains(s.name())) continue;
+    absl::Status st = store_->PutStrategyVersion(s);
+    // Another process may have seeded it between our read and write.
+    if (!st.ok() && !absl::IsFailedPrecondition(st)) return st;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReflexionWorkflow::CompileGraph() {
   graph::GraphBuilder<State> b;
   auto bind = [this](void (ReflexionWorkflow::*fn)(State&, graph::NodeDone)
                          const) {
@@ -103,18 +121,6 @@ absl::Status ReflexionWorkflow::Init() {
                         {std::string(graph::kEnd), kSelect, kEscalate});
   b.AddEdge(kEscalate, std::string(graph::kEnd));
   REFLEXION_ASSIGN_OR_RETURN(graph_, b.Compile());
-
-  // Seed the catalog's strategies where the store has none of that name.
-  REFLEXION_ASSIGN_OR_RETURN(std::vector<v1::Strategy> existing,
-                             store_->ListStrategies());
-  absl::flat_hash_set<std::string> have;
-  for (const auto& s : existing) have.insert(s.name());
-  for (const v1::Strategy& s : DefaultStrategies(clock_->Now())) {
-    if (have.contains(s.name())) continue;
-    absl::Status st = store_->PutStrategyVersion(s);
-    // Another process may have seeded it between our read and write.
-    if (!st.ok() && !absl::IsFailedPrecondition(st)) return st;
-  }
   return absl::OkStatus();
 }
 
@@ -129,8 +135,58 @@ void ReflexionWorkflow::Start(std::string workflow_id, v1::Incident incident,
   state.set_rng_seed(
       StableHash(absl::StrCat("workflow/", ordinal), config_.seed));
   *state.mutable_started_at() = ToProto(clock_->Now());
-  graph_->Start({std::move(workflow_id), config_.recursion_limit},
-                std::move(state), runner, sink, clock_, std::move(done));
+  graph_->Start(Options(std::move(workflow_id)), std::move(state), runner, sink,
+                clock_, std::move(done));
+}
+
+graph::RunOptions ReflexionWorkflow::Options(std::string workflow_id) const {
+  graph::RunOptions o;
+  o.workflow_id = std::move(workflow_id);
+  o.recursion_limit = config_.recursion_limit;
+  o.checkpoints = checkpoints_;
+  o.durability = config_.durability;
+  o.keep_last = config_.keep_last_checkpoints;
+  return o;
+}
+
+absl::Status ReflexionWorkflow::Resume(std::string workflow_id,
+                                       graph::TaskRunner* runner,
+                                       WorkflowSink* sink, DoneFn done) const {
+  CHECK(graph_ != nullptr) << "ReflexionWorkflow::Init() was not called";
+  if (checkpoints_ == nullptr) {
+    return absl::FailedPreconditionError("checkpointing is disabled");
+  }
+  REFLEXION_ASSIGN_OR_RETURN(core::WorkflowRecord record,
+                             checkpoints_->GetWorkflow(workflow_id));
+  if (IsTerminal(record.phase)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "workflow ", workflow_id, " is ", WorkflowPhaseName(record.phase)));
+  }
+  REFLEXION_ASSIGN_OR_RETURN(
+      State state, WorkflowGraph::GetState(*checkpoints_, workflow_id));
+  // The executor may have restarted too (the simulated cluster always
+  // does): a fresh diagnosis, a read, re-establishes its view of the pod
+  // before the next step acts on it. The checkpointed analysis is kept.
+  executor_->Diagnose(
+      state.incident(),
+      [this, workflow_id, runner, sink, state,
+       done = std::move(done)](absl::StatusOr<v1::Diagnosis> dx) mutable {
+        if (!dx.ok()) {
+          LOG(WARNING) << "resuming " << workflow_id
+                       << ": diagnosis failed: " << dx.status();
+        }
+        // `done` must run exactly once, also when Resume refuses.
+        auto holder = std::make_shared<DoneFn>(std::move(done));
+        absl::Status s = graph_->Resume(Options(workflow_id), runner, sink,
+                                        clock_, [holder](WorkflowRunResult r) {
+                                          std::move (*holder)(std::move(r));
+                                        });
+        if (!s.ok()) {
+          LOG(WARNING) << "cannot resume " << workflow_id << ": " << s;
+          std::move (*holder)(WorkflowRunResult{s, std::move(state), 0, 0, ""});
+        }
+      });
+  return absl::OkStatus();
 }
 
 absl::Status ReflexionWorkflow::LoadMemory(State& s) const {

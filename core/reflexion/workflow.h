@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "core/graph/graph.h"
+#include "core/ports/checkpoint_store.h"
 #include "core/ports/clock.h"
 #include "core/ports/cluster_executor.h"
 #include "core/ports/knowledge_store.h"
@@ -60,19 +61,28 @@ struct WorkflowConfig {
   // ... and its posterior mean there is below this
   // (reflexion.max_mean_for_change).
   double max_mean_for_change = 0.6;
+  // When checkpoints are written (workflow.durability: sync | async | exit).
+  graph::Durability durability = graph::Durability::kAsync;
+  // Checkpoints kept per workflow (workflow.checkpoint_keep_last, 0 = all).
+  int keep_last_checkpoints = 10;
 };
 
 // Builds and runs reflexion workflows. Thread-safe: any number of workflows
 // at once. The store, executor, reflector and clock must outlive it.
 class ReflexionWorkflow {
  public:
+  // `checkpoints` may be null (no checkpoints, no resume).
   ReflexionWorkflow(WorkflowConfig config, KnowledgeStore* store,
                     ClusterExecutor* executor, Reflector* reflector,
-                    const Clock* clock);
+                    const Clock* clock, CheckpointStore* checkpoints = nullptr);
 
   // Compiles the graph and seeds the catalog's version-1 strategies into the
   // store where absent. Errors from the store are returned.
   absl::Status Init();
+
+  // Only compiles the graph (no store access): enough for graph() and
+  // ToMermaid(), e.g. in reflexionctl graph.
+  absl::Status CompileGraph();
 
   using DoneFn = absl::AnyInvocable<void(WorkflowRunResult) &&>;
 
@@ -84,6 +94,12 @@ class ReflexionWorkflow {
   void Start(std::string workflow_id, reflexion::v1::Incident incident,
              uint64_t ordinal, graph::TaskRunner* runner, WorkflowSink* sink,
              DoneFn done) const;
+
+  // Continues an interrupted workflow from its latest checkpoint (after a
+  // crash). Errors as CompiledGraph::Resume; kFailedPrecondition when
+  // checkpointing is disabled.
+  absl::Status Resume(std::string workflow_id, graph::TaskRunner* runner,
+                      WorkflowSink* sink, DoneFn done) const;
 
   const WorkflowGraph& graph() const { return *graph_; }
   const WorkflowConfig& config() const { return config_; }
@@ -104,6 +120,7 @@ class ReflexionWorkflow {
   // Fills lessons and the recovery-time baseline of the signature.
   absl::Status LoadMemory(State& s) const;
   ReflectionRequest MakeReflectionRequest(const State& s, bool meta) const;
+  graph::RunOptions Options(std::string workflow_id) const;
   void RunReflector(State& s, bool meta, graph::NodeDone done) const;
 
   WorkflowConfig config_;
@@ -111,6 +128,7 @@ class ReflexionWorkflow {
   ClusterExecutor* executor_;
   Reflector* reflector_;
   const Clock* clock_;
+  CheckpointStore* checkpoints_;
   std::shared_ptr<const WorkflowGraph> graph_;
 };
 

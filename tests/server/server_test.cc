@@ -17,6 +17,8 @@
 #include "gtest/gtest.h"
 #include "server/app.h"
 #include "server/config.h"
+#include "storage/rocksdb_checkpoint_store.h"
+#include "storage/rocksdb_db.h"
 #include "tests/testing/status_matchers.h"
 
 namespace reflexion::server {
@@ -351,6 +353,44 @@ TEST_F(ServerTest, ListEpisodesPagesFiltersAndValidates) {
   s = stub_->ListEpisodes(&tctx, bad_token, &unused);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("page_token"));
+}
+
+TEST_F(ServerTest, AWorkflowLeftRunningIsResumedWhenTheServerStarts) {
+  v1::IncidentResult first =
+      Process(MakeIncident("orders-0", "shop", "OOMKilled"));
+  app_.reset();  // stop the server, close RocksDB
+  std::string resumed_id = first.workflow_id() + "-resumed";
+  {
+    // What a crash leaves behind: a workflow recorded as running, with its
+    // checkpoints up to some step. Fork the finished one at step 1 (after
+    // analyze_error) under a new id to get exactly that.
+    auto db = storage::RocksDb::Open(dir_.path());
+    ASSERT_THAT(db, IsOk());
+    storage::RocksDbCheckpointStore checkpoints(db->get());
+    auto history = checkpoints.List(first.workflow_id(), 0);
+    ASSERT_THAT(history, IsOk());
+    uint64_t step = history->back().step;  // oldest kept
+    ASSERT_THAT(
+        core::WorkflowGraph::Fork(
+            checkpoints, first.workflow_id(), step, resumed_id,
+            [&](v1::WorkflowState& s) { s.set_workflow_id(resumed_id); },
+            absl::Now()),
+        IsOk());
+  }
+  StartServer();
+  EXPECT_EQ(app_->resumed(), 1);
+  // The resumed workflow runs to its end and learns: its episodes appear.
+  v1::ListEpisodesResponse episodes;
+  for (int i = 0; i < 500 && episodes.episodes().empty(); ++i) {
+    v1::ListEpisodesRequest req;
+    req.set_workflow_id(resumed_id);
+    grpc::ClientContext ctx;
+    episodes.Clear();
+    ASSERT_TRUE(stub_->ListEpisodes(&ctx, req, &episodes).ok());
+    if (episodes.episodes().empty()) absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_FALSE(episodes.episodes().empty());
+  EXPECT_EQ(episodes.episodes(0).workflow_id(), resumed_id);
 }
 
 TEST_F(ServerTest, ASecondServerOnALockedDataDirFailsCleanly) {

@@ -1,0 +1,111 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace reflexion::core {
+
+// Lifecycle of a workflow as recorded with its checkpoints.
+enum class WorkflowPhase {
+  kRunning = 1,    // a step is running or due; resumed after a crash
+  kWaiting = 2,    // interrupted, waiting for a human decision
+  kCompleted = 3,  // reached END
+  kFailed = 4,     // ended with an error
+  kCancelled = 5,  // cancelled
+};
+
+// "running", "waiting", "completed", "failed", "cancelled".
+absl::string_view WorkflowPhaseName(WorkflowPhase phase);
+// Whether no further step will run (completed, failed, cancelled).
+inline bool IsTerminal(WorkflowPhase p) {
+  return p == WorkflowPhase::kCompleted || p == WorkflowPhase::kFailed ||
+         p == WorkflowPhase::kCancelled;
+}
+
+// The state of one workflow after one step.
+struct Checkpoint {
+  std::string workflow_id;
+  // 0 for the input checkpoint (before the first node), then 1, 2, 3, ...
+  // one per completed node. Strictly increasing per workflow.
+  uint64_t step = 0;
+  // The node that just completed ("" for step 0).
+  std::string node;
+  // The node to run next ("__end__" when the workflow is finished).
+  std::string next_node;
+  // Sequence number of the last event emitted when this checkpoint was
+  // taken, so a resumed run continues the numbering.
+  uint64_t last_sequence = 0;
+  absl::Time time;
+  // The serialized state (opaque to the store).
+  std::string state;
+  // For a fork's first checkpoint: where it was forked from ("" / 0).
+  std::string parent_workflow_id;
+  uint64_t parent_step = 0;
+};
+
+// The workflow record kept beside its checkpoints.
+struct WorkflowRecord {
+  std::string workflow_id;
+  WorkflowPhase phase = WorkflowPhase::kRunning;
+  uint64_t last_step = 0;
+  absl::Time updated;
+};
+
+// Durable per-step state of workflows. Adapters: RocksDbCheckpointStore
+// (storage/), InMemoryCheckpointStore (core/ports, tests); both pass one
+// contract suite. Thread-safe. Every write is atomic.
+class CheckpointStore {
+ public:
+  virtual ~CheckpointStore() = default;
+
+  // Appends `checkpoint` and sets the workflow's record to (`phase`,
+  // checkpoint.step, checkpoint.time) in one atomic write, then deletes the
+  // workflow's oldest checkpoints so that at most `keep_last` remain
+  // (0 = keep all) — in the same write. With `sync`, the write is durable
+  // (fsync'd) before this returns; otherwise it is in the WAL only.
+  // Errors: kInvalidArgument (empty workflow id), kFailedPrecondition (step
+  // not greater than the workflow's last step; nothing is written),
+  // storage errors.
+  virtual absl::Status Put(const Checkpoint& checkpoint, WorkflowPhase phase,
+                           int keep_last, bool sync) = 0;
+
+  // Changes only the record's phase (e.g. cancelled while waiting).
+  // kNotFound for an unknown workflow.
+  virtual absl::Status SetPhase(absl::string_view workflow_id,
+                                WorkflowPhase phase, absl::Time now,
+                                bool sync) = 0;
+
+  // The workflow's record. kNotFound when unknown.
+  virtual absl::StatusOr<WorkflowRecord> GetWorkflow(
+      absl::string_view workflow_id) = 0;
+
+  // The newest checkpoint of a workflow. kNotFound when it has none.
+  virtual absl::StatusOr<Checkpoint> Latest(absl::string_view workflow_id) = 0;
+
+  // One checkpoint. kNotFound when absent (never written, or pruned).
+  virtual absl::StatusOr<Checkpoint> Get(absl::string_view workflow_id,
+                                         uint64_t step) = 0;
+
+  // A workflow's checkpoints, newest first, at most `limit` (0 = all).
+  virtual absl::StatusOr<std::vector<Checkpoint>> List(
+      absl::string_view workflow_id, int limit) = 0;
+
+  // Every workflow whose phase is `phase`, ordered by id (startup resume
+  // reads kRunning and kWaiting).
+  virtual absl::StatusOr<std::vector<WorkflowRecord>> ListByPhase(
+      WorkflowPhase phase) = 0;
+
+  // Deletes every terminal workflow (record and checkpoints) last updated
+  // before `cutoff`, at most `max_workflows` per call (0 = no limit).
+  // Returns how many were deleted.
+  virtual absl::StatusOr<int> ExpireFinished(absl::Time cutoff,
+                                             int max_workflows) = 0;
+};
+
+}  // namespace reflexion::core

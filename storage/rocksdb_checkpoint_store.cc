@@ -1,0 +1,673 @@
+// Key layout (integers big-endian so keys sort numerically; '\0' ends a
+// workflow id inside a checkpoint key, which is why ids may not contain NUL):
+//
+//   workflows    r <workflow_id>                    -> record
+//                p <phase: 1 byte> <workflow_id>    -> ""
+//                e <updated: 12 bytes> <workflow_id> -> <phase: 1 byte>
+//                The record, the phase index (ListByPhase reads one prefix,
+//                ordered by id) and the expiry index: terminal workflows
+//                only, ordered by (updated, id), so ExpireFinished reads
+//                exactly the workflows it deletes, oldest first.
+//   checkpoints  <workflow_id> \0 <step: 8 bytes>   -> checkpoint
+//                A workflow's history is a prefix scan; the latest is the
+//                last key of the prefix.
+//
+// Values use a small fixed encoding (no proto exists for them):
+//   time        seconds since the epoch as 8 bytes with the sign bit flipped
+//               (so byte order is time order), then nanoseconds, 4 bytes.
+//               Infinite past / future are (INT64_MIN, 0) / (INT64_MAX, ~0).
+//   record      <format 1> <phase 1> <last_step 8> <updated 12>
+//   checkpoint  <format 1> <step 8> <last_sequence 8> <time 12>
+//               <parent_step 8>, then node, next_node, parent_workflow_id
+//               and state, each as <length 4> <bytes>. The workflow id is
+//               the key's.
+//
+// Put writes the checkpoint, the record, the index changes and the deletion
+// of the checkpoints beyond keep_last in one WriteBatch. The steps to delete
+// come from the in-memory cache of each non-terminal workflow's retained
+// steps (normally the one oldest key), so Put reads nothing in the steady
+// state. ExpireFinished deletes checkpoints with point deletes of the keys
+// it iterates rather than DeleteRange: RocksDB 7.8 re-fragments every
+// memtable range tombstone on each read of the family, which would slow
+// every later Latest/Get, while a retained history is only keep_last keys.
+
+#include "storage/rocksdb_checkpoint_store.h"
+
+#include <algorithm>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include "absl/hash/hash.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "core/ports/in_memory_checkpoint_store.h"
+#include "core/status_macros.h"
+#include "glog/logging.h"
+#include "rocksdb/db.h"
+#include "rocksdb/iterator.h"
+#include "rocksdb/options.h"
+#include "rocksdb/snapshot.h"
+#include "rocksdb/write_batch.h"
+#include "storage/rocksdb_status.h"
+
+namespace reflexion::storage {
+namespace {
+
+using core::Checkpoint;
+using core::WorkflowPhase;
+using core::WorkflowRecord;
+
+constexpr char kRecordPrefix = 'r';
+constexpr char kPhasePrefix = 'p';
+constexpr char kExpiryPrefix = 'e';
+constexpr char kSeparator = '\0';
+constexpr char kFormat = 1;
+constexpr size_t kStepBytes = 8;
+constexpr size_t kTimeBytes = 12;
+constexpr size_t kRecordBytes = 1 + 1 + 8 + kTimeBytes;
+constexpr size_t kCheckpointFixedBytes = 1 + 8 + 8 + kTimeBytes + 8;
+// Workflows deleted per WriteBatch (and per exclusive hold of the writers'
+// lock) by ExpireFinished.
+constexpr int kExpireChunk = 256;
+
+rocksdb::Slice ToSlice(absl::string_view s) {
+  return rocksdb::Slice(s.data(), s.size());
+}
+absl::string_view ToView(const rocksdb::Slice& s) {
+  return absl::string_view(s.data(), s.size());
+}
+std::string Printable(absl::string_view key) { return absl::CHexEscape(key); }
+
+// --- Fixed-width encoding ---------------------------------------------------
+
+void AppendU32(std::string* out, uint32_t v) {
+  char buf[4];
+  for (int i = 0; i < 4; ++i) buf[i] = static_cast<char>(v >> (24 - 8 * i));
+  out->append(buf, 4);
+}
+void AppendU64(std::string* out, uint64_t v) {
+  char buf[8];
+  for (int i = 0; i < 8; ++i) buf[i] = static_cast<char>(v >> (56 - 8 * i));
+  out->append(buf, 8);
+}
+uint64_t ReadUnsigned(const char* p, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+constexpr uint64_t kSignBit = uint64_t{1} << 63;
+constexpr uint32_t kInfiniteFutureNanos = std::numeric_limits<uint32_t>::max();
+
+void AppendTime(std::string* out, absl::Time t) {
+  int64_t seconds;
+  uint32_t nanos;
+  if (t == absl::InfiniteFuture()) {
+    seconds = std::numeric_limits<int64_t>::max();
+    nanos = kInfiniteFutureNanos;
+  } else if (t == absl::InfinitePast()) {
+    seconds = std::numeric_limits<int64_t>::min();
+    nanos = 0;
+  } else {
+    seconds = absl::ToUnixSeconds(t);  // floor
+    nanos = static_cast<uint32_t>((t - absl::FromUnixSeconds(seconds)) /
+                                  absl::Nanoseconds(1));
+  }
+  AppendU64(out, static_cast<uint64_t>(seconds) ^ kSignBit);
+  AppendU32(out, nanos);
+}
+absl::Time ReadTime(const char* p) {
+  const int64_t seconds = static_cast<int64_t>(ReadUnsigned(p, 8) ^ kSignBit);
+  const uint32_t nanos = static_cast<uint32_t>(ReadUnsigned(p + 8, 4));
+  if (seconds == std::numeric_limits<int64_t>::max() &&
+      nanos == kInfiniteFutureNanos) {
+    return absl::InfiniteFuture();
+  }
+  if (seconds == std::numeric_limits<int64_t>::min() && nanos == 0) {
+    return absl::InfinitePast();
+  }
+  return absl::FromUnixSeconds(seconds) + absl::Nanoseconds(nanos);
+}
+
+// --- Keys -------------------------------------------------------------------
+
+std::string RecordKey(absl::string_view id) {
+  std::string key(1, kRecordPrefix);
+  key.append(id.data(), id.size());
+  return key;
+}
+std::string PhasePrefix(WorkflowPhase phase) {
+  return {kPhasePrefix, static_cast<char>(phase)};
+}
+std::string PhaseKey(WorkflowPhase phase, absl::string_view id) {
+  std::string key = PhasePrefix(phase);
+  key.append(id.data(), id.size());
+  return key;
+}
+std::string ExpiryKey(absl::Time updated, absl::string_view id) {
+  std::string key(1, kExpiryPrefix);
+  AppendTime(&key, updated);
+  key.append(id.data(), id.size());
+  return key;
+}
+std::string CheckpointPrefix(absl::string_view id) {
+  std::string key;
+  key.reserve(id.size() + 1 + kStepBytes);
+  key.append(id.data(), id.size());
+  key.push_back(kSeparator);
+  return key;
+}
+std::string CheckpointKey(absl::string_view id, uint64_t step) {
+  std::string key = CheckpointPrefix(id);
+  AppendU64(&key, step);
+  return key;
+}
+
+// The smallest key above every key starting with `prefix`, which must not
+// be empty nor end with 0xff (none of ours do: they end with the separator
+// or a phase byte).
+std::string PrefixEnd(absl::string_view prefix) {
+  DCHECK(!prefix.empty() && static_cast<uint8_t>(prefix.back()) != 0xff);
+  std::string end(prefix);
+  end.back() = static_cast<char>(end.back() + 1);
+  return end;
+}
+
+// --- Values -----------------------------------------------------------------
+
+std::string EncodeRecord(WorkflowPhase phase, uint64_t last_step,
+                         absl::Time updated) {
+  std::string out;
+  out.reserve(kRecordBytes);
+  out.push_back(kFormat);
+  out.push_back(static_cast<char>(phase));
+  AppendU64(&out, last_step);
+  AppendTime(&out, updated);
+  return out;
+}
+
+absl::StatusOr<WorkflowRecord> DecodeRecord(absl::string_view id,
+                                            absl::string_view value) {
+  if (value.size() != kRecordBytes || value[0] != kFormat ||
+      !core::IsValidPhase(static_cast<WorkflowPhase>(value[1]))) {
+    return absl::DataLossError(absl::StrCat(
+        "cannot decode the workflows record of \"", Printable(id), "\""));
+  }
+  WorkflowRecord r;
+  r.workflow_id = std::string(id);
+  r.phase = static_cast<WorkflowPhase>(value[1]);
+  r.last_step = ReadUnsigned(value.data() + 2, 8);
+  r.updated = ReadTime(value.data() + 10);
+  return r;
+}
+
+absl::Status AppendField(std::string* out, const std::string& field,
+                         absl::string_view name) {
+  if (field.size() > std::numeric_limits<uint32_t>::max()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint ", name, " is too large: ", field.size(),
+                     " bytes (at most 4 GiB)"));
+  }
+  AppendU32(out, static_cast<uint32_t>(field.size()));
+  out->append(field);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> EncodeCheckpoint(const Checkpoint& c) {
+  std::string out;
+  out.reserve(kCheckpointFixedBytes + 16 + c.node.size() + c.next_node.size() +
+              c.parent_workflow_id.size() + c.state.size());
+  out.push_back(kFormat);
+  AppendU64(&out, c.step);
+  AppendU64(&out, c.last_sequence);
+  AppendTime(&out, c.time);
+  AppendU64(&out, c.parent_step);
+  REFLEXION_RETURN_IF_ERROR(AppendField(&out, c.node, "node"));
+  REFLEXION_RETURN_IF_ERROR(AppendField(&out, c.next_node, "next_node"));
+  REFLEXION_RETURN_IF_ERROR(
+      AppendField(&out, c.parent_workflow_id, "parent_workflow_id"));
+  REFLEXION_RETURN_IF_ERROR(AppendField(&out, c.state, "state"));
+  return out;
+}
+
+// Decodes the checkpoint stored at `key` (a checkpoints key).
+absl::StatusOr<Checkpoint> DecodeCheckpoint(absl::string_view key,
+                                            absl::string_view value) {
+  auto corrupt = [&] {
+    return absl::DataLossError(absl::StrCat(
+        "cannot decode the checkpoints value at key \"", Printable(key), "\""));
+  };
+  if (key.size() < kStepBytes + 2 ||
+      key[key.size() - kStepBytes - 1] != kSeparator) {
+    return corrupt();
+  }
+  if (value.size() < kCheckpointFixedBytes || value[0] != kFormat) {
+    return corrupt();
+  }
+  Checkpoint c;
+  c.workflow_id = std::string(key.substr(0, key.size() - kStepBytes - 1));
+  c.step = ReadUnsigned(value.data() + 1, 8);
+  if (c.step != ReadUnsigned(key.data() + key.size() - kStepBytes, 8)) {
+    return corrupt();
+  }
+  c.last_sequence = ReadUnsigned(value.data() + 9, 8);
+  c.time = ReadTime(value.data() + 17);
+  c.parent_step = ReadUnsigned(value.data() + 17 + kTimeBytes, 8);
+  absl::string_view rest = value.substr(kCheckpointFixedBytes);
+  for (std::string* field :
+       {&c.node, &c.next_node, &c.parent_workflow_id, &c.state}) {
+    if (rest.size() < 4) return corrupt();
+    const uint64_t n = ReadUnsigned(rest.data(), 4);
+    if (rest.size() - 4 < n) return corrupt();
+    field->assign(rest.data() + 4, n);
+    rest.remove_prefix(4 + n);
+  }
+  if (!rest.empty()) return corrupt();
+  return c;
+}
+
+// --- RocksDB helpers --------------------------------------------------------
+
+// An iterator confined to the keys in [lower, upper). The bounds live here
+// because ReadOptions only points at them.
+class BoundedIterator {
+ public:
+  BoundedIterator(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf,
+                  rocksdb::ReadOptions options, std::string lower,
+                  std::string upper)
+      : lower_(std::move(lower)),
+        upper_(std::move(upper)),
+        lower_slice_(ToSlice(lower_)),
+        upper_slice_(ToSlice(upper_)) {
+    options.iterate_lower_bound = &lower_slice_;
+    options.iterate_upper_bound = &upper_slice_;
+    it_.reset(db->NewIterator(options, cf));
+  }
+  // Every key starting with `prefix`.
+  static BoundedIterator ForPrefix(rocksdb::DB* db,
+                                   rocksdb::ColumnFamilyHandle* cf,
+                                   const rocksdb::ReadOptions& options,
+                                   std::string prefix) {
+    std::string end = PrefixEnd(prefix);
+    // Guaranteed copy elision: built in place, never moved.
+    return BoundedIterator(db, cf, options, std::move(prefix), std::move(end));
+  }
+  // The bounds point into this object: it must not move.
+  BoundedIterator(const BoundedIterator&) = delete;
+  BoundedIterator& operator=(const BoundedIterator&) = delete;
+
+  rocksdb::Iterator* operator->() const { return it_.get(); }
+  absl::string_view key() const { return ToView(it_->key()); }
+  absl::string_view value() const { return ToView(it_->value()); }
+
+ private:
+  std::string lower_;
+  std::string upper_;
+  rocksdb::Slice lower_slice_;
+  rocksdb::Slice upper_slice_;
+  std::unique_ptr<rocksdb::Iterator> it_;
+};
+
+// The record of `id`; kNotFound when the workflow does not exist.
+absl::StatusOr<WorkflowRecord> ReadRecord(rocksdb::DB* db,
+                                          rocksdb::ColumnFamilyHandle* cf,
+                                          const rocksdb::ReadOptions& options,
+                                          absl::string_view id) {
+  std::string value;
+  rocksdb::Status s = db->Get(options, cf, RecordKey(id), &value);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(absl::StrCat("unknown workflow ", id));
+  }
+  REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
+      s, absl::StrCat("read the record of workflow ", Printable(id))));
+  return DecodeRecord(id, value);
+}
+
+// The step of a checkpoints key of `id` (whose prefix the caller checked).
+absl::StatusOr<uint64_t> StepOf(absl::string_view key, absl::string_view id) {
+  if (key.size() != id.size() + 1 + kStepBytes) {
+    return absl::DataLossError(
+        absl::StrCat("malformed checkpoints key \"", Printable(key), "\""));
+  }
+  return ReadUnsigned(key.data() + id.size() + 1, kStepBytes);
+}
+
+// Adds to `batch` the index changes of a workflow going from `old` (nullptr
+// for a new workflow) to (`phase`, `updated`).
+template <typename Old>
+void UpdateIndexes(rocksdb::WriteBatch* batch, rocksdb::ColumnFamilyHandle* cf,
+                   absl::string_view id, const Old* old, WorkflowPhase phase,
+                   absl::Time updated) {
+  // WriteBatch::Put/Delete on a column family only fail for a batch over
+  // its size limit, which ours do not set.
+  if (old == nullptr || old->phase != phase) {
+    if (old != nullptr) (void)batch->Delete(cf, PhaseKey(old->phase, id));
+    (void)batch->Put(cf, PhaseKey(phase, id), rocksdb::Slice());
+  }
+  if (old != nullptr && core::IsTerminal(old->phase)) {
+    (void)batch->Delete(cf, ExpiryKey(old->updated, id));
+  }
+  if (core::IsTerminal(phase)) {
+    const char phase_byte = static_cast<char>(phase);
+    (void)batch->Put(cf, ExpiryKey(updated, id),
+                     rocksdb::Slice(&phase_byte, 1));
+  }
+}
+
+}  // namespace
+
+RocksDbCheckpointStore::RocksDbCheckpointStore(RocksDb* db)
+    : db_(CHECK_NOTNULL(db)),
+      workflows_(db->ColumnFamily("workflows")),
+      checkpoints_(db->ColumnFamily("checkpoints")) {}
+
+RocksDbCheckpointStore::Stripe& RocksDbCheckpointStore::StripeFor(
+    absl::string_view workflow_id) {
+  return stripes_[absl::Hash<absl::string_view>()(workflow_id) % kStripes];
+}
+
+RocksDbCheckpointStore::CachedWorkflow& RocksDbCheckpointStore::Insert(
+    Stripe& stripe, absl::string_view workflow_id, CachedWorkflow entry) {
+  if (stripe.cache.size() >= kMaxCachedPerStripe) {
+    // Any entry will do: an evicted workflow is re-read on its next write.
+    stripe.cache.erase(stripe.cache.begin());
+  }
+  return stripe.cache
+      .insert_or_assign(std::string(workflow_id), std::move(entry))
+      .first->second;
+}
+
+absl::StatusOr<RocksDbCheckpointStore::CachedWorkflow*>
+RocksDbCheckpointStore::Load(Stripe& stripe, absl::string_view workflow_id) {
+  auto it = stripe.cache.find(workflow_id);
+  if (it != stripe.cache.end()) return &it->second;
+  absl::StatusOr<WorkflowRecord> record =
+      ReadRecord(db_->db(), workflows_, rocksdb::ReadOptions(), workflow_id);
+  if (absl::IsNotFound(record.status())) return nullptr;
+  if (!record.ok()) return record.status();
+  CachedWorkflow entry;
+  entry.phase = record->phase;
+  entry.last_step = record->last_step;
+  entry.updated = record->updated;
+  return &Insert(stripe, workflow_id, std::move(entry));
+}
+
+absl::Status RocksDbCheckpointStore::LoadSteps(absl::string_view workflow_id,
+                                               CachedWorkflow* w) {
+  BoundedIterator it = BoundedIterator::ForPrefix(
+      db_->db(), checkpoints_, rocksdb::ReadOptions(),
+      CheckpointPrefix(workflow_id));
+  std::vector<uint64_t> steps;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    REFLEXION_ASSIGN_OR_RETURN(const uint64_t step,
+                               StepOf(it.key(), workflow_id));
+    steps.push_back(step);
+  }
+  REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
+      it->status(),
+      absl::StrCat("list the checkpoints of workflow ", workflow_id)));
+  w->steps = std::move(steps);
+  w->steps_known = true;
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbCheckpointStore::Put(const Checkpoint& checkpoint,
+                                         WorkflowPhase phase, int keep_last,
+                                         bool sync) {
+  REFLEXION_RETURN_IF_ERROR(core::ValidatePut(checkpoint, phase, keep_last));
+  const absl::string_view id = checkpoint.workflow_id;
+  // Encoding needs no lock.
+  REFLEXION_ASSIGN_OR_RETURN(const std::string value,
+                             EncodeCheckpoint(checkpoint));
+  const std::string key = CheckpointKey(id, checkpoint.step);
+
+  absl::ReaderMutexLock expire_lock(&expire_mu_);
+  Stripe& stripe = StripeFor(id);
+  absl::MutexLock lock(&stripe.mu);
+  REFLEXION_ASSIGN_OR_RETURN(CachedWorkflow * w, Load(stripe, id));
+  if (w != nullptr) {
+    REFLEXION_RETURN_IF_ERROR(
+        core::CheckNextStep(id, checkpoint.step, w->last_step));
+    if (keep_last > 0 && !w->steps_known) {
+      REFLEXION_RETURN_IF_ERROR(LoadSteps(id, w));
+    }
+  }
+
+  rocksdb::WriteBatch batch;
+  (void)batch.Put(checkpoints_, key, value);
+  (void)batch.Put(workflows_, RecordKey(id),
+                  EncodeRecord(phase, checkpoint.step, checkpoint.time));
+  UpdateIndexes(&batch, workflows_, id, w, phase, checkpoint.time);
+  // Steps are increasing: the checkpoints beyond keep_last are the oldest
+  // retained ones, usually exactly one.
+  size_t prune = 0;
+  if (w != nullptr && keep_last > 0) {
+    const size_t total = w->steps.size() + 1;
+    prune = total > static_cast<size_t>(keep_last) ? total - keep_last : 0;
+    for (size_t i = 0; i < prune; ++i) {
+      (void)batch.Delete(checkpoints_, CheckpointKey(id, w->steps[i]));
+    }
+  }
+  rocksdb::WriteOptions options;
+  options.sync = sync;
+  absl::Status s = FromRocksDbStatus(
+      db_->db()->Write(options, &batch),
+      absl::StrCat("put checkpoint ", checkpoint.step, " of workflow ", id));
+  if (!s.ok()) {
+    // The stored state is uncertain: re-read it next time.
+    if (w != nullptr) stripe.cache.erase(id);
+    return s;
+  }
+
+  if (core::IsTerminal(phase)) {
+    // No further step will run: keep the cache to live workflows.
+    if (w != nullptr) stripe.cache.erase(id);
+    return absl::OkStatus();
+  }
+  if (w == nullptr) {
+    w = &Insert(stripe, id, CachedWorkflow());
+    w->steps_known = true;  // a new workflow: this is its only checkpoint
+  }
+  w->phase = phase;
+  w->last_step = checkpoint.step;
+  w->updated = checkpoint.time;
+  if (keep_last > 0) {
+    w->steps.erase(w->steps.begin(), w->steps.begin() + prune);
+    w->steps.push_back(checkpoint.step);
+  } else {
+    // Unbounded history: stop tracking it rather than grow the cache.
+    w->steps_known = false;
+    std::vector<uint64_t>().swap(w->steps);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbCheckpointStore::SetPhase(absl::string_view workflow_id,
+                                              WorkflowPhase phase,
+                                              absl::Time now, bool sync) {
+  REFLEXION_RETURN_IF_ERROR(core::ValidateWorkflowId(workflow_id));
+  REFLEXION_RETURN_IF_ERROR(core::ValidatePhase(phase));
+  absl::ReaderMutexLock expire_lock(&expire_mu_);
+  Stripe& stripe = StripeFor(workflow_id);
+  absl::MutexLock lock(&stripe.mu);
+  REFLEXION_ASSIGN_OR_RETURN(CachedWorkflow * w, Load(stripe, workflow_id));
+  if (w == nullptr) {
+    return absl::NotFoundError(absl::StrCat("unknown workflow ", workflow_id));
+  }
+  rocksdb::WriteBatch batch;
+  (void)batch.Put(workflows_, RecordKey(workflow_id),
+                  EncodeRecord(phase, w->last_step, now));
+  UpdateIndexes(&batch, workflows_, workflow_id, w, phase, now);
+  rocksdb::WriteOptions options;
+  options.sync = sync;
+  absl::Status s =
+      FromRocksDbStatus(db_->db()->Write(options, &batch),
+                        absl::StrCat("set the phase of workflow ", workflow_id,
+                                     " to ", core::WorkflowPhaseName(phase)));
+  if (!s.ok() || core::IsTerminal(phase)) {
+    stripe.cache.erase(workflow_id);
+    return s;
+  }
+  w->phase = phase;
+  w->updated = now;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<WorkflowRecord> RocksDbCheckpointStore::GetWorkflow(
+    absl::string_view workflow_id) {
+  REFLEXION_RETURN_IF_ERROR(core::ValidateWorkflowId(workflow_id));
+  return ReadRecord(db_->db(), workflows_, rocksdb::ReadOptions(), workflow_id);
+}
+
+absl::StatusOr<Checkpoint> RocksDbCheckpointStore::Latest(
+    absl::string_view workflow_id) {
+  REFLEXION_RETURN_IF_ERROR(core::ValidateWorkflowId(workflow_id));
+  BoundedIterator it = BoundedIterator::ForPrefix(
+      db_->db(), checkpoints_, rocksdb::ReadOptions(),
+      CheckpointPrefix(workflow_id));
+  it->SeekToLast();
+  if (!it->Valid()) {
+    REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
+        it->status(),
+        absl::StrCat("read the latest checkpoint of workflow ", workflow_id)));
+    return absl::NotFoundError(
+        absl::StrCat("no checkpoint of workflow ", workflow_id));
+  }
+  return DecodeCheckpoint(it.key(), it.value());
+}
+
+absl::StatusOr<Checkpoint> RocksDbCheckpointStore::Get(
+    absl::string_view workflow_id, uint64_t step) {
+  REFLEXION_RETURN_IF_ERROR(core::ValidateWorkflowId(workflow_id));
+  const std::string key = CheckpointKey(workflow_id, step);
+  std::string value;
+  rocksdb::Status s =
+      db_->db()->Get(rocksdb::ReadOptions(), checkpoints_, key, &value);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(
+        absl::StrCat("no checkpoint ", step, " of workflow ", workflow_id));
+  }
+  REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
+      s, absl::StrCat("read checkpoint ", step, " of workflow ", workflow_id)));
+  return DecodeCheckpoint(key, value);
+}
+
+absl::StatusOr<std::vector<Checkpoint>> RocksDbCheckpointStore::List(
+    absl::string_view workflow_id, int limit) {
+  REFLEXION_RETURN_IF_ERROR(core::ValidateWorkflowId(workflow_id));
+  REFLEXION_RETURN_IF_ERROR(core::ValidateNonNegative(limit, "limit"));
+  BoundedIterator it = BoundedIterator::ForPrefix(
+      db_->db(), checkpoints_, rocksdb::ReadOptions(),
+      CheckpointPrefix(workflow_id));
+  std::vector<Checkpoint> out;
+  for (it->SeekToLast();
+       it->Valid() && (limit == 0 || out.size() < static_cast<size_t>(limit));
+       it->Prev()) {
+    REFLEXION_ASSIGN_OR_RETURN(Checkpoint c,
+                               DecodeCheckpoint(it.key(), it.value()));
+    out.push_back(std::move(c));
+  }
+  REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
+      it->status(),
+      absl::StrCat("list the checkpoints of workflow ", workflow_id)));
+  return out;
+}
+
+absl::StatusOr<std::vector<WorkflowRecord>> RocksDbCheckpointStore::ListByPhase(
+    WorkflowPhase phase) {
+  REFLEXION_RETURN_IF_ERROR(core::ValidatePhase(phase));
+  // One snapshot for the index and the records it points at.
+  rocksdb::ManagedSnapshot snapshot(db_->db());
+  rocksdb::ReadOptions options;
+  options.snapshot = snapshot.snapshot();
+  BoundedIterator it = BoundedIterator::ForPrefix(db_->db(), workflows_,
+                                                  options, PhasePrefix(phase));
+  std::vector<WorkflowRecord> out;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const absl::string_view id = it.key().substr(2);
+    absl::StatusOr<WorkflowRecord> record =
+        ReadRecord(db_->db(), workflows_, options, id);
+    if (absl::IsNotFound(record.status())) {
+      return absl::DataLossError(absl::StrCat("workflows phase index key \"",
+                                              Printable(it.key()),
+                                              "\" points at no record"));
+    }
+    if (!record.ok()) return record.status();
+    out.push_back(*std::move(record));
+  }
+  REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
+      it->status(),
+      absl::StrCat("list the ", core::WorkflowPhaseName(phase), " workflows")));
+  return out;
+}
+
+absl::StatusOr<int> RocksDbCheckpointStore::ExpireFinished(absl::Time cutoff,
+                                                           int max_workflows) {
+  REFLEXION_RETURN_IF_ERROR(
+      core::ValidateNonNegative(max_workflows, "max_workflows"));
+  // Expiry keys sort by (updated, id): those below `end` were updated
+  // before the cutoff.
+  const std::string begin(1, kExpiryPrefix);
+  std::string end(1, kExpiryPrefix);
+  AppendTime(&end, cutoff);
+  int deleted = 0;
+  while (max_workflows == 0 || deleted < max_workflows) {
+    const int chunk = max_workflows == 0
+                          ? kExpireChunk
+                          : std::min(kExpireChunk, max_workflows - deleted);
+    std::vector<std::string> ids;
+    // Writers wait while a chunk is read and deleted, so none of these
+    // workflows can change in between.
+    absl::WriterMutexLock expire_lock(&expire_mu_);
+    BoundedIterator it(db_->db(), workflows_, rocksdb::ReadOptions(), begin,
+                       end);
+    rocksdb::WriteBatch batch;
+    for (it->SeekToFirst(); it->Valid() && static_cast<int>(ids.size()) < chunk;
+         it->Next()) {
+      const absl::string_view key = it.key();
+      const absl::string_view value = it.value();
+      if (key.size() <= 1 + kTimeBytes || value.size() != 1 ||
+          !core::IsTerminal(static_cast<WorkflowPhase>(value[0]))) {
+        return absl::DataLossError(
+            absl::StrCat("malformed workflows expiry entry at key \"",
+                         Printable(key), "\""));
+      }
+      const absl::string_view id = key.substr(1 + kTimeBytes);
+      (void)batch.Delete(workflows_, ToSlice(key));
+      (void)batch.Delete(workflows_, RecordKey(id));
+      (void)batch.Delete(workflows_,
+                         PhaseKey(static_cast<WorkflowPhase>(value[0]), id));
+      BoundedIterator checkpoints = BoundedIterator::ForPrefix(
+          db_->db(), checkpoints_, rocksdb::ReadOptions(),
+          CheckpointPrefix(id));
+      for (checkpoints->SeekToFirst(); checkpoints->Valid();
+           checkpoints->Next()) {
+        (void)batch.Delete(checkpoints_, checkpoints->key());
+      }
+      REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
+          checkpoints->status(),
+          absl::StrCat("list the checkpoints of expiring workflow ", id)));
+      ids.emplace_back(id);
+    }
+    REFLEXION_RETURN_IF_ERROR(
+        FromRocksDbStatus(it->status(), "list expired workflows"));
+    if (ids.empty()) break;
+    // Losing an expiry in a crash only means redoing it: no fsync.
+    REFLEXION_RETURN_IF_ERROR(
+        FromRocksDbStatus(db_->db()->Write(rocksdb::WriteOptions(), &batch),
+                          absl::StrCat("delete ", ids.size(),
+                                       " expired workflows from ", ids[0])));
+    for (const std::string& id : ids) {
+      Stripe& stripe = StripeFor(id);
+      absl::MutexLock lock(&stripe.mu);
+      stripe.cache.erase(id);
+    }
+    deleted += static_cast<int>(ids.size());
+    if (static_cast<int>(ids.size()) < chunk) break;  // no more
+  }
+  return deleted;
+}
+
+}  // namespace reflexion::storage

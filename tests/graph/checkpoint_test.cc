@@ -1,0 +1,237 @@
+// Durable execution of the engine: checkpoints per step, durability modes,
+// resume, get state, fork, retention. Any protobuf message can be the
+// state; these tests use v1::Episode (an int `attempt` and a list
+// `lessons`) as a stand-in.
+
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "core/graph/graph.h"
+#include "core/ports/in_memory_checkpoint_store.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "reflexion/v1/types.pb.h"
+#include "tests/testing/status_matchers.h"
+
+namespace reflexion::graph {
+namespace {
+
+using State = reflexion::v1::Episode;
+using ::reflexion::testing::IsOk;
+using ::reflexion::testing::StatusIs;
+using ::testing::ElementsAre;
+
+// START -> inc -> (attempt < 3 ? inc : done) -> done -> END
+std::shared_ptr<const CompiledGraph<State>> CountingGraph(
+    std::function<absl::Status(State&)> on_inc = nullptr) {
+  GraphBuilder<State> b;
+  b.AddSyncNode("inc", [on_inc](State& s) {
+    s.set_attempt(s.attempt() + 1);
+    s.add_lessons("inc" + std::to_string(s.attempt()));
+    return on_inc ? on_inc(s) : absl::OkStatus();
+  });
+  b.AddSyncNode("done", [](State& s) {
+    s.add_lessons("done");
+    return absl::OkStatus();
+  });
+  b.AddEdge(std::string(kStart), "inc");
+  b.AddConditionalEdges("inc",
+                        [](const State& s) {
+                          return s.attempt() < 3 ? std::string("inc")
+                                                 : std::string("done");
+                        },
+                        {"inc", "done"});
+  b.AddEdge("done", std::string(kEnd));
+  auto g = b.Compile();
+  CHECK(g.ok()) << g.status();
+  return *g;
+}
+
+struct Recorder : EventSink<State> {
+  std::vector<uint64_t> sequences;
+  std::vector<std::string> nodes;
+  void OnEvent(const StepEvent<State>& e) override {
+    sequences.push_back(e.sequence);
+    if (e.phase == NodePhase::kCompleted) nodes.emplace_back(e.node);
+  }
+};
+
+class CheckpointTest : public ::testing::Test {
+ protected:
+  RunResult<State> Run(const CompiledGraph<State>& g, RunOptions options,
+                       Recorder* rec = nullptr) {
+    absl::Notification done;
+    RunResult<State> out{absl::OkStatus(), {}, 0, 0, ""};
+    g.Start(std::move(options), State(), &pool_, rec, &clock_,
+            [&](RunResult<State> r) {
+              out = std::move(r);
+              done.Notify();
+            });
+    done.WaitForNotification();
+    return out;
+  }
+  RunOptions Options(std::string id, Durability d, int keep_last = 0) {
+    RunOptions o;
+    o.workflow_id = std::move(id);
+    o.checkpoints = &store_;
+    o.durability = d;
+    o.keep_last = keep_last;
+    return o;
+  }
+
+  core::InMemoryCheckpointStore store_;
+  core::FakeClock clock_;
+  ThreadPool pool_{2};
+};
+
+TEST_F(CheckpointTest, AsyncModeWritesACheckpointPerStepPlusTheInput) {
+  auto g = CountingGraph();
+  auto r = Run(*g, Options("wf", Durability::kAsync));
+  ASSERT_THAT(r.status, IsOk());
+  auto list = store_.List("wf", 0);
+  ASSERT_THAT(list, IsOk());
+  // input + inc, inc, inc, done
+  ASSERT_EQ(list->size(), 5u);
+  EXPECT_EQ((*list)[0].step, 4u);
+  EXPECT_EQ((*list)[0].node, "done");
+  EXPECT_EQ((*list)[0].next_node, std::string(kEnd));
+  EXPECT_EQ((*list)[4].step, 0u);
+  EXPECT_EQ((*list)[4].next_node, "inc");
+  EXPECT_EQ((*list)[1].node, "inc");
+  EXPECT_EQ((*list)[1].next_node, "done");
+  auto rec = store_.GetWorkflow("wf");
+  ASSERT_THAT(rec, IsOk());
+  EXPECT_EQ(rec->phase, core::WorkflowPhase::kCompleted);
+  auto state = CompiledGraph<State>::GetState(store_, "wf");
+  ASSERT_THAT(state, IsOk());
+  EXPECT_THAT(state->lessons(), ElementsAre("inc1", "inc2", "inc3", "done"));
+  auto mid = CompiledGraph<State>::GetState(store_, "wf", 2);
+  ASSERT_THAT(mid, IsOk());
+  EXPECT_EQ(mid->attempt(), 2);
+}
+
+TEST_F(CheckpointTest, ExitModeWritesOnlyTheFinalState) {
+  auto g = CountingGraph();
+  ASSERT_THAT(Run(*g, Options("wf", Durability::kExit)).status, IsOk());
+  auto list = store_.List("wf", 0);
+  ASSERT_THAT(list, IsOk());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].next_node, std::string(kEnd));
+}
+
+TEST_F(CheckpointTest, KeepLastBoundsTheHistory) {
+  auto g = CountingGraph();
+  ASSERT_THAT(Run(*g, Options("wf", Durability::kSync, 2)).status, IsOk());
+  auto list = store_.List("wf", 0);
+  ASSERT_THAT(list, IsOk());
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].step, 4u);
+  EXPECT_EQ((*list)[1].step, 3u);
+}
+
+TEST_F(CheckpointTest, FailureRecordsTheFailedPhase) {
+  auto g = CountingGraph([](State& s) {
+    return s.attempt() == 2 ? absl::UnavailableError("down") : absl::OkStatus();
+  });
+  auto r = Run(*g, Options("wf", Durability::kAsync));
+  EXPECT_THAT(r.status, StatusIs(absl::StatusCode::kUnavailable));
+  auto rec = store_.GetWorkflow("wf");
+  ASSERT_THAT(rec, IsOk());
+  EXPECT_EQ(rec->phase, core::WorkflowPhase::kFailed);
+}
+
+TEST_F(CheckpointTest,
+       ResumeContinuesFromTheLatestCheckpointWithoutRepeatingSteps) {
+  // A run that "crashes" after step 2: simulate by writing the checkpoints
+  // of a run that is stopped by a failing node, then marking it running.
+  int inc_calls = 0;
+  auto g = CountingGraph([&](State& s) {
+    ++inc_calls;
+    return s.attempt() == 3 && inc_calls == 3 ? absl::AbortedError("crash")
+                                              : absl::OkStatus();
+  });
+  Recorder first;
+  auto r = Run(*g, Options("wf", Durability::kSync), &first);
+  ASSERT_THAT(r.status, StatusIs(absl::StatusCode::kAborted));
+  // The failure checkpoint was written; roll back to the last good step as
+  // a crash would have left it: delete nothing, but resume from step 2.
+  core::InMemoryCheckpointStore crashed;
+  for (uint64_t step = 0; step <= 2; ++step) {
+    auto cp = store_.Get("wf", step);
+    ASSERT_THAT(cp, IsOk());
+    ASSERT_THAT(crashed.Put(*cp, core::WorkflowPhase::kRunning, 0, false),
+                IsOk());
+  }
+  RunOptions o = Options("wf", Durability::kSync);
+  o.checkpoints = &crashed;
+  Recorder rec;
+  absl::Notification done;
+  RunResult<State> out{absl::OkStatus(), {}, 0, 0, ""};
+  ASSERT_THAT(g->Resume(o, &pool_, &rec, &clock_,
+                        [&](RunResult<State> res) {
+                          out = std::move(res);
+                          done.Notify();
+                        }),
+              IsOk());
+  done.WaitForNotification();
+  ASSERT_THAT(out.status, IsOk());
+  EXPECT_THAT(out.state.lessons(), ElementsAre("inc1", "inc2", "inc3", "done"));
+  EXPECT_THAT(rec.nodes, ElementsAre("inc", "done"));  // steps 3 and 4 only
+  ASSERT_FALSE(rec.sequences.empty());
+  auto cp2 = crashed.Get("wf", 2);
+  ASSERT_THAT(cp2, IsOk());
+  EXPECT_EQ(rec.sequences.front(), cp2->last_sequence + 1);
+  EXPECT_EQ(out.steps, 4);
+  auto rec_after = crashed.GetWorkflow("wf");
+  ASSERT_THAT(rec_after, IsOk());
+  EXPECT_EQ(rec_after->phase, core::WorkflowPhase::kCompleted);
+}
+
+TEST_F(CheckpointTest, ResumeRefusesAFinishedOrUnknownWorkflow) {
+  auto g = CountingGraph();
+  ASSERT_THAT(Run(*g, Options("wf", Durability::kAsync)).status, IsOk());
+  auto noop = [](RunResult<State>) {};
+  EXPECT_THAT(g->Resume(Options("wf", Durability::kAsync), &pool_, nullptr,
+                        &clock_, noop),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(g->Resume(Options("nope", Durability::kAsync), &pool_, nullptr,
+                        &clock_, noop),
+              StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST_F(CheckpointTest,
+       ForkStartsANewHistoryAtTheChosenCheckpointWithAnEditedState) {
+  auto g = CountingGraph();
+  ASSERT_THAT(Run(*g, Options("wf", Durability::kAsync)).status, IsOk());
+  ASSERT_THAT(CompiledGraph<State>::Fork(
+                  store_, "wf", 1, "wf-fork",
+                  [](State& s) { s.add_lessons("edited"); }, clock_.Now()),
+              IsOk());
+  auto first = store_.Latest("wf-fork");
+  ASSERT_THAT(first, IsOk());
+  EXPECT_EQ(first->parent_workflow_id, "wf");
+  EXPECT_EQ(first->parent_step, 1u);
+  absl::Notification done;
+  RunResult<State> out{absl::OkStatus(), {}, 0, 0, ""};
+  ASSERT_THAT(g->Resume(Options("wf-fork", Durability::kAsync), &pool_, nullptr,
+                        &clock_,
+                        [&](RunResult<State> r) {
+                          out = std::move(r);
+                          done.Notify();
+                        }),
+              IsOk());
+  done.WaitForNotification();
+  ASSERT_THAT(out.status, IsOk());
+  EXPECT_THAT(out.state.lessons(),
+              ElementsAre("inc1", "edited", "inc2", "inc3", "done"));
+  auto history = store_.List("wf-fork", 0);
+  ASSERT_THAT(history, IsOk());
+  EXPECT_EQ(history->back().step, 1u);  // starts at the chosen checkpoint
+  EXPECT_THAT(CompiledGraph<State>::Fork(store_, "wf", 1, "wf-fork", nullptr,
+                                         clock_.Now()),
+              StatusIs(absl::StatusCode::kAlreadyExists));
+}
+
+}  // namespace
+}  // namespace reflexion::graph
