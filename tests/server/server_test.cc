@@ -451,6 +451,29 @@ TEST(ConfigTest, RejectsUnknownKeysAndOutOfRangeValuesNamingTheKey) {
               StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+TEST(ConfigTest, CheckpointKeysAreAppliedAndValidated) {
+  ServerConfig c;
+  ASSERT_THAT(ApplyYaml(R"(
+workflow:
+  checkpointing_enabled: false
+  durability: sync
+  checkpoint_keep_last: 4
+  finished_ttl: 3600
+  retention_interval: 5
+)",
+                        c),
+              IsOk());
+  EXPECT_FALSE(c.checkpointing);
+  EXPECT_EQ(c.workflow.durability, graph::Durability::kSync);
+  EXPECT_EQ(c.workflow.keep_last_checkpoints, 4);
+  EXPECT_EQ(c.finished_ttl, absl::Hours(1));
+  EXPECT_EQ(c.retention_interval, absl::Seconds(5));
+  EXPECT_TRUE(c.notes.empty());
+  EXPECT_THAT(ApplyYaml("workflow:\n  durability: eventually\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("workflow.durability")));
+}
+
 TEST(ConfigTest, EnvironmentOverridesTheFile) {
   ServerConfig c;
   ASSERT_THAT(ApplyYaml("reflexion:\n  reflection_depth: shallow\n", c),
