@@ -8,6 +8,10 @@
 //                ordered by id) and the expiry index: terminal workflows
 //                only, ordered by (updated, id), so ExpireFinished reads
 //                exactly the workflows it deletes, oldest first.
+//                The record is rewritten when a workflow is created, changes
+//                phase or is terminal, not on a Put that keeps a running or
+//                waiting phase: readers take last_step and updated from the
+//                latest checkpoint when it is newer than the record.
 //   checkpoints  <workflow_id> \0 <step: 8 bytes>   -> checkpoint
 //                A workflow's history is a prefix scan; the latest is the
 //                last key of the prefix.
@@ -22,21 +26,23 @@
 //               and state, each as <length 4> <bytes>. The workflow id is
 //               the key's.
 //
-// Put writes the checkpoint, the record, the index changes and the deletion
-// of the checkpoints beyond keep_last in one WriteBatch. The steps to delete
-// come from the in-memory cache of each non-terminal workflow's retained
-// steps (normally the one oldest key), so Put reads nothing in the steady
-// state. ExpireFinished deletes checkpoints with point deletes of the keys
-// it iterates rather than DeleteRange: RocksDB 7.8 re-fragments every
-// memtable range tombstone on each read of the family, which would slow
-// every later Latest/Get, while a retained history is only keep_last keys.
+// Put writes the checkpoint, the record and index changes (when needed) and
+// the deletion of the checkpoints beyond keep_last in one WriteBatch: in the
+// steady state one Put and one Delete, whose two memtable inserts are what a
+// Put costs. The steps to delete come from the in-memory cache of each
+// non-terminal workflow's retained steps (normally the one oldest key), so
+// Put reads nothing in the steady state. ExpireFinished deletes checkpoints
+// with point deletes of the keys it iterates rather than DeleteRange: every
+// DeleteRange invalidates the memtable's fragmented range-tombstone list,
+// which the next read of the family rebuilds from all of them, so one range
+// tombstone per expired workflow would tax every later Latest/Get; a
+// retained history is only keep_last keys.
 
 #include "storage/rocksdb_checkpoint_store.h"
 
 #include <algorithm>
 #include <limits>
 #include <memory>
-#include <optional>
 #include <utility>
 
 #include "absl/hash/hash.h"
@@ -68,6 +74,7 @@ constexpr size_t kStepBytes = 8;
 constexpr size_t kTimeBytes = 12;
 constexpr size_t kRecordBytes = 1 + 1 + 8 + kTimeBytes;
 constexpr size_t kCheckpointFixedBytes = 1 + 8 + 8 + kTimeBytes + 8;
+constexpr size_t kCheckpointTimeOffset = 1 + 8 + 8;
 // Workflows deleted per WriteBatch (and per exclusive hold of the writers'
 // lock) by ExpireFinished.
 constexpr int kExpireChunk = 256;
@@ -253,8 +260,9 @@ absl::StatusOr<Checkpoint> DecodeCheckpoint(absl::string_view key,
     return corrupt();
   }
   c.last_sequence = ReadUnsigned(value.data() + 9, 8);
-  c.time = ReadTime(value.data() + 17);
-  c.parent_step = ReadUnsigned(value.data() + 17 + kTimeBytes, 8);
+  c.time = ReadTime(value.data() + kCheckpointTimeOffset);
+  c.parent_step =
+      ReadUnsigned(value.data() + kCheckpointTimeOffset + kTimeBytes, 8);
   absl::string_view rest = value.substr(kCheckpointFixedBytes);
   for (std::string* field :
        {&c.node, &c.next_node, &c.parent_workflow_id, &c.state}) {
@@ -310,7 +318,7 @@ class BoundedIterator {
   std::unique_ptr<rocksdb::Iterator> it_;
 };
 
-// The record of `id`; kNotFound when the workflow does not exist.
+// The stored record of `id`; kNotFound when the workflow does not exist.
 absl::StatusOr<WorkflowRecord> ReadRecord(rocksdb::DB* db,
                                           rocksdb::ColumnFamilyHandle* cf,
                                           const rocksdb::ReadOptions& options,
@@ -332,6 +340,39 @@ absl::StatusOr<uint64_t> StepOf(absl::string_view key, absl::string_view id) {
         absl::StrCat("malformed checkpoints key \"", Printable(key), "\""));
   }
   return ReadUnsigned(key.data() + id.size() + 1, kStepBytes);
+}
+
+// The current record of `id`: the stored one, with last_step and updated
+// taken from the latest checkpoint when that is newer (Put does not rewrite
+// the record of a workflow that stays in the same non-terminal phase).
+// kNotFound when the workflow does not exist.
+absl::StatusOr<WorkflowRecord> ReadWorkflow(
+    rocksdb::DB* db, rocksdb::ColumnFamilyHandle* workflows,
+    rocksdb::ColumnFamilyHandle* checkpoints,
+    const rocksdb::ReadOptions& options, absl::string_view id) {
+  REFLEXION_ASSIGN_OR_RETURN(WorkflowRecord r,
+                             ReadRecord(db, workflows, options, id));
+  if (core::IsTerminal(r.phase)) return r;  // always written when terminal
+  BoundedIterator it = BoundedIterator::ForPrefix(db, checkpoints, options,
+                                                  CheckpointPrefix(id));
+  it->SeekToLast();
+  if (it->Valid()) {
+    REFLEXION_ASSIGN_OR_RETURN(const uint64_t step, StepOf(it.key(), id));
+    if (step > r.last_step) {
+      const absl::string_view value = it.value();
+      if (value.size() < kCheckpointFixedBytes) {
+        return absl::DataLossError(
+            absl::StrCat("cannot decode the checkpoints value at key \"",
+                         Printable(it.key()), "\""));
+      }
+      r.last_step = step;
+      r.updated = ReadTime(value.data() + kCheckpointTimeOffset);
+    }
+  }
+  REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
+      it->status(),
+      absl::StrCat("read the latest checkpoint of workflow ", id)));
+  return r;
 }
 
 // Adds to `batch` the index changes of a workflow going from `old` (nullptr
@@ -383,8 +424,9 @@ absl::StatusOr<RocksDbCheckpointStore::CachedWorkflow*>
 RocksDbCheckpointStore::Load(Stripe& stripe, absl::string_view workflow_id) {
   auto it = stripe.cache.find(workflow_id);
   if (it != stripe.cache.end()) return &it->second;
-  absl::StatusOr<WorkflowRecord> record =
-      ReadRecord(db_->db(), workflows_, rocksdb::ReadOptions(), workflow_id);
+  // No snapshot needed: the caller holds the workflow's writer lock.
+  absl::StatusOr<WorkflowRecord> record = ReadWorkflow(
+      db_->db(), workflows_, checkpoints_, rocksdb::ReadOptions(), workflow_id);
   if (absl::IsNotFound(record.status())) return nullptr;
   if (!record.ok()) return record.status();
   CachedWorkflow entry;
@@ -437,9 +479,14 @@ absl::Status RocksDbCheckpointStore::Put(const Checkpoint& checkpoint,
 
   rocksdb::WriteBatch batch;
   (void)batch.Put(checkpoints_, key, value);
-  (void)batch.Put(workflows_, RecordKey(id),
-                  EncodeRecord(phase, checkpoint.step, checkpoint.time));
-  UpdateIndexes(&batch, workflows_, id, w, phase, checkpoint.time);
+  // The hot path (same non-terminal phase) leaves the record alone: readers
+  // take last_step and updated from the latest checkpoint. A terminal
+  // record is always current, as its expiry entry must be.
+  if (w == nullptr || w->phase != phase || core::IsTerminal(phase)) {
+    (void)batch.Put(workflows_, RecordKey(id),
+                    EncodeRecord(phase, checkpoint.step, checkpoint.time));
+    UpdateIndexes(&batch, workflows_, id, w, phase, checkpoint.time);
+  }
   // Steps are increasing: the checkpoints beyond keep_last are the oldest
   // retained ones, usually exactly one.
   size_t prune = 0;
@@ -452,13 +499,13 @@ absl::Status RocksDbCheckpointStore::Put(const Checkpoint& checkpoint,
   }
   rocksdb::WriteOptions options;
   options.sync = sync;
-  absl::Status s = FromRocksDbStatus(
-      db_->db()->Write(options, &batch),
-      absl::StrCat("put checkpoint ", checkpoint.step, " of workflow ", id));
-  if (!s.ok()) {
+  const rocksdb::Status written = db_->db()->Write(options, &batch);
+  if (!written.ok()) {
     // The stored state is uncertain: re-read it next time.
     if (w != nullptr) stripe.cache.erase(id);
-    return s;
+    return FromRocksDbStatus(
+        written,
+        absl::StrCat("put checkpoint ", checkpoint.step, " of workflow ", id));
   }
 
   if (core::IsTerminal(phase)) {
@@ -518,7 +565,12 @@ absl::Status RocksDbCheckpointStore::SetPhase(absl::string_view workflow_id,
 absl::StatusOr<WorkflowRecord> RocksDbCheckpointStore::GetWorkflow(
     absl::string_view workflow_id) {
   REFLEXION_RETURN_IF_ERROR(core::ValidateWorkflowId(workflow_id));
-  return ReadRecord(db_->db(), workflows_, rocksdb::ReadOptions(), workflow_id);
+  // One snapshot for the record and the latest checkpoint.
+  rocksdb::ManagedSnapshot snapshot(db_->db());
+  rocksdb::ReadOptions options;
+  options.snapshot = snapshot.snapshot();
+  return ReadWorkflow(db_->db(), workflows_, checkpoints_, options,
+                      workflow_id);
 }
 
 absl::StatusOr<Checkpoint> RocksDbCheckpointStore::Latest(
@@ -588,7 +640,7 @@ absl::StatusOr<std::vector<WorkflowRecord>> RocksDbCheckpointStore::ListByPhase(
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     const absl::string_view id = it.key().substr(2);
     absl::StatusOr<WorkflowRecord> record =
-        ReadRecord(db_->db(), workflows_, options, id);
+        ReadWorkflow(db_->db(), workflows_, checkpoints_, options, id);
     if (absl::IsNotFound(record.status())) {
       return absl::DataLossError(absl::StrCat("workflows phase index key \"",
                                               Printable(it.key()),

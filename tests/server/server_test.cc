@@ -369,7 +369,19 @@ TEST_F(ServerTest, AWorkflowLeftRunningIsResumedWhenTheServerStarts) {
     storage::RocksDbCheckpointStore checkpoints(db->get());
     auto history = checkpoints.List(first.workflow_id(), 0);
     ASSERT_THAT(history, IsOk());
-    uint64_t step = history->back().step;  // oldest kept
+    // The oldest kept checkpoint that does not wait on observe_outcome: the
+    // simulated cluster restarts with the process and cannot observe an
+    // action a previous process executed (a real cluster can).
+    uint64_t step = 0;
+    bool found = false;
+    for (auto it = history->rbegin(); it != history->rend(); ++it) {
+      if (it->next_node != "observe_outcome" && it->next_node != "__end__") {
+        step = it->step;
+        found = true;
+        break;
+      }
+    }
+    ASSERT_TRUE(found);
     ASSERT_THAT(
         core::WorkflowGraph::Fork(
             checkpoints, first.workflow_id(), step, resumed_id,

@@ -493,6 +493,33 @@ TYPED_TEST(CheckpointStoreContractTest,
   EXPECT_EQ(waiting[0].updated, T(9));
 }
 
+TYPED_TEST(CheckpointStoreContractTest,
+           ListByPhaseAndGetWorkflowReportTheLastWriteOfEachWorkflow) {
+  ASSERT_NO_FATAL_FAILURE(PutSteps(this->store(), "a", 0, 6, kRunning, 2));
+  ASSERT_NO_FATAL_FAILURE(PutSteps(this->store(), "b", 0, 2, kRunning));
+  // A phase change, then more steps in the new phase, then a same-phase
+  // SetPhase: each write moves last_step or updated.
+  REFLEXION_ASSERT_OK(this->store().SetPhase("b", kWaiting, T(40), false));
+  ASSERT_NO_FATAL_FAILURE(PutSteps(this->store(), "b", 3, 4, kWaiting));
+  REFLEXION_ASSERT_OK(this->store().SetPhase("a", kRunning, T(70), false));
+
+  REFLEXION_ASSERT_OK_AND_ASSIGN(auto running,
+                                 this->store().ListByPhase(kRunning));
+  ASSERT_THAT(Ids(running), ElementsAre("a"));
+  EXPECT_EQ(running[0].last_step, 6u);
+  EXPECT_EQ(running[0].updated, T(70));
+  REFLEXION_ASSERT_OK_AND_ASSIGN(auto waiting,
+                                 this->store().ListByPhase(kWaiting));
+  ASSERT_THAT(Ids(waiting), ElementsAre("b"));
+  EXPECT_EQ(waiting[0].last_step, 4u);
+  EXPECT_EQ(waiting[0].updated, T(4));
+  REFLEXION_ASSERT_OK_AND_ASSIGN(WorkflowRecord b,
+                                 this->store().GetWorkflow("b"));
+  EXPECT_EQ(b.phase, kWaiting);
+  EXPECT_EQ(b.last_step, 4u);
+  EXPECT_EQ(b.updated, T(4));
+}
+
 // ---------------------------------------------------------------------------
 // Retention by age.
 // ---------------------------------------------------------------------------

@@ -1,0 +1,203 @@
+// End-to-end load driver: the real server (App, as main() builds it) on
+// 127.0.0.1:0 with RocksDB in a temp dir, N incidents over S concurrent
+// Resolve streams, every event checked for order. Prints workflows/s,
+// events/s, latency percentiles and peak RSS.
+//
+//   resolve_bench [--n 20000] [--streams 4] [--window 256]
+//                 [--durability async|sync|exit|off] [--json]
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "client/client.h"
+#include "server/app.h"
+
+ABSL_FLAG(int, n, 20000, "incidents");
+ABSL_FLAG(int, streams, 4, "concurrent Resolve streams");
+ABSL_FLAG(int, window, 256, "incidents in flight per stream");
+ABSL_FLAG(std::string, durability, "async", "async | sync | exit | off");
+ABSL_FLAG(bool, json, false, "print one JSON line");
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+long ReadStatusKb(const char* key) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind(key, 0) == 0) return std::stol(line.substr(strlen(key)));
+  }
+  return -1;
+}
+
+struct StreamStats {
+  int results = 0;
+  int order_errors = 0;
+  long events = 0;
+  std::vector<double> latency_ms;
+};
+
+// One stream: keeps `window` incidents in flight until `count` are done.
+void RunStream(reflexion::v1::ReflexionService::Stub& stub, int first,
+               int count, int window, StreamStats& stats) {
+  static const char* kTypes[] = {"ImagePullBackOff", "CrashLoopBackOff",
+                                 "OOMKilled", "Evicted", "Pending"};
+  grpc::ClientContext ctx;
+  auto stream = stub.Resolve(&ctx);
+  std::mutex mu;
+  std::map<std::string, Clock::time_point> sent;  // request id -> time
+  std::atomic<int> in_flight{0};
+  std::thread reader([&] {
+    reflexion::v1::ResolveResponse m;
+    std::map<std::string, uint64_t> last;
+    while (stream->Read(&m)) {
+      if (m.has_event()) {
+        ++stats.events;
+        uint64_t& l = last[m.event().workflow_id()];
+        if (m.event().sequence() != l + 1) ++stats.order_errors;
+        l = m.event().sequence();
+      } else if (m.has_result()) {
+        auto it = last.find(m.result().workflow_id());
+        if (it == last.end() || m.result().sequence() != it->second + 1) {
+          ++stats.order_errors;
+        }
+        if (it != last.end()) last.erase(it);
+        std::lock_guard<std::mutex> lock(mu);
+        auto s = sent.find(m.result().request_id());
+        if (s != sent.end()) {
+          stats.latency_ms.push_back(std::chrono::duration<double, std::milli>(
+                                         Clock::now() - s->second)
+                                         .count());
+          sent.erase(s);
+        }
+        ++stats.results;
+        in_flight.fetch_sub(1);
+      } else {
+        ++stats.order_errors;  // rejections are not expected here
+        in_flight.fetch_sub(1);
+      }
+    }
+  });
+  for (int i = first; i < first + count; ++i) {
+    while (in_flight.load() >= window) std::this_thread::yield();
+    reflexion::v1::ResolveRequest req;
+    auto* in = req.mutable_incident();
+    in->set_pod_name(absl::StrCat("svc-", i % 997, "-", i));
+    in->set_namespace_(absl::StrCat("team-", i % 13));
+    in->set_error_type(kTypes[i % 5]);
+    in->set_request_id(absl::StrCat("r", i));
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      sent[in->request_id()] = Clock::now();
+    }
+    in_flight.fetch_add(1);
+    if (!stream->Write(req)) break;
+  }
+  stream->WritesDone();
+  reader.join();
+  grpc::Status s = stream->Finish();
+  if (!s.ok()) std::fprintf(stderr, "stream: %s\n", s.error_message().c_str());
+}
+
+double Pct(std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  size_t idx = std::min(v.size() - 1,
+                        static_cast<size_t>(std::ceil(p / 100 * v.size())) - 1);
+  return v[idx];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const int n = absl::GetFlag(FLAGS_n);
+  const int streams = std::max(1, absl::GetFlag(FLAGS_streams));
+  const std::string durability = absl::GetFlag(FLAGS_durability);
+
+  std::string tmpl =
+      (std::filesystem::temp_directory_path() / "resolve-bench-XXXXXX")
+          .string();
+  std::string dir = mkdtemp(tmpl.data());
+  reflexion::server::ServerConfig config;
+  config.host = "127.0.0.1";
+  config.port = 0;
+  config.data_dir = dir;
+  config.max_in_flight = 1'000'000;
+  config.max_in_flight_per_stream = 100'000;
+  if (durability == "off") {
+    config.checkpointing = false;
+  } else if (durability == "sync") {
+    config.workflow.durability = reflexion::graph::Durability::kSync;
+  } else if (durability == "exit") {
+    config.workflow.durability = reflexion::graph::Durability::kExit;
+  }
+  int rc = 0;
+  {
+    reflexion::server::App app(config);
+    if (absl::Status s = app.Start(); !s.ok()) {
+      std::fprintf(stderr, "%s\n", s.ToString().c_str());
+      return 1;
+    }
+    auto channel =
+        reflexion::client::Connect(absl::StrCat("127.0.0.1:", app.port()));
+    auto stub = reflexion::v1::ReflexionService::NewStub(channel);
+    std::vector<StreamStats> stats(streams);
+    std::vector<std::thread> threads;
+    auto t0 = Clock::now();
+    int per = n / streams;
+    for (int s = 0; s < streams; ++s) {
+      int count = s == streams - 1 ? n - per * (streams - 1) : per;
+      threads.emplace_back([&, s, count] {
+        RunStream(*stub, s * per, count, absl::GetFlag(FLAGS_window), stats[s]);
+      });
+    }
+    for (auto& t : threads) t.join();
+    double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+    int results = 0, errors = 0;
+    long events = 0;
+    std::vector<double> lat;
+    for (auto& s : stats) {
+      results += s.results;
+      errors += s.order_errors;
+      events += s.events;
+      lat.insert(lat.end(), s.latency_ms.begin(), s.latency_ms.end());
+    }
+    std::sort(lat.begin(), lat.end());
+    long hwm = ReadStatusKb("VmHWM:");
+    if (absl::GetFlag(FLAGS_json)) {
+      std::printf(
+          "{\"n\":%d,\"streams\":%d,\"durability\":\"%s\",\"wall_s\":%.3f,"
+          "\"workflows_per_s\":%.1f,\"events_per_s\":%.0f,\"results\":%d,"
+          "\"order_errors\":%d,\"lat_p50_ms\":%.3f,\"lat_p99_ms\":%.3f,"
+          "\"peak_rss_mb\":%.1f}\n",
+          n, streams, durability.c_str(), wall, results / wall, events / wall,
+          results, errors, Pct(lat, 50), Pct(lat, 99), hwm / 1024.0);
+    } else {
+      std::printf(
+          "resolve_bench n=%d streams=%d durability=%s: %.0f workflows/s, "
+          "%.0f events/s, %d results, %d order errors, latency p50 %.2f ms "
+          "p99 %.2f ms, peak RSS %.1f MB (client and server in one "
+          "process)\n",
+          n, streams, durability.c_str(), results / wall, events / wall,
+          results, errors, Pct(lat, 50), Pct(lat, 99), hwm / 1024.0);
+    }
+    if (results != n || errors != 0) rc = 1;
+  }
+  std::filesystem::remove_all(dir);
+  return rc;
+}
