@@ -20,7 +20,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
@@ -47,6 +49,9 @@
 #include "core/graph/graph.h"
 #include "core/graph/task_runner.h"
 #include "core/ports/clock.h"
+#include "core/ports/in_memory_checkpoint_store.h"
+#include "storage/rocksdb_checkpoint_store.h"
+#include "storage/rocksdb_db.h"
 
 ABSL_FLAG(int64_t, n, 20000, "Workflows to run (after the warm-up).");
 ABSL_FLAG(std::string, mode, "seq",
@@ -56,7 +61,16 @@ ABSL_FLAG(int, conc, 64, "Batch size in conc mode.");
 ABSL_FLAG(int64_t, warmup, -1,
           "Warm-up workflows on a separate graph; -1: min(200, n/10).");
 ABSL_FLAG(int, threads, 0, "Engine ThreadPool size; 0: 1 for seq, 2 for conc.");
-ABSL_FLAG(std::string, ckpt, "none", "Checkpointing: none (only value yet).");
+ABSL_FLAG(std::string, ckpt, "none",
+          "Checkpointing: none | memory (InMemoryCheckpointStore) | rocksdb "
+          "(RocksDbCheckpointStore in a temp dir)");
+ABSL_FLAG(std::string, durability, "async",
+          "With --ckpt: sync (fsync per step) | async (WAL per step) | exit "
+          "(final state only)");
+ABSL_FLAG(int, keep_last, 10, "With --ckpt: checkpoints kept per workflow");
+ABSL_FLAG(bool, expire, true,
+          "With --ckpt: expire finished workflows continuously (retention), "
+          "so memory and storage stay flat");
 ABSL_FLAG(bool, seq_chain, true,
           "seq mode: start the next workflow from the completion callback "
           "(no driver thread hand-off); false: the driver waits on an "
@@ -303,12 +317,14 @@ int ExpectedSteps(int64_t i) {
 
 // ------------------------------------------------------------------ driver
 
-enum class CheckpointMode { kNone };
+enum class CheckpointMode { kNone, kMemory, kRocksDb };
 
 absl::StatusOr<CheckpointMode> ParseCheckpointMode(absl::string_view s) {
   if (s == "none") return CheckpointMode::kNone;
+  if (s == "memory") return CheckpointMode::kMemory;
+  if (s == "rocksdb") return CheckpointMode::kRocksDb;
   return absl::InvalidArgumentError(
-      absl::StrCat("--ckpt ", s, ": only 'none' is supported"));
+      absl::StrCat("--ckpt ", s, ": must be none, memory or rocksdb"));
 }
 
 struct Config {
@@ -319,6 +335,9 @@ struct Config {
   int threads = 1;
   CheckpointMode ckpt = CheckpointMode::kNone;
   bool seq_chain = true;
+  core::CheckpointStore* store = nullptr;  // set for memory / rocksdb
+  graph::Durability durability = graph::Durability::kAsync;
+  int keep_last = 10;
 };
 
 // Counts one workflow's node updates: one per completed node, like
@@ -380,6 +399,12 @@ class Driver {
     options.recursion_limit = 100;
     switch (config_.ckpt) {
       case CheckpointMode::kNone:
+        break;
+      case CheckpointMode::kMemory:
+      case CheckpointMode::kRocksDb:
+        options.checkpoints = config_.store;
+        options.durability = config_.durability;
+        options.keep_last = config_.keep_last;
         break;
     }
     return options;
@@ -499,7 +524,55 @@ double Pct(const std::vector<double>& sorted, double p) {
   return sorted[std::max<int64_t>(0, idx)];
 }
 
-int RunScenario(const Config& config, bool json, absl::string_view ckpt_name) {
+int RunScenario(Config config, bool json, absl::string_view ckpt_name) {
+  // The checkpoint store of this run, and retention beside it.
+  std::unique_ptr<core::InMemoryCheckpointStore> memory_store;
+  std::unique_ptr<storage::RocksDb> db;
+  std::unique_ptr<storage::RocksDbCheckpointStore> rocks_store;
+  std::string db_dir;
+  if (config.ckpt == CheckpointMode::kMemory) {
+    memory_store = std::make_unique<core::InMemoryCheckpointStore>();
+    config.store = memory_store.get();
+  } else if (config.ckpt == CheckpointMode::kRocksDb) {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "engine-bench-XXXXXX")
+            .string();
+    db_dir = mkdtemp(tmpl.data());
+    absl::StatusOr<std::unique_ptr<storage::RocksDb>> opened =
+        storage::RocksDb::Open(db_dir);
+    if (!opened.ok()) {
+      std::fprintf(stderr, "%s\n", opened.status().ToString().c_str());
+      return 1;
+    }
+    db = *std::move(opened);
+    rocks_store = std::make_unique<storage::RocksDbCheckpointStore>(db.get());
+    config.store = rocks_store.get();
+  }
+  absl::Notification stop_retention;
+  std::thread retention;
+  std::atomic<int64_t> expired{0};
+  if (config.store != nullptr && absl::GetFlag(FLAGS_expire)) {
+    retention = std::thread([&] {
+      while (!stop_retention.WaitForNotificationWithTimeout(
+          absl::Milliseconds(200))) {
+        absl::StatusOr<int> n =
+            config.store->ExpireFinished(absl::Now() + absl::Seconds(1), 0);
+        if (n.ok()) expired += *n;
+      }
+    });
+  }
+  struct Cleanup {
+    std::function<void()> fn;
+    ~Cleanup() { fn(); }
+  } cleanup{[&] {
+    if (retention.joinable()) {
+      stop_retention.Notify();
+      retention.join();
+    }
+    rocks_store.reset();
+    db.reset();
+    if (!db_dir.empty()) std::filesystem::remove_all(db_dir);
+  }};
   absl::StatusOr<std::shared_ptr<const CompiledGraph<BenchState>>> graph =
       BuildGraph();
   if (!graph.ok()) {
@@ -631,6 +704,10 @@ int RunMatrix(bool json) {
           absl::StrCat("--warmup=", absl::GetFlag(FLAGS_warmup)),
           absl::StrCat("--threads=", absl::GetFlag(FLAGS_threads)),
           absl::StrCat("--ckpt=", absl::GetFlag(FLAGS_ckpt)),
+          absl::StrCat("--durability=", absl::GetFlag(FLAGS_durability)),
+          absl::StrCat("--keep_last=", absl::GetFlag(FLAGS_keep_last)),
+          absl::StrCat("--expire=",
+                       absl::GetFlag(FLAGS_expire) ? "true" : "false"),
           absl::StrCat("--seq_chain=",
                        absl::GetFlag(FLAGS_seq_chain) ? "true" : "false"),
           "--json"};
@@ -688,5 +765,21 @@ int main(int argc, char** argv) {
     return 1;
   }
   config.ckpt = *ckpt_mode;
+  std::string durability = absl::GetFlag(FLAGS_durability);
+  if (durability == "sync") {
+    config.durability = reflexion::graph::Durability::kSync;
+  } else if (durability == "async") {
+    config.durability = reflexion::graph::Durability::kAsync;
+  } else if (durability == "exit") {
+    config.durability = reflexion::graph::Durability::kExit;
+  } else {
+    std::fprintf(stderr, "--durability must be sync, async or exit\n");
+    return 1;
+  }
+  config.keep_last = absl::GetFlag(FLAGS_keep_last);
+  if (config.ckpt != rb::CheckpointMode::kNone) {
+    ckpt = absl::StrCat(ckpt, "/", durability, "/keep", config.keep_last,
+                        absl::GetFlag(FLAGS_expire) ? "/expire" : "");
+  }
   return rb::RunScenario(config, json, ckpt);
 }

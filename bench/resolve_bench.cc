@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
+#include <condition_variable>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -61,7 +61,8 @@ void RunStream(reflexion::v1::ReflexionService::Stub& stub, int first,
   auto stream = stub.Resolve(&ctx);
   std::mutex mu;
   std::map<std::string, Clock::time_point> sent;  // request id -> time
-  std::atomic<int> in_flight{0};
+  std::condition_variable room;
+  int in_flight = 0;  // guarded by mu
   std::thread reader([&] {
     reflexion::v1::ResolveResponse m;
     std::map<std::string, uint64_t> last;
@@ -86,15 +87,17 @@ void RunStream(reflexion::v1::ReflexionService::Stub& stub, int first,
           sent.erase(s);
         }
         ++stats.results;
-        in_flight.fetch_sub(1);
+        --in_flight;
+        room.notify_one();
       } else {
         ++stats.order_errors;  // rejections are not expected here
-        in_flight.fetch_sub(1);
+        std::lock_guard<std::mutex> lock(mu);
+        --in_flight;
+        room.notify_one();
       }
     }
   });
   for (int i = first; i < first + count; ++i) {
-    while (in_flight.load() >= window) std::this_thread::yield();
     reflexion::v1::ResolveRequest req;
     auto* in = req.mutable_incident();
     in->set_pod_name(absl::StrCat("svc-", i % 997, "-", i));
@@ -102,10 +105,11 @@ void RunStream(reflexion::v1::ReflexionService::Stub& stub, int first,
     in->set_error_type(kTypes[i % 5]);
     in->set_request_id(absl::StrCat("r", i));
     {
-      std::lock_guard<std::mutex> lock(mu);
+      std::unique_lock<std::mutex> lock(mu);
+      room.wait(lock, [&] { return in_flight < window; });
       sent[in->request_id()] = Clock::now();
+      ++in_flight;
     }
-    in_flight.fetch_add(1);
     if (!stream->Write(req)) break;
   }
   stream->WritesDone();

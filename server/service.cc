@@ -77,6 +77,7 @@ class ReflexionServiceImpl::ResolveReactor final
 
   void OnWriteDone(bool ok) override {
     bool start = false;
+    bool more = false;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
@@ -88,10 +89,15 @@ class ReflexionServiceImpl::ResolveReactor final
         queue_.pop_front();
         writing_ = true;
         start = true;
+        more = !queue_.empty();
       }
     }
     if (start) {
-      StartWrite(&in_write_);
+      // While more messages are queued, let gRPC coalesce them into fewer
+      // frames and syscalls; the last one of a burst is flushed at once.
+      grpc::WriteOptions options;
+      if (more) options.set_buffer_hint();
+      StartWrite(&in_write_, options);
     } else {
       MaybeFinish();
     }
