@@ -58,6 +58,12 @@ constexpr char kUsage[] =
     "              [--pod_filter P] [--namespace_filter N] [--page_token T]\n"
     "              Episodic memory, newest first.\n"
     "  metrics     Learning and system metrics.\n"
+    "  start       --pod P [--namespace N] --error_type T [...]: start "
+    "without\n"
+    "              waiting; prints the workflow id.\n"
+    "  status ID   Phase, current node, progress; the result once done.\n"
+    "  cancel ID   Cancel a running workflow.\n"
+    "  history ID  The workflow's checkpoints, newest first ([--limit N]).\n"
     "  health      Exit 0 when the service is SERVING (for health checks).\n"
     "  graph       Print the reflexion workflow graph as Mermaid (offline).\n";
 
@@ -308,6 +314,115 @@ int Graph() {
   return 0;
 }
 
+const char* PhaseName(reflexion::v1::WorkflowPhase p) {
+  switch (p) {
+    case reflexion::v1::WORKFLOW_PHASE_RUNNING:
+      return "RUNNING";
+    case reflexion::v1::WORKFLOW_PHASE_COMPLETED:
+      return "COMPLETED";
+    case reflexion::v1::WORKFLOW_PHASE_FAILED:
+      return "FAILED";
+    case reflexion::v1::WORKFLOW_PHASE_CANCELLED:
+      return "CANCELLED";
+    default:
+      return "UNKNOWN";
+  }
+}
+
+int Start(ReflexionService::Stub& stub) {
+  reflexion::v1::StartWorkflowRequest req;
+  req.set_pod_name(absl::GetFlag(FLAGS_pod));
+  req.set_namespace_(absl::GetFlag(FLAGS_namespace));
+  req.set_error_type(absl::GetFlag(FLAGS_error_type));
+  req.set_error_message(absl::GetFlag(FLAGS_message));
+  req.set_request_id(absl::GetFlag(FLAGS_request_id));
+  if (std::string path = absl::GetFlag(FLAGS_logs_file); !path.empty()) {
+    std::ifstream f(path);
+    if (!f) return Error(absl::NotFoundError("cannot read " + path));
+    std::stringstream buf;
+    buf << f.rdbuf();
+    req.set_logs(buf.str());
+  }
+  reflexion::v1::StartWorkflowResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status s =
+      reflexion::client::FromGrpc(stub.StartWorkflow(&ctx, req, &resp));
+  if (!s.ok()) return Error(s);
+  if (Json()) {
+    std::printf("%s\n", ToJson(resp, false).c_str());
+  } else {
+    std::printf("%s\n", resp.workflow_id().c_str());
+  }
+  return 0;
+}
+
+int Status(ReflexionService::Stub& stub, const std::string& id) {
+  reflexion::v1::GetWorkflowRequest req;
+  req.set_workflow_id(id);
+  reflexion::v1::GetWorkflowResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status s =
+      reflexion::client::FromGrpc(stub.GetWorkflow(&ctx, req, &resp));
+  if (!s.ok()) return Error(s);
+  if (Json()) {
+    std::printf("%s\n", ToJson(resp, true).c_str());
+    return 0;
+  }
+  std::printf(
+      "%s: %s %s/%s %s, %llu steps, attempt %d of %d%s%s\n",
+      resp.workflow_id().c_str(), PhaseName(resp.phase()),
+      resp.incident().namespace_().c_str(), resp.incident().pod_name().c_str(),
+      resp.signature().empty() ? resp.incident().error_type().c_str()
+                               : resp.signature().c_str(),
+      static_cast<unsigned long long>(resp.steps()), resp.attempt(),
+      resp.max_attempts(), resp.current_node().empty() ? "" : ", next: ",
+      resp.current_node().c_str());
+  if (resp.has_result()) PrintResult(resp.result());
+  return 0;
+}
+
+int Cancel(ReflexionService::Stub& stub, const std::string& id) {
+  reflexion::v1::CancelWorkflowRequest req;
+  req.set_workflow_id(id);
+  reflexion::v1::CancelWorkflowResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status s =
+      reflexion::client::FromGrpc(stub.CancelWorkflow(&ctx, req, &resp));
+  if (!s.ok()) return Error(s);
+  std::printf(Json() ? "{\"cancelled\": \"%s\"}\n" : "cancelled %s\n",
+              id.c_str());
+  return 0;
+}
+
+int History(ReflexionService::Stub& stub, const std::string& id) {
+  reflexion::v1::ListCheckpointsRequest req;
+  req.set_workflow_id(id);
+  req.set_limit(absl::GetFlag(FLAGS_limit));
+  req.set_include_state(Json());
+  reflexion::v1::ListCheckpointsResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status s =
+      reflexion::client::FromGrpc(stub.ListCheckpoints(&ctx, req, &resp));
+  if (!s.ok()) return Error(s);
+  if (Json()) {
+    std::printf("%s\n", ToJson(resp, true).c_str());
+    return 0;
+  }
+  for (const auto& c : resp.checkpoints()) {
+    std::printf("step %-3llu after %-17s next %-17s events up to #%llu%s\n",
+                static_cast<unsigned long long>(c.step()),
+                c.node().empty() ? "(input)" : c.node().c_str(),
+                c.next_node().c_str(),
+                static_cast<unsigned long long>(c.last_sequence()),
+                c.parent_workflow_id().empty()
+                    ? ""
+                    : absl::StrCat("  (forked from ", c.parent_workflow_id(),
+                                   " step ", c.parent_step(), ")")
+                          .c_str());
+  }
+  return 0;
+}
+
 int Health(const std::shared_ptr<grpc::Channel>& channel) {
   absl::StatusOr<int> status =
       reflexion::client::CheckHealth(*channel, "reflexion.v1.ReflexionService");
@@ -328,7 +443,7 @@ int Health(const std::shared_ptr<grpc::Channel>& channel) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-  if (args.size() != 2) {
+  if (args.size() < 2 || args.size() > 3) {
     std::cerr << kUsage;
     return 2;
   }
@@ -346,6 +461,21 @@ int main(int argc, char** argv) {
   if (command == "episodes") return Episodes(*stub);
   if (command == "metrics") return Metrics(*stub);
   if (command == "health") return Health(channel);
+  if (command == "start") return Start(*stub);
+  if (command == "status" || command == "cancel" || command == "history") {
+    if (args.size() != 3) {
+      std::cerr << "reflexionctl: " << command << " needs a workflow id\n";
+      return 2;
+    }
+    std::string id = args[2];
+    if (command == "status") return Status(*stub, id);
+    if (command == "cancel") return Cancel(*stub, id);
+    return History(*stub, id);
+  }
+  if (args.size() != 2) {
+    std::cerr << kUsage;
+    return 2;
+  }
   std::cerr << "reflexionctl: unknown command '" << command << "'\n\n"
             << kUsage;
   return 2;

@@ -72,7 +72,8 @@ absl::Status App::Start() {
   options.executor_name = cluster_->Name();
   options.reflector_name = reflector_.Name();
   service_ = std::make_unique<ReflexionServiceImpl>(
-      runner_.get(), store_.get(), pool_.get(), &clock_, options);
+      runner_.get(), store_.get(), checkpoints_.get(), pool_.get(), &clock_,
+      options);
 
   grpc::EnableDefaultHealthCheckService(true);
   // gRPC serves health itself; linking its descriptor lets reflection

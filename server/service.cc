@@ -8,7 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "core/reflexion/catalog.h"
+#include "core/reflexion/events.h"
 #include "core/reflexion/metrics.h"
+#include "core/reflexion/time_util.h"
 #include "core/reflexion/validation.h"
 #include "glog/logging.h"
 
@@ -243,11 +245,13 @@ class ReflexionServiceImpl::ResolveReactor final
 
 ReflexionServiceImpl::ReflexionServiceImpl(WorkflowRunner* runner,
                                            core::KnowledgeStore* store,
+                                           core::CheckpointStore* checkpoints,
                                            graph::TaskRunner* pool,
                                            const core::Clock* clock,
                                            ServiceOptions options)
     : runner_(runner),
       store_(store),
+      checkpoints_(checkpoints),
       pool_(pool),
       clock_(clock),
       options_(std::move(options)),
@@ -283,6 +287,221 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ProcessIncident(
   absl::StatusOr<std::string> id =
       runner_->Submit(std::move(incident), std::move(cb));
   if (!id.ok()) reactor->Finish(ToGrpcStatus(id.status()));
+  return reactor;
+}
+
+namespace {
+
+v1::WorkflowPhase ToProtoPhase(core::WorkflowPhase p) {
+  switch (p) {
+    case core::WorkflowPhase::kRunning:
+    case core::WorkflowPhase::kWaiting:
+      return v1::WORKFLOW_PHASE_RUNNING;
+    case core::WorkflowPhase::kCompleted:
+      return v1::WORKFLOW_PHASE_COMPLETED;
+    case core::WorkflowPhase::kFailed:
+      return v1::WORKFLOW_PHASE_FAILED;
+    case core::WorkflowPhase::kCancelled:
+      return v1::WORKFLOW_PHASE_CANCELLED;
+  }
+  return v1::WORKFLOW_PHASE_UNSPECIFIED;
+}
+
+// A workflow id from a request: 1..128 bytes.
+absl::Status CheckWorkflowId(const std::string& id) {
+  if (id.empty()) return absl::InvalidArgumentError("workflow_id: is required");
+  if (id.size() > 128) {
+    return absl::InvalidArgumentError("workflow_id: at most 128 bytes");
+  }
+  if (id.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError("workflow_id: must not contain NUL");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ReflexionServiceImpl::StartWorkflow(
+    grpc::CallbackServerContext* context,
+    const reflexion::v1::StartWorkflowRequest* request,
+    reflexion::v1::StartWorkflowResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (checkpoints_ == nullptr) {
+    reactor->Finish(grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        "checkpointing is disabled (workflow.checkpointing_enabled): a "
+        "started workflow could not be read back; use ProcessIncident"));
+    return reactor;
+  }
+  // Same fields and numbers as ProcessIncidentRequest.
+  reflexion::v1::ProcessIncidentRequest as_process;
+  as_process.ParseFromString(request->SerializeAsString());
+  reflexion::v1::Incident incident = IncidentFromRequest(as_process);
+  if (absl::Status valid = core::ValidateIncident(incident, ""); !valid.ok()) {
+    reactor->Finish(ToGrpcStatus(valid));
+    return reactor;
+  }
+  absl::StatusOr<std::string> id = runner_->Submit(std::move(incident), {});
+  if (!id.ok()) {
+    reactor->Finish(ToGrpcStatus(id.status()));
+    return reactor;
+  }
+  response->set_workflow_id(*id);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ReflexionServiceImpl::GetWorkflow(
+    grpc::CallbackServerContext* context,
+    const reflexion::v1::GetWorkflowRequest* request,
+    reflexion::v1::GetWorkflowResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (checkpoints_ == nullptr) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                 "checkpointing is disabled"));
+    return reactor;
+  }
+  if (absl::Status s = CheckWorkflowId(request->workflow_id()); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  pool_->Post([this, reactor, request, response] {
+    const std::string& id = request->workflow_id();
+    absl::StatusOr<core::WorkflowRecord> record = checkpoints_->GetWorkflow(id);
+    if (!record.ok()) {
+      reactor->Finish(ToGrpcStatus(record.status()));
+      return;
+    }
+    absl::StatusOr<core::Checkpoint> cp = checkpoints_->Latest(id);
+    if (!cp.ok()) {
+      reactor->Finish(ToGrpcStatus(cp.status()));
+      return;
+    }
+    v1::WorkflowState state;
+    if (!state.ParseFromString(cp->state)) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::DATA_LOSS,
+                                   "the workflow's state does not decode"));
+      return;
+    }
+    response->set_workflow_id(id);
+    response->set_phase(ToProtoPhase(record->phase));
+    if (!core::IsTerminal(record->phase)) {
+      response->set_current_node(cp->next_node);
+    }
+    response->set_steps(cp->step);
+    response->set_attempt(state.attempt());
+    response->set_max_attempts(state.max_attempts());
+    *response->mutable_incident() = state.incident();
+    response->set_signature(state.analysis().signature());
+    *response->mutable_updated_at() = core::ToProto(cp->time);
+    if (core::IsTerminal(record->phase)) {
+      absl::Status status =
+          record->phase == core::WorkflowPhase::kCompleted ? absl::OkStatus()
+          : record->phase == core::WorkflowPhase::kCancelled
+              ? absl::CancelledError("the workflow was cancelled")
+              : absl::InternalError(absl::StrCat(
+                    "the workflow failed before node '", cp->next_node,
+                    "' (the server log has the cause)"));
+      core::WorkflowRunResult run{status, std::move(state), cp->last_sequence,
+                                  static_cast<int>(cp->step), cp->node};
+      *response->mutable_result() = core::MakeIncidentResult(run, cp->time);
+    }
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ReflexionServiceImpl::CancelWorkflow(
+    grpc::CallbackServerContext* context,
+    const reflexion::v1::CancelWorkflowRequest* request,
+    reflexion::v1::CancelWorkflowResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (checkpoints_ == nullptr) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                 "checkpointing is disabled"));
+    return reactor;
+  }
+  if (absl::Status s = CheckWorkflowId(request->workflow_id()); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  if (runner_->Cancel(request->workflow_id())) {
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  pool_->Post([this, reactor, request] {
+    const std::string& id = request->workflow_id();
+    absl::StatusOr<core::WorkflowRecord> record = checkpoints_->GetWorkflow(id);
+    if (!record.ok()) {
+      reactor->Finish(ToGrpcStatus(record.status()));
+      return;
+    }
+    if (core::IsTerminal(record->phase)) {
+      reactor->Finish(grpc::Status(
+          grpc::StatusCode::FAILED_PRECONDITION,
+          absl::StrCat("workflow ", id, " already ended (",
+                       core::WorkflowPhaseName(record->phase), ")")));
+      return;
+    }
+    // Recorded as running but not running here (its resume failed): mark
+    // it cancelled so it is never resumed.
+    reactor->Finish(ToGrpcStatus(checkpoints_->SetPhase(
+        id, core::WorkflowPhase::kCancelled, clock_->Now(), true)));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ReflexionServiceImpl::ListCheckpoints(
+    grpc::CallbackServerContext* context,
+    const reflexion::v1::ListCheckpointsRequest* request,
+    reflexion::v1::ListCheckpointsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (checkpoints_ == nullptr) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                 "checkpointing is disabled"));
+    return reactor;
+  }
+  if (absl::Status s = CheckWorkflowId(request->workflow_id()); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  if (request->limit() < 0 || request->limit() > 10000) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 "limit: must be between 0 and 10000"));
+    return reactor;
+  }
+  pool_->Post([this, reactor, request, response] {
+    const std::string& id = request->workflow_id();
+    absl::StatusOr<core::WorkflowRecord> record = checkpoints_->GetWorkflow(id);
+    if (!record.ok()) {
+      reactor->Finish(ToGrpcStatus(record.status()));
+      return;
+    }
+    absl::StatusOr<std::vector<core::Checkpoint>> list =
+        checkpoints_->List(id, request->limit());
+    if (!list.ok()) {
+      reactor->Finish(ToGrpcStatus(list.status()));
+      return;
+    }
+    for (const core::Checkpoint& cp : *list) {
+      v1::CheckpointInfo* info = response->add_checkpoints();
+      info->set_step(cp.step);
+      info->set_node(cp.node);
+      info->set_next_node(cp.next_node);
+      info->set_last_sequence(cp.last_sequence);
+      *info->mutable_time() = core::ToProto(cp.time);
+      info->set_parent_workflow_id(cp.parent_workflow_id);
+      info->set_parent_step(cp.parent_step);
+      if (request->include_state() &&
+          !info->mutable_state()->ParseFromString(cp.state)) {
+        reactor->Finish(grpc::Status(
+            grpc::StatusCode::DATA_LOSS,
+            absl::StrCat("checkpoint ", cp.step, " does not decode")));
+        return;
+      }
+    }
+    reactor->Finish(grpc::Status::OK);
+  });
   return reactor;
 }
 

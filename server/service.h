@@ -4,6 +4,7 @@
 
 #include "absl/time/time.h"
 #include "core/graph/task_runner.h"
+#include "core/ports/checkpoint_store.h"
 #include "core/ports/clock.h"
 #include "core/ports/knowledge_store.h"
 #include "reflexion/v1/reflexion.grpc.pb.h"
@@ -26,7 +27,10 @@ struct ServiceOptions {
 class ReflexionServiceImpl final
     : public reflexion::v1::ReflexionService::CallbackService {
  public:
+  // `checkpoints` may be null (checkpointing disabled): the workflow RPCs
+  // then answer FAILED_PRECONDITION.
   ReflexionServiceImpl(WorkflowRunner* runner, core::KnowledgeStore* store,
+                       core::CheckpointStore* checkpoints,
                        graph::TaskRunner* pool, const core::Clock* clock,
                        ServiceOptions options);
 
@@ -38,6 +42,26 @@ class ReflexionServiceImpl final
       grpc::CallbackServerContext* context,
       const reflexion::v1::ProcessIncidentRequest* request,
       reflexion::v1::ProcessIncidentResponse* response) override;
+
+  grpc::ServerUnaryReactor* StartWorkflow(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::StartWorkflowRequest* request,
+      reflexion::v1::StartWorkflowResponse* response) override;
+
+  grpc::ServerUnaryReactor* GetWorkflow(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::GetWorkflowRequest* request,
+      reflexion::v1::GetWorkflowResponse* response) override;
+
+  grpc::ServerUnaryReactor* CancelWorkflow(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::CancelWorkflowRequest* request,
+      reflexion::v1::CancelWorkflowResponse* response) override;
+
+  grpc::ServerUnaryReactor* ListCheckpoints(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::ListCheckpointsRequest* request,
+      reflexion::v1::ListCheckpointsResponse* response) override;
 
   grpc::ServerUnaryReactor* ListStrategies(
       grpc::CallbackServerContext* context,
@@ -59,6 +83,7 @@ class ReflexionServiceImpl final
 
   WorkflowRunner* runner_;
   core::KnowledgeStore* store_;
+  core::CheckpointStore* checkpoints_;
   graph::TaskRunner* pool_;
   const core::Clock* clock_;
   ServiceOptions options_;

@@ -66,11 +66,18 @@ absl::StatusOr<std::string> WorkflowRunner::Submit(
     ++counters_.in_flight;
   }
   std::string id = NewWorkflowId(ordinal);
+  auto cancel = std::make_shared<std::atomic<bool>>(false);
+  {
+    absl::MutexLock lock(&mu_);
+    active_[id] = cancel;
+  }
   auto* sink = new Sink(std::move(callbacks));
-  workflow_->Start(id, std::move(incident), ordinal, runner_, sink,
-                   [this, sink](core::WorkflowRunResult run) {
-                     Finished(sink, std::move(run));
-                   });
+  workflow_->Start(
+      id, std::move(incident), ordinal, runner_, sink,
+      [this, sink](core::WorkflowRunResult run) {
+        Finished(sink, std::move(run));
+      },
+      cancel);
   return id;
 }
 
@@ -84,6 +91,7 @@ void WorkflowRunner::Finished(Sink* sink, core::WorkflowRunResult run) {
   std::unique_ptr<Sink> owned(sink);
   if (owned->callbacks().on_result) owned->callbacks().on_result(result);
   absl::MutexLock lock(&mu_);
+  active_.erase(run.state.workflow_id());
   --counters_.in_flight;
   switch (result.status()) {
     case reflexion::v1::WORKFLOW_STATUS_RESOLVED:
@@ -99,24 +107,40 @@ void WorkflowRunner::Finished(Sink* sink, core::WorkflowRunResult run) {
 
 absl::Status WorkflowRunner::Resume(const std::string& workflow_id,
                                     WorkflowCallbacks callbacks) {
+  auto cancel = std::make_shared<std::atomic<bool>>(false);
   {
     absl::MutexLock lock(&mu_);
     if (draining_) return absl::UnavailableError("server is shutting down");
+    if (!active_.try_emplace(workflow_id, cancel).second) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "workflow ", workflow_id, " is already running (one writer per id)"));
+    }
     ++counters_.started;
     ++counters_.in_flight;
   }
   auto* sink = new Sink(std::move(callbacks));
-  absl::Status s = workflow_->Resume(workflow_id, runner_, sink,
-                                     [this, sink](core::WorkflowRunResult run) {
-                                       Finished(sink, std::move(run));
-                                     });
+  absl::Status s = workflow_->Resume(
+      workflow_id, runner_, sink,
+      [this, sink](core::WorkflowRunResult run) {
+        Finished(sink, std::move(run));
+      },
+      cancel);
   if (!s.ok()) {
     delete sink;
     absl::MutexLock lock(&mu_);
+    active_.erase(workflow_id);
     --counters_.started;
     --counters_.in_flight;
   }
   return s;
+}
+
+bool WorkflowRunner::Cancel(const std::string& workflow_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = active_.find(workflow_id);
+  if (it == active_.end()) return false;
+  it->second->store(true, std::memory_order_release);
+  return true;
 }
 
 void WorkflowRunner::StopAccepting() {

@@ -1,9 +1,12 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "core/graph/task_runner.h"
@@ -47,9 +50,14 @@ class WorkflowRunner {
 
   // Continues a workflow interrupted by a crash from its latest checkpoint
   // (counted like a submitted one, not subject to the in-flight limit).
-  // Errors as ReflexionWorkflow::Resume.
+  // kFailedPrecondition when that workflow is already running here (one
+  // writer per id); otherwise errors as ReflexionWorkflow::Resume.
   absl::Status Resume(const std::string& workflow_id,
                       WorkflowCallbacks callbacks);
+
+  // Asks a workflow running in this process to stop before its next node.
+  // Returns false when it is not running here.
+  bool Cancel(const std::string& workflow_id);
 
   // Stops admitting new incidents (Submit returns kUnavailable).
   void StopAccepting();
@@ -73,6 +81,10 @@ class WorkflowRunner {
 
   mutable absl::Mutex mu_;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  // Workflows running in this process, with their cancel flags: one writer
+  // per workflow id.
+  absl::flat_hash_map<std::string, std::shared_ptr<std::atomic<bool>>> active_
+      ABSL_GUARDED_BY(mu_);
   uint64_t next_ordinal_ ABSL_GUARDED_BY(mu_) = 0;
   RunnerCounters counters_ ABSL_GUARDED_BY(mu_);
 };

@@ -155,6 +155,9 @@ struct RunOptions {
   Durability durability = Durability::kAsync;
   // Checkpoints kept per workflow (0 = all).
   int keep_last = 0;
+  // Set to true to cancel: the run stops before its next node with
+  // kCancelled (recorded as cancelled when checkpoints are on). May be null.
+  std::shared_ptr<const std::atomic<bool>> cancel;
 };
 
 // Encoding of the state in checkpoints: protobuf serialization.
@@ -464,6 +467,22 @@ class CompiledGraph<State>::Run {
   // asynchronous (its completion posts the continuation) or the run ends.
   void Loop() {
     while (true) {
+      if (options_.cancel != nullptr &&
+          options_.cancel->load(std::memory_order_acquire)) {
+        absl::Status cancelled = absl::CancelledError(absl::StrCat(
+            "workflow ", options_.workflow_id, " was cancelled before node '",
+            graph_->nodes_[current_].name, "'"));
+        if (options_.checkpoints != nullptr) {
+          absl::Status s =
+              Save(current_, core::WorkflowPhase::kCancelled, true);
+          if (!s.ok()) {
+            LOG(WARNING) << "workflow " << options_.workflow_id
+                         << ": could not record its cancellation: " << s;
+          }
+        }
+        Finish(cancelled);
+        return;
+      }
       if (steps_ >= options_.recursion_limit) {
         absl::Status limit = absl::ResourceExhaustedError(absl::StrCat(
             "recursion limit ", options_.recursion_limit,

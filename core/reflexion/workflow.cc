@@ -124,9 +124,10 @@ absl::Status ReflexionWorkflow::CompileGraph() {
   return absl::OkStatus();
 }
 
-void ReflexionWorkflow::Start(std::string workflow_id, v1::Incident incident,
-                              uint64_t ordinal, graph::TaskRunner* runner,
-                              WorkflowSink* sink, DoneFn done) const {
+void ReflexionWorkflow::Start(
+    std::string workflow_id, v1::Incident incident, uint64_t ordinal,
+    graph::TaskRunner* runner, WorkflowSink* sink, DoneFn done,
+    std::shared_ptr<const std::atomic<bool>> cancel) const {
   CHECK(graph_ != nullptr) << "ReflexionWorkflow::Init() was not called";
   State state;
   state.set_workflow_id(workflow_id);
@@ -135,12 +136,15 @@ void ReflexionWorkflow::Start(std::string workflow_id, v1::Incident incident,
   state.set_rng_seed(
       StableHash(absl::StrCat("workflow/", ordinal), config_.seed));
   *state.mutable_started_at() = ToProto(clock_->Now());
-  graph_->Start(Options(std::move(workflow_id)), std::move(state), runner, sink,
-                clock_, std::move(done));
+  graph_->Start(Options(std::move(workflow_id), std::move(cancel)),
+                std::move(state), runner, sink, clock_, std::move(done));
 }
 
-graph::RunOptions ReflexionWorkflow::Options(std::string workflow_id) const {
+graph::RunOptions ReflexionWorkflow::Options(
+    std::string workflow_id,
+    std::shared_ptr<const std::atomic<bool>> cancel) const {
   graph::RunOptions o;
+  o.cancel = std::move(cancel);
   o.workflow_id = std::move(workflow_id);
   o.recursion_limit = config_.recursion_limit;
   o.checkpoints = checkpoints_;
@@ -149,9 +153,9 @@ graph::RunOptions ReflexionWorkflow::Options(std::string workflow_id) const {
   return o;
 }
 
-absl::Status ReflexionWorkflow::Resume(std::string workflow_id,
-                                       graph::TaskRunner* runner,
-                                       WorkflowSink* sink, DoneFn done) const {
+absl::Status ReflexionWorkflow::Resume(
+    std::string workflow_id, graph::TaskRunner* runner, WorkflowSink* sink,
+    DoneFn done, std::shared_ptr<const std::atomic<bool>> cancel) const {
   CHECK(graph_ != nullptr) << "ReflexionWorkflow::Init() was not called";
   if (checkpoints_ == nullptr) {
     return absl::FailedPreconditionError("checkpointing is disabled");
@@ -169,7 +173,7 @@ absl::Status ReflexionWorkflow::Resume(std::string workflow_id,
   // before the next step acts on it. The checkpointed analysis is kept.
   executor_->Diagnose(
       state.incident(),
-      [this, workflow_id, runner, sink, state,
+      [this, workflow_id, runner, sink, state, cancel = std::move(cancel),
        done = std::move(done)](absl::StatusOr<v1::Diagnosis> dx) mutable {
         if (!dx.ok()) {
           LOG(WARNING) << "resuming " << workflow_id
@@ -177,10 +181,11 @@ absl::Status ReflexionWorkflow::Resume(std::string workflow_id,
         }
         // `done` must run exactly once, also when Resume refuses.
         auto holder = std::make_shared<DoneFn>(std::move(done));
-        absl::Status s = graph_->Resume(Options(workflow_id), runner, sink,
-                                        clock_, [holder](WorkflowRunResult r) {
-                                          std::move (*holder)(std::move(r));
-                                        });
+        absl::Status s =
+            graph_->Resume(Options(workflow_id, cancel), runner, sink, clock_,
+                           [holder](WorkflowRunResult r) {
+                             std::move (*holder)(std::move(r));
+                           });
         if (!s.ok()) {
           LOG(WARNING) << "cannot resume " << workflow_id << ": " << s;
           std::move (*holder)(WorkflowRunResult{s, std::move(state), 0, 0, ""});

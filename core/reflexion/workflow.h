@@ -91,15 +91,19 @@ class ReflexionWorkflow {
   // the end. `ordinal` (the caller's count of workflows) seeds Thompson
   // sampling together with config().seed, so a sequence of incidents
   // replays identically. Init() must have succeeded.
+  // `cancel` (may be null) cancels the run when set.
   void Start(std::string workflow_id, reflexion::v1::Incident incident,
              uint64_t ordinal, graph::TaskRunner* runner, WorkflowSink* sink,
-             DoneFn done) const;
+             DoneFn done,
+             std::shared_ptr<const std::atomic<bool>> cancel = nullptr) const;
 
   // Continues an interrupted workflow from its latest checkpoint (after a
   // crash). Errors as CompiledGraph::Resume; kFailedPrecondition when
   // checkpointing is disabled.
-  absl::Status Resume(std::string workflow_id, graph::TaskRunner* runner,
-                      WorkflowSink* sink, DoneFn done) const;
+  absl::Status Resume(
+      std::string workflow_id, graph::TaskRunner* runner, WorkflowSink* sink,
+      DoneFn done,
+      std::shared_ptr<const std::atomic<bool>> cancel = nullptr) const;
 
   const WorkflowGraph& graph() const { return *graph_; }
   const WorkflowConfig& config() const { return config_; }
@@ -120,7 +124,9 @@ class ReflexionWorkflow {
   // Fills lessons and the recovery-time baseline of the signature.
   absl::Status LoadMemory(State& s) const;
   ReflectionRequest MakeReflectionRequest(const State& s, bool meta) const;
-  graph::RunOptions Options(std::string workflow_id) const;
+  graph::RunOptions Options(
+      std::string workflow_id,
+      std::shared_ptr<const std::atomic<bool>> cancel) const;
   void RunReflector(State& s, bool meta, graph::NodeDone done) const;
 
   WorkflowConfig config_;

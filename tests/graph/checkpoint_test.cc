@@ -235,3 +235,29 @@ TEST_F(CheckpointTest,
 
 }  // namespace
 }  // namespace reflexion::graph
+
+namespace reflexion::graph {
+namespace {
+
+TEST_F(CheckpointTest, CancelStopsBeforeTheNextNodeAndRecordsIt) {
+  auto cancel = std::make_shared<std::atomic<bool>>(false);
+  auto g = CountingGraph([cancel](State& s) {
+    if (s.attempt() == 2) cancel->store(true);
+    return absl::OkStatus();
+  });
+  RunOptions o = Options("wf", Durability::kAsync);
+  o.cancel = cancel;
+  auto r = Run(*g, o);
+  EXPECT_THAT(r.status, StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_EQ(r.state.attempt(), 2);  // the third inc never ran
+  auto rec = store_.GetWorkflow("wf");
+  ASSERT_THAT(rec, IsOk());
+  EXPECT_EQ(rec->phase, core::WorkflowPhase::kCancelled);
+  auto noop = [](RunResult<State>) {};
+  EXPECT_THAT(g->Resume(Options("wf", Durability::kAsync), &pool_, nullptr,
+                        &clock_, noop),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+}  // namespace
+}  // namespace reflexion::graph

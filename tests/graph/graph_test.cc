@@ -52,7 +52,10 @@ RunResult<TestState> RunToEnd(const CompiledGraph<TestState>& g,
   core::RealClock clock;
   absl::Notification done;
   RunResult<TestState> out{absl::OkStatus(), {}, 0, 0, ""};
-  g.Start({id, limit}, TestState{}, runner, sink, &clock,
+  RunOptions options;
+  options.workflow_id = id;
+  options.recursion_limit = limit;
+  g.Start(options, TestState{}, runner, sink, &clock,
           [&](RunResult<TestState> r) {
             out = std::move(r);
             done.Notify();
@@ -261,8 +264,10 @@ TEST(GraphRunTest, ManyConcurrentRunsKeepPerWorkflowSequences) {
   int finished = 0;
   absl::Notification all;
   for (int i = 0; i < kRuns; ++i) {
-    (*g)->Start({"w" + std::to_string(i), 100}, TestState{}, &pool, &rec,
-                &clock, [&](RunResult<TestState> r) {
+    RunOptions options;
+    options.workflow_id = "w" + std::to_string(i);
+    (*g)->Start(options, TestState{}, &pool, &rec, &clock,
+                [&](RunResult<TestState> r) {
                   EXPECT_THAT(r.status, IsOk());
                   absl::MutexLock lock(&mu);
                   if (++finished == kRuns) all.Notify();

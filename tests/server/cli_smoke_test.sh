@@ -56,6 +56,25 @@ if [[ $mode == cli ]]; then
   expect '"episodes"' "episodes json" "$ctl" --server "$addr" -o json episodes
   expect "ImagePullBackOff" "metrics" "$ctl" --server "$addr" metrics
   expect '"incidents": "2"' "metrics json" "$ctl" --server "$addr" -o json metrics
+  expect 'analyze_error -.-> deep_analysis' "graph" "$ctl" graph
+  "$ctl" --server "$addr" start --pod api-9 --namespace default \
+    --error_type OOMKilled >"$work/id.txt" || fail "start"
+  id=$(cat "$work/id.txt")
+  [[ $id == wf-* ]] || fail "start printed no workflow id: $id"
+  for _ in $(seq 1 50); do
+    "$ctl" --server "$addr" status "$id" >"$work/status.txt" 2>&1 || true
+    grep -q COMPLETED "$work/status.txt" && break
+    sleep 0.1
+  done
+  grep -q "^$id: COMPLETED" "$work/status.txt" || fail "status: $(cat "$work/status.txt")"
+  grep -q "^result $id" "$work/status.txt" || fail "status shows no result"
+  expect "next __end__" "history" "$ctl" --server "$addr" history "$id"
+  set +e
+  "$ctl" --server "$addr" cancel "$id" 2>"$work/cancel.txt"
+  rc=$?
+  set -e
+  [[ $rc == 1 ]] || fail "cancel of a finished workflow exit code $rc"
+  grep -q "FAILED_PRECONDITION" "$work/cancel.txt" || fail "cancel: $(cat "$work/cancel.txt")"
 else
   curl=("$buf" curl --protocol grpc --http2-prior-knowledge)
   "${curl[@]}" --list-methods "http://$addr" >"$work/methods.txt" || fail "buf curl --list-methods"

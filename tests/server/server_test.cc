@@ -405,6 +405,90 @@ TEST_F(ServerTest, AWorkflowLeftRunningIsResumedWhenTheServerStarts) {
   EXPECT_EQ(episodes.episodes(0).workflow_id(), resumed_id);
 }
 
+TEST_F(ServerTest, StartWorkflowReturnsAtOnceAndGetWorkflowReadsItBack) {
+  v1::StartWorkflowRequest start;
+  start.set_pod_name("cart-1");
+  start.set_namespace_("shop");
+  start.set_error_type("CrashLoopBackOff");
+  start.set_request_id("async-1");
+  v1::StartWorkflowResponse started;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->StartWorkflow(&ctx, start, &started).ok());
+  }
+  ASSERT_THAT(started.workflow_id(), HasSubstr("wf-"));
+  v1::GetWorkflowResponse got;
+  for (int i = 0; i < 500; ++i) {
+    v1::GetWorkflowRequest req;
+    req.set_workflow_id(started.workflow_id());
+    grpc::ClientContext ctx;
+    got.Clear();
+    grpc::Status s = stub_->GetWorkflow(&ctx, req, &got);
+    ASSERT_TRUE(s.ok() || s.error_code() == grpc::StatusCode::NOT_FOUND)
+        << s.error_message();
+    if (got.phase() == v1::WORKFLOW_PHASE_COMPLETED) break;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_EQ(got.phase(), v1::WORKFLOW_PHASE_COMPLETED);
+  EXPECT_EQ(got.incident().pod_name(), "cart-1");
+  EXPECT_TRUE(got.current_node().empty());
+  EXPECT_GE(got.attempt(), 1);
+  EXPECT_EQ(got.result().workflow_id(), started.workflow_id());
+  EXPECT_EQ(got.result().request_id(), "async-1");
+  EXPECT_NE(got.result().status(), v1::WORKFLOW_STATUS_FAILED);
+  EXPECT_FALSE(got.signature().empty());
+
+  v1::ListCheckpointsRequest list_req;
+  list_req.set_workflow_id(started.workflow_id());
+  list_req.set_include_state(true);
+  v1::ListCheckpointsResponse list;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->ListCheckpoints(&ctx, list_req, &list).ok());
+  }
+  ASSERT_FALSE(list.checkpoints().empty());
+  EXPECT_LE(list.checkpoints_size(), 10);  // workflow.checkpoint_keep_last
+  EXPECT_EQ(list.checkpoints(0).next_node(), "__end__");
+  EXPECT_EQ(list.checkpoints(0).step(), got.steps());
+  for (int i = 1; i < list.checkpoints_size(); ++i) {
+    EXPECT_EQ(list.checkpoints(i).step() + 1, list.checkpoints(i - 1).step());
+  }
+  EXPECT_EQ(list.checkpoints(0).state().workflow_id(), started.workflow_id());
+
+  // A finished workflow cannot be cancelled; unknown and bad ids are errors.
+  v1::CancelWorkflowRequest cancel;
+  cancel.set_workflow_id(started.workflow_id());
+  v1::CancelWorkflowResponse unused;
+  {
+    grpc::ClientContext ctx;
+    EXPECT_EQ(stub_->CancelWorkflow(&ctx, cancel, &unused).error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  {
+    v1::GetWorkflowRequest req;
+    req.set_workflow_id("wf-does-not-exist");
+    grpc::ClientContext ctx;
+    EXPECT_EQ(stub_->GetWorkflow(&ctx, req, &got).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    v1::GetWorkflowRequest req;
+    grpc::ClientContext ctx;
+    grpc::Status s = stub_->GetWorkflow(&ctx, req, &got);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("workflow_id"));
+  }
+  {
+    v1::StartWorkflowRequest bad = start;
+    bad.set_namespace_("Shop");
+    v1::StartWorkflowResponse resp;
+    grpc::ClientContext ctx;
+    grpc::Status s = stub_->StartWorkflow(&ctx, bad, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("namespace"));
+  }
+}
+
 TEST_F(ServerTest, ASecondServerOnALockedDataDirFailsCleanly) {
   ServerConfig config;
   config.host = "127.0.0.1";
