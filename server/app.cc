@@ -40,6 +40,13 @@ absl::Status App::Start() {
                                             config_.simulator_seed);
   if (!cluster.ok()) return cluster.status();
   cluster_ = *std::move(cluster);
+  cluster_->SetLatency(config_.simulator_latency);
+  if (config_.simulator_journal) {
+    absl::Status s = cluster_->EnableJournal(
+        (std::filesystem::path(config_.data_dir) / "simulator.journal")
+            .string());
+    if (!s.ok()) return s;
+  }
 
   threads_ =
       config_.worker_threads > 0

@@ -89,6 +89,14 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
   }
   if (key == "simulator.seed") return Read(v, key, c.simulator_seed);
   if (key == "simulator.scenarios") return Read(v, key, c.simulator_scenarios);
+  if (key == "simulator.latency_ms") {
+    int ms = 0;
+    absl::Status s = ReadInt(v, key, 0, 60'000, ms);
+    if (!s.ok()) return s;
+    c.simulator_latency = absl::Milliseconds(ms);
+    return absl::OkStatus();
+  }
+  if (key == "simulator.journal") return Read(v, key, c.simulator_journal);
   if (key == "reflexion.reflection_depth") {
     std::string depth;
     absl::Status s = Read(v, key, depth);

@@ -23,6 +23,11 @@ struct ServerConfig {
   std::string executor = "simulated";  // executor.type
   uint64_t simulator_seed = 42;        // simulator.seed
   std::string simulator_scenarios;     // simulator.scenarios ("" = embedded)
+  // simulator.latency_ms: every simulated call completes this much later.
+  absl::Duration simulator_latency = absl::ZeroDuration();
+  // simulator.journal: executed actions are journaled in the data dir, so
+  // the simulated world survives a restart.
+  bool simulator_journal = false;
   core::WorkflowConfig workflow;       // reflexion.*, workflow.*
   bool checkpointing = true;           // workflow.checkpointing_enabled
   // Finished workflows (and their checkpoints) are deleted this long after

@@ -29,6 +29,7 @@
 #include <utility>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/ports/in_memory_knowledge_store.h"
 #include "core/status_macros.h"
@@ -267,6 +268,39 @@ absl::StatusOr<core::LearningResult> RocksDbKnowledgeStore::CommitLearning(
   const std::string what = absl::StrCat("commit learning of episode ", e.id());
 
   absl::MutexLock lock(&write_mu_);
+  // Idempotent per episode id: a learn step replayed after a crash must not
+  // count its trial twice. The workflow index holds its few episodes, each
+  // key ending with the episode id.
+  bool seen = false;
+  {
+    const std::string prefix = IndexPrefix(kWorkflowIndex, e.workflow_id());
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->db()->NewIterator(rocksdb::ReadOptions(), episode_index_));
+    for (it->Seek(ToSlice(prefix));
+         it->Valid() && it->key().starts_with(ToSlice(prefix)); it->Next()) {
+      absl::string_view key(it->key().data(), it->key().size());
+      if (absl::EndsWith(key, e.id()) &&
+          key.size() == prefix.size() + 8 + e.id().size()) {
+        seen = true;
+        break;
+      }
+    }
+    if (!it->status().ok()) {
+      return FromRocksDbStatus(it->status(), what);
+    }
+  }
+  if (seen) {
+    core::LearningResult same;
+    std::string value;
+    rocksdb::Status got =
+        db_->db()->Get(rocksdb::ReadOptions(), stats_, stats_key, &value);
+    if (got.ok()) {
+      REFLEXION_RETURN_IF_ERROR(
+          Parse(ToSlice(value), "stats", stats_key, &same.stats));
+      same.mean_before = same.stats.mean();
+    }
+    return same;
+  }
   if (commit.new_version.has_value()) {
     REFLEXION_ASSIGN_OR_RETURN(const int32_t latest,
                                LatestVersion(commit.new_version->name()));

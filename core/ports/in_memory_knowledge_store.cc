@@ -215,6 +215,19 @@ absl::StatusOr<LearningResult> InMemoryKnowledgeStore::CommitLearning(
   REFLEXION_RETURN_IF_ERROR(ValidateLearningCommit(commit));
   const v1::Episode& e = commit.episode;
   absl::MutexLock lock(&mu_);
+  // Idempotent per episode id: a learn step replayed after a crash must not
+  // count its trial twice.
+  for (const auto& [order, episode] : episodes_) {
+    if (episode.id() == e.id() && episode.workflow_id() == e.workflow_id()) {
+      auto it = stats_.find(std::make_pair(e.signature(), e.strategy()));
+      LearningResult same;
+      if (it != stats_.end()) {
+        same.stats = it->second;
+        same.mean_before = it->second.mean();
+      }
+      return same;
+    }
+  }
   if (commit.new_version.has_value()) {
     REFLEXION_RETURN_IF_ERROR(CheckNextVersion(
         *commit.new_version, LatestVersionLocked(commit.new_version->name())));

@@ -1,15 +1,23 @@
 #include "core/sim/simulated_cluster.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <utility>
 
 #include "absl/memory/memory.h"
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "core/sim/default_scenarios.h"
 #include "core/sim/stable_hash.h"
 #include "core/status_macros.h"
@@ -178,17 +186,156 @@ std::string SimulatedCluster::Name() const { return std::string(kName); }
 // the simulation free of threads and of timing, hence deterministic.
 void SimulatedCluster::Diagnose(const Incident& incident,
                                 core::Callback<Diagnosis> done) {
-  std::move(done)(DiagnoseNow(incident));
+  Complete([r = DiagnoseNow(incident), done = std::move(done)]() mutable {
+    std::move(done)(std::move(r));
+  });
 }
 
 void SimulatedCluster::Execute(const Action& action,
                                core::Callback<ExecutionResult> done) {
-  std::move(done)(ExecuteNow(action));
+  Complete([r = ExecuteNow(action), done = std::move(done)]() mutable {
+    std::move(done)(std::move(r));
+  });
 }
 
 void SimulatedCluster::Observe(const Action& action, absl::Duration window,
                                core::Callback<Observation> done) {
-  std::move(done)(ObserveNow(action, window));
+  Complete([r = ObserveNow(action, window), done = std::move(done)]() mutable {
+    std::move(done)(std::move(r));
+  });
+}
+
+SimulatedCluster::~SimulatedCluster() {
+  if (timer_.joinable()) {
+    {
+      absl::MutexLock lock(&timer_mu_);
+      stopping_ = true;
+    }
+    timer_.join();
+  }
+  if (journal_fd_ >= 0) close(journal_fd_);
+}
+
+void SimulatedCluster::SetLatency(absl::Duration latency) {
+  latency_ = latency;
+  if (latency_ > absl::ZeroDuration() && !timer_.joinable()) {
+    timer_ = std::thread([this] { TimerLoop(); });
+  }
+}
+
+void SimulatedCluster::Complete(absl::AnyInvocable<void() &&> fn) {
+  if (latency_ <= absl::ZeroDuration()) {
+    std::move(fn)();
+    return;
+  }
+  absl::MutexLock lock(&timer_mu_);
+  if (stopping_) {
+    timer_mu_.Unlock();
+    std::move(fn)();
+    timer_mu_.Lock();
+    return;
+  }
+  // The latency is constant, so arrival order is deadline order.
+  delayed_.push_back({absl::Now() + latency_, std::move(fn)});
+}
+
+void SimulatedCluster::TimerLoop() {
+  while (true) {
+    absl::AnyInvocable<void() &&> fn;
+    {
+      absl::MutexLock lock(&timer_mu_);
+      while (true) {
+        if (!delayed_.empty() &&
+            (stopping_ || delayed_.front().due <= absl::Now())) {
+          fn = std::move(delayed_.front().fn);
+          delayed_.pop_front();
+          break;
+        }
+        if (stopping_) return;  // and drained
+        absl::Duration wait = delayed_.empty()
+                                  ? absl::Milliseconds(50)
+                                  : delayed_.front().due - absl::Now();
+        auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(timer_mu_) {
+          return stopping_;
+        };
+        timer_mu_.AwaitWithTimeout(absl::Condition(&woken), wait);
+      }
+    }
+    std::move(fn)();  // no lock held: `fn` may call back in
+  }
+}
+
+absl::Status SimulatedCluster::AppendToJournal(const Action& action,
+                                               size_t scenario,
+                                               absl::string_view error_type) {
+  if (journal_fd_ < 0) return absl::OkStatus();
+  std::string line =
+      absl::StrCat(absl::BytesToHexString(action.SerializeAsString()), "\t",
+                   scenario, "\t", error_type, "\n");
+  // One write(2) per line with O_APPEND: whole lines, in the page cache
+  // before Execute completes, so a killed process loses none.
+  ssize_t n = write(journal_fd_, line.data(), line.size());
+  if (n != static_cast<ssize_t>(line.size())) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot append to the simulator journal: ",
+                     n < 0 ? strerror(errno) : "short write"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SimulatedCluster::EnableJournal(const std::string& path) {
+  absl::MutexLock lock(&mu_);
+  if (journal_fd_ >= 0) {
+    return absl::FailedPreconditionError("journal already enabled");
+  }
+  std::ifstream in(path);
+  std::string line;
+  int line_no = 0;
+  while (in && std::getline(in, line)) {
+    ++line_no;
+    if (line.empty()) continue;
+    std::vector<std::string> parts = absl::StrSplit(line, '\t');
+    size_t scenario = 0;
+    Action action;
+    if (parts.size() != 3 || !absl::SimpleAtoi(parts[1], &scenario) ||
+        scenario >= scenarios_.size() ||
+        !action.ParseFromString(absl::HexStringToBytes(parts[0])) ||
+        action.idempotency_key().empty()) {
+      return absl::DataLossError(absl::StrCat(
+          "simulator journal ", path, ": line ", line_no, " is corrupt"));
+    }
+    if (results_.contains(action.idempotency_key())) continue;
+    const Scenario& s = scenarios_[scenario];
+    const Outcome outcome = Draw(s, action);
+    ExecutionResult result;
+    *result.mutable_action() = action;
+    result.set_applied(true);
+    result.set_message(ActionMessage(action, s));
+    result.set_executor(std::string(kName));
+    results_.emplace(action.idempotency_key(), result);
+    keyed_[action.idempotency_key()] = Keyed{scenario, parts[2], outcome};
+    PodState& state = pods_[PodKey(action.namespace_(), action.pod_name())];
+    state.scenario = scenario;
+    state.error_type = parts[2];
+    state.outcomes[action.idempotency_key()] = outcome;
+    state.last_key = action.idempotency_key();
+    log_.push_back(ExecutedAction{
+        .pod_name = action.pod_name(),
+        .pod_namespace = action.namespace_(),
+        .type = action.type(),
+        .idempotency_key = action.idempotency_key(),
+        .scenario_id = s.id,
+        .recovered = outcome.recovered,
+        .relapsed = outcome.relapsed,
+    });
+  }
+  journal_fd_ =
+      open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (journal_fd_ < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot open simulator journal ",
+                                               path, ": ", strerror(errno)));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<size_t> SimulatedCluster::Assign(
@@ -323,6 +470,11 @@ absl::StatusOr<ExecutionResult> SimulatedCluster::ExecuteNow(
   PodState& state = pod->second;
   const Scenario& s = scenarios_[state.scenario];
   const Outcome outcome = Draw(s, action);
+  // Journal first: an action is applied only once it is durable.
+  REFLEXION_RETURN_IF_ERROR(
+      AppendToJournal(action, state.scenario, state.error_type));
+  keyed_[action.idempotency_key()] =
+      Keyed{state.scenario, state.error_type, outcome};
   state.outcomes[action.idempotency_key()] = outcome;
   state.last_key = action.idempotency_key();
 
@@ -362,10 +514,17 @@ absl::StatusOr<Observation> SimulatedCluster::ObserveNow(
     return absl::NotFoundError(
         absl::StrCat("pod ", pod_key, " was never diagnosed"));
   }
-  const PodState& state = it->second;
+  PodState state = it->second;
   auto outcome = state.outcomes.find(action.idempotency_key());
   if (outcome == state.outcomes.end()) {
-    outcome = state.outcomes.find(state.last_key);
+    // Executed before the pod was diagnosed again (a resumed workflow).
+    if (auto k = keyed_.find(action.idempotency_key()); k != keyed_.end()) {
+      state.scenario = k->second.scenario;
+      state.error_type = k->second.error_type;
+      outcome = state.outcomes.emplace(k->first, k->second.outcome).first;
+    } else {
+      outcome = state.outcomes.find(state.last_key);
+    }
   }
   if (outcome == state.outcomes.end()) {
     return absl::FailedPreconditionError(absl::StrCat(

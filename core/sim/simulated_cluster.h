@@ -1,8 +1,10 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -64,6 +66,22 @@ class SimulatedCluster final : public core::ClusterExecutor {
 
   SimulatedCluster(const SimulatedCluster&) = delete;
   SimulatedCluster& operator=(const SimulatedCluster&) = delete;
+  // Delivers any delayed completion at once, then joins the timer thread.
+  ~SimulatedCluster() override;
+
+  // Makes the simulated world survive restarts: every executed action is
+  // appended to the journal at `path` (one line, written with write(2)
+  // before Execute completes, so a killed process loses nothing), and the
+  // actions already in the file are replayed now: their idempotency keys
+  // stay spent (Execute returns deduplicated) and their outcomes stay
+  // observable. Call once, before use. Errors: kUnavailable when the file
+  // cannot be opened, kDataLoss naming the line of a corrupt journal.
+  absl::Status EnableJournal(const std::string& path) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Completes every call `latency` later on the cluster's own timer thread
+  // (a round trip to a real cluster) instead of synchronously. Call once,
+  // before use; zero keeps calls synchronous.
+  void SetLatency(absl::Duration latency);
 
   // "simulated".
   std::string Name() const override;
@@ -133,8 +151,25 @@ class SimulatedCluster final : public core::ClusterExecutor {
   Outcome Draw(const Scenario& scenario,
                const reflexion::v1::Action& action) const;
 
+  // Delivers `fn` now, or after the latency on the timer thread.
+  void Complete(absl::AnyInvocable<void() &&> fn);
+  void TimerLoop();
+  absl::Status AppendToJournal(const reflexion::v1::Action& action,
+                               size_t scenario, absl::string_view error_type)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   const std::vector<Scenario> scenarios_;
   const uint64_t seed_;
+  absl::Duration latency_;
+  std::thread timer_;
+  absl::Mutex timer_mu_;
+  struct Delayed {
+    absl::Time due;
+    absl::AnyInvocable<void() &&> fn;
+  };
+  std::deque<Delayed> delayed_ ABSL_GUARDED_BY(timer_mu_);
+  bool stopping_ ABSL_GUARDED_BY(timer_mu_) = false;
+  int journal_fd_ = -1;
 
   mutable absl::Mutex mu_;
   // By "namespace/pod_name".
@@ -143,6 +178,14 @@ class SimulatedCluster final : public core::ClusterExecutor {
   absl::flat_hash_map<std::string, reflexion::v1::ExecutionResult> results_
       ABSL_GUARDED_BY(mu_);
   std::vector<ExecutedAction> log_ ABSL_GUARDED_BY(mu_);
+  // Every executed key's outcome, kept across Diagnose (which resets the
+  // pod) so a workflow resumed after a restart can still observe it.
+  struct Keyed {
+    size_t scenario = 0;
+    std::string error_type;
+    Outcome outcome;
+  };
+  absl::flat_hash_map<std::string, Keyed> keyed_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace reflexion::sim

@@ -1,5 +1,10 @@
 #include "core/sim/simulated_cluster.h"
 
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
@@ -9,6 +14,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "core/sim/default_scenarios.h"
 #include "core/sim/scenario.h"
 #include "gmock/gmock.h"
@@ -306,8 +312,13 @@ TEST(SimulatedClusterTest, DiagnoseStartsANewIncidentOnThePod) {
   ASSERT_THAT(Execute(*cluster, action), IsOk());
   ASSERT_THAT(Observe(*cluster, action), IsOk());
   ASSERT_THAT(Diagnose(*cluster, incident), IsOk());
-  EXPECT_THAT(Observe(*cluster, action),
+  // The new incident has no action yet...
+  EXPECT_THAT(Observe(*cluster, MakeAction("ns", "p", ACTION_TYPE_DELETE_POD,
+                                           "never-executed")),
               StatusIs(absl::StatusCode::kFailedPrecondition));
+  // ...but an executed key's outcome stays observable (a workflow resumed
+  // after a restart re-diagnoses, then observes the action it executed).
+  EXPECT_THAT(Observe(*cluster, action), IsOk());
   // The key stays spent: the new incident needs a new key.
   absl::StatusOr<reflexion::v1::ExecutionResult> again =
       Execute(*cluster, action);
@@ -546,6 +557,71 @@ TEST(SimulatedClusterTest, CallbacksCompleteBeforeTheCallReturns) {
                       called = true;
                     });
   EXPECT_TRUE(called);
+}
+
+TEST(SimulatedClusterJournalTest, ExecutedActionsSurviveARestart) {
+  std::string path = ::testing::TempDir() + "/sim-journal-" +
+                     std::to_string(::getpid()) + ".log";
+  std::remove(path.c_str());
+  const auto incident = MakeIncident("ns", "p", "CrashLoopBackOff");
+  const auto action = MakeAction("ns", "p", ACTION_TYPE_DELETE_POD, "wf/1");
+  bool recovered;
+  {
+    auto first = FromYaml(OneScenario("{success: 0.5}"));
+    ASSERT_NE(first, nullptr);
+    ASSERT_THAT(first->EnableJournal(path), IsOk());
+    ASSERT_THAT(Diagnose(*first, incident), IsOk());
+    ASSERT_THAT(Execute(*first, action), IsOk());
+    auto obs = Observe(*first, action);
+    ASSERT_THAT(obs, IsOk());
+    recovered = obs->recovered();
+  }  // the process "dies"
+  auto second = FromYaml(OneScenario("{success: 0.5}"));
+  ASSERT_NE(second, nullptr);
+  ASSERT_THAT(second->EnableJournal(path), IsOk());
+  EXPECT_EQ(second->ExecutionLog().size(), 1u);
+  // Re-executing the same key after the restart applies nothing.
+  ASSERT_THAT(Diagnose(*second, incident), IsOk());
+  auto again = Execute(*second, action);
+  ASSERT_THAT(again, IsOk());
+  EXPECT_TRUE(again->deduplicated());
+  EXPECT_EQ(second->ExecutionLog().size(), 1u);
+  auto obs = Observe(*second, action);
+  ASSERT_THAT(obs, IsOk());
+  EXPECT_EQ(obs->recovered(), recovered);
+  std::remove(path.c_str());
+}
+
+TEST(SimulatedClusterJournalTest, ACorruptJournalIsDataLossNamingTheLine) {
+  std::string path = ::testing::TempDir() + "/sim-journal-bad-" +
+                     std::to_string(::getpid()) + ".log";
+  {
+    std::ofstream out(path);
+    out << "zz-not-hex\t0\tCrashLoopBackOff\n";
+  }
+  auto cluster = FromYaml(OneScenario("{success: 1}"));
+  ASSERT_NE(cluster, nullptr);
+  EXPECT_THAT(cluster->EnableJournal(path),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("line 1")));
+  std::remove(path.c_str());
+}
+
+TEST(SimulatedClusterLatencyTest, CallsCompleteLaterOnTheTimerThread) {
+  auto cluster = FromYaml(OneScenario("{success: 1}"));
+  ASSERT_NE(cluster, nullptr);
+  cluster->SetLatency(absl::Milliseconds(20));
+  absl::Notification done;
+  bool returned_first = false;
+  std::atomic<bool> returned{false};
+  cluster->Diagnose(MakeIncident("ns", "p", "CrashLoopBackOff"),
+                    [&](absl::StatusOr<reflexion::v1::Diagnosis> d) {
+                      EXPECT_THAT(d, IsOk());
+                      returned_first = returned.load();
+                      done.Notify();
+                    });
+  returned = true;
+  done.WaitForNotification();
+  EXPECT_TRUE(returned_first);
 }
 
 }  // namespace

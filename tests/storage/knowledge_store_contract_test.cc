@@ -262,6 +262,25 @@ TYPED_TEST(KnowledgeStoreContractTest, HistoryOfAnUnknownStrategyIsNotFound) {
 // ---------------------------------------------------------------------------
 
 TYPED_TEST(KnowledgeStoreContractTest,
+           ReplayingACommitOfTheSameEpisodeWritesNothingMore) {
+  REFLEXION_ASSERT_OK_AND_ASSIGN(
+      core::LearningResult first,
+      this->store().CommitLearning(MakeCommit(MakeEpisode("e1", 100), true)));
+  // The same learn step replayed after a crash, a little later.
+  REFLEXION_ASSERT_OK_AND_ASSIGN(
+      core::LearningResult replay,
+      this->store().CommitLearning(MakeCommit(MakeEpisode("e1", 101), true)));
+  EXPECT_TRUE(SameProto(replay.stats, first.stats));
+  REFLEXION_ASSERT_OK_AND_ASSIGN(auto stats,
+                                 this->store().GetStats(kSignature));
+  ASSERT_THAT(stats, SizeIs(1));
+  EXPECT_EQ(stats[0].trials(), 1);
+  core::EpisodeQuery q;
+  REFLEXION_ASSERT_OK_AND_ASSIGN(auto page, this->store().ListEpisodes(q));
+  EXPECT_THAT(page.episodes, SizeIs(1));
+}
+
+TYPED_TEST(KnowledgeStoreContractTest,
            CommitCreatesThePosteriorFromThePriorThenCountsEachTrial) {
   REFLEXION_ASSERT_OK_AND_ASSIGN(
       core::LearningResult first,
