@@ -4,6 +4,7 @@
 //
 // Commands: process, strategies, episodes, metrics, health.
 
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -40,6 +41,9 @@ ABSL_FLAG(std::string, namespace_filter, "", "episodes: namespace filter");
 ABSL_FLAG(int, limit, 20, "episodes: page size (1..1000)");
 ABSL_FLAG(std::string, page_token, "", "episodes: page token");
 ABSL_FLAG(int, timeout, 600, "Deadline of the call in seconds");
+ABSL_FLAG(uint64_t, from, 0,
+          "watch: first sequence number to show (re-attach after the last "
+          "one seen)");
 
 namespace {
 
@@ -62,6 +66,8 @@ constexpr char kUsage[] =
     "without\n"
     "              waiting; prints the workflow id.\n"
     "  status ID   Phase, current node, progress; the result once done.\n"
+    "  watch ID    Stream a workflow's events live, then its result\n"
+    "              ([--from N] re-attaches after sequence N-1).\n"
     "  cancel ID   Cancel a running workflow.\n"
     "  history ID  The workflow's checkpoints, newest first ([--limit N]).\n"
     "  health      Exit 0 when the service is SERVING (for health checks).\n"
@@ -108,6 +114,17 @@ const char* StatusName(reflexion::v1::WorkflowStatus s) {
     default:
       return "UNKNOWN";
   }
+}
+
+// One line per completed or failed node: id, sequence, node, duration,
+// summary.
+void PrintEvent(const reflexion::v1::WorkflowEvent& e) {
+  if (e.phase() == reflexion::v1::NODE_PHASE_STARTED) return;
+  std::printf("%s #%-3llu %-17s %s %s%s\n", e.workflow_id().c_str(),
+              static_cast<unsigned long long>(e.sequence()), e.node().c_str(),
+              FormatDuration(e.duration()).c_str(),
+              e.phase() == reflexion::v1::NODE_PHASE_FAILED ? "FAILED " : "",
+              e.summary().c_str());
 }
 
 void PrintResult(const reflexion::v1::IncidentResult& r) {
@@ -160,15 +177,7 @@ int Process(ReflexionService::Stub& stub) {
             std::printf("%s\n", ToJson(m, false).c_str());
           }
         } else if (m.has_event()) {
-          const auto& e = m.event();
-          if (!quiet && e.phase() != reflexion::v1::NODE_PHASE_STARTED) {
-            std::printf(
-                "%s #%-3llu %-17s %s %s%s\n", e.workflow_id().c_str(),
-                static_cast<unsigned long long>(e.sequence()), e.node().c_str(),
-                FormatDuration(e.duration()).c_str(),
-                e.phase() == reflexion::v1::NODE_PHASE_FAILED ? "FAILED " : "",
-                e.summary().c_str());
-          }
+          if (!quiet) PrintEvent(m.event());
         } else if (m.has_result()) {
           PrintResult(m.result());
         } else if (m.has_rejected()) {
@@ -381,6 +390,35 @@ int Status(ReflexionService::Stub& stub, const std::string& id) {
   return 0;
 }
 
+int Watch(ReflexionService::Stub& stub, const std::string& id) {
+  reflexion::v1::WatchWorkflowRequest req;
+  req.set_workflow_id(id);
+  req.set_from_sequence(absl::GetFlag(FLAGS_from));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::seconds(absl::GetFlag(FLAGS_timeout)));
+  auto reader = stub.WatchWorkflow(&ctx, req);
+  reflexion::v1::WatchWorkflowResponse m;
+  int exit_code = 1;  // until a result arrives
+  while (reader->Read(&m)) {
+    if (Json()) {
+      std::printf("%s\n", ToJson(m, false).c_str());
+    } else if (m.has_event()) {
+      PrintEvent(m.event());
+    } else {
+      PrintResult(m.result());
+    }
+    std::fflush(stdout);
+    if (m.has_result()) {
+      exit_code =
+          m.result().status() == reflexion::v1::WORKFLOW_STATUS_FAILED ? 1 : 0;
+    }
+  }
+  absl::Status s = reflexion::client::FromGrpc(reader->Finish());
+  if (!s.ok()) return Error(s);
+  return exit_code;
+}
+
 int Cancel(ReflexionService::Stub& stub, const std::string& id) {
   reflexion::v1::CancelWorkflowRequest req;
   req.set_workflow_id(id);
@@ -462,7 +500,8 @@ int main(int argc, char** argv) {
   if (command == "metrics") return Metrics(*stub);
   if (command == "health") return Health(channel);
   if (command == "start") return Start(*stub);
-  if (command == "status" || command == "cancel" || command == "history") {
+  if (command == "status" || command == "cancel" || command == "history" ||
+      command == "watch") {
     if (args.size() != 3) {
       std::cerr << "reflexionctl: " << command << " needs a workflow id\n";
       return 2;
@@ -470,6 +509,7 @@ int main(int argc, char** argv) {
     std::string id = args[2];
     if (command == "status") return Status(*stub, id);
     if (command == "cancel") return Cancel(*stub, id);
+    if (command == "watch") return Watch(*stub, id);
     return History(*stub, id);
   }
   if (args.size() != 2) {

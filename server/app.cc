@@ -57,8 +57,9 @@ absl::Status App::Start() {
       config_.workflow, store_.get(), cluster_.get(), &reflector_, &clock_,
       checkpoints_.get());
   if (absl::Status s = workflow_->Init(); !s.ok()) return s;
-  runner_ = std::make_unique<WorkflowRunner>(workflow_.get(), pool_.get(),
-                                             &clock_, config_.max_in_flight);
+  hub_ = std::make_unique<EventHub>(config_.watch_retained_workflows);
+  runner_ = std::make_unique<WorkflowRunner>(
+      workflow_.get(), pool_.get(), &clock_, config_.max_in_flight, hub_.get());
   if (checkpoints_ != nullptr) {
     // Workflows a crash interrupted continue from their last checkpoint.
     absl::StatusOr<std::vector<core::WorkflowRecord>> running =
@@ -79,8 +80,8 @@ absl::Status App::Start() {
   options.executor_name = cluster_->Name();
   options.reflector_name = reflector_.Name();
   service_ = std::make_unique<ReflexionServiceImpl>(
-      runner_.get(), store_.get(), checkpoints_.get(), pool_.get(), &clock_,
-      options);
+      runner_.get(), hub_.get(), store_.get(), checkpoints_.get(), pool_.get(),
+      &clock_, options);
 
   grpc::EnableDefaultHealthCheckService(true);
   // gRPC serves health itself; linking its descriptor lets reflection
@@ -144,7 +145,8 @@ void App::Stop(absl::Duration grace) {
   server_.reset();
   service_.reset();
   runner_.reset();
-  pool_.reset();  // joins the engine's threads after their last task
+  pool_.reset();
+  hub_.reset();  // joins the engine's threads after their last task
   workflow_.reset();
   checkpoints_.reset();
   store_.reset();

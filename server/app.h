@@ -72,6 +72,7 @@ class App {
   core::HeuristicReflector reflector_;
   std::unique_ptr<graph::ThreadPool> pool_;
   std::unique_ptr<core::ReflexionWorkflow> workflow_;
+  std::unique_ptr<EventHub> hub_;
   std::unique_ptr<WorkflowRunner> runner_;
   std::unique_ptr<ReflexionServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -72,6 +72,9 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
   if (key == "service.max_in_flight_per_stream") {
     return ReadInt(v, key, 1, 1'000'000, c.max_in_flight_per_stream);
   }
+  if (key == "service.watch_retained_workflows") {
+    return ReadInt(v, key, 0, 1'000'000, c.watch_retained_workflows);
+  }
   if (key == "service.worker_threads") {
     return ReadInt(v, key, 0, 256, c.worker_threads);
   }

@@ -19,6 +19,9 @@ struct ServerConfig {
   std::string data_dir = "./data";      // service.data_dir, --data_dir
   int max_in_flight = 10000;            // service.max_in_flight
   int max_in_flight_per_stream = 1000;  // service.max_in_flight_per_stream
+  // Finished workflows whose events WatchWorkflow can still replay
+  // (service.watch_retained_workflows).
+  int watch_retained_workflows = 2000;
   int worker_threads = 0;  // service.worker_threads (0 = one per core)
   std::string executor = "simulated";  // executor.type
   uint64_t simulator_seed = 42;        // simulator.seed
@@ -28,8 +31,8 @@ struct ServerConfig {
   // simulator.journal: executed actions are journaled in the data dir, so
   // the simulated world survives a restart.
   bool simulator_journal = false;
-  core::WorkflowConfig workflow;       // reflexion.*, workflow.*
-  bool checkpointing = true;           // workflow.checkpointing_enabled
+  core::WorkflowConfig workflow;  // reflexion.*, workflow.*
+  bool checkpointing = true;      // workflow.checkpointing_enabled
   // Finished workflows (and their checkpoints) are deleted this long after
   // they ended (workflow.finished_ttl, seconds; 0 = keep forever).
   absl::Duration finished_ttl = absl::Hours(24 * 7);

@@ -243,13 +243,12 @@ class ReflexionServiceImpl::ResolveReactor final
   int active_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-ReflexionServiceImpl::ReflexionServiceImpl(WorkflowRunner* runner,
-                                           core::KnowledgeStore* store,
-                                           core::CheckpointStore* checkpoints,
-                                           graph::TaskRunner* pool,
-                                           const core::Clock* clock,
-                                           ServiceOptions options)
+ReflexionServiceImpl::ReflexionServiceImpl(
+    WorkflowRunner* runner, EventHub* hub, core::KnowledgeStore* store,
+    core::CheckpointStore* checkpoints, graph::TaskRunner* pool,
+    const core::Clock* clock, ServiceOptions options)
     : runner_(runner),
+      hub_(hub),
       store_(store),
       checkpoints_(checkpoints),
       pool_(pool),
@@ -409,6 +408,162 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetWorkflow(
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;
+}
+
+// One WatchWorkflow stream: subscribes to the hub (on the pool, not in the
+// reaction), writes what it receives one at a time, finishes after the
+// result. Deleted when both gRPC is done with it (OnDone) and the
+// subscription step has returned.
+class ReflexionServiceImpl::WatchReactor final
+    : public grpc::ServerWriteReactor<v1::WatchWorkflowResponse> {
+ public:
+  WatchReactor(EventHub* hub, graph::TaskRunner* pool, std::string id,
+               uint64_t from)
+      : hub_(hub), id_(std::move(id)) {
+    pool->Post([this, from] { Subscribe(from); });
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool start = false, finish = false, more = false;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        broken_ = true;
+        queue_.clear();
+      } else if (!queue_.empty()) {
+        in_write_ = std::move(queue_.front());
+        queue_.pop_front();
+        writing_ = true;
+        start = true;
+        more = !queue_.empty();
+      }
+      if (!writing_ && (broken_ || result_queued_) && !finished_) {
+        finished_ = true;
+        finish = true;
+      }
+    }
+    if (start) {
+      grpc::WriteOptions options;
+      if (more) options.set_buffer_hint();
+      StartWrite(&in_write_, options);
+    }
+    if (finish) {
+      Finish(broken_ ? grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")
+                     : grpc::Status::OK);
+    }
+  }
+
+  void OnCancel() override {
+    bool finish = false;
+    {
+      absl::MutexLock lock(&mu_);
+      broken_ = true;
+      queue_.clear();
+      if (!writing_ && !finished_) finished_ = finish = true;
+    }
+    if (finish) Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+  }
+
+  void OnDone() override {
+    uint64_t sub;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      sub = subscription_;
+    }
+    // After this no hub delivery reaches us.
+    if (sub != 0) hub_->Unwatch(id_, sub);
+    Release();
+  }
+
+ private:
+  void Subscribe(uint64_t from) {
+    absl::StatusOr<uint64_t> sub = hub_->Watch(
+        id_, from, [this](const v1::ResolveResponse& m) { return Enqueue(m); });
+    bool finish = false;
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!sub.ok()) {
+        if (!finished_) {
+          finished_ = finish = true;
+          status = ToGrpcStatus(sub.status());
+        }
+      } else {
+        subscription_ = *sub;
+      }
+    }
+    bool unwatch = false;
+    {
+      absl::MutexLock lock(&mu_);
+      // gRPC finished while we subscribed: OnDone saw no subscription.
+      unwatch = sub.ok() && *sub != 0 && done_;
+    }
+    if (unwatch) hub_->Unwatch(id_, *sub);
+    if (finish) Finish(status);
+    Release();
+  }
+
+  // Called by the hub (its lock held): queue and maybe start a write.
+  bool Enqueue(const v1::ResolveResponse& m) {
+    v1::WatchWorkflowResponse out;
+    if (m.has_event()) {
+      *out.mutable_event() = m.event();
+    } else {
+      *out.mutable_result() = m.result();
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (broken_ || finished_ || done_) return false;
+      if (m.has_result()) result_queued_ = true;
+      if (writing_) {
+        queue_.push_back(std::move(out));
+        return !m.has_result();
+      }
+      writing_ = true;
+      in_write_ = std::move(out);
+    }
+    StartWrite(&in_write_);
+    return !m.has_result();
+  }
+
+  void Release() {
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      last = --refs_ == 0;
+    }
+    if (last) delete this;
+  }
+
+  EventHub* hub_;
+  const std::string id_;
+  absl::Mutex mu_;
+  int refs_ ABSL_GUARDED_BY(mu_) = 2;  // gRPC (OnDone) + Subscribe
+  std::deque<v1::WatchWorkflowResponse> queue_ ABSL_GUARDED_BY(mu_);
+  v1::WatchWorkflowResponse in_write_;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool result_queued_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t subscription_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+grpc::ServerWriteReactor<v1::WatchWorkflowResponse>*
+ReflexionServiceImpl::WatchWorkflow(grpc::CallbackServerContext* context,
+                                    const v1::WatchWorkflowRequest* request) {
+  if (absl::Status s = CheckWorkflowId(request->workflow_id()); !s.ok()) {
+    class Refuse : public grpc::ServerWriteReactor<v1::WatchWorkflowResponse> {
+     public:
+      explicit Refuse(grpc::Status s) { Finish(std::move(s)); }
+      void OnDone() override { delete this; }
+    };
+    return new Refuse(ToGrpcStatus(s));
+  }
+  return new WatchReactor(hub_, pool_, request->workflow_id(),
+                          request->from_sequence());
 }
 
 grpc::ServerUnaryReactor* ReflexionServiceImpl::CancelWorkflow(

@@ -8,6 +8,7 @@
 #include "core/ports/clock.h"
 #include "core/ports/knowledge_store.h"
 #include "reflexion/v1/reflexion.grpc.pb.h"
+#include "server/event_hub.h"
 #include "server/workflow_runner.h"
 
 namespace reflexion::server {
@@ -29,7 +30,8 @@ class ReflexionServiceImpl final
  public:
   // `checkpoints` may be null (checkpointing disabled): the workflow RPCs
   // then answer FAILED_PRECONDITION.
-  ReflexionServiceImpl(WorkflowRunner* runner, core::KnowledgeStore* store,
+  ReflexionServiceImpl(WorkflowRunner* runner, EventHub* hub,
+                       core::KnowledgeStore* store,
                        core::CheckpointStore* checkpoints,
                        graph::TaskRunner* pool, const core::Clock* clock,
                        ServiceOptions options);
@@ -52,6 +54,10 @@ class ReflexionServiceImpl final
       grpc::CallbackServerContext* context,
       const reflexion::v1::GetWorkflowRequest* request,
       reflexion::v1::GetWorkflowResponse* response) override;
+
+  grpc::ServerWriteReactor<reflexion::v1::WatchWorkflowResponse>* WatchWorkflow(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::WatchWorkflowRequest* request) override;
 
   grpc::ServerUnaryReactor* CancelWorkflow(
       grpc::CallbackServerContext* context,
@@ -80,8 +86,10 @@ class ReflexionServiceImpl final
 
  private:
   class ResolveReactor;
+  class WatchReactor;
 
   WorkflowRunner* runner_;
+  EventHub* hub_;
   core::KnowledgeStore* store_;
   core::CheckpointStore* checkpoints_;
   graph::TaskRunner* pool_;

@@ -15,23 +15,28 @@ namespace reflexion::server {
 // Converts engine events and forwards them; owned by its run.
 class WorkflowRunner::Sink final : public core::WorkflowSink {
  public:
-  explicit Sink(WorkflowCallbacks callbacks)
-      : callbacks_(std::move(callbacks)) {}
+  Sink(WorkflowCallbacks callbacks, EventHub* hub)
+      : callbacks_(std::move(callbacks)), hub_(hub) {}
   void OnEvent(
       const graph::StepEvent<reflexion::v1::WorkflowState>& event) override {
-    if (callbacks_.on_event)
-      callbacks_.on_event(core::MakeWorkflowEvent(event));
+    if (!callbacks_.on_event && hub_ == nullptr) return;
+    reflexion::v1::WorkflowEvent ev = core::MakeWorkflowEvent(event);
+    if (hub_ != nullptr) hub_->Publish(ev);
+    if (callbacks_.on_event) callbacks_.on_event(std::move(ev));
   }
   WorkflowCallbacks& callbacks() { return callbacks_; }
 
  private:
   WorkflowCallbacks callbacks_;
+  EventHub* hub_;
 };
 
 WorkflowRunner::WorkflowRunner(const core::ReflexionWorkflow* workflow,
                                graph::TaskRunner* runner,
-                               const core::Clock* clock, int max_in_flight)
+                               const core::Clock* clock, int max_in_flight,
+                               EventHub* hub)
     : workflow_(workflow),
+      hub_(hub),
       runner_(runner),
       clock_(clock),
       max_in_flight_(max_in_flight),
@@ -71,7 +76,7 @@ absl::StatusOr<std::string> WorkflowRunner::Submit(
     absl::MutexLock lock(&mu_);
     active_[id] = cancel;
   }
-  auto* sink = new Sink(std::move(callbacks));
+  auto* sink = new Sink(std::move(callbacks), hub_);
   workflow_->Start(
       id, std::move(incident), ordinal, runner_, sink,
       [this, sink](core::WorkflowRunResult run) {
@@ -89,6 +94,7 @@ void WorkflowRunner::Finished(Sink* sink, core::WorkflowRunResult run) {
                  << " failed: " << run.status;
   }
   std::unique_ptr<Sink> owned(sink);
+  if (hub_ != nullptr) hub_->Finish(result);
   if (owned->callbacks().on_result) owned->callbacks().on_result(result);
   absl::MutexLock lock(&mu_);
   active_.erase(run.state.workflow_id());
@@ -118,7 +124,7 @@ absl::Status WorkflowRunner::Resume(const std::string& workflow_id,
     ++counters_.started;
     ++counters_.in_flight;
   }
-  auto* sink = new Sink(std::move(callbacks));
+  auto* sink = new Sink(std::move(callbacks), hub_);
   absl::Status s = workflow_->Resume(
       workflow_id, runner_, sink,
       [this, sink](core::WorkflowRunResult run) {

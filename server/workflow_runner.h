@@ -13,6 +13,7 @@
 #include "core/ports/clock.h"
 #include "core/reflexion/workflow.h"
 #include "reflexion/v1/types.pb.h"
+#include "server/event_hub.h"
 
 namespace reflexion::server {
 
@@ -38,9 +39,10 @@ struct RunnerCounters {
 class WorkflowRunner {
  public:
   // `workflow`, `runner` and `clock` must outlive this object.
+  // `hub` (may be null) receives every event and result, for WatchWorkflow.
   WorkflowRunner(const core::ReflexionWorkflow* workflow,
                  graph::TaskRunner* runner, const core::Clock* clock,
-                 int max_in_flight);
+                 int max_in_flight, EventHub* hub = nullptr);
   ~WorkflowRunner();
 
   // Starts a workflow for an already validated incident and returns its id.
@@ -74,6 +76,7 @@ class WorkflowRunner {
   void Finished(Sink* sink, core::WorkflowRunResult run);
 
   const core::ReflexionWorkflow* workflow_;
+  EventHub* hub_;
   graph::TaskRunner* runner_;
   const core::Clock* clock_;
   const int max_in_flight_;

@@ -69,6 +69,10 @@ if [[ $mode == cli ]]; then
   grep -q "^$id: COMPLETED" "$work/status.txt" || fail "status: $(cat "$work/status.txt")"
   grep -q "^result $id" "$work/status.txt" || fail "status shows no result"
   expect "next __end__" "history" "$ctl" --server "$addr" history "$id"
+  expect "^result $id" "watch replays a finished workflow" \
+    "$ctl" --server "$addr" watch "$id"
+  expect "analyze_error" "watch shows the node events" \
+    "$ctl" --server "$addr" watch "$id" --from 1
   set +e
   "$ctl" --server "$addr" cancel "$id" 2>"$work/cancel.txt"
   rc=$?

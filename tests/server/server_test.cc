@@ -489,6 +489,86 @@ TEST_F(ServerTest, StartWorkflowReturnsAtOnceAndGetWorkflowReadsItBack) {
   }
 }
 
+TEST(WatchTest, ReattachingAfterALostStreamSeesEverySequenceNumberOnce) {
+  TempDir dir;
+  ServerConfig config;
+  config.host = "127.0.0.1";
+  config.port = 0;
+  config.data_dir = dir.path();
+  config.simulator_latency = absl::Milliseconds(30);  // really in flight
+  App app(config);
+  ASSERT_THAT(app.Start(), IsOk());
+  auto stub = v1::ReflexionService::NewStub(
+      client::Connect(absl::StrCat("127.0.0.1:", app.port())));
+  v1::StartWorkflowRequest start;
+  start.set_pod_name("watch-1");
+  start.set_namespace_("default");
+  start.set_error_type("OOMKilled");
+  v1::StartWorkflowResponse started;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->StartWorkflow(&ctx, start, &started).ok());
+  }
+  std::vector<uint64_t> seen;
+  // First watcher: reads three events, then loses its stream.
+  {
+    grpc::ClientContext ctx;
+    v1::WatchWorkflowRequest req;
+    req.set_workflow_id(started.workflow_id());
+    auto reader = stub->WatchWorkflow(&ctx, req);
+    v1::WatchWorkflowResponse m;
+    while (seen.size() < 3 && reader->Read(&m)) {
+      ASSERT_TRUE(m.has_event());
+      seen.push_back(m.event().sequence());
+    }
+    ctx.TryCancel();
+    while (reader->Read(&m)) {
+    }
+    (void)reader->Finish();
+  }
+  ASSERT_EQ(seen.size(), 3u);
+  // Re-attach after the last sequence number seen.
+  uint64_t result_sequence = 0;
+  {
+    grpc::ClientContext ctx;
+    v1::WatchWorkflowRequest req;
+    req.set_workflow_id(started.workflow_id());
+    req.set_from_sequence(seen.back() + 1);
+    auto reader = stub->WatchWorkflow(&ctx, req);
+    v1::WatchWorkflowResponse m;
+    while (reader->Read(&m)) {
+      if (m.has_event()) {
+        seen.push_back(m.event().sequence());
+      } else {
+        result_sequence = m.result().sequence();
+      }
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+  }
+  ASSERT_GT(result_sequence, 0u) << "no result";
+  for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], i + 1);
+  EXPECT_EQ(result_sequence, seen.size() + 1);
+
+  // Unknown ids and a bad request are errors, not hangs.
+  {
+    grpc::ClientContext ctx;
+    v1::WatchWorkflowRequest req;
+    req.set_workflow_id("wf-unknown");
+    auto reader = stub->WatchWorkflow(&ctx, req);
+    v1::WatchWorkflowResponse m;
+    EXPECT_FALSE(reader->Read(&m));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    grpc::ClientContext ctx;
+    auto reader = stub->WatchWorkflow(&ctx, v1::WatchWorkflowRequest());
+    v1::WatchWorkflowResponse m;
+    EXPECT_FALSE(reader->Read(&m));
+    EXPECT_EQ(reader->Finish().error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+}
+
 TEST_F(ServerTest, ASecondServerOnALockedDataDirFailsCleanly) {
   ServerConfig config;
   config.host = "127.0.0.1";

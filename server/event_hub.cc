@@ -1,0 +1,86 @@
+#include "server/event_hub.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace reflexion::server {
+namespace {
+
+uint64_t SequenceOf(const v1::ResolveResponse& m) {
+  return m.has_event() ? m.event().sequence() : m.result().sequence();
+}
+
+}  // namespace
+
+void EventHub::Deliver(const std::string& workflow_id, Stream& stream,
+                       const v1::ResolveResponse& message) {
+  for (auto it = stream.listeners.begin(); it != stream.listeners.end();) {
+    if (!it->second(message)) {
+      stream.listeners.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void EventHub::Publish(const v1::WorkflowEvent& event) {
+  v1::ResolveResponse m;
+  *m.mutable_event() = event;
+  absl::MutexLock lock(&mu_);
+  Stream& stream = streams_[event.workflow_id()];
+  stream.messages.push_back(m);
+  Deliver(event.workflow_id(), stream, m);
+}
+
+void EventHub::Finish(const v1::IncidentResult& result) {
+  v1::ResolveResponse m;
+  *m.mutable_result() = result;
+  absl::MutexLock lock(&mu_);
+  Stream& stream = streams_[result.workflow_id()];
+  stream.messages.push_back(m);
+  stream.done = true;
+  Deliver(result.workflow_id(), stream, m);
+  stream.listeners.clear();  // the result is the last message
+  finished_.push_back(result.workflow_id());
+  while (static_cast<int>(finished_.size()) > max_finished_) {
+    streams_.erase(finished_.front());
+    finished_.pop_front();
+  }
+}
+
+absl::StatusOr<uint64_t> EventHub::Watch(const std::string& workflow_id,
+                                         uint64_t from_sequence,
+                                         Listener listener) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(workflow_id);
+  if (it == streams_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "workflow ", workflow_id,
+        ": no events retained here (unknown, finished long ago, or run by an "
+        "earlier server process)"));
+  }
+  Stream& stream = it->second;
+  if (!stream.messages.empty() && SequenceOf(stream.messages.front()) >
+                                      std::max<uint64_t>(from_sequence, 1)) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "from_sequence: events of ", workflow_id, " before sequence ",
+        SequenceOf(stream.messages.front()), " are not retained"));
+  }
+  for (const v1::ResolveResponse& m : stream.messages) {
+    if (SequenceOf(m) < from_sequence) continue;
+    if (!listener(m)) return 0;
+  }
+  if (stream.done) return 0;
+  uint64_t id = next_subscription_++;
+  stream.listeners.emplace(id, std::move(listener));
+  return id;
+}
+
+void EventHub::Unwatch(const std::string& workflow_id, uint64_t subscription) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(workflow_id);
+  if (it != streams_.end()) it->second.listeners.erase(subscription);
+}
+
+}  // namespace reflexion::server

@@ -1,0 +1,63 @@
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "reflexion/v1/reflexion.pb.h"
+
+namespace reflexion::server {
+
+// Keeps the events of every running workflow and of the most recently
+// finished ones, so WatchWorkflow can (re)attach from any sequence number
+// and see each event exactly once. Bounded: events of finished workflows
+// are dropped oldest-first beyond `max_finished` workflows. Events of a
+// workflow emitted by an earlier process (before a restart) are not here.
+// Thread-safe.
+class EventHub {
+ public:
+  explicit EventHub(int max_finished) : max_finished_(max_finished) {}
+
+  // Receives the messages of one watched workflow (events, then one result),
+  // in sequence order, never concurrently; returns false to unsubscribe.
+  using Listener = std::function<bool(const v1::ResolveResponse&)>;
+
+  void Publish(const v1::WorkflowEvent& event);
+  void Finish(const v1::IncidentResult& result);
+
+  // Replays every retained message with sequence >= `from_sequence` to
+  // `listener`, then (if the workflow is still running) keeps calling it for
+  // new ones until the result. kNotFound when nothing of the workflow is
+  // retained here; kOutOfRange when the first retained event is after
+  // `from_sequence` (events were dropped: a re-attach would miss some).
+  // Returns the subscription id (0 when the replay already delivered the
+  // result or the listener unsubscribed).
+  absl::StatusOr<uint64_t> Watch(const std::string& workflow_id,
+                                 uint64_t from_sequence, Listener listener);
+  void Unwatch(const std::string& workflow_id, uint64_t subscription);
+
+ private:
+  struct Stream {
+    std::vector<v1::ResolveResponse> messages;  // in sequence order
+    bool done = false;
+    absl::flat_hash_map<uint64_t, Listener> listeners;
+  };
+  void Deliver(const std::string& workflow_id, Stream& stream,
+               const v1::ResolveResponse& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const int max_finished_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, Stream> streams_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> finished_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_subscription_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+}  // namespace reflexion::server
