@@ -123,7 +123,9 @@ void PrintEvent(const reflexion::v1::WorkflowEvent& e) {
   std::printf("%s #%-3llu %-17s %s %s%s\n", e.workflow_id().c_str(),
               static_cast<unsigned long long>(e.sequence()), e.node().c_str(),
               FormatDuration(e.duration()).c_str(),
-              e.phase() == reflexion::v1::NODE_PHASE_FAILED ? "FAILED " : "",
+              e.phase() == reflexion::v1::NODE_PHASE_FAILED     ? "FAILED "
+              : e.phase() == reflexion::v1::NODE_PHASE_RETRYING ? "RETRY "
+                                                                : "",
               e.summary().c_str());
 }
 

@@ -52,10 +52,11 @@ absl::Status App::Start() {
       config_.worker_threads > 0
           ? config_.worker_threads
           : static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
+  timer_ = std::make_unique<graph::TimerThread>();
   pool_ = std::make_unique<graph::ThreadPool>(threads_);
   workflow_ = std::make_unique<core::ReflexionWorkflow>(
       config_.workflow, store_.get(), cluster_.get(), &reflector_, &clock_,
-      checkpoints_.get());
+      checkpoints_.get(), timer_.get());
   if (absl::Status s = workflow_->Init(); !s.ok()) return s;
   hub_ = std::make_unique<EventHub>(config_.watch_retained_workflows);
   runner_ = std::make_unique<WorkflowRunner>(
@@ -146,6 +147,7 @@ void App::Stop(absl::Duration grace) {
   service_.reset();
   runner_.reset();
   pool_.reset();
+  timer_.reset();
   hub_.reset();  // joins the engine's threads after their last task
   workflow_.reset();
   checkpoints_.reset();

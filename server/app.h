@@ -70,6 +70,7 @@ class App {
   std::thread retention_;
   std::unique_ptr<sim::SimulatedCluster> cluster_;
   core::HeuristicReflector reflector_;
+  std::unique_ptr<graph::TimerThread> timer_;
   std::unique_ptr<graph::ThreadPool> pool_;
   std::unique_ptr<core::ReflexionWorkflow> workflow_;
   std::unique_ptr<EventHub> hub_;

@@ -17,7 +17,7 @@ constexpr const char* kAcceptedUnused[] = {
     "openai.model",
     "openai.temperature",
     "openai.max_tokens",
-    "workflow.execution_timeout",
+
     "workflow.checkpointing_enabled",
 };
 
@@ -182,6 +182,16 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
     if (!s.ok()) return s;
     c.retention_interval = absl::Seconds(seconds);
     return absl::OkStatus();
+  }
+  if (key == "workflow.execution_timeout") {
+    int seconds = 0;
+    absl::Status s = ReadInt(v, key, 1, 86400, seconds);
+    if (!s.ok()) return s;
+    w.node_timeout = absl::Seconds(seconds);
+    return absl::OkStatus();
+  }
+  if (key == "workflow.node_max_attempts") {
+    return ReadInt(v, key, 1, 10, w.node_max_attempts);
   }
   if (key == "workflow.recursion_limit") {
     return ReadInt(v, key, 10, 10'000, w.recursion_limit);

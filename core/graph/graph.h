@@ -10,6 +10,7 @@
 // State is any copyable type (in this project a protobuf message, so a
 // checkpoint is its serialization). Nodes mutate the state they are given.
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -37,7 +38,33 @@ namespace reflexion::graph {
 inline constexpr absl::string_view kStart = "__start__";
 inline constexpr absl::string_view kEnd = "__end__";
 
-enum class NodePhase { kStarted, kCompleted, kFailed };
+// kRetrying: the node failed with a retryable error and runs again after a
+// backoff (its retry policy).
+enum class NodePhase { kStarted, kCompleted, kFailed, kRetrying };
+
+// When a failed node runs again.
+struct RetryPolicy {
+  // Attempts in all (1 = no retry).
+  int max_attempts = 1;
+  absl::Duration initial_backoff = absl::Milliseconds(100);
+  absl::Duration max_backoff = absl::Seconds(10);
+  double multiplier = 2.0;
+  // Each backoff is scaled by a factor in [1 - jitter, 1 + jitter].
+  double jitter = 0.2;
+  // Status codes that are retried; any other fails the run.
+  std::vector<absl::StatusCode> retry_on = {
+      absl::StatusCode::kUnavailable, absl::StatusCode::kDeadlineExceeded,
+      absl::StatusCode::kResourceExhausted};
+};
+
+// Per-node options.
+struct NodeOptions {
+  RetryPolicy retry;
+  // A node not done after this fails with kDeadlineExceeded (retryable by
+  // default); its late completion is ignored and its state changes are
+  // discarded. Zero: no timeout. Needs RunOptions::timer.
+  absl::Duration timeout = absl::ZeroDuration();
+};
 
 // One node event. Valid only during the EventSink call.
 template <typename State>
@@ -92,8 +119,9 @@ template <typename State>
 class GraphBuilder {
  public:
   // Adds a node. Names must be unique and not kStart/kEnd.
-  GraphBuilder& AddNode(std::string name, NodeFn<State> fn) {
-    nodes_.push_back({std::move(name), std::move(fn)});
+  GraphBuilder& AddNode(std::string name, NodeFn<State> fn,
+                        NodeOptions options = {}) {
+    nodes_.push_back({std::move(name), std::move(fn), std::move(options)});
     return *this;
   }
   // Adds a node whose work is synchronous.
@@ -127,6 +155,7 @@ class GraphBuilder {
   struct NodeDef {
     std::string name;
     NodeFn<State> fn;
+    NodeOptions options;
   };
   struct EdgeDef {
     std::string from;
@@ -158,6 +187,9 @@ struct RunOptions {
   // Set to true to cancel: the run stops before its next node with
   // kCancelled (recorded as cancelled when checkpoints are on). May be null.
   std::shared_ptr<const std::atomic<bool>> cancel;
+  // Runs node timeouts and retry backoffs (null: timeouts are not enforced
+  // and retries run without backoff). Must outlive the run.
+  Timer* timer = nullptr;
 };
 
 // Encoding of the state in checkpoints: protobuf serialization.
@@ -230,6 +262,7 @@ class CompiledGraph
   struct Node {
     std::string name;
     NodeFn<State> fn;
+    NodeOptions options;
     int fixed_next = kEndIndex;  // when router is null
     RouterFn<State> router;
     std::vector<std::pair<std::string, int>> targets;  // declared targets
@@ -269,6 +302,7 @@ GraphBuilder<State>::Compile() const {
     typename CompiledGraph<State>::Node node;
     node.name = n.name;
     node.fn = n.fn;
+    node.options = n.options;
     graph->nodes_.push_back(std::move(node));
   }
   auto resolve = [&](const std::string& name) -> absl::StatusOr<int> {
@@ -467,6 +501,14 @@ class CompiledGraph<State>::Run {
   // asynchronous (its completion posts the continuation) or the run ends.
   void Loop() {
     while (true) {
+      if (retrying_) {
+        retrying_ = false;
+        ++node_attempt_;
+        Emit(NodePhase::kStarted, absl::ZeroDuration(), absl::OkStatus());
+        if (!Invoke()) return;
+        if (!Advance()) return;
+        continue;
+      }
       if (options_.cancel != nullptr &&
           options_.cancel->load(std::memory_order_acquire)) {
         absl::Status cancelled = absl::CancelledError(absl::StrCat(
@@ -492,18 +534,80 @@ class CompiledGraph<State>::Run {
         return;
       }
       ++steps_;
+      node_attempt_ = 1;
       Emit(NodePhase::kStarted, absl::ZeroDuration(), absl::OkStatus());
-      node_start_ = clock_->Now();
-      phase_.store(kRunning, std::memory_order_release);
-      graph_->nodes_[current_].fn(
-          state_, [this](absl::Status s) { OnNodeDone(std::move(s)); });
-      int expected = kRunning;
-      if (phase_.compare_exchange_strong(expected, kReturned,
-                                         std::memory_order_acq_rel)) {
-        return;  // asynchronous: OnNodeDone posts the continuation
-      }
+      if (!Invoke()) return;
       if (!Advance()) return;
     }
+  }
+
+  // One settled-once completion of one node attempt with a timeout: the
+  // node works on its own copy of the state, adopted only if it finishes in
+  // time.
+  struct TimedCall {
+    std::atomic<bool> settled{false};
+    State state;
+  };
+
+  // Runs the current node. Returns true when it completed synchronously
+  // (the caller advances), false when it went asynchronous (its completion
+  // posts the continuation).
+  bool Invoke() {
+    const Node& node = graph_->nodes_[current_];
+    node_start_ = clock_->Now();
+    phase_.store(kRunning, std::memory_order_release);
+    if (node.options.timeout > absl::ZeroDuration() &&
+        options_.timer != nullptr) {
+      auto call = std::make_shared<TimedCall>();
+      call->state = state_;
+      absl::Duration timeout = node.options.timeout;
+      std::string name = node.name;
+      options_.timer->After(timeout, [this, call, timeout, name] {
+        if (call->settled.exchange(true)) return;  // finished in time
+        OnNodeDone(absl::DeadlineExceededError(
+            absl::StrCat("node '", name, "' did not finish within ",
+                         absl::FormatDuration(timeout))));
+      });
+      node.fn(call->state, [this, call](absl::Status s) {
+        if (call->settled.exchange(true)) return;  // too late: ignored
+        state_ = std::move(call->state);
+        OnNodeDone(std::move(s));
+      });
+    } else {
+      node.fn(state_, [this](absl::Status s) { OnNodeDone(std::move(s)); });
+    }
+    int expected = kRunning;
+    return !phase_.compare_exchange_strong(expected, kReturned,
+                                           std::memory_order_acq_rel);
+  }
+
+  // Schedules another attempt of the current node when its policy allows;
+  // returns false when the failure is final.
+  bool MaybeRetry(const absl::Status& status, absl::Duration took) {
+    const RetryPolicy& policy = graph_->nodes_[current_].options.retry;
+    if (node_attempt_ >= policy.max_attempts) return false;
+    if (std::find(policy.retry_on.begin(), policy.retry_on.end(),
+                  status.code()) == policy.retry_on.end()) {
+      return false;
+    }
+    double factor = 1;
+    for (int i = 1; i < node_attempt_; ++i) factor *= policy.multiplier;
+    absl::Duration backoff =
+        std::min(policy.max_backoff, policy.initial_backoff * factor);
+    // Deterministic jitter per (workflow, step, attempt).
+    uint64_t h = std::hash<std::string>()(
+        absl::StrCat(options_.workflow_id, "/", steps_, "/", node_attempt_));
+    double u = static_cast<double>(h % 10007) / 10006.0;
+    backoff = backoff * (1 + policy.jitter * (2 * u - 1));
+    Emit(NodePhase::kRetrying, took, status);
+    retrying_ = true;
+    if (options_.timer != nullptr && backoff > absl::ZeroDuration()) {
+      options_.timer->After(backoff,
+                            [this] { runner_->Post([this] { Loop(); }); });
+    } else {
+      runner_->Post([this] { Loop(); });
+    }
+    return true;
   }
 
   void OnNodeDone(absl::Status status) {
@@ -524,6 +628,7 @@ class CompiledGraph<State>::Run {
     absl::Duration took = clock_->Now() - node_start_;
     const Node& node = graph_->nodes_[current_];
     if (!node_status_.ok()) {
+      if (MaybeRetry(node_status_, took)) return false;  // continues later
       Emit(NodePhase::kFailed, took, node_status_);
       Fail(node_status_);
       return false;
@@ -626,6 +731,8 @@ class CompiledGraph<State>::Run {
   int steps_ = 0;
   uint64_t sequence_ = 0;
   uint64_t saved_step_ = 0;
+  int node_attempt_ = 0;
+  bool retrying_ = false;
   bool saved_any_ = false;
   absl::Time node_start_;
   absl::Status node_status_;

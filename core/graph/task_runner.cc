@@ -57,4 +57,55 @@ void ThreadPool::WorkerLoop() {
   }
 }
 
+TimerThread::TimerThread() : thread_([this] { Loop(); }) {}
+
+TimerThread::~TimerThread() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  thread_.join();
+}
+
+void TimerThread::After(absl::Duration delay,
+                        absl::AnyInvocable<void() &&> fn) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) {
+    mu_.Unlock();
+    std::move(fn)();
+    mu_.Lock();
+    return;
+  }
+  queue_.insert(Entry{absl::Now() + delay, next_order_++, std::move(fn)});
+}
+
+void TimerThread::Loop() {
+  while (true) {
+    absl::AnyInvocable<void() &&> fn;
+    {
+      absl::MutexLock lock(&mu_);
+      while (true) {
+        if (!queue_.empty() &&
+            (stopping_ || queue_.begin()->due <= absl::Now())) {
+          fn = std::move(queue_.begin()->fn);
+          queue_.erase(queue_.begin());
+          break;
+        }
+        if (stopping_) return;
+        absl::Duration wait = queue_.empty()
+                                  ? absl::Milliseconds(100)
+                                  : queue_.begin()->due - absl::Now();
+        // Wake early for a stop or for an entry inserted meanwhile (it may
+        // be due sooner).
+        const uint64_t seen = next_order_;
+        auto changed = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stopping_ || next_order_ != seen;
+        };
+        mu_.AwaitWithTimeout(absl::Condition(&changed), wait);
+      }
+    }
+    std::move(fn)();
+  }
+}
+
 }  // namespace reflexion::graph

@@ -1,12 +1,16 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <deque>
+#include <set>
 #include <thread>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 
 namespace reflexion::graph {
 
@@ -44,6 +48,45 @@ class ThreadPool final : public TaskRunner {
   int busy_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
+};
+
+// Runs closures after a delay. Implementations are thread-safe.
+class Timer {
+ public:
+  virtual ~Timer() = default;
+  // Runs `fn` once, `delay` from now, on the timer's thread; it must not
+  // block (post real work to a TaskRunner).
+  virtual void After(absl::Duration delay,
+                     absl::AnyInvocable<void() &&> fn) = 0;
+};
+
+// One thread and a deadline-ordered queue. The destructor runs whatever is
+// still queued at once (nothing is dropped), then joins the thread.
+class TimerThread final : public Timer {
+ public:
+  TimerThread();
+  ~TimerThread() override;
+  TimerThread(const TimerThread&) = delete;
+  TimerThread& operator=(const TimerThread&) = delete;
+
+  void After(absl::Duration delay, absl::AnyInvocable<void() &&> fn) override;
+
+ private:
+  void Loop();
+
+  struct Entry {
+    absl::Time due;
+    uint64_t order;
+    mutable absl::AnyInvocable<void() &&> fn;
+    bool operator<(const Entry& o) const {
+      return due != o.due ? due < o.due : order < o.order;
+    }
+  };
+  absl::Mutex mu_;
+  std::set<Entry> queue_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_order_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
 };
 
 }  // namespace reflexion::graph

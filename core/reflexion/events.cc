@@ -105,6 +105,12 @@ WorkflowEvent MakeWorkflowEvent(const graph::StepEvent<WorkflowState>& event) {
       *ev.mutable_duration() = ToProto(event.duration);
       FillCompleted(event.node, s, ev);
       break;
+    case graph::NodePhase::kRetrying:
+      ev.set_phase(v1::NODE_PHASE_RETRYING);
+      *ev.mutable_duration() = ToProto(event.duration);
+      ev.set_error(event.status.ToString());
+      ev.set_summary(absl::StrCat("retrying: ", event.status.message()));
+      break;
     case graph::NodePhase::kFailed:
       ev.set_phase(v1::NODE_PHASE_FAILED);
       *ev.mutable_duration() = ToProto(event.duration);

@@ -41,13 +41,15 @@ ReflexionWorkflow::ReflexionWorkflow(WorkflowConfig config,
                                      KnowledgeStore* store,
                                      ClusterExecutor* executor,
                                      Reflector* reflector, const Clock* clock,
-                                     CheckpointStore* checkpoints)
+                                     CheckpointStore* checkpoints,
+                                     graph::Timer* timer)
     : config_(std::move(config)),
       store_(store),
       executor_(executor),
       reflector_(reflector),
       clock_(clock),
-      checkpoints_(checkpoints) {}
+      checkpoints_(checkpoints),
+      timer_(timer) {}
 
 absl::Status ReflexionWorkflow::Init() {
   REFLEXION_RETURN_IF_ERROR(CompileGraph());
@@ -73,13 +75,20 @@ absl::Status ReflexionWorkflow::CompileGraph() {
       (this->*fn)(s, std::move(done));
     };
   };
-  b.AddNode(kAnalyze, bind(&ReflexionWorkflow::AnalyzeError))
+  // Nodes that wait on the executor or the reflector get a timeout and
+  // retries on transient errors.
+  graph::NodeOptions io;
+  io.timeout = config_.node_timeout;
+  io.retry.max_attempts = std::max(1, config_.node_max_attempts);
+  io.retry.initial_backoff = absl::Milliseconds(200);
+  io.retry.max_backoff = absl::Seconds(10);
+  b.AddNode(kAnalyze, bind(&ReflexionWorkflow::AnalyzeError), io)
       .AddNode(kDeep, bind(&ReflexionWorkflow::DeepAnalysis))
       .AddNode(kSelect, bind(&ReflexionWorkflow::SelectStrategyNode))
-      .AddNode(kExecute, bind(&ReflexionWorkflow::ExecuteFix))
-      .AddNode(kObserve, bind(&ReflexionWorkflow::ObserveOutcome))
-      .AddNode(kReflect, bind(&ReflexionWorkflow::Reflect))
-      .AddNode(kMeta, bind(&ReflexionWorkflow::MetaReflect))
+      .AddNode(kExecute, bind(&ReflexionWorkflow::ExecuteFix), io)
+      .AddNode(kObserve, bind(&ReflexionWorkflow::ObserveOutcome), io)
+      .AddNode(kReflect, bind(&ReflexionWorkflow::Reflect), io)
+      .AddNode(kMeta, bind(&ReflexionWorkflow::MetaReflect), io)
       .AddNode(kLearn, bind(&ReflexionWorkflow::Learn))
       .AddNode(kEscalate, bind(&ReflexionWorkflow::HumanEscalation));
   b.AddEdge(std::string(graph::kStart), kAnalyze);
@@ -150,6 +159,7 @@ graph::RunOptions ReflexionWorkflow::Options(
   o.checkpoints = checkpoints_;
   o.durability = config_.durability;
   o.keep_last = config_.keep_last_checkpoints;
+  o.timer = timer_;
   return o;
 }
 

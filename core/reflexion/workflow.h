@@ -65,16 +65,27 @@ struct WorkflowConfig {
   graph::Durability durability = graph::Durability::kAsync;
   // Checkpoints kept per workflow (workflow.checkpoint_keep_last, 0 = all).
   int keep_last_checkpoints = 10;
+  // Nodes that call the executor or the reflector (analyze_error,
+  // execute_fix, observe_outcome, reflect, meta_reflect) fail after this
+  // (workflow.execution_timeout) ...
+  absl::Duration node_timeout = absl::Seconds(120);
+  // ... and are retried on UNAVAILABLE / DEADLINE_EXCEEDED /
+  // RESOURCE_EXHAUSTED up to this many attempts in all
+  // (workflow.node_max_attempts), with exponential backoff and jitter. A
+  // retried execute_fix reuses its idempotency key.
+  int node_max_attempts = 3;
 };
 
 // Builds and runs reflexion workflows. Thread-safe: any number of workflows
 // at once. The store, executor, reflector and clock must outlive it.
 class ReflexionWorkflow {
  public:
-  // `checkpoints` may be null (no checkpoints, no resume).
+  // `checkpoints` may be null (no checkpoints, no resume); `timer` may be
+  // null (node timeouts not enforced, retries without backoff).
   ReflexionWorkflow(WorkflowConfig config, KnowledgeStore* store,
                     ClusterExecutor* executor, Reflector* reflector,
-                    const Clock* clock, CheckpointStore* checkpoints = nullptr);
+                    const Clock* clock, CheckpointStore* checkpoints = nullptr,
+                    graph::Timer* timer = nullptr);
 
   // Compiles the graph and seeds the catalog's version-1 strategies into the
   // store where absent. Errors from the store are returned.
@@ -135,6 +146,7 @@ class ReflexionWorkflow {
   Reflector* reflector_;
   const Clock* clock_;
   CheckpointStore* checkpoints_;
+  graph::Timer* timer_;
   std::shared_ptr<const WorkflowGraph> graph_;
 };
 

@@ -261,3 +261,139 @@ TEST_F(CheckpointTest, CancelStopsBeforeTheNextNodeAndRecordsIt) {
 
 }  // namespace
 }  // namespace reflexion::graph
+
+namespace reflexion::graph {
+namespace {
+
+class RetryTest : public ::testing::Test {
+ protected:
+  RunResult<State> Run(const CompiledGraph<State>& g, Recorder* rec) {
+    RunOptions o;
+    o.workflow_id = "wf";
+    o.timer = &timer_;
+    absl::Notification done;
+    RunResult<State> out{absl::OkStatus(), {}, 0, 0, ""};
+    g.Start(o, State(), &pool_, rec, &clock_, [&](RunResult<State> r) {
+      out = std::move(r);
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return out;
+  }
+  static RetryPolicy Fast(int attempts) {
+    RetryPolicy p;
+    p.max_attempts = attempts;
+    p.initial_backoff = absl::Milliseconds(1);
+    return p;
+  }
+  core::RealClock clock_;
+  ThreadPool pool_{2};
+  TimerThread timer_;
+};
+
+struct PhaseRecorder : EventSink<State> {
+  absl::Mutex mu;
+  std::vector<NodePhase> phases;
+  void OnEvent(const StepEvent<State>& e) override {
+    absl::MutexLock lock(&mu);
+    phases.push_back(e.phase);
+  }
+};
+
+std::shared_ptr<const CompiledGraph<State>> OneNode(NodeFn<State> fn,
+                                                    NodeOptions options) {
+  GraphBuilder<State> b;
+  b.AddNode("flaky", std::move(fn), std::move(options));
+  b.AddEdge(std::string(kStart), "flaky").AddEdge("flaky", std::string(kEnd));
+  auto g = b.Compile();
+  CHECK(g.ok());
+  return *g;
+}
+
+TEST_F(RetryTest, RetryableFailuresAreRetriedUntilTheNodeSucceeds) {
+  std::atomic<int> calls{0};
+  NodeOptions options;
+  options.retry = Fast(3);
+  auto g = OneNode(
+      [&](State& s, NodeDone done) {
+        s.set_attempt(s.attempt() + 1);
+        std::move(done)(++calls < 3 ? absl::UnavailableError("flaky")
+                                    : absl::OkStatus());
+      },
+      options);
+  PhaseRecorder rec;
+  absl::Notification done;
+  RunOptions o;
+  o.workflow_id = "wf2";
+  o.timer = &timer_;
+  RunResult<State> out{absl::OkStatus(), {}, 0, 0, ""};
+  g->Start(o, State(), &pool_, &rec, &clock_, [&](RunResult<State> res) {
+    out = std::move(res);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  ASSERT_THAT(out.status, IsOk());
+  EXPECT_EQ(calls.load(), 3);
+  EXPECT_EQ(out.steps, 1);  // retries are not extra steps
+  absl::MutexLock lock(&rec.mu);
+  EXPECT_THAT(rec.phases,
+              ElementsAre(NodePhase::kStarted, NodePhase::kRetrying,
+                          NodePhase::kStarted, NodePhase::kRetrying,
+                          NodePhase::kStarted, NodePhase::kCompleted));
+}
+
+TEST_F(RetryTest, NonRetryableOrExhaustedFailuresFailTheRun) {
+  NodeOptions options;
+  options.retry = Fast(2);
+  std::atomic<int> calls{0};
+  auto bad = OneNode(
+      [&](State&, NodeDone done) {
+        ++calls;
+        std::move(done)(absl::InvalidArgumentError("bad"));
+      },
+      options);
+  EXPECT_THAT(Run(*bad, nullptr).status,
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_EQ(calls.load(), 1);
+  calls = 0;
+  auto down = OneNode(
+      [&](State&, NodeDone done) {
+        ++calls;
+        std::move(done)(absl::UnavailableError("down"));
+      },
+      options);
+  EXPECT_THAT(Run(*down, nullptr).status,
+              StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(calls.load(), 2);
+}
+
+TEST_F(RetryTest, ATimedOutAttemptIsDiscardedAndRetried) {
+  NodeOptions options;
+  options.retry = Fast(2);
+  options.timeout = absl::Milliseconds(30);
+  std::atomic<int> calls{0};
+  absl::Mutex mu;
+  std::vector<NodeDone> parked;  // the first attempt never answers in time
+  auto g = OneNode(
+      [&](State& s, NodeDone done) {
+        s.add_lessons("attempt " + std::to_string(++calls));
+        if (calls == 1) {
+          absl::MutexLock lock(&mu);
+          parked.push_back(std::move(done));
+          return;
+        }
+        std::move(done)(absl::OkStatus());
+      },
+      options);
+  auto r = Run(*g, nullptr);
+  ASSERT_THAT(r.status, IsOk());
+  EXPECT_EQ(calls.load(), 2);
+  // Only the second attempt's state change was adopted.
+  EXPECT_THAT(r.state.lessons(), ElementsAre("attempt 2"));
+  // The late answer of the first attempt is ignored (no crash, no effect).
+  absl::MutexLock lock(&mu);
+  for (auto& d : parked) std::move(d)(absl::OkStatus());
+}
+
+}  // namespace
+}  // namespace reflexion::graph

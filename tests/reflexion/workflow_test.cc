@@ -3,6 +3,7 @@
 
 #include "core/reflexion/workflow.h"
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,6 +57,40 @@ class DownExecutor : public ClusterExecutor {
                Callback<v1::Observation> done) override {
     std::move(done)(absl::UnavailableError("agent unreachable"));
   }
+};
+
+// Fails the first `failures` Execute calls with UNAVAILABLE, then succeeds.
+class FlakyExecutor : public ClusterExecutor {
+ public:
+  explicit FlakyExecutor(int failures) : failures_(failures) {}
+  std::string Name() const override { return "flaky"; }
+  void Diagnose(const v1::Incident&, Callback<v1::Diagnosis> done) override {
+    std::move(done)(v1::Diagnosis());
+  }
+  void Execute(const v1::Action& a,
+               Callback<v1::ExecutionResult> done) override {
+    if (calls_++ < failures_) {
+      std::move(done)(absl::UnavailableError("agent restarting"));
+      return;
+    }
+    v1::ExecutionResult r;
+    *r.mutable_action() = a;
+    r.set_applied(true);
+    std::move(done)(r);
+  }
+  void Observe(const v1::Action&, absl::Duration w,
+               Callback<v1::Observation> done) override {
+    v1::Observation o;
+    o.set_success(true);
+    o.set_recovered(true);
+    o.set_window_s(absl::ToDoubleSeconds(w));
+    std::move(done)(o);
+  }
+  int calls() const { return calls_; }
+
+ private:
+  const int failures_;
+  std::atomic<int> calls_{0};
 };
 
 class WorkflowTest : public ::testing::Test {
@@ -183,6 +218,23 @@ TEST_F(WorkflowTest, ExecutorFailureEndsTheWorkflowFailedWithAFailedEvent) {
   EXPECT_THAT(o.result.error(), HasSubstr("agent unreachable"));
   EXPECT_EQ(o.events.back().phase(), v1::NODE_PHASE_FAILED);
   EXPECT_EQ(o.events.back().node(), "execute_fix");
+}
+
+TEST_F(WorkflowTest, ATransientExecutorErrorIsRetriedAndTheWorkflowResolves) {
+  FlakyExecutor flaky(2);
+  Build(&flaky);
+  Outcome o = Run("web-1", "default", "OOMKilled");
+  EXPECT_EQ(o.result.status(), v1::WORKFLOW_STATUS_RESOLVED)
+      << o.result.error();
+  EXPECT_EQ(flaky.calls(), 3);
+  int retrying = 0;
+  for (const auto& e : o.events) {
+    if (e.phase() == v1::NODE_PHASE_RETRYING) {
+      ++retrying;
+      EXPECT_EQ(e.node(), "execute_fix");
+    }
+  }
+  EXPECT_EQ(retrying, 2);
 }
 
 TEST_F(WorkflowTest, FirstAttemptSuccessRisesWithExperience) {
