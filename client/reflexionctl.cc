@@ -41,6 +41,10 @@ ABSL_FLAG(std::string, namespace_filter, "", "episodes: namespace filter");
 ABSL_FLAG(int, limit, 20, "episodes: page size (1..1000)");
 ABSL_FLAG(std::string, page_token, "", "episodes: page token");
 ABSL_FLAG(int, timeout, 600, "Deadline of the call in seconds");
+ABSL_FLAG(std::string, decision, "",
+          "resume: retry (with --strategy NAME) | resolved | give_up");
+ABSL_FLAG(std::string, strategy, "", "resume: the strategy a human approves");
+ABSL_FLAG(std::string, note, "", "resume: a note kept with the decision");
 ABSL_FLAG(uint64_t, from, 0,
           "watch: first sequence number to show (re-attach after the last "
           "one seen)");
@@ -68,6 +72,8 @@ constexpr char kUsage[] =
     "  status ID   Phase, current node, progress; the result once done.\n"
     "  watch ID    Stream a workflow's events live, then its result\n"
     "              ([--from N] re-attaches after sequence N-1).\n"
+    "  resume ID   --decision retry --strategy NAME | resolved | give_up\n"
+    "              [--note TEXT]: the human decision for a waiting workflow.\n"
     "  cancel ID   Cancel a running workflow.\n"
     "  history ID  The workflow's checkpoints, newest first ([--limit N]).\n"
     "  health      Exit 0 when the service is SERVING (for health checks).\n"
@@ -111,6 +117,8 @@ const char* StatusName(reflexion::v1::WorkflowStatus s) {
       return "ESCALATED";
     case reflexion::v1::WORKFLOW_STATUS_FAILED:
       return "FAILED";
+    case reflexion::v1::WORKFLOW_STATUS_WAITING:
+      return "WAITING";
     default:
       return "UNKNOWN";
   }
@@ -329,6 +337,8 @@ const char* PhaseName(reflexion::v1::WorkflowPhase p) {
   switch (p) {
     case reflexion::v1::WORKFLOW_PHASE_RUNNING:
       return "RUNNING";
+    case reflexion::v1::WORKFLOW_PHASE_WAITING:
+      return "WAITING";
     case reflexion::v1::WORKFLOW_PHASE_COMPLETED:
       return "COMPLETED";
     case reflexion::v1::WORKFLOW_PHASE_FAILED:
@@ -421,6 +431,35 @@ int Watch(ReflexionService::Stub& stub, const std::string& id) {
   return exit_code;
 }
 
+int Resume(ReflexionService::Stub& stub, const std::string& id) {
+  reflexion::v1::ResumeWorkflowRequest req;
+  req.set_workflow_id(id);
+  auto* d = req.mutable_decision();
+  std::string decision = absl::GetFlag(FLAGS_decision);
+  if (decision == "retry") {
+    d->set_kind(reflexion::v1::HumanDecision::KIND_RETRY);
+    d->set_strategy(absl::GetFlag(FLAGS_strategy));
+  } else if (decision == "resolved") {
+    d->set_kind(reflexion::v1::HumanDecision::KIND_MARK_RESOLVED);
+  } else if (decision == "give_up") {
+    d->set_kind(reflexion::v1::HumanDecision::KIND_GIVE_UP);
+  } else {
+    std::cerr
+        << "reflexionctl: --decision must be retry, resolved or give_up\n";
+    return 2;
+  }
+  d->set_note(absl::GetFlag(FLAGS_note));
+  reflexion::v1::ResumeWorkflowResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status s =
+      reflexion::client::FromGrpc(stub.ResumeWorkflow(&ctx, req, &resp));
+  if (!s.ok()) return Error(s);
+  std::printf(Json() ? "{\"resumed\": \"%s\"}\n"
+                     : "resumed %s (follow it with: reflexionctl watch %s)\n",
+              id.c_str(), id.c_str());
+  return 0;
+}
+
 int Cancel(ReflexionService::Stub& stub, const std::string& id) {
   reflexion::v1::CancelWorkflowRequest req;
   req.set_workflow_id(id);
@@ -503,7 +542,7 @@ int main(int argc, char** argv) {
   if (command == "health") return Health(channel);
   if (command == "start") return Start(*stub);
   if (command == "status" || command == "cancel" || command == "history" ||
-      command == "watch") {
+      command == "watch" || command == "resume") {
     if (args.size() != 3) {
       std::cerr << "reflexionctl: " << command << " needs a workflow id\n";
       return 2;
@@ -512,6 +551,7 @@ int main(int argc, char** argv) {
     if (command == "status") return Status(*stub, id);
     if (command == "cancel") return Cancel(*stub, id);
     if (command == "watch") return Watch(*stub, id);
+    if (command == "resume") return Resume(*stub, id);
     return History(*stub, id);
   }
   if (args.size() != 2) {

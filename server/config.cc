@@ -190,6 +190,9 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
     w.node_timeout = absl::Seconds(seconds);
     return absl::OkStatus();
   }
+  if (key == "workflow.escalation_waits") {
+    return Read(v, key, w.escalation_waits);
+  }
   if (key == "workflow.node_max_attempts") {
     return ReadInt(v, key, 1, 10, w.node_max_attempts);
   }

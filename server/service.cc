@@ -294,8 +294,9 @@ namespace {
 v1::WorkflowPhase ToProtoPhase(core::WorkflowPhase p) {
   switch (p) {
     case core::WorkflowPhase::kRunning:
-    case core::WorkflowPhase::kWaiting:
       return v1::WORKFLOW_PHASE_RUNNING;
+    case core::WorkflowPhase::kWaiting:
+      return v1::WORKFLOW_PHASE_WAITING;
     case core::WorkflowPhase::kCompleted:
       return v1::WORKFLOW_PHASE_COMPLETED;
     case core::WorkflowPhase::kFailed:
@@ -393,6 +394,12 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetWorkflow(
     *response->mutable_incident() = state.incident();
     response->set_signature(state.analysis().signature());
     *response->mutable_updated_at() = core::ToProto(cp->time);
+    if (record->phase == core::WorkflowPhase::kWaiting) {
+      core::WorkflowRunResult run{graph::Interrupt(state.escalation().reason()),
+                                  state, cp->last_sequence,
+                                  static_cast<int>(cp->step), cp->node};
+      *response->mutable_result() = core::MakeIncidentResult(run, cp->time);
+    }
     if (core::IsTerminal(record->phase)) {
       absl::Status status =
           record->phase == core::WorkflowPhase::kCompleted ? absl::OkStatus()
@@ -564,6 +571,27 @@ ReflexionServiceImpl::WatchWorkflow(grpc::CallbackServerContext* context,
   }
   return new WatchReactor(hub_, pool_, request->workflow_id(),
                           request->from_sequence());
+}
+
+grpc::ServerUnaryReactor* ReflexionServiceImpl::ResumeWorkflow(
+    grpc::CallbackServerContext* context,
+    const reflexion::v1::ResumeWorkflowRequest* request,
+    reflexion::v1::ResumeWorkflowResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (checkpoints_ == nullptr) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                 "checkpointing is disabled"));
+    return reactor;
+  }
+  if (absl::Status s = CheckWorkflowId(request->workflow_id()); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  pool_->Post([this, reactor, request] {
+    reactor->Finish(ToGrpcStatus(
+        runner_->Decide(request->workflow_id(), request->decision())));
+  });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ReflexionServiceImpl::CancelWorkflow(

@@ -59,6 +59,11 @@ class ReflexionServiceImpl final
       grpc::CallbackServerContext* context,
       const reflexion::v1::WatchWorkflowRequest* request) override;
 
+  grpc::ServerUnaryReactor* ResumeWorkflow(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::ResumeWorkflowRequest* request,
+      reflexion::v1::ResumeWorkflowResponse* response) override;
+
   grpc::ServerUnaryReactor* CancelWorkflow(
       grpc::CallbackServerContext* context,
       const reflexion::v1::CancelWorkflowRequest* request,

@@ -104,6 +104,7 @@ void WorkflowRunner::Finished(Sink* sink, core::WorkflowRunResult run) {
       ++counters_.resolved;
       break;
     case reflexion::v1::WORKFLOW_STATUS_ESCALATED:
+    case reflexion::v1::WORKFLOW_STATUS_WAITING:
       ++counters_.escalated;
       break;
     default:
@@ -139,6 +140,20 @@ absl::Status WorkflowRunner::Resume(const std::string& workflow_id,
     --counters_.in_flight;
   }
   return s;
+}
+
+absl::Status WorkflowRunner::Decide(const std::string& workflow_id,
+                                    const reflexion::v1::HumanDecision& d) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (active_.contains(workflow_id)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "workflow ", workflow_id, " is running, not waiting for a decision"));
+    }
+  }
+  absl::Status s = workflow_->Decide(workflow_id, d);
+  if (!s.ok()) return s;
+  return Resume(workflow_id, {});
 }
 
 bool WorkflowRunner::Cancel(const std::string& workflow_id) {

@@ -57,6 +57,12 @@ class WorkflowRunner {
   absl::Status Resume(const std::string& workflow_id,
                       WorkflowCallbacks callbacks);
 
+  // Delivers a human decision to a waiting workflow and continues it.
+  // kFailedPrecondition when it is running here or not waiting; otherwise
+  // errors as ReflexionWorkflow::Decide / Resume.
+  absl::Status Decide(const std::string& workflow_id,
+                      const reflexion::v1::HumanDecision& decision);
+
   // Asks a workflow running in this process to stop before its next node.
   // Returns false when it is not running here.
   bool Cancel(const std::string& workflow_id);

@@ -24,6 +24,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
@@ -40,7 +41,23 @@ inline constexpr absl::string_view kEnd = "__end__";
 
 // kRetrying: the node failed with a retryable error and runs again after a
 // backoff (its retry policy).
-enum class NodePhase { kStarted, kCompleted, kFailed, kRetrying };
+// kInterrupted: the node asked for a human decision (Interrupt()).
+enum class NodePhase { kStarted, kCompleted, kFailed, kRetrying, kInterrupted };
+
+// What a node passes to NodeDone to stop and wait for a human decision: the
+// run ends with this status, its checkpoint is recorded as waiting with the
+// same node to run next, and it continues when resumed (after the state was
+// updated with the decision). Needs a checkpoint store.
+inline absl::Status Interrupt(absl::string_view reason) {
+  absl::Status s = absl::AbortedError(reason);
+  s.SetPayload("type.reflexion/graph.interrupt", absl::Cord("1"));
+  return s;
+}
+// Whether `status` came from Interrupt().
+inline bool IsInterrupt(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kAborted &&
+         status.GetPayload("type.reflexion/graph.interrupt").has_value();
+}
 
 // When a failed node runs again.
 struct RetryPolicy {
@@ -244,6 +261,15 @@ class CompiledGraph
                            absl::string_view new_id,
                            const std::function<void(State&)>& edit,
                            absl::Time now) requires SerializableState<State>;
+
+  // Writes a new checkpoint of a waiting workflow with its state passed
+  // through `edit` (a human decision), recorded as running, so Resume
+  // continues it. kNotFound for an unknown workflow, kFailedPrecondition when
+  // it is not waiting.
+  static absl::Status UpdateWaiting(
+      core::CheckpointStore& store, absl::string_view workflow_id,
+      const std::function<void(State&)>& edit,
+      absl::Time now) requires SerializableState<State>;
 
   // The graph as a Mermaid flowchart.
   std::string ToMermaid() const;
@@ -627,6 +653,12 @@ class CompiledGraph<State>::Run {
   bool Advance() {
     absl::Duration took = clock_->Now() - node_start_;
     const Node& node = graph_->nodes_[current_];
+    if (IsInterrupt(node_status_) && options_.checkpoints != nullptr) {
+      Emit(NodePhase::kInterrupted, took, node_status_);
+      absl::Status saved = Save(current_, core::WorkflowPhase::kWaiting, true);
+      Finish(saved.ok() ? node_status_ : saved);
+      return false;
+    }
     if (!node_status_.ok()) {
       if (MaybeRetry(node_status_, took)) return false;  // continues later
       Emit(NodePhase::kFailed, took, node_status_);
@@ -853,6 +885,37 @@ absl::Status CompiledGraph<State>::Fork(
   fork.state.clear();
   state.SerializeToString(&fork.state);
   return store.Put(fork, core::WorkflowPhase::kRunning, 0, true);
+}
+
+template <typename State>
+absl::Status CompiledGraph<State>::UpdateWaiting(
+    core::CheckpointStore& store, absl::string_view workflow_id,
+    const std::function<void(State&)>& edit,
+    absl::Time now) requires SerializableState<State> {
+  absl::StatusOr<core::WorkflowRecord> record = store.GetWorkflow(workflow_id);
+  if (!record.ok()) return record.status();
+  if (record->phase != core::WorkflowPhase::kWaiting) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("workflow ", workflow_id, " is ",
+                     core::WorkflowPhaseName(record->phase), ", not waiting"));
+  }
+  absl::StatusOr<core::Checkpoint> cp = store.Latest(workflow_id);
+  if (!cp.ok()) return cp.status();
+  State state;
+  if (!state.ParseFromString(cp->state)) {
+    return absl::DataLossError(
+        absl::StrCat("latest checkpoint of ", workflow_id, " does not decode"));
+  }
+  if (edit) edit(state);
+  core::Checkpoint next = *std::move(cp);
+  next.step += 1;
+  next.node.clear();  // a state update, not a node step
+  next.time = now;
+  next.parent_workflow_id.clear();
+  next.parent_step = 0;
+  next.state.clear();
+  state.SerializeToString(&next.state);
+  return store.Put(next, core::WorkflowPhase::kRunning, 0, true);
 }
 
 template <typename State>

@@ -111,6 +111,13 @@ WorkflowEvent MakeWorkflowEvent(const graph::StepEvent<WorkflowState>& event) {
       ev.set_error(event.status.ToString());
       ev.set_summary(absl::StrCat("retrying: ", event.status.message()));
       break;
+    case graph::NodePhase::kInterrupted:
+      ev.set_phase(v1::NODE_PHASE_INTERRUPTED);
+      *ev.mutable_duration() = ToProto(event.duration);
+      *ev.mutable_escalation() = s.escalation();
+      ev.set_summary(absl::StrCat("waiting for a human decision: ",
+                                  s.escalation().reason()));
+      break;
     case graph::NodePhase::kFailed:
       ev.set_phase(v1::NODE_PHASE_FAILED);
       *ev.mutable_duration() = ToProto(event.duration);
@@ -146,10 +153,17 @@ v1::IncidentResult MakeIncidentResult(const WorkflowRunResult& run,
                                    : 0.0);
   sum.set_learning_velocity(s.learning_velocity());
   r.set_sequence(run.last_sequence + 1);
-  if (!run.status.ok()) {
+  if (graph::IsInterrupt(run.status)) {
+    r.set_status(v1::WORKFLOW_STATUS_WAITING);
+    r.set_requires_human_intervention(true);
+    r.set_escalation_reason(s.escalation().reason());
+  } else if (!run.status.ok()) {
     r.set_status(v1::WORKFLOW_STATUS_FAILED);
     r.set_error(run.status.ToString());
     r.set_requires_human_intervention(true);
+  } else if (s.resolved_by_human()) {
+    r.set_status(v1::WORKFLOW_STATUS_RESOLVED);
+    r.set_success(true);
   } else if (s.observation().success() && run.last_node == "learn") {
     r.set_status(v1::WORKFLOW_STATUS_RESOLVED);
     r.set_success(true);

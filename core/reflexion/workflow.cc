@@ -128,7 +128,14 @@ absl::Status ReflexionWorkflow::CompileGraph() {
                           return std::string(kEscalate);
                         },
                         {std::string(graph::kEnd), kSelect, kEscalate});
-  b.AddEdge(kEscalate, std::string(graph::kEnd));
+  b.AddConditionalEdges(kEscalate,
+                        [](const State& s) {
+                          // A human approved another attempt: select it.
+                          return std::string(s.approved_strategy().empty()
+                                                 ? graph::kEnd
+                                                 : kSelect);
+                        },
+                        {std::string(graph::kEnd), kSelect});
   REFLEXION_ASSIGN_OR_RETURN(graph_, b.Compile());
   return absl::OkStatus();
 }
@@ -280,6 +287,51 @@ void ReflexionWorkflow::SelectStrategyNode(State& s,
                                  s.tried_strategies().end());
   int attempt = s.attempt() + 1;
   std::string key = absl::StrCat(s.workflow_id(), "/", attempt);
+  if (!s.approved_strategy().empty()) {
+    // A human approved this strategy (any tier): run it, and say so.
+    std::string name = s.approved_strategy();
+    s.clear_approved_strategy();
+    auto it = by_name.find(name);
+    if (it == by_name.end()) {
+      std::move(done)(absl::FailedPreconditionError(
+          absl::StrCat("approved strategy ", name, " is not in the store")));
+      return;
+    }
+    absl::StatusOr<v1::Action> action =
+        BuildAction(it->second, s.incident(), s.diagnosis(), key);
+    if (!action.ok()) {
+      std::move(done)(action.status());
+      return;
+    }
+    v1::StrategySelection sel;
+    *sel.mutable_strategy() = it->second;
+    *sel.mutable_action() = *std::move(action);
+    sel.set_attempt(attempt);
+    sel.set_selection_reason("human_approved");
+    Prior prior =
+        PriorFor(s.analysis().error_family(), s.analysis().cause(), name);
+    double a = prior.alpha, b = prior.beta;
+    if (auto st = stats_by_name.find(name); st != stats_by_name.end()) {
+      a = st->second.alpha();
+      b = st->second.beta();
+    }
+    sel.set_confidence(a / (a + b));
+    s.set_attempt(attempt);
+    s.clear_escalation();
+    *s.mutable_selection() = std::move(sel);
+    s.add_tried_strategies(name);
+    v1::FinalStrategy& fin = *s.mutable_final_strategy();
+    fin.set_type(name);
+    fin.set_confidence(s.selection().confidence());
+    fin.set_selection_reason("human_approved");
+    fin.set_version(s.selection().strategy().version());
+    s.clear_execution();
+    s.clear_observation();
+    s.clear_reflection();
+    s.clear_learning();
+    std::move(done)(absl::OkStatus());
+    return;
+  }
   SelectionOutcome out = SelectStrategy(
       s.analysis(), s.incident(), s.diagnosis(), by_name, stats_by_name, tried,
       attempt, key, StableHash(absl::StrCat(attempt), s.rng_seed()),
@@ -520,6 +572,33 @@ void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
 }
 
 void ReflexionWorkflow::HumanEscalation(State& s, graph::NodeDone done) const {
+  if (s.decision().kind() != v1::HumanDecision::KIND_UNSPECIFIED) {
+    // Resumed with a human decision: apply it (and consume it).
+    v1::HumanDecision d = s.decision();
+    s.clear_decision();
+    const std::string note =
+        d.note().empty() ? std::string() : absl::StrCat(" (", d.note(), ")");
+    switch (d.kind()) {
+      case v1::HumanDecision::KIND_RETRY:
+        s.set_approved_strategy(d.strategy());
+        s.set_max_attempts(s.attempt() + 1);
+        s.clear_no_candidate_reason();
+        s.mutable_escalation()->set_summary(absl::StrCat(
+            "a human approved ", d.strategy(), " for one more attempt", note));
+        break;
+      case v1::HumanDecision::KIND_MARK_RESOLVED:
+        s.set_resolved_by_human(true);
+        s.mutable_escalation()->set_summary(
+            absl::StrCat("resolved by a human", note));
+        break;
+      default:
+        s.mutable_escalation()->set_summary(
+            absl::StrCat("a human gave up on automatic resolution", note));
+        break;
+    }
+    std::move(done)(absl::OkStatus());
+    return;
+  }
   v1::Escalation& esc = *s.mutable_escalation();
   if (esc.reason().empty()) {
     esc.set_reason(
@@ -532,7 +611,40 @@ void ReflexionWorkflow::HumanEscalation(State& s, graph::NodeDone done) const {
   esc.set_summary(absl::StrCat(s.incident().namespace_(), "/",
                                s.incident().pod_name(), " (",
                                s.analysis().signature(), "): ", tried));
+  if (checkpoints_ != nullptr && config_.escalation_waits) {
+    // Wait for a human: persisted as waiting, no thread held.
+    std::move(done)(graph::Interrupt(esc.reason()));
+    return;
+  }
   std::move(done)(absl::OkStatus());
+}
+
+absl::Status ReflexionWorkflow::Decide(
+    const std::string& workflow_id, const v1::HumanDecision& decision) const {
+  if (checkpoints_ == nullptr) {
+    return absl::FailedPreconditionError("checkpointing is disabled");
+  }
+  switch (decision.kind()) {
+    case v1::HumanDecision::KIND_RETRY:
+      if (FindActionByName(decision.strategy()) == nullptr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("decision.strategy: '", decision.strategy(),
+                         "' is not a catalog strategy"));
+      }
+      break;
+    case v1::HumanDecision::KIND_MARK_RESOLVED:
+    case v1::HumanDecision::KIND_GIVE_UP:
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          "decision.kind: must be RETRY, MARK_RESOLVED or GIVE_UP");
+  }
+  if (decision.note().size() > 1024) {
+    return absl::InvalidArgumentError("decision.note: at most 1024 bytes");
+  }
+  return WorkflowGraph::UpdateWaiting(
+      *checkpoints_, workflow_id,
+      [&](State& s) { *s.mutable_decision() = decision; }, clock_->Now());
 }
 
 }  // namespace reflexion::core

@@ -74,6 +74,9 @@ struct WorkflowConfig {
   // (workflow.node_max_attempts), with exponential backoff and jitter. A
   // retried execute_fix reuses its idempotency key.
   int node_max_attempts = 3;
+  // human_escalation waits for a human decision (ResumeWorkflow) instead of
+  // ending the workflow (workflow.escalation_waits; needs checkpoints).
+  bool escalation_waits = true;
 };
 
 // Builds and runs reflexion workflows. Thread-safe: any number of workflows
@@ -115,6 +118,13 @@ class ReflexionWorkflow {
       std::string workflow_id, graph::TaskRunner* runner, WorkflowSink* sink,
       DoneFn done,
       std::shared_ptr<const std::atomic<bool>> cancel = nullptr) const;
+
+  // Records a human decision for a workflow waiting in human_escalation;
+  // Resume then continues it. kInvalidArgument for a decision without a kind
+  // or a retry naming no catalog strategy, kFailedPrecondition when it is not
+  // waiting (or checkpointing is off), kNotFound for an unknown id.
+  absl::Status Decide(const std::string& workflow_id,
+                      const reflexion::v1::HumanDecision& decision) const;
 
   const WorkflowGraph& graph() const { return *graph_; }
   const WorkflowConfig& config() const { return config_; }

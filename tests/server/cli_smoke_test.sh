@@ -61,11 +61,20 @@ if [[ $mode == cli ]]; then
     --error_type OOMKilled >"$work/id.txt" || fail "start"
   id=$(cat "$work/id.txt")
   [[ $id == wf-* ]] || fail "start printed no workflow id: $id"
-  for _ in $(seq 1 50); do
-    "$ctl" --server "$addr" status "$id" >"$work/status.txt" 2>&1 || true
-    grep -q COMPLETED "$work/status.txt" && break
-    sleep 0.1
-  done
+  settle() {
+    for _ in $(seq 1 50); do
+      "$ctl" --server "$addr" status "$id" >"$work/status.txt" 2>&1 || true
+      grep -q "COMPLETED\|WAITING" "$work/status.txt" && break
+      sleep 0.1
+    done
+  }
+  settle
+  if grep -q "^$id: WAITING" "$work/status.txt"; then
+    # Escalated: a human decides, and it completes.
+    expect "resumed $id" "resume" "$ctl" --server "$addr" resume "$id" \
+      --decision give_up --note "smoke test"
+    settle
+  fi
   grep -q "^$id: COMPLETED" "$work/status.txt" || fail "status: $(cat "$work/status.txt")"
   grep -q "^result $id" "$work/status.txt" || fail "status shows no result"
   expect "next __end__" "history" "$ctl" --server "$addr" history "$id"

@@ -98,6 +98,34 @@ class ServerTest : public ::testing::Test {
     return resp.result();
   }
 
+  // Polls GetWorkflow until the workflow is no longer RUNNING.
+  v1::GetWorkflowResponse WaitUntilSettled(const std::string& id) {
+    v1::GetWorkflowResponse got;
+    for (int i = 0; i < 1000; ++i) {
+      v1::GetWorkflowRequest req;
+      req.set_workflow_id(id);
+      grpc::ClientContext ctx;
+      got.Clear();
+      grpc::Status s = stub_->GetWorkflow(&ctx, req, &got);
+      EXPECT_TRUE(s.ok() || s.error_code() == grpc::StatusCode::NOT_FOUND)
+          << s.error_message();
+      if (s.ok() && got.phase() != v1::WORKFLOW_PHASE_RUNNING) break;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return got;
+  }
+
+  grpc::Status Decide(const std::string& id, v1::HumanDecision::Kind kind,
+                      const std::string& strategy) {
+    v1::ResumeWorkflowRequest req;
+    req.set_workflow_id(id);
+    req.mutable_decision()->set_kind(kind);
+    req.mutable_decision()->set_strategy(strategy);
+    v1::ResumeWorkflowResponse resp;
+    grpc::ClientContext ctx;
+    return stub_->ResumeWorkflow(&ctx, req, &resp);
+  }
+
   TempDir dir_;
   std::unique_ptr<App> app_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -417,17 +445,15 @@ TEST_F(ServerTest, StartWorkflowReturnsAtOnceAndGetWorkflowReadsItBack) {
     ASSERT_TRUE(stub_->StartWorkflow(&ctx, start, &started).ok());
   }
   ASSERT_THAT(started.workflow_id(), HasSubstr("wf-"));
-  v1::GetWorkflowResponse got;
-  for (int i = 0; i < 500; ++i) {
-    v1::GetWorkflowRequest req;
-    req.set_workflow_id(started.workflow_id());
-    grpc::ClientContext ctx;
-    got.Clear();
-    grpc::Status s = stub_->GetWorkflow(&ctx, req, &got);
-    ASSERT_TRUE(s.ok() || s.error_code() == grpc::StatusCode::NOT_FOUND)
-        << s.error_message();
-    if (got.phase() == v1::WORKFLOW_PHASE_COMPLETED) break;
-    absl::SleepFor(absl::Milliseconds(10));
+  v1::GetWorkflowResponse got = WaitUntilSettled(started.workflow_id());
+  if (got.phase() == v1::WORKFLOW_PHASE_WAITING) {
+    // Escalated: a human gives up, and the workflow completes.
+    EXPECT_EQ(got.current_node(), "human_escalation");
+    EXPECT_EQ(got.result().status(), v1::WORKFLOW_STATUS_WAITING);
+    ASSERT_TRUE(
+        Decide(started.workflow_id(), v1::HumanDecision::KIND_GIVE_UP, "")
+            .ok());
+    got = WaitUntilSettled(started.workflow_id());
   }
   ASSERT_EQ(got.phase(), v1::WORKFLOW_PHASE_COMPLETED);
   EXPECT_EQ(got.incident().pod_name(), "cart-1");
@@ -567,6 +593,60 @@ TEST(WatchTest, ReattachingAfterALostStreamSeesEverySequenceNumberOnce) {
     EXPECT_EQ(reader->Finish().error_code(),
               grpc::StatusCode::INVALID_ARGUMENT);
   }
+}
+
+TEST_F(ServerTest, AnEscalatedWorkflowWaitsAcrossARestartUntilAHumanDecides) {
+  // A missing Secret: only a human may create it (tier C), so the workflow
+  // escalates at once and waits.
+  std::string id;
+  for (int i = 0; i < 200 && id.empty(); ++i) {
+    v1::IncidentResult r = Process(MakeIncident(
+        absl::StrCat("billing-", i), "shop", "CreateContainerConfigError"));
+    if (r.signature() == "CreateContainerConfigError/missing_secret") {
+      EXPECT_EQ(r.status(), v1::WORKFLOW_STATUS_WAITING);
+      EXPECT_TRUE(r.requires_human_intervention());
+      EXPECT_THAT(r.escalation_reason(), HasSubstr("create_missing_config"));
+      id = r.workflow_id();
+    }
+  }
+  ASSERT_FALSE(id.empty()) << "no pod got the missing-secret scenario";
+  RestartServer();
+  EXPECT_EQ(app_->resumed(), 0);  // waiting costs no thread, even at start
+  v1::GetWorkflowResponse got = WaitUntilSettled(id);
+  ASSERT_EQ(got.phase(), v1::WORKFLOW_PHASE_WAITING);
+  EXPECT_EQ(got.current_node(), "human_escalation");
+
+  // Bad decisions are refused without touching the workflow.
+  EXPECT_EQ(Decide(id, v1::HumanDecision::KIND_UNSPECIFIED, "").error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Decide(id, v1::HumanDecision::KIND_RETRY, "rm_rf").error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(WaitUntilSettled(id).phase(), v1::WORKFLOW_PHASE_WAITING);
+
+  // The human approves the tier-C fix: one more attempt runs it.
+  ASSERT_TRUE(
+      Decide(id, v1::HumanDecision::KIND_RETRY, "create_missing_config").ok());
+  got = WaitUntilSettled(id);
+  v1::ListEpisodesRequest req;
+  req.set_workflow_id(id);
+  v1::ListEpisodesResponse episodes;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(stub_->ListEpisodes(&ctx, req, &episodes).ok());
+  ASSERT_EQ(episodes.episodes_size(), 1);
+  EXPECT_EQ(episodes.episodes(0).strategy(), "create_missing_config");
+  EXPECT_EQ(episodes.episodes(0).selection_reason(), "human_approved");
+  if (got.phase() == v1::WORKFLOW_PHASE_COMPLETED) {
+    EXPECT_EQ(got.result().status(), v1::WORKFLOW_STATUS_RESOLVED);
+  } else {
+    // The approved fix failed (the simulator's 5 %): it waits again.
+    ASSERT_EQ(got.phase(), v1::WORKFLOW_PHASE_WAITING);
+    ASSERT_TRUE(Decide(id, v1::HumanDecision::KIND_MARK_RESOLVED, "").ok());
+    got = WaitUntilSettled(id);
+    EXPECT_EQ(got.result().status(), v1::WORKFLOW_STATUS_RESOLVED);
+  }
+  // A finished workflow takes no decision.
+  EXPECT_EQ(Decide(id, v1::HumanDecision::KIND_GIVE_UP, "").error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
 }
 
 TEST_F(ServerTest, ASecondServerOnALockedDataDirFailsCleanly) {
