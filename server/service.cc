@@ -59,8 +59,9 @@ std::string FieldOf(absl::string_view message) {
 class ReflexionServiceImpl::ResolveReactor final
     : public grpc::ServerBidiReactor<ResolveRequest, ResolveResponse> {
  public:
-  ResolveReactor(WorkflowRunner* runner, int max_in_flight)
-      : runner_(runner), max_in_flight_(max_in_flight) {
+  ResolveReactor(WorkflowRunner* runner, graph::TaskRunner* pool,
+                 int max_in_flight)
+      : runner_(runner), pool_(pool), max_in_flight_(max_in_flight) {
     StartRead(&request_);
   }
 
@@ -126,9 +127,14 @@ class ReflexionServiceImpl::ResolveReactor final
 
  private:
   void HandleRequest() {
+    if (request_.message_case() == ResolveRequest::kDecision) {
+      HandleDecision(std::move(*request_.mutable_decision()));
+      return;
+    }
     if (request_.message_case() != ResolveRequest::kIncident) {
       Reject("", absl::InvalidArgumentError(
-                     "message: a ResolveRequest must carry an incident"));
+                     "message: a ResolveRequest must carry an incident or a "
+                     "decision"));
       return;
     }
     reflexion::v1::Incident incident = std::move(*request_.mutable_incident());
@@ -150,6 +156,18 @@ class ReflexionServiceImpl::ResolveReactor final
                              " incidents in flight on this stream")));
       return;
     }
+    absl::StatusOr<std::string> id =
+        runner_->Submit(std::move(incident), StreamCallbacks());
+    if (!id.ok()) {
+      {
+        absl::MutexLock lock(&mu_);
+        --active_;
+      }
+      Reject(request_id, id.status());
+    }
+  }
+
+  WorkflowCallbacks StreamCallbacks() {
     WorkflowCallbacks cb;
     cb.on_event = [this](reflexion::v1::WorkflowEvent ev) {
       ResolveResponse r;
@@ -162,15 +180,36 @@ class ReflexionServiceImpl::ResolveReactor final
       Enqueue(std::move(r));
       WorkflowFinished();
     };
-    absl::StatusOr<std::string> id =
-        runner_->Submit(std::move(incident), std::move(cb));
-    if (!id.ok()) {
-      {
-        absl::MutexLock lock(&mu_);
-        --active_;
-      }
-      Reject(request_id, id.status());
+    return cb;
+  }
+
+  // A decision touches storage: it runs on the pool, never in the reaction.
+  void HandleDecision(reflexion::v1::ResumeWorkflowRequest decision) {
+    {
+      absl::MutexLock lock(&mu_);
+      ++active_;  // until its result, or its rejection
     }
+    pool_->Post([this, decision = std::move(decision)] {
+      absl::Status s = absl::OkStatus();
+      if (decision.workflow_id().empty() ||
+          decision.workflow_id().size() > 128) {
+        s = absl::InvalidArgumentError(
+            "decision.workflow_id: 1 to 128 bytes required");
+      } else {
+        s = runner_->Decide(decision.workflow_id(), decision.decision(),
+                            StreamCallbacks());
+      }
+      if (!s.ok()) {
+        ResolveResponse r;
+        auto* rej = r.mutable_rejected();
+        rej->set_workflow_id(decision.workflow_id());
+        rej->set_code(static_cast<int>(s.code()));
+        rej->set_message(std::string(s.message()));
+        rej->set_field(FieldOf(s.message()));
+        Enqueue(std::move(r));
+        WorkflowFinished();
+      }
+    });
   }
 
   void Reject(std::string request_id, const absl::Status& status) {
@@ -229,6 +268,7 @@ class ReflexionServiceImpl::ResolveReactor final
   }
 
   WorkflowRunner* runner_;
+  graph::TaskRunner* pool_;
   const int max_in_flight_;
   ResolveRequest request_;  // only touched by the read path
 
@@ -258,7 +298,7 @@ ReflexionServiceImpl::ReflexionServiceImpl(
 
 grpc::ServerBidiReactor<ResolveRequest, ResolveResponse>*
 ReflexionServiceImpl::Resolve(grpc::CallbackServerContext* context) {
-  return new ResolveReactor(runner_, options_.max_in_flight_per_stream);
+  return new ResolveReactor(runner_, pool_, options_.max_in_flight_per_stream);
 }
 
 grpc::ServerUnaryReactor* ReflexionServiceImpl::ProcessIncident(

@@ -143,7 +143,8 @@ absl::Status WorkflowRunner::Resume(const std::string& workflow_id,
 }
 
 absl::Status WorkflowRunner::Decide(const std::string& workflow_id,
-                                    const reflexion::v1::HumanDecision& d) {
+                                    const reflexion::v1::HumanDecision& d,
+                                    WorkflowCallbacks callbacks) {
   {
     absl::MutexLock lock(&mu_);
     if (active_.contains(workflow_id)) {
@@ -153,7 +154,7 @@ absl::Status WorkflowRunner::Decide(const std::string& workflow_id,
   }
   absl::Status s = workflow_->Decide(workflow_id, d);
   if (!s.ok()) return s;
-  return Resume(workflow_id, {});
+  return Resume(workflow_id, std::move(callbacks));
 }
 
 bool WorkflowRunner::Cancel(const std::string& workflow_id) {

@@ -60,8 +60,10 @@ class WorkflowRunner {
   // Delivers a human decision to a waiting workflow and continues it.
   // kFailedPrecondition when it is running here or not waiting; otherwise
   // errors as ReflexionWorkflow::Decide / Resume.
+  // `callbacks` receive the continuing workflow's events and result.
   absl::Status Decide(const std::string& workflow_id,
-                      const reflexion::v1::HumanDecision& decision);
+                      const reflexion::v1::HumanDecision& decision,
+                      WorkflowCallbacks callbacks = {});
 
   // Asks a workflow running in this process to stop before its next node.
   // Returns false when it is not running here.

@@ -649,6 +649,55 @@ TEST_F(ServerTest, AnEscalatedWorkflowWaitsAcrossARestartUntilAHumanDecides) {
             grpc::StatusCode::FAILED_PRECONDITION);
 }
 
+TEST_F(ServerTest, ADecisionSentOnTheResolveStreamContinuesTheWorkflowThere) {
+  grpc::ClientContext ctx;
+  auto stream = stub_->Resolve(&ctx);
+  v1::ResolveResponse m;
+  std::string waiting_id;
+  // Missing Secrets escalate at once; find a pod that has one.
+  for (int i = 0; i < 200 && waiting_id.empty(); ++i) {
+    v1::ResolveRequest req;
+    *req.mutable_incident() = MakeIncident(absl::StrCat("vault-", i), "shop",
+                                           "CreateContainerConfigError");
+    ASSERT_TRUE(stream->Write(req));
+    while (stream->Read(&m) && !m.has_result()) {
+    }
+    ASSERT_TRUE(m.has_result());
+    if (m.result().status() == v1::WORKFLOW_STATUS_WAITING) {
+      waiting_id = m.result().workflow_id();
+    }
+  }
+  ASSERT_FALSE(waiting_id.empty());
+  // An invalid decision is rejected on the stream, naming the field.
+  {
+    v1::ResolveRequest req;
+    req.mutable_decision()->set_workflow_id(waiting_id);
+    ASSERT_TRUE(stream->Write(req));
+    ASSERT_TRUE(stream->Read(&m));
+    ASSERT_TRUE(m.has_rejected());
+    EXPECT_EQ(m.rejected().workflow_id(), waiting_id);
+    EXPECT_EQ(m.rejected().code(), 3);
+    EXPECT_EQ(m.rejected().field(), "decision.kind");
+  }
+  // A valid one: the workflow's further events and result come back here.
+  v1::ResolveRequest req;
+  req.mutable_decision()->set_workflow_id(waiting_id);
+  req.mutable_decision()->mutable_decision()->set_kind(
+      v1::HumanDecision::KIND_GIVE_UP);
+  ASSERT_TRUE(stream->Write(req));
+  bool saw_event = false;
+  while (stream->Read(&m) && !m.has_result()) {
+    ASSERT_FALSE(m.has_rejected()) << m.rejected().message();
+    saw_event |= m.has_event() && m.event().workflow_id() == waiting_id;
+  }
+  ASSERT_TRUE(m.has_result());
+  EXPECT_TRUE(saw_event);
+  EXPECT_EQ(m.result().workflow_id(), waiting_id);
+  EXPECT_EQ(m.result().status(), v1::WORKFLOW_STATUS_ESCALATED);
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
 TEST_F(ServerTest, ASecondServerOnALockedDataDirFailsCleanly) {
   ServerConfig config;
   config.host = "127.0.0.1";
