@@ -67,7 +67,9 @@ absl::Status App::Start() {
         checkpoints_->ListByPhase(core::WorkflowPhase::kRunning);
     if (!running.ok()) return running.status();
     for (const core::WorkflowRecord& r : *running) {
-      absl::Status s = runner_->Resume(r.workflow_id, {});
+      WorkflowCallbacks callbacks;
+      callbacks.retain_events = true;  // followed with WatchWorkflow
+      absl::Status s = runner_->Resume(r.workflow_id, std::move(callbacks));
       if (s.ok()) {
         ++resumed_;
       } else {

@@ -381,7 +381,10 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::StartWorkflow(
     reactor->Finish(ToGrpcStatus(valid));
     return reactor;
   }
-  absl::StatusOr<std::string> id = runner_->Submit(std::move(incident), {});
+  WorkflowCallbacks callbacks;
+  callbacks.retain_events = true;  // followed with WatchWorkflow
+  absl::StatusOr<std::string> id =
+      runner_->Submit(std::move(incident), std::move(callbacks));
   if (!id.ok()) {
     reactor->Finish(ToGrpcStatus(id.status()));
     return reactor;

@@ -16,7 +16,9 @@ namespace reflexion::server {
 class WorkflowRunner::Sink final : public core::WorkflowSink {
  public:
   Sink(WorkflowCallbacks callbacks, EventHub* hub)
-      : callbacks_(std::move(callbacks)), hub_(hub) {}
+      : callbacks_(std::move(callbacks)),
+        hub_(callbacks_.retain_events ? hub : nullptr) {}
+  EventHub* hub() const { return hub_; }
   void OnEvent(
       const graph::StepEvent<reflexion::v1::WorkflowState>& event) override {
     if (!callbacks_.on_event && hub_ == nullptr) return;
@@ -94,7 +96,7 @@ void WorkflowRunner::Finished(Sink* sink, core::WorkflowRunResult run) {
                  << " failed: " << run.status;
   }
   std::unique_ptr<Sink> owned(sink);
-  if (hub_ != nullptr) hub_->Finish(result);
+  if (owned->hub() != nullptr) owned->hub()->Finish(result);
   if (owned->callbacks().on_result) owned->callbacks().on_result(result);
   absl::MutexLock lock(&mu_);
   active_.erase(run.state.workflow_id());
@@ -154,6 +156,7 @@ absl::Status WorkflowRunner::Decide(const std::string& workflow_id,
   }
   absl::Status s = workflow_->Decide(workflow_id, d);
   if (!s.ok()) return s;
+  callbacks.retain_events = true;  // followed with WatchWorkflow
   return Resume(workflow_id, std::move(callbacks));
 }
 

@@ -23,6 +23,10 @@ namespace reflexion::server {
 struct WorkflowCallbacks {
   std::function<void(reflexion::v1::WorkflowEvent)> on_event;
   std::function<void(reflexion::v1::IncidentResult)> on_result;
+  // Keep the workflow's events in the EventHub for WatchWorkflow (set for
+  // workflows started or resumed through the workflow RPCs; a Resolve or
+  // ProcessIncident caller already receives them).
+  bool retain_events = false;
 };
 
 // Live counters since the process started.
