@@ -572,7 +572,8 @@ class CompiledGraph<State>::Run {
   // time.
   struct TimedCall {
     std::atomic<bool> settled{false};
-    State state;
+    std::unique_ptr<State> state;
+    uint64_t timer_id = 0;
   };
 
   // Runs the current node. Returns true when it completed synchronously
@@ -585,18 +586,26 @@ class CompiledGraph<State>::Run {
     if (node.options.timeout > absl::ZeroDuration() &&
         options_.timer != nullptr) {
       auto call = std::make_shared<TimedCall>();
-      call->state = state_;
+      call->state = std::make_unique<State>(state_);
       absl::Duration timeout = node.options.timeout;
       std::string name = node.name;
-      options_.timer->After(timeout, [this, call, timeout, name] {
-        if (call->settled.exchange(true)) return;  // finished in time
-        OnNodeDone(absl::DeadlineExceededError(
-            absl::StrCat("node '", name, "' did not finish within ",
-                         absl::FormatDuration(timeout))));
-      });
-      node.fn(call->state, [this, call](absl::Status s) {
+      // The timer holds only a weak reference, and a completion cancels it:
+      // a finished call and its state copy are freed at once.
+      std::weak_ptr<TimedCall> weak = call;
+      call->timer_id =
+          options_.timer->After(timeout, [this, weak, timeout, name] {
+            std::shared_ptr<TimedCall> c = weak.lock();
+            if (c == nullptr || c->settled.exchange(true)) return;
+            OnNodeDone(absl::DeadlineExceededError(
+                absl::StrCat("node '", name, "' did not finish within ",
+                             absl::FormatDuration(timeout))));
+          });
+      Timer* timer = options_.timer;
+      node.fn(*call->state, [this, call, timer](absl::Status s) {
         if (call->settled.exchange(true)) return;  // too late: ignored
-        state_ = std::move(call->state);
+        timer->Cancel(call->timer_id);
+        state_ = std::move(*call->state);
+        call->state.reset();
         OnNodeDone(std::move(s));
       });
     } else {

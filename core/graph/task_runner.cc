@@ -67,16 +67,35 @@ TimerThread::~TimerThread() {
   thread_.join();
 }
 
-void TimerThread::After(absl::Duration delay,
-                        absl::AnyInvocable<void() &&> fn) {
+uint64_t TimerThread::After(absl::Duration delay,
+                            absl::AnyInvocable<void() &&> fn) {
   absl::MutexLock lock(&mu_);
+  const uint64_t id = next_order_++;
   if (stopping_) {
     mu_.Unlock();
     std::move(fn)();
     mu_.Lock();
-    return;
+    return id;
   }
-  queue_.insert(Entry{absl::Now() + delay, next_order_++, std::move(fn)});
+  const absl::Time due = absl::Now() + delay;
+  queue_.insert(Entry{due, id, std::move(fn)});
+  due_by_id_[id] = due;
+  return id;
+}
+
+void TimerThread::Cancel(uint64_t id) {
+  absl::AnyInvocable<void() &&> dropped;  // destroyed outside the lock
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = due_by_id_.find(id);
+    if (it == due_by_id_.end()) return;
+    auto entry = queue_.find(Entry{it->second, id, nullptr});
+    if (entry != queue_.end()) {
+      dropped = std::move(entry->fn);
+      queue_.erase(entry);
+    }
+    due_by_id_.erase(it);
+  }
 }
 
 void TimerThread::Loop() {
@@ -88,6 +107,7 @@ void TimerThread::Loop() {
         if (!queue_.empty() &&
             (stopping_ || queue_.begin()->due <= absl::Now())) {
           fn = std::move(queue_.begin()->fn);
+          due_by_id_.erase(queue_.begin()->order);
           queue_.erase(queue_.begin());
           break;
         }

@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -55,9 +56,12 @@ class Timer {
  public:
   virtual ~Timer() = default;
   // Runs `fn` once, `delay` from now, on the timer's thread; it must not
-  // block (post real work to a TaskRunner).
-  virtual void After(absl::Duration delay,
-                     absl::AnyInvocable<void() &&> fn) = 0;
+  // block (post real work to a TaskRunner). Returns an id for Cancel.
+  virtual uint64_t After(absl::Duration delay,
+                         absl::AnyInvocable<void() &&> fn) = 0;
+  // Drops a pending `fn` (and what it holds) without running it; a no-op
+  // when it already ran.
+  virtual void Cancel(uint64_t id) = 0;
 };
 
 // One thread and a deadline-ordered queue. The destructor runs whatever is
@@ -69,7 +73,9 @@ class TimerThread final : public Timer {
   TimerThread(const TimerThread&) = delete;
   TimerThread& operator=(const TimerThread&) = delete;
 
-  void After(absl::Duration delay, absl::AnyInvocable<void() &&> fn) override;
+  uint64_t After(absl::Duration delay,
+                 absl::AnyInvocable<void() &&> fn) override;
+  void Cancel(uint64_t id) override;
 
  private:
   void Loop();
@@ -84,6 +90,8 @@ class TimerThread final : public Timer {
   };
   absl::Mutex mu_;
   std::set<Entry> queue_ ABSL_GUARDED_BY(mu_);
+  // Pending entries by id, for Cancel.
+  absl::flat_hash_map<uint64_t, absl::Time> due_by_id_ ABSL_GUARDED_BY(mu_);
   uint64_t next_order_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
