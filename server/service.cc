@@ -361,6 +361,15 @@ absl::Status CheckWorkflowId(const std::string& id) {
 
 }  // namespace
 
+absl::Status ReflexionServiceImpl::CheckWorkflowRpc(
+    const std::string& workflow_id) const {
+  if (checkpoints_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "checkpointing is disabled (workflow.checkpointing_enabled)");
+  }
+  return CheckWorkflowId(workflow_id);
+}
+
 grpc::ServerUnaryReactor* ReflexionServiceImpl::StartWorkflow(
     grpc::CallbackServerContext* context,
     const reflexion::v1::StartWorkflowRequest* request,
@@ -399,12 +408,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetWorkflow(
     const reflexion::v1::GetWorkflowRequest* request,
     reflexion::v1::GetWorkflowResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (checkpoints_ == nullptr) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                                 "checkpointing is disabled"));
-    return reactor;
-  }
-  if (absl::Status s = CheckWorkflowId(request->workflow_id()); !s.ok()) {
+  if (absl::Status s = CheckWorkflowRpc(request->workflow_id()); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
@@ -621,12 +625,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ResumeWorkflow(
     const reflexion::v1::ResumeWorkflowRequest* request,
     reflexion::v1::ResumeWorkflowResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (checkpoints_ == nullptr) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                                 "checkpointing is disabled"));
-    return reactor;
-  }
-  if (absl::Status s = CheckWorkflowId(request->workflow_id()); !s.ok()) {
+  if (absl::Status s = CheckWorkflowRpc(request->workflow_id()); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
@@ -642,12 +641,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::CancelWorkflow(
     const reflexion::v1::CancelWorkflowRequest* request,
     reflexion::v1::CancelWorkflowResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (checkpoints_ == nullptr) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                                 "checkpointing is disabled"));
-    return reactor;
-  }
-  if (absl::Status s = CheckWorkflowId(request->workflow_id()); !s.ok()) {
+  if (absl::Status s = CheckWorkflowRpc(request->workflow_id()); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
@@ -682,12 +676,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ListCheckpoints(
     const reflexion::v1::ListCheckpointsRequest* request,
     reflexion::v1::ListCheckpointsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (checkpoints_ == nullptr) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                                 "checkpointing is disabled"));
-    return reactor;
-  }
-  if (absl::Status s = CheckWorkflowId(request->workflow_id()); !s.ok()) {
+  if (absl::Status s = CheckWorkflowRpc(request->workflow_id()); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }

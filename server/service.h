@@ -90,6 +90,9 @@ class ReflexionServiceImpl final
       reflexion::v1::GetMetricsResponse* response) override;
 
  private:
+  // The preconditions of the workflow RPCs: checkpointing on, a valid id.
+  absl::Status CheckWorkflowRpc(const std::string& workflow_id) const;
+
   class ResolveReactor;
   class WatchReactor;
 
