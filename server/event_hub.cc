@@ -24,6 +24,17 @@ void EventHub::Deliver(const std::string& workflow_id, Stream& stream,
   }
 }
 
+void EventHub::Open(const std::string& workflow_id) {
+  absl::MutexLock lock(&mu_);
+  streams_.try_emplace(workflow_id);
+}
+
+void EventHub::Forget(const std::string& workflow_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(workflow_id);
+  if (it != streams_.end() && !it->second.done) streams_.erase(it);
+}
+
 void EventHub::Publish(const v1::WorkflowEvent& event) {
   v1::ResolveResponse m;
   *m.mutable_event() = event;

@@ -29,6 +29,11 @@ class EventHub {
   // in sequence order, never concurrently; returns false to unsubscribe.
   using Listener = std::function<bool(const v1::ResolveResponse&)>;
 
+  // Starts retaining a workflow's messages (before its first event), so a
+  // watcher attaching right away waits for them instead of NOT_FOUND.
+  void Open(const std::string& workflow_id);
+  // Forgets a workflow opened for a run that could not start.
+  void Forget(const std::string& workflow_id);
   void Publish(const v1::WorkflowEvent& event);
   void Finish(const v1::IncidentResult& result);
 

@@ -78,6 +78,7 @@ absl::StatusOr<std::string> WorkflowRunner::Submit(
     absl::MutexLock lock(&mu_);
     active_[id] = cancel;
   }
+  if (hub_ != nullptr && callbacks.retain_events) hub_->Open(id);
   auto* sink = new Sink(std::move(callbacks), hub_);
   workflow_->Start(
       id, std::move(incident), ordinal, runner_, sink,
@@ -127,6 +128,7 @@ absl::Status WorkflowRunner::Resume(const std::string& workflow_id,
     ++counters_.started;
     ++counters_.in_flight;
   }
+  if (hub_ != nullptr && callbacks.retain_events) hub_->Open(workflow_id);
   auto* sink = new Sink(std::move(callbacks), hub_);
   absl::Status s = workflow_->Resume(
       workflow_id, runner_, sink,
@@ -136,6 +138,7 @@ absl::Status WorkflowRunner::Resume(const std::string& workflow_id,
       cancel);
   if (!s.ok()) {
     delete sink;
+    if (hub_ != nullptr) hub_->Forget(workflow_id);
     absl::MutexLock lock(&mu_);
     active_.erase(workflow_id);
     --counters_.started;
