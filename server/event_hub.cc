@@ -26,7 +26,15 @@ void EventHub::Deliver(const std::string& workflow_id, Stream& stream,
 
 void EventHub::Open(const std::string& workflow_id) {
   absl::MutexLock lock(&mu_);
-  streams_.try_emplace(workflow_id);
+  Stream& stream = streams_[workflow_id];
+  if (stream.done) {
+    // Continued after a decision: its WAITING result is superseded (the
+    // continuation reuses that sequence number) and a new result will come.
+    while (!stream.messages.empty() && stream.messages.back().has_result()) {
+      stream.messages.pop_back();
+    }
+    stream.done = false;
+  }
 }
 
 void EventHub::Forget(const std::string& workflow_id) {
@@ -55,7 +63,9 @@ void EventHub::Finish(const v1::IncidentResult& result) {
   stream.listeners.clear();  // the result is the last message
   finished_.push_back(result.workflow_id());
   while (static_cast<int>(finished_.size()) > max_finished_) {
-    streams_.erase(finished_.front());
+    auto it = streams_.find(finished_.front());
+    // A reopened (continued) workflow is live again: keep it.
+    if (it != streams_.end() && it->second.done) streams_.erase(it);
     finished_.pop_front();
   }
 }

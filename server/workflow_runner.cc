@@ -97,10 +97,15 @@ void WorkflowRunner::Finished(Sink* sink, core::WorkflowRunResult run) {
                  << " failed: " << run.status;
   }
   std::unique_ptr<Sink> owned(sink);
+  {
+    // No longer running before anyone hears of the result: a caller that
+    // reacts to it (a decision for a WAITING result) must not be refused.
+    absl::MutexLock lock(&mu_);
+    active_.erase(run.state.workflow_id());
+  }
   if (owned->hub() != nullptr) owned->hub()->Finish(result);
   if (owned->callbacks().on_result) owned->callbacks().on_result(result);
   absl::MutexLock lock(&mu_);
-  active_.erase(run.state.workflow_id());
   --counters_.in_flight;
   switch (result.status()) {
     case reflexion::v1::WORKFLOW_STATUS_RESOLVED:

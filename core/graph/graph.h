@@ -664,7 +664,10 @@ class CompiledGraph<State>::Run {
     const Node& node = graph_->nodes_[current_];
     if (IsInterrupt(node_status_) && options_.checkpoints != nullptr) {
       Emit(NodePhase::kInterrupted, took, node_status_);
-      absl::Status saved = Save(current_, core::WorkflowPhase::kWaiting, true);
+      // The caller's result for the interrupted run takes the next sequence
+      // number: reserve it, so the continuation starts after it.
+      absl::Status saved =
+          Save(current_, core::WorkflowPhase::kWaiting, true, /*reserve=*/1);
       Finish(saved.ok() ? node_status_ : saved);
       return false;
     }
@@ -708,7 +711,8 @@ class CompiledGraph<State>::Run {
 
   // Writes the checkpoint after the current step (step = nodes completed),
   // as the durability mode asks. `next` is the node to run next.
-  absl::Status Save(int next, core::WorkflowPhase phase, bool final) {
+  absl::Status Save(int next, core::WorkflowPhase phase, bool final,
+                    uint64_t reserve = 0) {
     core::CheckpointStore* store = options_.checkpoints;
     if (store == nullptr) return absl::OkStatus();
     if (options_.durability == Durability::kExit && !final) {
@@ -723,7 +727,7 @@ class CompiledGraph<State>::Run {
                                              : std::string();
       c.next_node =
           next == kEndIndex ? std::string(kEnd) : graph_->nodes_[next].name;
-      c.last_sequence = sequence_;
+      c.last_sequence = sequence_ + reserve;
       c.time = clock_->Now();
       state_.SerializeToString(&c.state);
       absl::Status s = store->Put(c, phase, options_.keep_last,

@@ -575,6 +575,55 @@ TEST(WatchTest, ReattachingAfterALostStreamSeesEverySequenceNumberOnce) {
   for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], i + 1);
   EXPECT_EQ(result_sequence, seen.size() + 1);
 
+  // A watch started right after a decision follows the continuation, even
+  // though the resumed run re-diagnoses (30 ms) before its first event.
+  std::string waiting;
+  for (int i = 0; i < 100 && waiting.empty(); ++i) {
+    v1::StartWorkflowRequest req;
+    req.set_pod_name(absl::StrCat("vault-", i));
+    req.set_namespace_("shop");
+    req.set_error_type("CreateContainerConfigError");
+    v1::StartWorkflowResponse resp;
+    {
+      grpc::ClientContext ctx;
+      ASSERT_TRUE(stub->StartWorkflow(&ctx, req, &resp).ok());
+    }
+    grpc::ClientContext ctx;
+    v1::WatchWorkflowRequest w;
+    w.set_workflow_id(resp.workflow_id());
+    auto reader = stub->WatchWorkflow(&ctx, w);
+    v1::WatchWorkflowResponse m;
+    while (reader->Read(&m)) {
+      if (m.has_result() &&
+          m.result().status() == v1::WORKFLOW_STATUS_WAITING) {
+        waiting = resp.workflow_id();
+      }
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+  }
+  ASSERT_FALSE(waiting.empty());
+  {
+    v1::ResumeWorkflowRequest req;
+    req.set_workflow_id(waiting);
+    req.mutable_decision()->set_kind(v1::HumanDecision::KIND_GIVE_UP);
+    v1::ResumeWorkflowResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->ResumeWorkflow(&ctx, req, &resp).ok());
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::WatchWorkflowRequest req;
+    req.set_workflow_id(waiting);
+    auto reader = stub->WatchWorkflow(&ctx, req);
+    v1::WatchWorkflowResponse m;
+    v1::IncidentResult last;
+    while (reader->Read(&m)) {
+      if (m.has_result()) last = m.result();
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(last.status(), v1::WORKFLOW_STATUS_ESCALATED);
+  }
+
   // Unknown ids and a bad request are errors, not hangs.
   {
     grpc::ClientContext ctx;
@@ -654,6 +703,7 @@ TEST_F(ServerTest, ADecisionSentOnTheResolveStreamContinuesTheWorkflowThere) {
   auto stream = stub_->Resolve(&ctx);
   v1::ResolveResponse m;
   std::string waiting_id;
+  uint64_t waiting_sequence = 0;
   // Missing Secrets escalate at once; find a pod that has one.
   for (int i = 0; i < 200 && waiting_id.empty(); ++i) {
     v1::ResolveRequest req;
@@ -665,6 +715,7 @@ TEST_F(ServerTest, ADecisionSentOnTheResolveStreamContinuesTheWorkflowThere) {
     ASSERT_TRUE(m.has_result());
     if (m.result().status() == v1::WORKFLOW_STATUS_WAITING) {
       waiting_id = m.result().workflow_id();
+      waiting_sequence = m.result().sequence();
     }
   }
   ASSERT_FALSE(waiting_id.empty());
@@ -688,10 +739,17 @@ TEST_F(ServerTest, ADecisionSentOnTheResolveStreamContinuesTheWorkflowThere) {
   bool saw_event = false;
   while (stream->Read(&m) && !m.has_result()) {
     ASSERT_FALSE(m.has_rejected()) << m.rejected().message();
-    saw_event |= m.has_event() && m.event().workflow_id() == waiting_id;
+    if (m.has_event() && m.event().workflow_id() == waiting_id) {
+      // The continuation numbers on after the WAITING result.
+      if (!saw_event) {
+        EXPECT_EQ(m.event().sequence(), waiting_sequence + 1);
+      }
+      saw_event = true;
+    }
   }
   ASSERT_TRUE(m.has_result());
   EXPECT_TRUE(saw_event);
+  EXPECT_GT(m.result().sequence(), waiting_sequence + 1);
   EXPECT_EQ(m.result().workflow_id(), waiting_id);
   EXPECT_EQ(m.result().status(), v1::WORKFLOW_STATUS_ESCALATED);
   stream->WritesDone();
