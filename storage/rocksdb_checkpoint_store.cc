@@ -45,9 +45,9 @@
 #include <memory>
 #include <utility>
 
-#include "absl/hash/hash.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "core/ports/in_memory_checkpoint_store.h"
 #include "core/status_macros.h"
 #include "glog/logging.h"
@@ -375,56 +375,335 @@ absl::StatusOr<WorkflowRecord> ReadWorkflow(
   return r;
 }
 
-// Adds to `batch` the index changes of a workflow going from `old` (nullptr
-// for a new workflow) to (`phase`, `updated`).
-template <typename Old>
-void UpdateIndexes(rocksdb::WriteBatch* batch, rocksdb::ColumnFamilyHandle* cf,
-                   absl::string_view id, const Old* old, WorkflowPhase phase,
-                   absl::Time updated) {
+}  // namespace
+
+// --- BatchBuilder
+// -------------------------------------------------------------
+
+void RocksDbCheckpointStore::BatchBuilder::Put(rocksdb::ColumnFamilyHandle* cf,
+                                               std::string key,
+                                               std::string value, bool fresh) {
+  std::string tag = Tag(cf, key);
+  auto it = last_.find(tag);
+  if (it != last_.end()) {
+    Op& previous = ops_[it->second];
+    // Overwritten in the same batch: only the last value is written. A key
+    // that was new before the earlier write still is.
+    fresh = fresh || (!previous.del && previous.fresh);
+    previous.dead = true;
+    --live_;
+    it->second = ops_.size();
+  } else {
+    last_.emplace(std::move(tag), ops_.size());
+  }
+  ops_.push_back(Op{cf, std::move(key), std::move(value), false, fresh, false});
+  ++live_;
+}
+
+void RocksDbCheckpointStore::BatchBuilder::Delete(
+    rocksdb::ColumnFamilyHandle* cf, std::string key) {
+  std::string tag = Tag(cf, key);
+  auto it = last_.find(tag);
+  if (it != last_.end()) {
+    Op& previous = ops_[it->second];
+    if (previous.del) return;  // already deleted
+    previous.dead = true;
+    --live_;
+    if (previous.fresh) {
+      // Written and deleted in the same batch, absent before: no trace.
+      last_.erase(it);
+      return;
+    }
+    it->second = ops_.size();
+  } else {
+    last_.emplace(std::move(tag), ops_.size());
+  }
+  ops_.push_back(Op{cf, std::move(key), std::string(), true, false, false});
+  ++live_;
+}
+
+void RocksDbCheckpointStore::BatchBuilder::BuildInto(
+    rocksdb::WriteBatch* batch) const {
   // WriteBatch::Put/Delete on a column family only fail for a batch over
   // its size limit, which ours do not set.
+  for (const Op& op : ops_) {
+    if (op.dead) continue;
+    if (op.del) {
+      (void)batch->Delete(op.cf, op.key);
+    } else {
+      (void)batch->Put(op.cf, op.key, op.value);
+    }
+  }
+}
+
+void RocksDbCheckpointStore::BatchBuilder::Clear() {
+  ops_.clear();
+  last_.clear();
+  live_ = 0;
+}
+
+std::string RocksDbCheckpointStore::BatchBuilder::Tag(
+    rocksdb::ColumnFamilyHandle* cf, absl::string_view key) {
+  std::string tag;
+  tag.reserve(sizeof(cf) + key.size());
+  tag.append(reinterpret_cast<const char*>(&cf), sizeof(cf));
+  tag.append(key.data(), key.size());
+  return tag;
+}
+
+namespace {
+
+// Adds to `batch` the index changes of a workflow going from `old` (nullptr
+// for a new workflow) to (`phase`, `updated`).
+template <typename Batch, typename Old>
+void UpdateIndexes(Batch* batch, rocksdb::ColumnFamilyHandle* cf,
+                   absl::string_view id, const Old* old, WorkflowPhase phase,
+                   absl::Time updated) {
   if (old == nullptr || old->phase != phase) {
-    if (old != nullptr) (void)batch->Delete(cf, PhaseKey(old->phase, id));
-    (void)batch->Put(cf, PhaseKey(phase, id), rocksdb::Slice());
+    if (old != nullptr) batch->Delete(cf, PhaseKey(old->phase, id));
+    // No workflow has two phases: the key is new.
+    batch->Put(cf, PhaseKey(phase, id), std::string(), /*fresh=*/true);
   }
   if (old != nullptr && core::IsTerminal(old->phase)) {
-    (void)batch->Delete(cf, ExpiryKey(old->updated, id));
+    batch->Delete(cf, ExpiryKey(old->updated, id));
   }
   if (core::IsTerminal(phase)) {
-    const char phase_byte = static_cast<char>(phase);
-    (void)batch->Put(cf, ExpiryKey(updated, id),
-                     rocksdb::Slice(&phase_byte, 1));
+    batch->Put(cf, ExpiryKey(updated, id),
+               std::string(1, static_cast<char>(phase)), /*fresh=*/false);
   }
 }
 
 }  // namespace
 
 RocksDbCheckpointStore::RocksDbCheckpointStore(RocksDb* db)
-    : db_(CHECK_NOTNULL(db)),
-      workflows_(db->ColumnFamily("workflows")),
-      checkpoints_(db->ColumnFamily("checkpoints")) {}
+    : RocksDbCheckpointStore(db, Options()) {}
 
-RocksDbCheckpointStore::Stripe& RocksDbCheckpointStore::StripeFor(
-    absl::string_view workflow_id) {
-  return stripes_[absl::Hash<absl::string_view>()(workflow_id) % kStripes];
+RocksDbCheckpointStore::RocksDbCheckpointStore(RocksDb* db, Options options)
+    : db_(CHECK_NOTNULL(db)),
+      options_(options),
+      workflows_(db->ColumnFamily("workflows")),
+      checkpoints_(db->ColumnFamily("checkpoints")) {
+  writer_thread_ = std::thread([this] { WriterLoop(); });
+}
+
+RocksDbCheckpointStore::~RocksDbCheckpointStore() {
+  {
+    absl::MutexLock lock(&queue_mu_);
+    stopping_ = true;
+    work_cv_.Signal();
+    space_cv_.SignalAll();
+  }
+  writer_thread_.join();
+}
+
+// --- The queue
+// ----------------------------------------------------------------
+
+void RocksDbCheckpointStore::Enqueue(Request request) {
+  // A caller waits for every request but a plain PutAsync: those may wait
+  // for company (group commit) up to max_delay.
+  const bool urgent =
+      request.kind != Request::Kind::kPut || request.sync || request.waited;
+  std::vector<Request> requests;
+  {
+    absl::MutexLock lock(&queue_mu_);
+    DCHECK(!stopping_) << "write to a RocksDbCheckpointStore being destroyed";
+    while (queued_bytes_ >= kMaxQueuedBytes && !stopping_) {
+      space_cv_.Wait(&queue_mu_);
+    }
+    queued_bytes_ += request.bytes();
+    sync_queued_ = sync_queued_ || request.sync;
+    queue_.push_back(std::move(request));
+    urgent_ = urgent_ || urgent;
+    if (urgent && !writing_ && !sync_queued_) {
+      // Nobody is writing and the batch needs no fsync: write it on this
+      // thread rather than wake the writer thread and wait for it.
+      writing_ = true;
+      TakeQueue(requests);
+    } else {
+      // A polling writer finds a plain PutAsync within max_delay by itself;
+      // a sleeping one needs the first to start its clock.
+      if (writer_idle_ && (urgent_ || queued_bytes_ >= kFlushBytes ||
+                           (writer_asleep_ && queue_.size() == 1))) {
+        writer_idle_ = false;
+        work_cv_.Signal();
+      }
+      return;
+    }
+  }
+  Process(requests);
+  absl::MutexLock lock(&queue_mu_);
+  writing_ = false;
+  // What arrived meanwhile is the writer thread's.
+  if (writer_idle_ && !queue_.empty()) {
+    writer_idle_ = false;
+    work_cv_.Signal();
+  }
+}
+
+void RocksDbCheckpointStore::TakeQueue(std::vector<Request>& requests) {
+  requests.swap(queue_);
+  if (queued_bytes_ >= kMaxQueuedBytes) space_cv_.SignalAll();
+  queued_bytes_ = 0;
+  urgent_ = false;
+  sync_queued_ = false;
+}
+
+void RocksDbCheckpointStore::WriterLoop() {
+  std::vector<Request> requests;
+  // Empty polls since the last batch: after kIdlePolls the writer sleeps
+  // until a producer wakes it.
+  int idle_polls = 0;
+  while (true) {
+    {
+      absl::MutexLock lock(&queue_mu_);
+      // Write when someone waits, when enough is queued, or when a request
+      // has waited up to max_delay; never while a caller writes.
+      bool due = false;
+      while (writing_ ||
+             (!stopping_ && !urgent_ && queued_bytes_ < kFlushBytes && !due)) {
+        const absl::Time wake =
+            !writing_ && (!queue_.empty() || idle_polls < kIdlePolls)
+                ? absl::Now() + options_.max_delay
+                : absl::InfiniteFuture();
+        writer_idle_ = true;
+        writer_asleep_ = wake == absl::InfiniteFuture();
+        const bool timed_out = work_cv_.WaitWithDeadline(&queue_mu_, wake);
+        writer_asleep_ = false;
+        if (timed_out) {
+          if (!queue_.empty()) {
+            due = true;
+          } else {
+            ++idle_polls;
+          }
+        }
+      }
+      writer_idle_ = false;
+      if (queue_.empty()) {
+        if (stopping_) return;  // everything is written
+        continue;
+      }
+      idle_polls = 0;
+      writing_ = true;
+      TakeQueue(requests);
+    }
+    Process(requests);
+    requests.clear();
+    absl::MutexLock lock(&queue_mu_);
+    writing_ = false;
+  }
+}
+
+// --- The writer thread
+// ----------------------------------------------------------
+
+bool RocksDbCheckpointStore::NeedsCommitBefore(const Request& r) const {
+  if (r.kind == Request::Kind::kExpire) return true;
+  if (r.kind != Request::Kind::kPut || r.keep_last == 0) return false;
+  // Pruning a workflow whose retained steps are unknown reads them from
+  // the database, which must then hold this batch's writes of it.
+  auto it = writer_.cache.find(r.id);
+  return it != writer_.cache.end() && !it->second.steps_known &&
+         it->second.epoch == writer_.epoch;
+}
+
+void RocksDbCheckpointStore::Process(std::vector<Request>& requests) {
+  if (writer_.cache.size() > kMaxCached) {
+    // Any entries will do: an evicted workflow is re-read on its next
+    // write. Nothing is pending between batches.
+    size_t excess = writer_.cache.size() - kMaxCached * 7 / 8;
+    for (auto it = writer_.cache.begin();
+         it != writer_.cache.end() && excess > 0; --excess) {
+      writer_.cache.erase(it++);
+    }
+  }
+  std::vector<absl::Status> statuses(requests.size());
+  size_t begin = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    Request& r = requests[i];
+    if (i > begin && NeedsCommitBefore(r)) {
+      Commit(requests, begin, i, statuses);
+      begin = i;
+    }
+    switch (r.kind) {
+      case Request::Kind::kPut:
+        statuses[i] = ApplyPut(r);
+        break;
+      case Request::Kind::kSetPhase:
+        statuses[i] = ApplySetPhase(r);
+        break;
+      case Request::Kind::kExpire:
+        statuses[i] = ApplyExpire(r);  // writes its own batch
+        break;
+      case Request::Kind::kBarrier:
+        break;
+    }
+  }
+  Commit(requests, begin, requests.size(), statuses);
+}
+
+void RocksDbCheckpointStore::Commit(std::vector<Request>& requests,
+                                    size_t begin, size_t end,
+                                    std::vector<absl::Status>& statuses) {
+  if (writer_.batch.live() > 0) {
+    rocksdb::WriteBatch batch;
+    writer_.batch.BuildInto(&batch);
+    rocksdb::WriteOptions options;
+    options.sync = writer_.sync;
+    const rocksdb::Status written = db_->db()->Write(options, &batch);
+    batches_written_.fetch_add(1, std::memory_order_relaxed);
+    if (!written.ok()) {
+      for (size_t i = begin; i < end; ++i) {
+        const Request& r = requests[i];
+        if (!statuses[i].ok()) continue;
+        if (r.kind == Request::Kind::kPut) {
+          statuses[i] = FromRocksDbStatus(
+              written,
+              absl::StrCat("put checkpoint ", r.step, " of workflow ", r.id));
+        } else if (r.kind == Request::Kind::kSetPhase) {
+          statuses[i] = FromRocksDbStatus(
+              written, absl::StrCat("set the phase of workflow ", r.id, " to ",
+                                    core::WorkflowPhaseName(r.phase)));
+        }
+      }
+      // The stored state is uncertain: re-read it next time.
+      writer_.cache.clear();
+    }
+  }
+  writer_.batch.Clear();
+  writer_.sync = false;
+  // No further step will run: keep the cache to live workflows.
+  for (const std::string& id : writer_.terminal) {
+    auto it = writer_.cache.find(id);
+    if (it != writer_.cache.end() && core::IsTerminal(it->second.phase)) {
+      writer_.cache.erase(it);
+    }
+  }
+  writer_.terminal.clear();
+  ++writer_.epoch;
+  for (size_t i = begin; i < end; ++i) {
+    Request& r = requests[i];
+    if (r.kind == Request::Kind::kBarrier) {
+      std::move(r.barrier)();
+    } else {
+      std::move(r.done)(std::move(statuses[i]));
+    }
+  }
 }
 
 RocksDbCheckpointStore::CachedWorkflow& RocksDbCheckpointStore::Insert(
-    Stripe& stripe, absl::string_view workflow_id, CachedWorkflow entry) {
-  if (stripe.cache.size() >= kMaxCachedPerStripe) {
-    // Any entry will do: an evicted workflow is re-read on its next write.
-    stripe.cache.erase(stripe.cache.begin());
-  }
-  return stripe.cache
+    absl::string_view workflow_id, CachedWorkflow entry) {
+  return writer_.cache
       .insert_or_assign(std::string(workflow_id), std::move(entry))
       .first->second;
 }
 
 absl::StatusOr<RocksDbCheckpointStore::CachedWorkflow*>
-RocksDbCheckpointStore::Load(Stripe& stripe, absl::string_view workflow_id) {
-  auto it = stripe.cache.find(workflow_id);
-  if (it != stripe.cache.end()) return &it->second;
-  // No snapshot needed: the caller holds the workflow's writer lock.
+RocksDbCheckpointStore::Load(absl::string_view workflow_id) {
+  auto it = writer_.cache.find(workflow_id);
+  if (it != writer_.cache.end()) return &it->second;
+  // No snapshot needed: only this thread writes. A workflow with writes in
+  // the batch being built is always cached.
   absl::StatusOr<WorkflowRecord> record = ReadWorkflow(
       db_->db(), workflows_, checkpoints_, rocksdb::ReadOptions(), workflow_id);
   if (absl::IsNotFound(record.status())) return nullptr;
@@ -433,7 +712,7 @@ RocksDbCheckpointStore::Load(Stripe& stripe, absl::string_view workflow_id) {
   entry.phase = record->phase;
   entry.last_step = record->last_step;
   entry.updated = record->updated;
-  return &Insert(stripe, workflow_id, std::move(entry));
+  return &Insert(workflow_id, std::move(entry));
 }
 
 absl::Status RocksDbCheckpointStore::LoadSteps(absl::string_view workflow_id,
@@ -455,80 +734,169 @@ absl::Status RocksDbCheckpointStore::LoadSteps(absl::string_view workflow_id,
   return absl::OkStatus();
 }
 
-absl::Status RocksDbCheckpointStore::Put(const Checkpoint& checkpoint,
-                                         WorkflowPhase phase, int keep_last,
-                                         bool sync) {
-  REFLEXION_RETURN_IF_ERROR(core::ValidatePut(checkpoint, phase, keep_last));
-  const absl::string_view id = checkpoint.workflow_id;
-  // Encoding needs no lock.
-  REFLEXION_ASSIGN_OR_RETURN(const std::string value,
-                             EncodeCheckpoint(checkpoint));
-  const std::string key = CheckpointKey(id, checkpoint.step);
-
-  absl::ReaderMutexLock expire_lock(&expire_mu_);
-  Stripe& stripe = StripeFor(id);
-  absl::MutexLock lock(&stripe.mu);
-  REFLEXION_ASSIGN_OR_RETURN(CachedWorkflow * w, Load(stripe, id));
+absl::Status RocksDbCheckpointStore::ApplyPut(Request& r) {
+  const absl::string_view id = r.id;
+  REFLEXION_ASSIGN_OR_RETURN(CachedWorkflow * w, Load(id));
   if (w != nullptr) {
-    REFLEXION_RETURN_IF_ERROR(
-        core::CheckNextStep(id, checkpoint.step, w->last_step));
-    if (keep_last > 0 && !w->steps_known) {
+    REFLEXION_RETURN_IF_ERROR(core::CheckNextStep(id, r.step, w->last_step));
+    if (r.keep_last > 0 && !w->steps_known) {
       REFLEXION_RETURN_IF_ERROR(LoadSteps(id, w));
     }
   }
-
-  rocksdb::WriteBatch batch;
-  (void)batch.Put(checkpoints_, key, value);
+  BatchBuilder& batch = writer_.batch;
+  // A step above the last one: the key is new.
+  batch.Put(checkpoints_, std::move(r.key), std::move(r.value),
+            /*fresh=*/true);
   // The hot path (same non-terminal phase) leaves the record alone: readers
   // take last_step and updated from the latest checkpoint. A terminal
   // record is always current, as its expiry entry must be.
-  if (w == nullptr || w->phase != phase || core::IsTerminal(phase)) {
-    (void)batch.Put(workflows_, RecordKey(id),
-                    EncodeRecord(phase, checkpoint.step, checkpoint.time));
-    UpdateIndexes(&batch, workflows_, id, w, phase, checkpoint.time);
+  if (w == nullptr || w->phase != r.phase || core::IsTerminal(r.phase)) {
+    batch.Put(workflows_, RecordKey(id), EncodeRecord(r.phase, r.step, r.time),
+              /*fresh=*/w == nullptr);
+    UpdateIndexes(&batch, workflows_, id, w, r.phase, r.time);
   }
   // Steps are increasing: the checkpoints beyond keep_last are the oldest
   // retained ones, usually exactly one.
   size_t prune = 0;
-  if (w != nullptr && keep_last > 0) {
+  if (w != nullptr && r.keep_last > 0) {
     const size_t total = w->steps.size() + 1;
-    prune = total > static_cast<size_t>(keep_last) ? total - keep_last : 0;
+    prune = total > static_cast<size_t>(r.keep_last) ? total - r.keep_last : 0;
     for (size_t i = 0; i < prune; ++i) {
-      (void)batch.Delete(checkpoints_, CheckpointKey(id, w->steps[i]));
+      batch.Delete(checkpoints_, CheckpointKey(id, w->steps[i]));
     }
   }
-  rocksdb::WriteOptions options;
-  options.sync = sync;
-  const rocksdb::Status written = db_->db()->Write(options, &batch);
-  if (!written.ok()) {
-    // The stored state is uncertain: re-read it next time.
-    if (w != nullptr) stripe.cache.erase(id);
-    return FromRocksDbStatus(
-        written,
-        absl::StrCat("put checkpoint ", checkpoint.step, " of workflow ", id));
-  }
+  writer_.sync = writer_.sync || r.sync;
 
-  if (core::IsTerminal(phase)) {
-    // No further step will run: keep the cache to live workflows.
-    if (w != nullptr) stripe.cache.erase(id);
-    return absl::OkStatus();
-  }
   if (w == nullptr) {
-    w = &Insert(stripe, id, CachedWorkflow());
+    w = &Insert(id, CachedWorkflow());
     w->steps_known = true;  // a new workflow: this is its only checkpoint
   }
-  w->phase = phase;
-  w->last_step = checkpoint.step;
-  w->updated = checkpoint.time;
-  if (keep_last > 0) {
+  w->phase = r.phase;
+  w->last_step = r.step;
+  w->updated = r.time;
+  w->epoch = writer_.epoch;
+  if (r.keep_last > 0) {
     w->steps.erase(w->steps.begin(), w->steps.begin() + prune);
-    w->steps.push_back(checkpoint.step);
+    w->steps.push_back(r.step);
   } else {
     // Unbounded history: stop tracking it rather than grow the cache.
     w->steps_known = false;
     std::vector<uint64_t>().swap(w->steps);
   }
+  if (core::IsTerminal(r.phase)) writer_.terminal.push_back(r.id);
   return absl::OkStatus();
+}
+
+absl::Status RocksDbCheckpointStore::ApplySetPhase(Request& r) {
+  REFLEXION_ASSIGN_OR_RETURN(CachedWorkflow * w, Load(r.id));
+  if (w == nullptr) {
+    return absl::NotFoundError(absl::StrCat("unknown workflow ", r.id));
+  }
+  BatchBuilder& batch = writer_.batch;
+  batch.Put(workflows_, RecordKey(r.id),
+            EncodeRecord(r.phase, w->last_step, r.time), /*fresh=*/false);
+  UpdateIndexes(&batch, workflows_, r.id, w, r.phase, r.time);
+  writer_.sync = writer_.sync || r.sync;
+  w->phase = r.phase;
+  w->updated = r.time;
+  w->epoch = writer_.epoch;
+  if (core::IsTerminal(r.phase)) writer_.terminal.push_back(r.id);
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbCheckpointStore::ApplyExpire(Request& r) {
+  // The batch before this request is written: the database is current.
+  rocksdb::WriteBatch batch;
+  std::vector<const std::string*> deleted;
+  std::string current;
+  for (const Expiring& e : *r.expiring) {
+    // Any write since ExpireFinished read the workflow rewrote its record
+    // (a terminal workflow's record changes on every write).
+    const rocksdb::Status s = db_->db()->Get(rocksdb::ReadOptions(), workflows_,
+                                             RecordKey(e.id), &current);
+    if (s.IsNotFound()) continue;
+    REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
+        s, absl::StrCat("read the record of expiring workflow ", e.id)));
+    if (current != e.record) continue;
+    (void)batch.Delete(workflows_, e.expiry_key);
+    (void)batch.Delete(workflows_, RecordKey(e.id));
+    (void)batch.Delete(workflows_, PhaseKey(e.phase, e.id));
+    for (const std::string& key : e.checkpoint_keys) {
+      (void)batch.Delete(checkpoints_, key);
+    }
+    deleted.push_back(&e.id);
+  }
+  if (!deleted.empty()) {
+    // Losing an expiry in a crash only means redoing it: no fsync.
+    REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
+        db_->db()->Write(rocksdb::WriteOptions(), &batch),
+        absl::StrCat("delete ", deleted.size(), " expired workflows from ",
+                     *deleted[0])));
+    batches_written_.fetch_add(1, std::memory_order_relaxed);
+    for (const std::string* id : deleted) writer_.cache.erase(*id);
+  }
+  *r.expired = static_cast<int>(deleted.size());
+  return absl::OkStatus();
+}
+
+// --- Writes
+// -------------------------------------------------------------------
+
+absl::StatusOr<RocksDbCheckpointStore::Request> RocksDbCheckpointStore::MakePut(
+    const Checkpoint& checkpoint, WorkflowPhase phase, int keep_last,
+    bool sync) {
+  REFLEXION_RETURN_IF_ERROR(core::ValidatePut(checkpoint, phase, keep_last));
+  Request r;
+  r.kind = Request::Kind::kPut;
+  REFLEXION_ASSIGN_OR_RETURN(r.value, EncodeCheckpoint(checkpoint));
+  r.key = CheckpointKey(checkpoint.workflow_id, checkpoint.step);
+  r.id = checkpoint.workflow_id;
+  r.phase = phase;
+  r.step = checkpoint.step;
+  r.time = checkpoint.time;
+  r.keep_last = keep_last;
+  r.sync = sync;
+  return r;
+}
+
+absl::Status RocksDbCheckpointStore::Put(const Checkpoint& checkpoint,
+                                         WorkflowPhase phase, int keep_last,
+                                         bool sync) {
+  REFLEXION_ASSIGN_OR_RETURN(Request r,
+                             MakePut(checkpoint, phase, keep_last, sync));
+  return Wait(std::move(r));
+}
+
+void RocksDbCheckpointStore::PutAsync(Checkpoint checkpoint,
+                                      WorkflowPhase phase, int keep_last,
+                                      bool sync, WriteDone done) {
+  absl::StatusOr<Request> r = MakePut(checkpoint, phase, keep_last, sync);
+  if (!r.ok()) {
+    std::move(done)(r.status());
+    return;
+  }
+  r->done = std::move(done);
+  Enqueue(*std::move(r));
+}
+
+void RocksDbCheckpointStore::AfterWrites(absl::AnyInvocable<void() &&> done) {
+  Request r;
+  r.kind = Request::Kind::kBarrier;
+  r.barrier = std::move(done);
+  Enqueue(std::move(r));
+}
+
+absl::Status RocksDbCheckpointStore::Wait(Request r) {
+  r.waited = true;
+  absl::Notification written;
+  absl::Status status;
+  r.done = [&](absl::Status s) {
+    status = std::move(s);
+    written.Notify();
+  };
+  Enqueue(std::move(r));
+  written.WaitForNotification();
+  return status;
 }
 
 absl::Status RocksDbCheckpointStore::SetPhase(absl::string_view workflow_id,
@@ -536,30 +904,13 @@ absl::Status RocksDbCheckpointStore::SetPhase(absl::string_view workflow_id,
                                               absl::Time now, bool sync) {
   REFLEXION_RETURN_IF_ERROR(core::ValidateWorkflowId(workflow_id));
   REFLEXION_RETURN_IF_ERROR(core::ValidatePhase(phase));
-  absl::ReaderMutexLock expire_lock(&expire_mu_);
-  Stripe& stripe = StripeFor(workflow_id);
-  absl::MutexLock lock(&stripe.mu);
-  REFLEXION_ASSIGN_OR_RETURN(CachedWorkflow * w, Load(stripe, workflow_id));
-  if (w == nullptr) {
-    return absl::NotFoundError(absl::StrCat("unknown workflow ", workflow_id));
-  }
-  rocksdb::WriteBatch batch;
-  (void)batch.Put(workflows_, RecordKey(workflow_id),
-                  EncodeRecord(phase, w->last_step, now));
-  UpdateIndexes(&batch, workflows_, workflow_id, w, phase, now);
-  rocksdb::WriteOptions options;
-  options.sync = sync;
-  absl::Status s =
-      FromRocksDbStatus(db_->db()->Write(options, &batch),
-                        absl::StrCat("set the phase of workflow ", workflow_id,
-                                     " to ", core::WorkflowPhaseName(phase)));
-  if (!s.ok() || core::IsTerminal(phase)) {
-    stripe.cache.erase(workflow_id);
-    return s;
-  }
-  w->phase = phase;
-  w->updated = now;
-  return absl::OkStatus();
+  Request r;
+  r.kind = Request::Kind::kSetPhase;
+  r.id = std::string(workflow_id);
+  r.phase = phase;
+  r.time = now;
+  r.sync = sync;
+  return Wait(std::move(r));
 }
 
 absl::StatusOr<WorkflowRecord> RocksDbCheckpointStore::GetWorkflow(
@@ -669,55 +1020,61 @@ absl::StatusOr<int> RocksDbCheckpointStore::ExpireFinished(absl::Time cutoff,
     const int chunk = max_workflows == 0
                           ? kExpireChunk
                           : std::min(kExpireChunk, max_workflows - deleted);
-    std::vector<std::string> ids;
-    // Writers wait while a chunk is read and deleted, so none of these
-    // workflows can change in between.
-    absl::WriterMutexLock expire_lock(&expire_mu_);
-    BoundedIterator it(db_->db(), workflows_, rocksdb::ReadOptions(), begin,
-                       end);
-    rocksdb::WriteBatch batch;
-    for (it->SeekToFirst(); it->Valid() && static_cast<int>(ids.size()) < chunk;
-         it->Next()) {
-      const absl::string_view key = it.key();
-      const absl::string_view value = it.value();
-      if (key.size() <= 1 + kTimeBytes || value.size() != 1 ||
-          !core::IsTerminal(static_cast<WorkflowPhase>(value[0]))) {
-        return absl::DataLossError(
-            absl::StrCat("malformed workflows expiry entry at key \"",
-                         Printable(key), "\""));
+    // Read a chunk on this thread (writers go on), then let the writer
+    // delete the workflows that did not change since.
+    std::vector<Expiring> expiring;
+    {
+      rocksdb::ManagedSnapshot snapshot(db_->db());
+      rocksdb::ReadOptions options;
+      options.snapshot = snapshot.snapshot();
+      BoundedIterator it(db_->db(), workflows_, options, begin, end);
+      for (it->SeekToFirst();
+           it->Valid() && static_cast<int>(expiring.size()) < chunk;
+           it->Next()) {
+        const absl::string_view key = it.key();
+        const absl::string_view value = it.value();
+        if (key.size() <= 1 + kTimeBytes || value.size() != 1 ||
+            !core::IsTerminal(static_cast<WorkflowPhase>(value[0]))) {
+          return absl::DataLossError(
+              absl::StrCat("malformed workflows expiry entry at key \"",
+                           Printable(key), "\""));
+        }
+        Expiring e;
+        e.id = std::string(key.substr(1 + kTimeBytes));
+        e.expiry_key = std::string(key);
+        e.phase = static_cast<WorkflowPhase>(value[0]);
+        const rocksdb::Status s =
+            db_->db()->Get(options, workflows_, RecordKey(e.id), &e.record);
+        if (s.IsNotFound()) {
+          return absl::DataLossError(absl::StrCat("workflows expiry key \"",
+                                                  Printable(key),
+                                                  "\" points at no record"));
+        }
+        REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
+            s, absl::StrCat("read the record of expiring workflow ", e.id)));
+        BoundedIterator checkpoints = BoundedIterator::ForPrefix(
+            db_->db(), checkpoints_, options, CheckpointPrefix(e.id));
+        for (checkpoints->SeekToFirst(); checkpoints->Valid();
+             checkpoints->Next()) {
+          e.checkpoint_keys.emplace_back(ToView(checkpoints->key()));
+        }
+        REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
+            checkpoints->status(),
+            absl::StrCat("list the checkpoints of expiring workflow ", e.id)));
+        expiring.push_back(std::move(e));
       }
-      const absl::string_view id = key.substr(1 + kTimeBytes);
-      (void)batch.Delete(workflows_, ToSlice(key));
-      (void)batch.Delete(workflows_, RecordKey(id));
-      (void)batch.Delete(workflows_,
-                         PhaseKey(static_cast<WorkflowPhase>(value[0]), id));
-      BoundedIterator checkpoints = BoundedIterator::ForPrefix(
-          db_->db(), checkpoints_, rocksdb::ReadOptions(),
-          CheckpointPrefix(id));
-      for (checkpoints->SeekToFirst(); checkpoints->Valid();
-           checkpoints->Next()) {
-        (void)batch.Delete(checkpoints_, checkpoints->key());
-      }
-      REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
-          checkpoints->status(),
-          absl::StrCat("list the checkpoints of expiring workflow ", id)));
-      ids.emplace_back(id);
+      REFLEXION_RETURN_IF_ERROR(
+          FromRocksDbStatus(it->status(), "list expired workflows"));
     }
-    REFLEXION_RETURN_IF_ERROR(
-        FromRocksDbStatus(it->status(), "list expired workflows"));
-    if (ids.empty()) break;
-    // Losing an expiry in a crash only means redoing it: no fsync.
-    REFLEXION_RETURN_IF_ERROR(
-        FromRocksDbStatus(db_->db()->Write(rocksdb::WriteOptions(), &batch),
-                          absl::StrCat("delete ", ids.size(),
-                                       " expired workflows from ", ids[0])));
-    for (const std::string& id : ids) {
-      Stripe& stripe = StripeFor(id);
-      absl::MutexLock lock(&stripe.mu);
-      stripe.cache.erase(id);
-    }
-    deleted += static_cast<int>(ids.size());
-    if (static_cast<int>(ids.size()) < chunk) break;  // no more
+    if (expiring.empty()) break;
+    int expired = 0;
+    Request r;
+    r.kind = Request::Kind::kExpire;
+    r.expiring = &expiring;
+    r.expired = &expired;
+    REFLEXION_RETURN_IF_ERROR(Wait(std::move(r)));
+    deleted += expired;
+    if (static_cast<int>(expiring.size()) < chunk) break;  // no more
   }
   return deleted;
 }

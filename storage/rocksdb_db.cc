@@ -7,9 +7,48 @@
 #include "glog/logging.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
+#include "rocksdb/slice_transform.h"
 #include "storage/rocksdb_status.h"
 
 namespace reflexion::storage {
+namespace {
+
+// The workflow part of a checkpoints key (<workflow_id> \0 <step: 8 bytes>,
+// see rocksdb_checkpoint_store.cc): a workflow's checkpoints are appended
+// in step order, so the memtable inserts each one next to the previous one
+// of the same prefix (memtable_insert_with_hint_prefix_extractor).
+class CheckpointWorkflowPrefix final : public rocksdb::SliceTransform {
+ public:
+  static constexpr size_t kStepBytes = 8;
+  const char* Name() const override {
+    return "reflexion.CheckpointWorkflowPrefix";
+  }
+  rocksdb::Slice Transform(const rocksdb::Slice& key) const override {
+    return rocksdb::Slice(key.data(), key.size() - kStepBytes);
+  }
+  bool InDomain(const rocksdb::Slice& key) const override {
+    return key.size() > kStepBytes && key[key.size() - kStepBytes - 1] == '\0';
+  }
+};
+
+rocksdb::ColumnFamilyOptions ColumnFamilyOptionsFor(absl::string_view name) {
+  rocksdb::ColumnFamilyOptions options;
+  if (name == "checkpoints") {
+    options.memtable_insert_with_hint_prefix_extractor =
+        std::make_shared<CheckpointWorkflowPrefix>();
+    // Checkpoints are short-lived (pruned to the last K per workflow,
+    // expired with their workflow): most die in the first levels, where
+    // compressing them costs CPU for nothing.
+    options.compression_per_level = {
+        rocksdb::kNoCompression,     rocksdb::kNoCompression,
+        rocksdb::kSnappyCompression, rocksdb::kSnappyCompression,
+        rocksdb::kSnappyCompression, rocksdb::kSnappyCompression,
+        rocksdb::kSnappyCompression};
+  }
+  return options;
+}
+
+}  // namespace
 
 void RocksDb::DbDeleter::operator()(rocksdb::DB* db) const {
   rocksdb::Status s = db->Close();
@@ -54,7 +93,7 @@ absl::StatusOr<std::unique_ptr<RocksDb>> RocksDb::Open(const std::string& dir,
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   descriptors.reserve(names.size());
   for (const std::string& name : names) {
-    descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
+    descriptors.emplace_back(name, ColumnFamilyOptionsFor(name));
   }
 
   rocksdb::DB* raw = nullptr;

@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
@@ -28,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/graph/task_runner.h"
 #include "core/ports/checkpoint_store.h"
@@ -488,12 +490,7 @@ class CompiledGraph<State>::Run {
       Finish(absl::OkStatus());
       return;
     }
-    if (absl::Status s = Save(current_, core::WorkflowPhase::kRunning, false);
-        !s.ok()) {
-      Finish(s);
-      return;
-    }
-    Loop();
+    if (Checkpoint(current_)) Loop();
   }
 
  private:
@@ -535,19 +532,16 @@ class CompiledGraph<State>::Run {
         if (!Advance()) return;
         continue;
       }
+      if (write_failed_.load(std::memory_order_acquire)) {
+        Finish(absl::OkStatus());  // becomes the write's error
+        return;
+      }
       if (options_.cancel != nullptr &&
           options_.cancel->load(std::memory_order_acquire)) {
         absl::Status cancelled = absl::CancelledError(absl::StrCat(
             "workflow ", options_.workflow_id, " was cancelled before node '",
             graph_->nodes_[current_].name, "'"));
-        if (options_.checkpoints != nullptr) {
-          absl::Status s =
-              Save(current_, core::WorkflowPhase::kCancelled, true);
-          if (!s.ok()) {
-            LOG(WARNING) << "workflow " << options_.workflow_id
-                         << ": could not record its cancellation: " << s;
-          }
-        }
+        QueueFinal(current_, core::WorkflowPhase::kCancelled, 0);
         Finish(cancelled);
         return;
       }
@@ -666,9 +660,8 @@ class CompiledGraph<State>::Run {
       Emit(NodePhase::kInterrupted, took, node_status_);
       // The caller's result for the interrupted run takes the next sequence
       // number: reserve it, so the continuation starts after it.
-      absl::Status saved =
-          Save(current_, core::WorkflowPhase::kWaiting, true, /*reserve=*/1);
-      Finish(saved.ok() ? node_status_ : saved);
+      QueueFinal(current_, core::WorkflowPhase::kWaiting, /*reserve=*/1);
+      Finish(node_status_);
       return false;
     }
     if (!node_status_.ok()) {
@@ -692,32 +685,60 @@ class CompiledGraph<State>::Run {
     } else {
       next = node.fixed_next;
     }
-    const bool end = next == kEndIndex;
-    absl::Status saved = Save(
-        next,
-        end ? core::WorkflowPhase::kCompleted : core::WorkflowPhase::kRunning,
-        end);
-    if (!saved.ok()) {
-      Finish(saved);  // cannot promise durability: stop here
-      return false;
-    }
-    if (end) {
+    if (next == kEndIndex) {
+      QueueFinal(next, core::WorkflowPhase::kCompleted, 0);
       Finish(absl::OkStatus());
       return false;
     }
-    current_ = next;
-    return true;
+    return Checkpoint(next);
   }
 
-  // Writes the checkpoint after the current step (step = nodes completed),
-  // as the durability mode asks. `next` is the node to run next.
-  absl::Status Save(int next, core::WorkflowPhase phase, bool final,
-                    uint64_t reserve = 0) {
-    core::CheckpointStore* store = options_.checkpoints;
-    if (store == nullptr) return absl::OkStatus();
-    if (options_.durability == Durability::kExit && !final) {
-      return absl::OkStatus();
+  // After a step, with `next` (not END) to run next: checkpoints it as the
+  // durability mode asks and makes `next` current. Returns true when the
+  // caller runs `next` at once (no checkpoints, kExit, kAsync: the write
+  // overlaps the next step); false when the run goes on later (kSync: once
+  // the checkpoint is durable) or has ended.
+  bool Checkpoint(int next) {
+    current_ = next;
+    if (options_.checkpoints == nullptr ||
+        options_.durability == Durability::kExit) {
+      return true;
     }
+    if (write_failed_.load(std::memory_order_acquire)) {
+      Finish(absl::OkStatus());  // becomes the write's error
+      return false;
+    }
+    if (options_.durability == Durability::kAsync) {
+      Queue(next, core::WorkflowPhase::kRunning, 0, false,
+            [this](absl::Status s) { RecordWrite(s); });
+      return true;
+    }
+    Queue(next, core::WorkflowPhase::kRunning, 0, true, [this](absl::Status s) {
+      RecordWrite(s);
+      runner_->Post([this] {
+        if (write_failed_.load(std::memory_order_acquire)) {
+          Finish(absl::OkStatus());
+        } else {
+          Loop();
+        }
+      });
+    });
+    return false;
+  }
+
+  // Queues the checkpoint that ends the run (completed, failed, cancelled)
+  // or its current part (waiting), in every durability mode. Finish waits
+  // for it.
+  void QueueFinal(int next, core::WorkflowPhase phase, uint64_t reserve) {
+    if (options_.checkpoints == nullptr) return;
+    Queue(next, phase, reserve, options_.durability == Durability::kSync,
+          [this](absl::Status s) { RecordWrite(s); });
+  }
+
+  // Queues the checkpoint after the current step (step = nodes completed);
+  // `next` is the node to run next. `done` gets the write's outcome.
+  void Queue(int next, core::WorkflowPhase phase, uint64_t reserve, bool sync,
+             core::CheckpointStore::WriteDone done) {
     if constexpr (SerializableState<State>) {
       core::Checkpoint c;
       c.workflow_id = options_.workflow_id;
@@ -730,32 +751,73 @@ class CompiledGraph<State>::Run {
       c.last_sequence = sequence_ + reserve;
       c.time = clock_->Now();
       state_.SerializeToString(&c.state);
-      absl::Status s = store->Put(c, phase, options_.keep_last,
-                                  options_.durability == Durability::kSync);
-      if (s.ok()) {
-        saved_step_ = c.step;
-        saved_any_ = true;
-      }
-      return s;
+      saved_step_ = c.step;
+      saved_any_ = true;
+      queued_ = true;
+      options_.checkpoints->PutAsync(std::move(c), phase, options_.keep_last,
+                                     sync, std::move(done));
     } else {
-      return absl::FailedPreconditionError("checkpoints need a protobuf state");
+      std::move(done)(
+          absl::FailedPreconditionError("checkpoints need a protobuf state"));
     }
+  }
+
+  // Remembers the first failed checkpoint write: the run stops before its
+  // next step and ends with that error. Called on a store thread.
+  void RecordWrite(const absl::Status& s) {
+    if (s.ok()) return;
+    absl::MutexLock lock(&write_mu_);
+    if (write_error_.ok()) write_error_ = s;
+    write_failed_.store(true, std::memory_order_release);
   }
 
   // Ends the run with an error, recording it (and the state that failed)
   // when checkpoints are on.
   void Fail(absl::Status status) {
-    if (options_.checkpoints != nullptr) {
-      absl::Status s = Save(current_, core::WorkflowPhase::kFailed, true);
-      if (!s.ok()) {
-        LOG(WARNING) << "workflow " << options_.workflow_id
-                     << ": could not record its failure: " << s;
-      }
-    }
+    QueueFinal(current_, core::WorkflowPhase::kFailed, 0);
     Finish(std::move(status));
   }
 
+  // Ends the run once every checkpoint it queued is written.
   void Finish(absl::Status status) {
+    if (!queued_) {
+      Complete(std::move(status));
+      return;
+    }
+    queued_ = false;
+    finish_status_ = std::move(status);
+    // Usually the barrier is passed on a store thread: the run completes on
+    // `runner_`. A store that writes synchronously passes it at once.
+    finishing_.store(kRunning, std::memory_order_relaxed);
+    options_.checkpoints->AfterWrites([this] {
+      int expected = kRunning;
+      if (finishing_.compare_exchange_strong(expected, kCompletedInline,
+                                             std::memory_order_acq_rel)) {
+        return;  // still inside AfterWrites: Finish completes
+      }
+      runner_->Post([this] { Complete(std::move(finish_status_)); });
+    });
+    int expected = kRunning;
+    if (!finishing_.compare_exchange_strong(expected, kReturned,
+                                            std::memory_order_acq_rel)) {
+      Complete(std::move(finish_status_));
+    }
+  }
+
+  void Complete(absl::Status status) {
+    {
+      absl::MutexLock lock(&write_mu_);
+      if (!write_error_.ok()) {
+        // A run that cannot promise durability stops with the write error;
+        // a run that failed anyway keeps its own error.
+        if (status.ok() || IsInterrupt(status)) {
+          status = write_error_;
+        } else {
+          LOG(WARNING) << "workflow " << options_.workflow_id
+                       << ": could not record how it ended: " << write_error_;
+        }
+      }
+    }
     RunResult<State> result{
         std::move(status), std::move(state_), sequence_, steps_,
         last_node_ >= 0 ? graph_->nodes_[last_node_].name : std::string()};
@@ -779,9 +841,17 @@ class CompiledGraph<State>::Run {
   int node_attempt_ = 0;
   bool retrying_ = false;
   bool saved_any_ = false;
+  // Whether a checkpoint was queued since the last barrier.
+  bool queued_ = false;
+  absl::Status finish_status_;
+  // The first failed checkpoint write (set on a store thread).
+  absl::Mutex write_mu_;
+  absl::Status write_error_ ABSL_GUARDED_BY(write_mu_);
+  std::atomic<bool> write_failed_{false};
   absl::Time node_start_;
   absl::Status node_status_;
   std::atomic<int> phase_{kRunning};
+  std::atomic<int> finishing_{kRunning};  // Finish's barrier, like phase_
 };
 
 template <typename State>

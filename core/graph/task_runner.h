@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -48,6 +49,9 @@ class ThreadPool final : public TaskRunner {
   std::deque<absl::AnyInvocable<void() &&>> queue_ ABSL_GUARDED_BY(mu_);
   int busy_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // queue_.size(), readable without the lock (idle workers spin on it
+  // briefly before they sleep).
+  std::atomic<size_t> queued_{0};
   std::vector<std::thread> threads_;
 };
 

@@ -1,5 +1,7 @@
 #include "core/ports/checkpoint_store.h"
 
+#include <utility>
+
 namespace reflexion::core {
 
 absl::string_view WorkflowPhaseName(WorkflowPhase phase) {
@@ -17,6 +19,16 @@ absl::string_view WorkflowPhaseName(WorkflowPhase phase) {
   }
   // A value cast from an out-of-range integer.
   return "unknown";
+}
+
+void CheckpointStore::PutAsync(Checkpoint checkpoint, WorkflowPhase phase,
+                               int keep_last, bool sync, WriteDone done) {
+  absl::Status s = Put(checkpoint, phase, keep_last, sync);
+  std::move(done)(std::move(s));
+}
+
+void CheckpointStore::AfterWrites(absl::AnyInvocable<void() &&> done) {
+  std::move(done)();
 }
 
 }  // namespace reflexion::core

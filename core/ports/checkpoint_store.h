@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -74,6 +75,26 @@ class CheckpointStore {
   // storage errors.
   virtual absl::Status Put(const Checkpoint& checkpoint, WorkflowPhase phase,
                            int keep_last, bool sync) = 0;
+
+  // Called exactly once with the outcome of a queued write.
+  using WriteDone = absl::AnyInvocable<void(absl::Status) &&>;
+
+  // Queues Put(checkpoint, phase, keep_last, sync) and returns, usually
+  // before it is written (a group-commit store writes the checkpoints of
+  // many workflows in one batch); `done` gets Put's status once the write
+  // is applied (fsync'd when `sync`). Writes queued by one thread, or
+  // ordered by happens-before, are applied in that order, and their `done`
+  // calls run in that order. `done` may run inline, on a store thread or on
+  // the thread of another caller that applies a batch: it must be quick,
+  // take no lock a caller of the store may hold, and not call the store
+  // and wait. May block while the store's queue is full (back-pressure).
+  // Default: Put, then `done`.
+  virtual void PutAsync(Checkpoint checkpoint, WorkflowPhase phase,
+                        int keep_last, bool sync, WriteDone done);
+
+  // Calls `done` once every write queued before this call has been applied
+  // and its `done` has run; same threading rules. Default: at once.
+  virtual void AfterWrites(absl::AnyInvocable<void() &&> done);
 
   // Changes only the record's phase (e.g. cancelled while waiting).
   // kNotFound for an unknown workflow.

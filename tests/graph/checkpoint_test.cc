@@ -6,7 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "core/graph/graph.h"
 #include "core/ports/in_memory_checkpoint_store.h"
 #include "gmock/gmock.h"
@@ -231,6 +233,174 @@ TEST_F(CheckpointTest,
   EXPECT_THAT(CompiledGraph<State>::Fork(store_, "wf", 1, "wf-fork", nullptr,
                                          clock_.Now()),
               StatusIs(absl::StatusCode::kAlreadyExists));
+}
+
+// A store that applies queued writes only when Release() runs (on the
+// releasing thread, as a group-commit store applies them on its writer),
+// optionally failing the write of one step.
+class HeldStore final : public core::CheckpointStore {
+ public:
+  explicit HeldStore(int64_t fail_step = -1) : fail_step_(fail_step) {}
+
+  void PutAsync(core::Checkpoint c, core::WorkflowPhase phase, int keep_last,
+                bool sync, WriteDone done) override {
+    absl::MutexLock lock(&mu_);
+    held_.push_back([this, c = std::move(c), phase, keep_last, sync,
+                     done = std::move(done)]() mutable {
+      absl::Status s = static_cast<int64_t>(c.step) == fail_step_
+                           ? absl::UnavailableError("disk full")
+                           : inner_.Put(c, phase, keep_last, sync);
+      std::move(done)(std::move(s));
+    });
+  }
+  void AfterWrites(absl::AnyInvocable<void() &&> done) override {
+    absl::MutexLock lock(&mu_);
+    held_.push_back(std::move(done));
+  }
+  // Applies what is held, in order; returns how many.
+  int Release() {
+    std::vector<absl::AnyInvocable<void() &&>> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      batch.swap(held_);
+    }
+    for (auto& w : batch) std::move(w)();
+    return static_cast<int>(batch.size());
+  }
+  int Held() {
+    absl::MutexLock lock(&mu_);
+    return static_cast<int>(held_.size());
+  }
+  core::InMemoryCheckpointStore& inner() { return inner_; }
+
+  absl::Status Put(const core::Checkpoint& c, core::WorkflowPhase phase,
+                   int keep_last, bool sync) override {
+    return inner_.Put(c, phase, keep_last, sync);
+  }
+  absl::Status SetPhase(absl::string_view id, core::WorkflowPhase phase,
+                        absl::Time now, bool sync) override {
+    return inner_.SetPhase(id, phase, now, sync);
+  }
+  absl::StatusOr<core::WorkflowRecord> GetWorkflow(
+      absl::string_view id) override {
+    return inner_.GetWorkflow(id);
+  }
+  absl::StatusOr<core::Checkpoint> Latest(absl::string_view id) override {
+    return inner_.Latest(id);
+  }
+  absl::StatusOr<core::Checkpoint> Get(absl::string_view id,
+                                       uint64_t step) override {
+    return inner_.Get(id, step);
+  }
+  absl::StatusOr<std::vector<core::Checkpoint>> List(absl::string_view id,
+                                                     int limit) override {
+    return inner_.List(id, limit);
+  }
+  absl::StatusOr<std::vector<core::WorkflowRecord>> ListByPhase(
+      core::WorkflowPhase phase) override {
+    return inner_.ListByPhase(phase);
+  }
+  absl::StatusOr<int> ExpireFinished(absl::Time cutoff, int max) override {
+    return inner_.ExpireFinished(cutoff, max);
+  }
+
+ private:
+  const int64_t fail_step_;
+  core::InMemoryCheckpointStore inner_;
+  absl::Mutex mu_;
+  std::vector<absl::AnyInvocable<void() &&>> held_ ABSL_GUARDED_BY(mu_);
+};
+
+// Signals when the node `name` completes.
+struct CompletionSignal : EventSink<State> {
+  explicit CompletionSignal(std::string name) : name(std::move(name)) {}
+  void OnEvent(const StepEvent<State>& e) override {
+    if (e.phase == NodePhase::kCompleted && e.node == name &&
+        !seen.HasBeenNotified()) {
+      seen.Notify();
+    }
+  }
+  std::string name;
+  absl::Notification seen;
+};
+
+// A run started in the background; `finished` fires with `out` set.
+struct BackgroundRun {
+  BackgroundRun(const CompiledGraph<State>& g, RunOptions options,
+                TaskRunner* runner, EventSink<State>* sink,
+                const core::Clock* clock) {
+    g.Start(std::move(options), State(), runner, sink, clock,
+            [this](RunResult<State> r) {
+              out = std::move(r);
+              finished.Notify();
+            });
+  }
+  // Releases `store`'s writes until the run ends; returns how many.
+  int ReleaseUntilFinished(HeldStore& store) {
+    int released = 0;
+    while (!finished.HasBeenNotified()) {
+      released += store.Release();
+      absl::SleepFor(absl::Microseconds(200));
+    }
+    return released;
+  }
+  RunResult<State> out{absl::OkStatus(), {}, 0, 0, ""};
+  absl::Notification finished;
+};
+
+TEST_F(CheckpointTest, AsyncStepsOverlapTheirWritesButTheRunEndsAfterThem) {
+  auto g = CountingGraph();
+  HeldStore held;
+  RunOptions o = Options("wf", Durability::kAsync);
+  o.checkpoints = &held;
+  CompletionSignal last("done");
+  BackgroundRun run(*g, o, &pool_, &last, &clock_);
+  // Every node ran without waiting for a single checkpoint write...
+  last.seen.WaitForNotification();
+  EXPECT_THAT(held.inner().GetWorkflow("wf"),
+              StatusIs(absl::StatusCode::kNotFound));
+  // ...but the run reports its end only once they are all written.
+  while (held.Held() < 6) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_FALSE(run.finished.HasBeenNotified());
+  EXPECT_EQ(held.Release(), 6);  // 5 checkpoints and the run's barrier
+  run.finished.WaitForNotification();
+  ASSERT_THAT(run.out.status, IsOk());
+  auto record = held.inner().GetWorkflow("wf");
+  ASSERT_THAT(record, IsOk());
+  EXPECT_EQ(record->phase, core::WorkflowPhase::kCompleted);
+  EXPECT_EQ(record->last_step, 4u);
+}
+
+TEST_F(CheckpointTest, SyncStepsStartOnlyOnceThePreviousCheckpointIsWritten) {
+  HeldStore held;
+  // Each inc checks that the checkpoint before it is already stored.
+  auto g = CountingGraph([&held](State& s) {
+    auto latest = held.inner().Latest("wf");
+    EXPECT_THAT(latest, IsOk());
+    if (latest.ok()) {
+      EXPECT_EQ(latest->step, static_cast<uint64_t>(s.attempt() - 1));
+    }
+    return absl::OkStatus();
+  });
+  RunOptions o = Options("wf", Durability::kSync);
+  o.checkpoints = &held;
+  BackgroundRun run(*g, o, &pool_, nullptr, &clock_);
+  EXPECT_EQ(run.ReleaseUntilFinished(held), 6);
+  ASSERT_THAT(run.out.status, IsOk());
+  auto list = held.inner().List("wf", 0);
+  ASSERT_THAT(list, IsOk());
+  EXPECT_EQ(list->size(), 5u);
+}
+
+TEST_F(CheckpointTest, AFailedAsyncWriteEndsTheRunWithItsError) {
+  auto g = CountingGraph();
+  HeldStore held(/*fail_step=*/1);
+  RunOptions o = Options("wf", Durability::kAsync);
+  o.checkpoints = &held;
+  BackgroundRun run(*g, o, &pool_, nullptr, &clock_);
+  run.ReleaseUntilFinished(held);
+  EXPECT_THAT(run.out.status, StatusIs(absl::StatusCode::kUnavailable,
+                                       ::testing::HasSubstr("disk full")));
 }
 
 }  // namespace

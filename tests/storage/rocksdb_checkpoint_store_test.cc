@@ -3,11 +3,15 @@
 
 #include "storage/rocksdb_checkpoint_store.h"
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -141,6 +145,137 @@ TEST(RocksDbCheckpointStoreTest, StorageStaysBoundedByKeepLastAndExpiry) {
 
   REFLEXION_ASSERT_OK_AND_ASSIGN(int expired, store.ExpireFinished(T(1000), 0));
   EXPECT_EQ(expired, kWorkflows);
+  EXPECT_EQ(CountKeys(*db, "checkpoints"), 0);
+  EXPECT_EQ(CountKeys(*db, "workflows"), 0);
+}
+
+// Entries (puts and deletes) in a family's active memtable: what the WAL
+// and the memtable received, before any flush.
+uint64_t MemtableEntries(RocksDb& db, absl::string_view cf) {
+  uint64_t n = 0;
+  EXPECT_TRUE(db.db()->GetIntProperty(
+      db.ColumnFamily(cf), "rocksdb.num-entries-active-mem-table", &n));
+  return n;
+}
+
+// A store whose plain PutAsync writes wait for a batch-starting write.
+RocksDbCheckpointStore::Options Patient() {
+  RocksDbCheckpointStore::Options options;
+  options.max_delay = absl::Hours(1);
+  return options;
+}
+
+TEST(RocksDbCheckpointStoreTest,
+     QueuedStepsAreOneBatchInOrderAndPrunedStepsAreNeverWritten) {
+  TempDir dir;
+  REFLEXION_ASSERT_OK_AND_ASSIGN(auto db, RocksDb::Open(dir.path()));
+  RocksDbCheckpointStore store(db.get(), Patient());
+  constexpr uint64_t kSteps = 20;
+  absl::Mutex mu;
+  std::vector<std::string> order;
+  for (uint64_t s = 0; s < kSteps; ++s) {
+    const WorkflowPhase phase =
+        s + 1 == kSteps ? WorkflowPhase::kCompleted : WorkflowPhase::kRunning;
+    store.PutAsync(MakeCheckpoint("wf", s), phase, 3, false,
+                   [&, s](absl::Status status) {
+                     EXPECT_THAT(status, IsOk()) << "step " << s;
+                     absl::MutexLock lock(&mu);
+                     order.push_back(absl::StrCat(s));
+                   });
+  }
+  // Nothing asked for a write yet: nothing is written.
+  EXPECT_EQ(store.batches_written(), 0u);
+  EXPECT_EQ(MemtableEntries(*db, "checkpoints"), 0u);
+  absl::Notification written;
+  store.AfterWrites([&] {
+    absl::MutexLock lock(&mu);
+    order.push_back("barrier");
+    written.Notify();
+  });
+  written.WaitForNotification();
+
+  std::vector<std::string> want;
+  for (uint64_t s = 0; s < kSteps; ++s) want.push_back(absl::StrCat(s));
+  want.push_back("barrier");
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(order, want);
+  }
+  EXPECT_EQ(store.batches_written(), 1u);
+  EXPECT_THAT(StoredSteps(store, "wf"), ElementsAre(19, 18, 17));
+  // 20 puts and 17 prunes became the 3 retained checkpoints; the record,
+  // the phase entry and the expiry entry were written once each (not the
+  // running phase entry, added and removed in the same batch).
+  EXPECT_EQ(MemtableEntries(*db, "checkpoints"), 3u);
+  EXPECT_EQ(MemtableEntries(*db, "workflows"), 3u);
+  REFLEXION_ASSERT_OK_AND_ASSIGN(auto completed,
+                                 store.ListByPhase(WorkflowPhase::kCompleted));
+  ASSERT_THAT(completed, SizeIs(1));
+  EXPECT_EQ(completed[0].last_step, kSteps - 1);
+  REFLEXION_ASSERT_OK_AND_ASSIGN(auto running,
+                                 store.ListByPhase(WorkflowPhase::kRunning));
+  EXPECT_THAT(running, SizeIs(0));
+}
+
+TEST(RocksDbCheckpointStoreTest, ARejectedQueuedWriteFailsAloneInItsBatch) {
+  TempDir dir;
+  REFLEXION_ASSERT_OK_AND_ASSIGN(auto db, RocksDb::Open(dir.path()));
+  RocksDbCheckpointStore store(db.get(), Patient());
+  std::vector<absl::Status> statuses(4);
+  const uint64_t steps[] = {0, 1, 1, 2};  // the second 1 repeats a step
+  for (int i = 0; i < 4; ++i) {
+    store.PutAsync(MakeCheckpoint("wf", steps[i]), WorkflowPhase::kRunning, 0,
+                   false, [&, i](absl::Status s) { statuses[i] = s; });
+  }
+  // A blocking Put starts the batch and returns after the writes before it.
+  REFLEXION_ASSERT_OK(
+      store.Put(MakeCheckpoint("other", 0), WorkflowPhase::kRunning, 0, false));
+  EXPECT_EQ(store.batches_written(), 1u);
+  EXPECT_THAT(statuses[0], IsOk());
+  EXPECT_THAT(statuses[1], IsOk());
+  EXPECT_THAT(statuses[2],
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("wf")));
+  EXPECT_THAT(statuses[3], IsOk());
+  EXPECT_THAT(StoredSteps(store, "wf"), ElementsAre(2, 1, 0));
+}
+
+TEST(RocksDbCheckpointStoreTest, ExpiryRacingWritersLeavesAConsistentStore) {
+  TempDir dir;
+  REFLEXION_ASSERT_OK_AND_ASSIGN(auto db, RocksDb::Open(dir.path()));
+  RocksDbCheckpointStore store(db.get());
+  constexpr int kThreads = 3;
+  constexpr int kWorkflowsPerThread = 300;
+  std::atomic<bool> stop{false};
+  std::atomic<int> expired{0};
+  std::thread expirer([&] {
+    while (!stop.load()) {
+      absl::StatusOr<int> n = store.ExpireFinished(T(1000), 50);
+      ASSERT_THAT(n, IsOk());
+      expired += *n;
+    }
+  });
+  std::vector<std::thread> writers;
+  for (int t = 0; t < kThreads; ++t) {
+    writers.emplace_back([&, t] {
+      for (int w = 0; w < kWorkflowsPerThread; ++w) {
+        const std::string id = absl::StrCat("wf-", t, "-", w);
+        for (uint64_t s = 0; s < 6; ++s) {
+          const WorkflowPhase phase =
+              s == 5 ? WorkflowPhase::kCompleted : WorkflowPhase::kRunning;
+          store.PutAsync(MakeCheckpoint(id, s), phase, 2, false,
+                         [](absl::Status st) { ASSERT_THAT(st, IsOk()); });
+        }
+      }
+    });
+  }
+  for (std::thread& w : writers) w.join();
+  absl::Notification written;
+  store.AfterWrites([&] { written.Notify(); });
+  written.WaitForNotification();
+  stop = true;
+  expirer.join();
+  REFLEXION_ASSERT_OK_AND_ASSIGN(int rest, store.ExpireFinished(T(1000), 0));
+  EXPECT_EQ(expired + rest, kThreads * kWorkflowsPerThread);
   EXPECT_EQ(CountKeys(*db, "checkpoints"), 0);
   EXPECT_EQ(CountKeys(*db, "workflows"), 0);
 }
