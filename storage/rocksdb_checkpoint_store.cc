@@ -4,10 +4,13 @@
 //   workflows    r <workflow_id>                    -> record
 //                p <phase: 1 byte> <workflow_id>    -> ""
 //                e <updated: 12 bytes> <workflow_id> -> <phase: 1 byte>
+//                                                      [<step: 8 bytes>...]
 //                The record, the phase index (ListByPhase reads one prefix,
 //                ordered by id) and the expiry index: terminal workflows
 //                only, ordered by (updated, id), so ExpireFinished reads
-//                exactly the workflows it deletes, oldest first.
+//                exactly the workflows it deletes, oldest first, and with
+//                the steps of their retained checkpoints when the store
+//                tracked them (keep_last > 0), so it need not list them.
 //                The record is rewritten when a workflow is created, changes
 //                phase or is terminal, not on a Put that keeps a running or
 //                waiting phase: readers take last_step and updated from the
@@ -453,12 +456,26 @@ std::string RocksDbCheckpointStore::BatchBuilder::Tag(
 
 namespace {
 
+// The expiry entry's value: the phase, then the workflow's retained steps
+// when they are known (`steps` not null), so ExpireFinished need not list
+// them.
+std::string EncodeExpiry(WorkflowPhase phase,
+                         const std::vector<uint64_t>* steps) {
+  std::string out(1, static_cast<char>(phase));
+  if (steps != nullptr) {
+    out.reserve(1 + kStepBytes * steps->size());
+    for (uint64_t step : *steps) AppendU64(&out, step);
+  }
+  return out;
+}
+
 // Adds to `batch` the index changes of a workflow going from `old` (nullptr
-// for a new workflow) to (`phase`, `updated`).
+// for a new workflow) to (`phase`, `updated`); `steps`: its retained
+// checkpoint steps when known (else null).
 template <typename Batch, typename Old>
 void UpdateIndexes(Batch* batch, rocksdb::ColumnFamilyHandle* cf,
                    absl::string_view id, const Old* old, WorkflowPhase phase,
-                   absl::Time updated) {
+                   absl::Time updated, const std::vector<uint64_t>* steps) {
   if (old == nullptr || old->phase != phase) {
     if (old != nullptr) batch->Delete(cf, PhaseKey(old->phase, id));
     // No workflow has two phases: the key is new.
@@ -468,8 +485,8 @@ void UpdateIndexes(Batch* batch, rocksdb::ColumnFamilyHandle* cf,
     batch->Delete(cf, ExpiryKey(old->updated, id));
   }
   if (core::IsTerminal(phase)) {
-    batch->Put(cf, ExpiryKey(updated, id),
-               std::string(1, static_cast<char>(phase)), /*fresh=*/false);
+    batch->Put(cf, ExpiryKey(updated, id), EncodeExpiry(phase, steps),
+               /*fresh=*/false);
   }
 }
 
@@ -652,6 +669,13 @@ void RocksDbCheckpointStore::Commit(std::vector<Request>& requests,
     options.sync = writer_.sync;
     const rocksdb::Status written = db_->db()->Write(options, &batch);
     batches_written_.fetch_add(1, std::memory_order_relaxed);
+    if (written.ok() && !writer_.lowest_expiry.empty()) {
+      absl::MutexLock lock(&expiry_written_mu_);
+      if (lowest_expiry_written_.empty() ||
+          writer_.lowest_expiry < lowest_expiry_written_) {
+        lowest_expiry_written_ = writer_.lowest_expiry;
+      }
+    }
     if (!written.ok()) {
       for (size_t i = begin; i < end; ++i) {
         const Request& r = requests[i];
@@ -671,6 +695,7 @@ void RocksDbCheckpointStore::Commit(std::vector<Request>& requests,
     }
   }
   writer_.batch.Clear();
+  writer_.lowest_expiry.clear();
   writer_.sync = false;
   // No further step will run: keep the cache to live workflows.
   for (const std::string& id : writer_.terminal) {
@@ -747,14 +772,6 @@ absl::Status RocksDbCheckpointStore::ApplyPut(Request& r) {
   // A step above the last one: the key is new.
   batch.Put(checkpoints_, std::move(r.key), std::move(r.value),
             /*fresh=*/true);
-  // The hot path (same non-terminal phase) leaves the record alone: readers
-  // take last_step and updated from the latest checkpoint. A terminal
-  // record is always current, as its expiry entry must be.
-  if (w == nullptr || w->phase != r.phase || core::IsTerminal(r.phase)) {
-    batch.Put(workflows_, RecordKey(id), EncodeRecord(r.phase, r.step, r.time),
-              /*fresh=*/w == nullptr);
-    UpdateIndexes(&batch, workflows_, id, w, r.phase, r.time);
-  }
   // Steps are increasing: the checkpoints beyond keep_last are the oldest
   // retained ones, usually exactly one.
   size_t prune = 0;
@@ -765,26 +782,50 @@ absl::Status RocksDbCheckpointStore::ApplyPut(Request& r) {
       batch.Delete(checkpoints_, CheckpointKey(id, w->steps[i]));
     }
   }
+  // The retained steps after this Put, tracked while Put prunes (a new
+  // workflow's are just this step).
+  std::vector<uint64_t> steps;
+  const bool steps_known = r.keep_last > 0 || w == nullptr
+                               ? (w == nullptr || w->steps_known)
+                               : false;
+  if (steps_known) {
+    if (w != nullptr) {
+      steps.assign(w->steps.begin() + prune, w->steps.end());
+    }
+    steps.push_back(r.step);
+  }
+  // The hot path (same non-terminal phase) leaves the record alone: readers
+  // take last_step and updated from the latest checkpoint. A terminal
+  // record is always current, as its expiry entry must be.
+  if (w == nullptr || w->phase != r.phase || core::IsTerminal(r.phase)) {
+    batch.Put(workflows_, RecordKey(id), EncodeRecord(r.phase, r.step, r.time),
+              /*fresh=*/w == nullptr);
+    UpdateIndexes(&batch, workflows_, id, w, r.phase, r.time,
+                  steps_known ? &steps : nullptr);
+    if (core::IsTerminal(r.phase)) NoteExpiryEntry(ExpiryKey(r.time, id));
+  }
   writer_.sync = writer_.sync || r.sync;
 
-  if (w == nullptr) {
-    w = &Insert(id, CachedWorkflow());
-    w->steps_known = true;  // a new workflow: this is its only checkpoint
-  }
+  if (w == nullptr) w = &Insert(id, CachedWorkflow());
   w->phase = r.phase;
   w->last_step = r.step;
   w->updated = r.time;
   w->epoch = writer_.epoch;
-  if (r.keep_last > 0) {
-    w->steps.erase(w->steps.begin(), w->steps.begin() + prune);
-    w->steps.push_back(r.step);
+  // Unbounded history (keep_last 0): not tracked, so the cache stays small.
+  w->steps_known = steps_known && r.keep_last > 0;
+  if (w->steps_known) {
+    w->steps = std::move(steps);
   } else {
-    // Unbounded history: stop tracking it rather than grow the cache.
-    w->steps_known = false;
     std::vector<uint64_t>().swap(w->steps);
   }
   if (core::IsTerminal(r.phase)) writer_.terminal.push_back(r.id);
   return absl::OkStatus();
+}
+
+void RocksDbCheckpointStore::NoteExpiryEntry(std::string key) {
+  if (writer_.lowest_expiry.empty() || key < writer_.lowest_expiry) {
+    writer_.lowest_expiry = std::move(key);
+  }
 }
 
 absl::Status RocksDbCheckpointStore::ApplySetPhase(Request& r) {
@@ -795,7 +836,9 @@ absl::Status RocksDbCheckpointStore::ApplySetPhase(Request& r) {
   BatchBuilder& batch = writer_.batch;
   batch.Put(workflows_, RecordKey(r.id),
             EncodeRecord(r.phase, w->last_step, r.time), /*fresh=*/false);
-  UpdateIndexes(&batch, workflows_, r.id, w, r.phase, r.time);
+  UpdateIndexes(&batch, workflows_, r.id, w, r.phase, r.time,
+                w->steps_known ? &w->steps : nullptr);
+  if (core::IsTerminal(r.phase)) NoteExpiryEntry(ExpiryKey(r.time, r.id));
   writer_.sync = writer_.sync || r.sync;
   w->phase = r.phase;
   w->updated = r.time;
@@ -1012,9 +1055,26 @@ absl::StatusOr<int> RocksDbCheckpointStore::ExpireFinished(absl::Time cutoff,
       core::ValidateNonNegative(max_workflows, "max_workflows"));
   // Expiry keys sort by (updated, id): those below `end` were updated
   // before the cutoff.
-  const std::string begin(1, kExpiryPrefix);
   std::string end(1, kExpiryPrefix);
   AppendTime(&end, cutoff);
+  // The expired entries before the cursor are tombstones that every scan
+  // from the start of the index would step over again: resume at the
+  // cursor, or lower when an entry was written below it since (an older
+  // time than the cursor's: a clock step back, a fake clock).
+  absl::MutexLock expire_lock(&expire_mu_);
+  std::string from(1, kExpiryPrefix);
+  {
+    absl::MutexLock lock(&expiry_written_mu_);
+    if (!expire_from_.empty()) {
+      from = expire_from_;
+      if (!lowest_expiry_written_.empty()) {
+        from = std::min(from, lowest_expiry_written_);
+      }
+    }
+    // From here on, entries written are noted again (before the scan's
+    // snapshot, so each is seen by this scan or noted for the next).
+    lowest_expiry_written_.clear();
+  }
   int deleted = 0;
   while (max_workflows == 0 || deleted < max_workflows) {
     const int chunk = max_workflows == 0
@@ -1027,13 +1087,15 @@ absl::StatusOr<int> RocksDbCheckpointStore::ExpireFinished(absl::Time cutoff,
       rocksdb::ManagedSnapshot snapshot(db_->db());
       rocksdb::ReadOptions options;
       options.snapshot = snapshot.snapshot();
-      BoundedIterator it(db_->db(), workflows_, options, begin, end);
+      BoundedIterator it(db_->db(), workflows_, options, from,
+                         std::max(from, end));
       for (it->SeekToFirst();
            it->Valid() && static_cast<int>(expiring.size()) < chunk;
            it->Next()) {
         const absl::string_view key = it.key();
         const absl::string_view value = it.value();
-        if (key.size() <= 1 + kTimeBytes || value.size() != 1 ||
+        if (key.size() <= 1 + kTimeBytes || value.empty() ||
+            (value.size() - 1) % kStepBytes != 0 ||
             !core::IsTerminal(static_cast<WorkflowPhase>(value[0]))) {
           return absl::DataLossError(
               absl::StrCat("malformed workflows expiry entry at key \"",
@@ -1052,27 +1114,41 @@ absl::StatusOr<int> RocksDbCheckpointStore::ExpireFinished(absl::Time cutoff,
         }
         REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
             s, absl::StrCat("read the record of expiring workflow ", e.id)));
-        BoundedIterator checkpoints = BoundedIterator::ForPrefix(
-            db_->db(), checkpoints_, options, CheckpointPrefix(e.id));
-        for (checkpoints->SeekToFirst(); checkpoints->Valid();
-             checkpoints->Next()) {
-          e.checkpoint_keys.emplace_back(ToView(checkpoints->key()));
+        if (value.size() > 1) {
+          // The retained steps, recorded when the workflow ended.
+          for (size_t at = 1; at < value.size(); at += kStepBytes) {
+            e.checkpoint_keys.push_back(
+                CheckpointKey(e.id, ReadUnsigned(value.data() + at, 8)));
+          }
+        } else {
+          BoundedIterator checkpoints = BoundedIterator::ForPrefix(
+              db_->db(), checkpoints_, options, CheckpointPrefix(e.id));
+          for (checkpoints->SeekToFirst(); checkpoints->Valid();
+               checkpoints->Next()) {
+            e.checkpoint_keys.emplace_back(ToView(checkpoints->key()));
+          }
+          REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
+              checkpoints->status(),
+              absl::StrCat("list the checkpoints of expiring workflow ",
+                           e.id)));
         }
-        REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
-            checkpoints->status(),
-            absl::StrCat("list the checkpoints of expiring workflow ", e.id)));
         expiring.push_back(std::move(e));
       }
       REFLEXION_RETURN_IF_ERROR(
           FromRocksDbStatus(it->status(), "list expired workflows"));
     }
     if (expiring.empty()) break;
+    from = expiring.back().expiry_key;
+    expire_from_ = from;
     int expired = 0;
     Request r;
     r.kind = Request::Kind::kExpire;
     r.expiring = &expiring;
     r.expired = &expired;
-    REFLEXION_RETURN_IF_ERROR(Wait(std::move(r)));
+    if (absl::Status s = Wait(std::move(r)); !s.ok()) {
+      expire_from_.clear();  // what this chunk kept: scan from the start
+      return s;
+    }
     deleted += expired;
     if (static_cast<int>(expiring.size()) < chunk) break;  // no more
   }

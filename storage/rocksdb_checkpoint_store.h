@@ -202,6 +202,8 @@ class RocksDbCheckpointStore final : public core::CheckpointStore {
   // (e.g. a non-increasing step) adds nothing.
   absl::Status ApplyPut(Request& r);
   absl::Status ApplySetPhase(Request& r);
+  // Notes an expiry entry of the batch being built for ExpireFinished.
+  void NoteExpiryEntry(std::string key);
   // Deletes the workflows of an expire request whose record is unchanged.
   absl::Status ApplyExpire(Request& r);
   // The cached state of `workflow_id`, read from the record on a miss;
@@ -251,8 +253,18 @@ class RocksDbCheckpointStore final : public core::CheckpointStore {
     // Workflows made terminal in the batch being built: they leave the
     // cache once it is written.
     std::vector<std::string> terminal;
+    // The lowest expiry entry of the batch being built ("" = none).
+    std::string lowest_expiry;
   } writer_;
   std::atomic<uint64_t> batches_written_{0};
+
+  // ExpireFinished: one call at a time; where its next scan starts (the
+  // last entry it read; "" = the start).
+  absl::Mutex expire_mu_;
+  std::string expire_from_ ABSL_GUARDED_BY(expire_mu_);
+  // The lowest expiry entry written since the last scan began ("" = none).
+  absl::Mutex expiry_written_mu_ ABSL_ACQUIRED_AFTER(expire_mu_);
+  std::string lowest_expiry_written_ ABSL_GUARDED_BY(expiry_written_mu_);
   std::thread writer_thread_;
 };
 

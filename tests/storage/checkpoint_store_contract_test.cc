@@ -580,6 +580,28 @@ TYPED_TEST(CheckpointStoreContractTest,
 }
 
 TYPED_TEST(CheckpointStoreContractTest,
+           ExpiryFindsAWorkflowThatEndedEarlierThanOnesAlreadyExpired) {
+  Checkpoint late = MakeCheckpoint("late", 0);
+  late.time = T(50);
+  REFLEXION_ASSERT_OK(this->store().Put(late, kCompleted, 3, false));
+  REFLEXION_ASSERT_OK_AND_ASSIGN(int n,
+                                 this->store().ExpireFinished(T(100), 0));
+  EXPECT_EQ(n, 1);
+  // Written after that call, with an older time (a clock stepped back).
+  for (int i = 0; i < 3; ++i) {
+    Checkpoint early = MakeCheckpoint(absl::StrCat("early-", i), 0);
+    early.time = T(10 + i);
+    REFLEXION_ASSERT_OK(this->store().Put(early, kFailed, 3, false));
+  }
+  REFLEXION_ASSERT_OK_AND_ASSIGN(n, this->store().ExpireFinished(T(100), 2));
+  EXPECT_EQ(n, 2);
+  EXPECT_THAT(IdsInPhase(this->store(), kFailed), ElementsAre("early-2"));
+  REFLEXION_ASSERT_OK_AND_ASSIGN(n, this->store().ExpireFinished(T(100), 0));
+  EXPECT_EQ(n, 1);
+  EXPECT_THAT(IdsInPhase(this->store(), kFailed), IsEmpty());
+}
+
+TYPED_TEST(CheckpointStoreContractTest,
            ExpiryUsesTheLatestUpdateOfAWorkflowThatFinishedTwice) {
   ASSERT_NO_FATAL_FAILURE(PutSteps(this->store(), "wf", 0, 1, kFailed));
   // Re-finished later (cancelled after failing), then resumed and finished.
