@@ -595,6 +595,8 @@ int RunScenario(Config config, bool json, absl::string_view ckpt_name) {
   Driver driver(*graph, config, "run", config.n, &pool);
   const uint64_t batches_before =
       rocks_store != nullptr ? rocks_store->batches_written() : 0;
+  const uint64_t keys_before =
+      rocks_store != nullptr ? rocks_store->keys_written() : 0;
   SteadyClock::time_point t_start = SteadyClock::now();
   driver.Run();
   double wall =
@@ -604,6 +606,12 @@ int RunScenario(Config config, bool json, absl::string_view ckpt_name) {
       rocks_store != nullptr
           ? static_cast<double>(rocks_store->batches_written() -
                                 batches_before) /
+                config.n
+          : -1;
+  // RocksDB puts and deletes per workflow (expiry included).
+  const double keys_per_workflow =
+      rocks_store != nullptr
+          ? static_cast<double>(rocks_store->keys_written() - keys_before) /
                 config.n
           : -1;
   int64_t hwm_kb = ProcStatusKb("VmHWM:");
@@ -641,25 +649,27 @@ int RunScenario(Config config, bool json, absl::string_view ckpt_name) {
       "\"lat_mean_ms\":%.4f,\"lat_p50_ms\":%.4f,\"lat_p99_ms\":%.4f,"
       "\"lat_max_ms\":%.4f,\"peak_rss_mb\":%.1f,\"max_rss_mb_kernel\":%.1f,"
       "\"rss_end_mb\":%.1f,\"rss_before_mb\":%.1f,"
-      "\"batches_per_workflow\":%.3f,\"end_nodes\":{%s}}",
+      "\"batches_per_workflow\":%.3f,\"keys_per_workflow\":%.2f,"
+      "\"end_nodes\":{%s}}",
       config.n, config.conc ? "conc" : "seq", config.conc ? config.batch : 1,
       config.threads, ckpt_name, config.seq_chain ? "true" : "false",
       config.warmup, static_cast<int>(std::thread::hardware_concurrency()),
       wall, config.n / wall, total_steps / wall, total_steps, expected,
       mismatches, failed, static_cast<double>(total_steps) / config.n, mean,
       Pct(sorted, 50), Pct(sorted, 99), max, Mb(hwm_kb), Mb(hwm_kb), Mb(rss_kb),
-      Mb(rss_before_kb), batches_per_workflow, absl::StrJoin(end_parts, ","));
+      Mb(rss_before_kb), batches_per_workflow, keys_per_workflow,
+      absl::StrJoin(end_parts, ","));
   if (!json) {
     std::printf(
         "n=%lld mode=%s threads=%d ckpt=%s: %.1f wf/s, %.0f steps/s, lat "
         "mean %.4f ms p50 %.4f ms p99 %.4f ms max %.4f ms, peak RSS %.1f MB, "
-        "RSS %.1f MB, %.3f write batches/wf, steps ok=%s (mismatches %lld, "
-        "failed %lld)\n",
+        "RSS %.1f MB, %.3f write batches/wf, %.1f keys written/wf, steps "
+        "ok=%s (mismatches %lld, failed %lld)\n",
         static_cast<long long>(config.n),
         config.conc ? absl::StrCat("conc(", config.batch, ")").c_str() : "seq",
         config.threads, std::string(ckpt_name).c_str(), config.n / wall,
         total_steps / wall, mean, Pct(sorted, 50), Pct(sorted, 99), max,
-        Mb(hwm_kb), Mb(rss_kb), batches_per_workflow,
+        Mb(hwm_kb), Mb(rss_kb), batches_per_workflow, keys_per_workflow,
         mismatches == 0 && failed == 0 ? "true" : "false",
         static_cast<long long>(mismatches), static_cast<long long>(failed));
   }

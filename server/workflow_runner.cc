@@ -92,9 +92,12 @@ absl::StatusOr<std::string> WorkflowRunner::Submit(
 void WorkflowRunner::Finished(Sink* sink, core::WorkflowRunResult run) {
   reflexion::v1::IncidentResult result =
       core::MakeIncidentResult(run, clock_->Now());
-  if (!run.status.ok()) {
+  if (result.status() == reflexion::v1::WORKFLOW_STATUS_FAILED) {
     LOG(WARNING) << "workflow " << result.workflow_id()
                  << " failed: " << run.status;
+  } else if (result.status() == reflexion::v1::WORKFLOW_STATUS_WAITING) {
+    LOG(INFO) << "workflow " << result.workflow_id()
+              << " waits for a human decision: " << run.status.message();
   }
   std::unique_ptr<Sink> owned(sink);
   {

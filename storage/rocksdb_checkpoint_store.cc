@@ -669,6 +669,7 @@ void RocksDbCheckpointStore::Commit(std::vector<Request>& requests,
     options.sync = writer_.sync;
     const rocksdb::Status written = db_->db()->Write(options, &batch);
     batches_written_.fetch_add(1, std::memory_order_relaxed);
+    keys_written_.fetch_add(batch.Count(), std::memory_order_relaxed);
     if (written.ok() && !writer_.lowest_expiry.empty()) {
       absl::MutexLock lock(&expiry_written_mu_);
       if (lowest_expiry_written_.empty() ||
@@ -876,6 +877,7 @@ absl::Status RocksDbCheckpointStore::ApplyExpire(Request& r) {
         absl::StrCat("delete ", deleted.size(), " expired workflows from ",
                      *deleted[0])));
     batches_written_.fetch_add(1, std::memory_order_relaxed);
+    keys_written_.fetch_add(batch.Count(), std::memory_order_relaxed);
     for (const std::string* id : deleted) writer_.cache.erase(*id);
   }
   *r.expired = static_cast<int>(deleted.size());

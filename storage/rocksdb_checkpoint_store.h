@@ -108,9 +108,13 @@ class RocksDbCheckpointStore final : public core::CheckpointStore {
   absl::StatusOr<int> ExpireFinished(absl::Time cutoff,
                                      int max_workflows) override;
 
-  // Batches written so far (each one WriteBatch), for benchmarks and tests.
+  // Batches written so far (each one WriteBatch), and the puts and deletes
+  // in them, for benchmarks and tests.
   uint64_t batches_written() const {
     return batches_written_.load(std::memory_order_relaxed);
+  }
+  uint64_t keys_written() const {
+    return keys_written_.load(std::memory_order_relaxed);
   }
 
  private:
@@ -257,6 +261,7 @@ class RocksDbCheckpointStore final : public core::CheckpointStore {
     std::string lowest_expiry;
   } writer_;
   std::atomic<uint64_t> batches_written_{0};
+  std::atomic<uint64_t> keys_written_{0};
 
   // ExpireFinished: one call at a time; where its next scan starts (the
   // last entry it read; "" = the start).

@@ -188,9 +188,17 @@ class GraphBuilder {
 // Options of one run.
 // When checkpoints are written (DESIGN §4, LangGraph's durability modes).
 enum class Durability {
-  kSync,   // after every step, fsync'd before the next step starts
-  kAsync,  // after every step, in the WAL (not fsync'd) before the next step
-  kExit,   // only when the run ends (completed or failed): not resumable
+  // After every step, fsync'd before the next step starts.
+  kSync,
+  // After every step, written (to the WAL, not fsync'd) while the next steps
+  // run: the checkpoints of a stretch of synchronously completing nodes are
+  // queued together when a node goes asynchronous, a retry waits or the run
+  // ends. The run reports its end (completed, failed, waiting) only once
+  // every checkpoint is written. A crash loses at most the unwritten
+  // stretch; the run resumes from the checkpoint before it.
+  kAsync,
+  // Only when the run ends (completed, failed, waiting): not resumable.
+  kExit,
 };
 
 // Options of one run.
@@ -605,6 +613,12 @@ class CompiledGraph<State>::Run {
     } else {
       node.fn(state_, [this](absl::Status s) { OnNodeDone(std::move(s)); });
     }
+    // A node still running will complete elsewhere, maybe much later: hand
+    // the held checkpoints to the store first. (Until this thread settles
+    // phase_, a completion touches nothing of the run's but its status.)
+    if (!held_.empty() && phase_.load(std::memory_order_acquire) == kRunning) {
+      FlushHeld();
+    }
     int expected = kRunning;
     return !phase_.compare_exchange_strong(expected, kReturned,
                                            std::memory_order_acq_rel);
@@ -629,6 +643,7 @@ class CompiledGraph<State>::Run {
     double u = static_cast<double>(h % 10007) / 10006.0;
     backoff = backoff * (1 + policy.jitter * (2 * u - 1));
     Emit(NodePhase::kRetrying, took, status);
+    FlushHeld();  // the run leaves this thread until the retry
     retrying_ = true;
     if (options_.timer != nullptr && backoff > absl::ZeroDuration()) {
       options_.timer->After(backoff,
@@ -709,8 +724,15 @@ class CompiledGraph<State>::Run {
       return false;
     }
     if (options_.durability == Durability::kAsync) {
-      Queue(next, core::WorkflowPhase::kRunning, 0, false,
-            [this](absl::Status s) { RecordWrite(s); });
+      // Held while the run goes on synchronously (see held_), so the steps
+      // of a synchronous stretch reach the store together.
+      if constexpr (SerializableState<State>) {
+        held_.push_back(MakeCheckpoint(next, 0));
+        if (held_.size() >= kMaxHeld) FlushHeld();
+      } else {
+        Queue(next, core::WorkflowPhase::kRunning, 0, false,
+              [this](absl::Status s) { RecordWrite(s); });
+      }
       return true;
     }
     Queue(next, core::WorkflowPhase::kRunning, 0, true, [this](absl::Status s) {
@@ -731,8 +753,19 @@ class CompiledGraph<State>::Run {
   // for it.
   void QueueFinal(int next, core::WorkflowPhase phase, uint64_t reserve) {
     if (options_.checkpoints == nullptr) return;
+    FlushHeld();
     Queue(next, phase, reserve, options_.durability == Durability::kSync,
           [this](absl::Status s) { RecordWrite(s); });
+  }
+
+  // Queues the held checkpoints (kAsync) in step order.
+  void FlushHeld() {
+    for (core::Checkpoint& c : held_) {
+      options_.checkpoints->PutAsync(
+          std::move(c), core::WorkflowPhase::kRunning, options_.keep_last,
+          false, [this](absl::Status s) { RecordWrite(s); });
+    }
+    held_.clear();
   }
 
   // Queues the checkpoint after the current step (step = nodes completed);
@@ -740,7 +773,19 @@ class CompiledGraph<State>::Run {
   void Queue(int next, core::WorkflowPhase phase, uint64_t reserve, bool sync,
              core::CheckpointStore::WriteDone done) {
     if constexpr (SerializableState<State>) {
-      core::Checkpoint c;
+      options_.checkpoints->PutAsync(MakeCheckpoint(next, reserve), phase,
+                                     options_.keep_last, sync, std::move(done));
+    } else {
+      std::move(done)(
+          absl::FailedPreconditionError("checkpoints need a protobuf state"));
+    }
+  }
+
+  // The checkpoint after the current step (step = nodes completed), with
+  // `next` the node to run next; marks the run as having queued a write.
+  core::Checkpoint MakeCheckpoint(int next, uint64_t reserve) {
+    core::Checkpoint c;
+    if constexpr (SerializableState<State>) {
       c.workflow_id = options_.workflow_id;
       c.step = static_cast<uint64_t>(steps_);
       if (c.step <= saved_step_ && saved_any_) c.step = saved_step_ + 1;
@@ -754,12 +799,8 @@ class CompiledGraph<State>::Run {
       saved_step_ = c.step;
       saved_any_ = true;
       queued_ = true;
-      options_.checkpoints->PutAsync(std::move(c), phase, options_.keep_last,
-                                     sync, std::move(done));
-    } else {
-      std::move(done)(
-          absl::FailedPreconditionError("checkpoints need a protobuf state"));
     }
+    return c;
   }
 
   // Remembers the first failed checkpoint write: the run stops before its
@@ -780,6 +821,7 @@ class CompiledGraph<State>::Run {
 
   // Ends the run once every checkpoint it queued is written.
   void Finish(absl::Status status) {
+    if (!held_.empty()) FlushHeld();
     if (!queued_) {
       Complete(std::move(status));
       return;
@@ -843,6 +885,14 @@ class CompiledGraph<State>::Run {
   bool saved_any_ = false;
   // Whether a checkpoint was queued since the last barrier.
   bool queued_ = false;
+  // kAsync checkpoints not yet given to the store: held while the run's
+  // nodes complete synchronously, queued together when a node goes
+  // asynchronous, a retry waits, the run ends or kMaxHeld are held. So the
+  // store writes a synchronous stretch in one batch, where a checkpoint
+  // already pruned by keep_last costs nothing; a crash loses at most the
+  // stretch, which resumes from the checkpoint before it.
+  static constexpr size_t kMaxHeld = 16;
+  std::vector<core::Checkpoint> held_;
   absl::Status finish_status_;
   // The first failed checkpoint write (set on a store thread).
   absl::Mutex write_mu_;

@@ -371,6 +371,47 @@ TEST_F(CheckpointTest, AsyncStepsOverlapTheirWritesButTheRunEndsAfterThem) {
   EXPECT_EQ(record->last_step, 4u);
 }
 
+TEST_F(CheckpointTest, AsyncCheckpointsAreQueuedBeforeANodeGoesAsynchronous) {
+  // a (synchronous) -> b (completes when the test says) -> END
+  NodeDone pending_b;
+  absl::Mutex mu;
+  absl::Notification b_started;
+  GraphBuilder<State> b;
+  b.AddSyncNode("a", [](State& s) {
+    s.add_lessons("a");
+    return absl::OkStatus();
+  });
+  b.AddNode("b", [&](State& s, NodeDone done) {
+    s.add_lessons("b");
+    absl::MutexLock lock(&mu);
+    pending_b = std::move(done);
+    b_started.Notify();
+  });
+  b.AddEdge(std::string(kStart), "a");
+  b.AddEdge("a", "b");
+  b.AddEdge("b", std::string(kEnd));
+  auto g = b.Compile();
+  ASSERT_THAT(g, IsOk());
+  HeldStore held;
+  RunOptions o = Options("wf", Durability::kAsync);
+  o.checkpoints = &held;
+  BackgroundRun run(**g, o, &pool_, nullptr, &clock_);
+  b_started.WaitForNotification();
+  // While b waits, the checkpoints before it (the input, after a) are with
+  // the store, not held by the run.
+  while (held.Held() < 2) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_EQ(held.Release(), 2);
+  auto latest = held.inner().Latest("wf");
+  ASSERT_THAT(latest, IsOk());
+  EXPECT_EQ(latest->next_node, "b");
+  {
+    absl::MutexLock lock(&mu);
+    std::move(pending_b)(absl::OkStatus());
+  }
+  EXPECT_EQ(run.ReleaseUntilFinished(held), 2);  // after b, and the barrier
+  ASSERT_THAT(run.out.status, IsOk());
+}
+
 TEST_F(CheckpointTest, SyncStepsStartOnlyOnceThePreviousCheckpointIsWritten) {
   HeldStore held;
   // Each inc checks that the checkpoint before it is already stored.
