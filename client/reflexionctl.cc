@@ -43,7 +43,9 @@ ABSL_FLAG(std::string, page_token, "", "episodes: page token");
 ABSL_FLAG(int, timeout, 600, "Deadline of the call in seconds");
 ABSL_FLAG(std::string, decision, "",
           "resume: retry (with --strategy NAME) | resolved | give_up");
-ABSL_FLAG(std::string, strategy, "", "resume: the strategy a human approves");
+ABSL_FLAG(std::string, strategy, "",
+          "resume, fork: the strategy a human approves");
+ABSL_FLAG(int64_t, step, -1, "fork: the checkpoint step to fork from");
 ABSL_FLAG(std::string, note, "", "resume: a note kept with the decision");
 ABSL_FLAG(uint64_t, from, 0,
           "watch: first sequence number to show (re-attach after the last "
@@ -76,6 +78,8 @@ constexpr char kUsage[] =
     "              [--note TEXT]: the human decision for a waiting workflow.\n"
     "  cancel ID   Cancel a running workflow.\n"
     "  history ID  The workflow's checkpoints, newest first ([--limit N]).\n"
+    "  fork ID     --step N [--strategy NAME]: a new workflow from checkpoint\n"
+    "              N of ID (time travel), optionally trying NAME next.\n"
     "  health      Exit 0 when the service is SERVING (for health checks).\n"
     "  graph       Print the reflexion workflow graph as Mermaid (offline).\n";
 
@@ -460,6 +464,34 @@ int Resume(ReflexionService::Stub& stub, const std::string& id) {
   return 0;
 }
 
+int Fork(ReflexionService::Stub& stub, const std::string& id) {
+  const int64_t step = absl::GetFlag(FLAGS_step);
+  if (step < 0) {
+    std::cerr << "reflexionctl: fork needs --step (see reflexionctl history "
+              << id << ")\n";
+    return 2;
+  }
+  reflexion::v1::ForkWorkflowRequest req;
+  req.set_workflow_id(id);
+  req.set_step(static_cast<uint64_t>(step));
+  req.set_strategy(absl::GetFlag(FLAGS_strategy));
+  reflexion::v1::ForkWorkflowResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status s =
+      reflexion::client::FromGrpc(stub.ForkWorkflow(&ctx, req, &resp));
+  if (!s.ok()) return Error(s);
+  if (Json()) {
+    std::printf("%s\n", ToJson(resp, false).c_str());
+  } else {
+    std::printf(
+        "%s (forked from %s step %lld; follow it with: reflexionctl "
+        "watch %s)\n",
+        resp.workflow_id().c_str(), id.c_str(), static_cast<long long>(step),
+        resp.workflow_id().c_str());
+  }
+  return 0;
+}
+
 int Cancel(ReflexionService::Stub& stub, const std::string& id) {
   reflexion::v1::CancelWorkflowRequest req;
   req.set_workflow_id(id);
@@ -542,7 +574,7 @@ int main(int argc, char** argv) {
   if (command == "health") return Health(channel);
   if (command == "start") return Start(*stub);
   if (command == "status" || command == "cancel" || command == "history" ||
-      command == "watch" || command == "resume") {
+      command == "watch" || command == "resume" || command == "fork") {
     if (args.size() != 3) {
       std::cerr << "reflexionctl: " << command << " needs a workflow id\n";
       return 2;
@@ -552,6 +584,7 @@ int main(int argc, char** argv) {
     if (command == "cancel") return Cancel(*stub, id);
     if (command == "watch") return Watch(*stub, id);
     if (command == "resume") return Resume(*stub, id);
+    if (command == "fork") return Fork(*stub, id);
     return History(*stub, id);
   }
   if (args.size() != 2) {

@@ -671,6 +671,30 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::CancelWorkflow(
   return reactor;
 }
 
+grpc::ServerUnaryReactor* ReflexionServiceImpl::ForkWorkflow(
+    grpc::CallbackServerContext* context,
+    const reflexion::v1::ForkWorkflowRequest* request,
+    reflexion::v1::ForkWorkflowResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = CheckWorkflowRpc(request->workflow_id()); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  pool_->Post([this, reactor, request, response] {
+    absl::StatusOr<std::string> id = runner_->Fork(
+        request->workflow_id(), request->step(), request->strategy());
+    if (!id.ok()) {
+      reactor->Finish(ToGrpcStatus(id.status()));
+      return;
+    }
+    response->set_workflow_id(*id);
+    response->set_parent_workflow_id(request->workflow_id());
+    response->set_parent_step(request->step());
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* ReflexionServiceImpl::ListCheckpoints(
     grpc::CallbackServerContext* context,
     const reflexion::v1::ListCheckpointsRequest* request,

@@ -69,6 +69,10 @@ class ReflexionServiceImpl final
       const reflexion::v1::CancelWorkflowRequest* request,
       reflexion::v1::CancelWorkflowResponse* response) override;
 
+  grpc::ServerUnaryReactor* ForkWorkflow(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::ForkWorkflowRequest* request,
+      reflexion::v1::ForkWorkflowResponse* response) override;
   grpc::ServerUnaryReactor* ListCheckpoints(
       grpc::CallbackServerContext* context,
       const reflexion::v1::ListCheckpointsRequest* request,

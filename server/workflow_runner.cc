@@ -171,6 +171,34 @@ absl::Status WorkflowRunner::Decide(const std::string& workflow_id,
   return Resume(workflow_id, std::move(callbacks));
 }
 
+absl::StatusOr<std::string> WorkflowRunner::Fork(const std::string& source_id,
+                                                 uint64_t step,
+                                                 const std::string& strategy,
+                                                 WorkflowCallbacks callbacks) {
+  uint64_t ordinal;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) return absl::UnavailableError("server is shutting down");
+    if (counters_.in_flight >= max_in_flight_) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "too many workflows in flight (limit ", max_in_flight_, ")"));
+    }
+    ordinal = ++next_ordinal_;
+  }
+  std::string id = NewWorkflowId(ordinal);
+  if (absl::Status s = workflow_->Fork(source_id, step, id, strategy);
+      !s.ok()) {
+    return s;
+  }
+  callbacks.retain_events = true;  // followed with WatchWorkflow
+  if (absl::Status s = Resume(id, std::move(callbacks)); !s.ok()) return s;
+  LOG(INFO) << "workflow " << id << " forked from " << source_id << " step "
+            << step
+            << (strategy.empty() ? std::string()
+                                 : absl::StrCat(" with strategy ", strategy));
+  return id;
+}
+
 bool WorkflowRunner::Cancel(const std::string& workflow_id) {
   absl::MutexLock lock(&mu_);
   auto it = active_.find(workflow_id);

@@ -69,6 +69,14 @@ class WorkflowRunner {
                       const reflexion::v1::HumanDecision& decision,
                       WorkflowCallbacks callbacks = {});
 
+  // Forks a new workflow from checkpoint `step` of `source_id` (see
+  // ReflexionWorkflow::Fork) and runs it; returns its id. Subject to the
+  // in-flight limit (kResourceExhausted), kUnavailable once draining;
+  // otherwise errors as ReflexionWorkflow::Fork / Resume.
+  absl::StatusOr<std::string> Fork(const std::string& source_id, uint64_t step,
+                                   const std::string& strategy,
+                                   WorkflowCallbacks callbacks = {});
+
   // Asks a workflow running in this process to stop before its next node.
   // Returns false when it is not running here.
   bool Cancel(const std::string& workflow_id);

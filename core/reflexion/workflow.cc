@@ -647,4 +647,42 @@ absl::Status ReflexionWorkflow::Decide(
       [&](State& s) { *s.mutable_decision() = decision; }, clock_->Now());
 }
 
+absl::Status ReflexionWorkflow::Fork(const std::string& source_id,
+                                     uint64_t step, const std::string& new_id,
+                                     const std::string& strategy) const {
+  if (checkpoints_ == nullptr) {
+    return absl::FailedPreconditionError("checkpointing is disabled");
+  }
+  if (!strategy.empty() && FindActionByName(strategy) == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("strategy: '", strategy, "' is not a catalog strategy"));
+  }
+  REFLEXION_ASSIGN_OR_RETURN(core::Checkpoint from,
+                             checkpoints_->Get(source_id, step));
+  const bool at_escalation = from.next_node == kEscalate;
+  const absl::Time now = clock_->Now();
+  return WorkflowGraph::Fork(
+      *checkpoints_, source_id, step, new_id,
+      [&](State& s) {
+        s.set_workflow_id(new_id);
+        *s.mutable_started_at() = ToProto(now);
+        s.set_rng_seed(StableHash(absl::StrCat("fork/", new_id), config_.seed));
+        s.clear_decision();
+        if (strategy.empty()) return;
+        const std::string note =
+            absl::StrCat("forked from ", source_id, " step ", step);
+        if (at_escalation) {
+          v1::HumanDecision& d = *s.mutable_decision();
+          d.set_kind(v1::HumanDecision::KIND_RETRY);
+          d.set_strategy(strategy);
+          d.set_note(note);
+        } else {
+          s.set_approved_strategy(strategy);
+          s.set_max_attempts(std::max(s.max_attempts(), s.attempt() + 1));
+          s.clear_no_candidate_reason();
+        }
+      },
+      now);
+}
+
 }  // namespace reflexion::core

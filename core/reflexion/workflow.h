@@ -126,6 +126,19 @@ class ReflexionWorkflow {
   absl::Status Decide(const std::string& workflow_id,
                       const reflexion::v1::HumanDecision& decision) const;
 
+  // Creates workflow `new_id` from checkpoint `step` of `source_id` (see
+  // CompiledGraph::Fork) as a workflow of its own: its id, start time and
+  // Thompson seed are new. A non-empty `strategy` (any catalog strategy) is
+  // used by its next strategy selection with one more attempt allowed, or,
+  // forked where human_escalation runs next, delivered as a RETRY decision.
+  // Resume runs it. kInvalidArgument for a strategy outside the catalog,
+  // kNotFound for an unknown workflow or pruned step, kFailedPrecondition
+  // for the end checkpoint or when checkpointing is disabled,
+  // kAlreadyExists when `new_id` exists.
+  absl::Status Fork(const std::string& source_id, uint64_t step,
+                    const std::string& new_id,
+                    const std::string& strategy) const;
+
   const WorkflowGraph& graph() const { return *graph_; }
   const WorkflowConfig& config() const { return config_; }
 

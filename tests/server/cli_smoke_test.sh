@@ -78,6 +78,16 @@ if [[ $mode == cli ]]; then
   grep -q "^$id: COMPLETED" "$work/status.txt" || fail "status: $(cat "$work/status.txt")"
   grep -q "^result $id" "$work/status.txt" || fail "status shows no result"
   expect "next __end__" "history" "$ctl" --server "$addr" history "$id"
+  # Time travel: fork from the oldest checkpoint kept, trying another fix.
+  oldest=$("$ctl" --server "$addr" history "$id" | tail -n 1 | awk '{print $2}')
+  [[ $oldest =~ ^[0-9]+$ ]] || fail "history shows no step: $oldest"
+  expect "forked from $id step $oldest" "fork" "$ctl" --server "$addr" fork "$id" \
+    --step "$oldest" --strategy increase_memory_limit
+  set +e
+  "$ctl" --server "$addr" fork "$id" 2>"$work/fork.txt"
+  rc=$?
+  set -e
+  [[ $rc == 2 ]] || fail "fork without --step exit code $rc"
   expect "^result $id" "watch replays a finished workflow" \
     "$ctl" --server "$addr" watch "$id"
   expect "analyze_error" "watch shows the node events" \

@@ -756,6 +756,98 @@ TEST_F(ServerTest, ADecisionSentOnTheResolveStreamContinuesTheWorkflowThere) {
   EXPECT_TRUE(stream->Finish().ok());
 }
 
+TEST_F(ServerTest, ForkStartsANewWorkflowAtTheChosenCheckpoint) {
+  v1::IncidentResult source =
+      Process(MakeIncident("web-7", "shop", "ImagePullBackOff"));
+  const std::string id = source.workflow_id();
+  if (WaitUntilSettled(id).phase() == v1::WORKFLOW_PHASE_WAITING) {
+    ASSERT_TRUE(Decide(id, v1::HumanDecision::KIND_GIVE_UP, "").ok());
+    WaitUntilSettled(id);
+  }
+  auto list_checkpoints = [&](const std::string& wf) {
+    v1::ListCheckpointsRequest req;
+    req.set_workflow_id(wf);
+    req.set_include_state(true);
+    v1::ListCheckpointsResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(stub_->ListCheckpoints(&ctx, req, &resp).ok());
+    return resp;
+  };
+  auto fork = [&](const std::string& wf, uint64_t step,
+                  const std::string& strategy, v1::ForkWorkflowResponse* out) {
+    v1::ForkWorkflowRequest req;
+    req.set_workflow_id(wf);
+    req.set_step(step);
+    req.set_strategy(strategy);
+    grpc::ClientContext ctx;
+    return stub_->ForkWorkflow(&ctx, req, out);
+  };
+  v1::ListCheckpointsResponse before = list_checkpoints(id);
+  // The checkpoint after analyze_error: select_strategy runs next.
+  const v1::CheckpointInfo* at = nullptr;
+  for (const v1::CheckpointInfo& c : before.checkpoints()) {
+    if (c.next_node() == "select_strategy") at = &c;
+  }
+  ASSERT_NE(at, nullptr);
+
+  // Try a strategy the learner would not pick first.
+  v1::ForkWorkflowResponse forked;
+  ASSERT_TRUE(fork(id, at->step(), "attach_pull_secret", &forked).ok());
+  EXPECT_NE(forked.workflow_id(), id);
+  EXPECT_EQ(forked.parent_workflow_id(), id);
+  EXPECT_EQ(forked.parent_step(), at->step());
+  v1::GetWorkflowResponse got = WaitUntilSettled(forked.workflow_id());
+  if (got.phase() == v1::WORKFLOW_PHASE_WAITING) {
+    ASSERT_TRUE(
+        Decide(forked.workflow_id(), v1::HumanDecision::KIND_GIVE_UP, "").ok());
+    got = WaitUntilSettled(forked.workflow_id());
+  }
+  EXPECT_EQ(got.phase(), v1::WORKFLOW_PHASE_COMPLETED);
+
+  // Its history starts at the chosen checkpoint, which names the source.
+  v1::ListCheckpointsResponse history = list_checkpoints(forked.workflow_id());
+  ASSERT_FALSE(history.checkpoints().empty());
+  const v1::CheckpointInfo& first = *history.checkpoints().rbegin();
+  EXPECT_EQ(first.step(), at->step());
+  EXPECT_EQ(first.parent_workflow_id(), id);
+  EXPECT_EQ(first.parent_step(), at->step());
+  EXPECT_EQ(first.state().workflow_id(), forked.workflow_id());
+  EXPECT_EQ(first.state().incident().pod_name(), "web-7");
+  EXPECT_EQ(history.checkpoints(0).next_node(), "__end__");
+  // It acted and learned under its own id, with the human's strategy first.
+  {
+    v1::ListEpisodesRequest req;
+    req.set_workflow_id(forked.workflow_id());
+    v1::ListEpisodesResponse episodes;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->ListEpisodes(&ctx, req, &episodes).ok());
+    ASSERT_GE(episodes.episodes_size(), 1);
+    const v1::Episode& first_try = *episodes.episodes().rbegin();
+    EXPECT_EQ(first_try.strategy(), "attach_pull_secret");
+    EXPECT_EQ(first_try.selection_reason(), "human_approved");
+    EXPECT_EQ(first_try.attempt(), at->state().attempt() + 1);
+  }
+  // The source is untouched.
+  v1::ListCheckpointsResponse after = list_checkpoints(id);
+  ASSERT_EQ(after.checkpoints_size(), before.checkpoints_size());
+  EXPECT_EQ(after.checkpoints(0).step(), before.checkpoints(0).step());
+
+  // Refusals name what is wrong and create nothing.
+  v1::ForkWorkflowResponse unused;
+  grpc::Status s = fork(id, at->step(), "rm_rf", &unused);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("strategy"));
+  s = fork(id, before.checkpoints(0).step(), "", &unused);  // the end
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(fork(id, 999, "", &unused).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(fork("wf-does-not-exist", 0, "", &unused).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  s = fork("", 0, "", &unused);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("workflow_id"));
+}
+
 TEST_F(ServerTest, ASecondServerOnALockedDataDirFailsCleanly) {
   ServerConfig config;
   config.host = "127.0.0.1";
