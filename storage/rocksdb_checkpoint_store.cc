@@ -2,12 +2,15 @@
 // workflow id inside a checkpoint key, which is why ids may not contain NUL):
 //
 //   workflows    r <workflow_id>                    -> record
-//                p <phase: 1 byte> <workflow_id>    -> ""
-//                e <updated: 12 bytes> <workflow_id> -> <phase: 1 byte>
+//                p <phase: 1 byte> <workflow_id>    -> ""  (running, waiting)
+//                e <updated: 12 bytes> <workflow_id> -> <phase | 0x80: 1 byte>
 //                                                      [<step: 8 bytes>...]
-//                The record, the phase index (ListByPhase reads one prefix,
-//                ordered by id) and the expiry index: terminal workflows
-//                only, ordered by (updated, id), so ExpireFinished reads
+//                The record, the phase index of live workflows (ListByPhase
+//                reads one prefix, ordered by id; a terminal workflow
+//                written by an older build also has one, flag 0x80 clear)
+//                and the expiry index: terminal workflows only, ordered by
+//                (updated, id), which ListByPhase of a terminal phase reads
+//                (then sorts by id), and so that ExpireFinished reads
 //                exactly the workflows it deletes, oldest first, and with
 //                the steps of their retained checkpoints when the store
 //                tracked them (keep_last > 0), so it need not list them.
@@ -70,6 +73,9 @@ using core::WorkflowRecord;
 
 constexpr char kRecordPrefix = 'r';
 constexpr char kPhasePrefix = 'p';
+// Set in an expiry entry's phase byte when the terminal workflow has no
+// phase-index entry (entries written before it have one).
+constexpr uint8_t kNoPhaseEntryFlag = 0x80;
 constexpr char kExpiryPrefix = 'e';
 constexpr char kSeparator = '\0';
 constexpr char kFormat = 1;
@@ -427,10 +433,22 @@ void RocksDbCheckpointStore::BatchBuilder::Delete(
 
 void RocksDbCheckpointStore::BatchBuilder::BuildInto(
     rocksdb::WriteBatch* batch) const {
+  // Each key has one live op, so their order within the (atomic) batch does
+  // not matter: in key order, each memtable insert starts from where the
+  // previous one ended (the skip list's sequential splice) instead of
+  // searching from the top.
+  std::vector<const Op*> live;
+  live.reserve(live_);
+  for (const Op& op : ops_) {
+    if (!op.dead) live.push_back(&op);
+  }
+  std::sort(live.begin(), live.end(), [](const Op* a, const Op* b) {
+    return a->cf != b->cf ? a->cf->GetID() < b->cf->GetID() : a->key < b->key;
+  });
   // WriteBatch::Put/Delete on a column family only fail for a batch over
   // its size limit, which ours do not set.
-  for (const Op& op : ops_) {
-    if (op.dead) continue;
+  for (const Op* live_op : live) {
+    const Op& op = *live_op;
     if (op.del) {
       (void)batch->Delete(op.cf, op.key);
     } else {
@@ -461,7 +479,8 @@ namespace {
 // them.
 std::string EncodeExpiry(WorkflowPhase phase,
                          const std::vector<uint64_t>* steps) {
-  std::string out(1, static_cast<char>(phase));
+  std::string out(
+      1, static_cast<char>(static_cast<uint8_t>(phase) | kNoPhaseEntryFlag));
   if (steps != nullptr) {
     out.reserve(1 + kStepBytes * steps->size());
     for (uint64_t step : *steps) AppendU64(&out, step);
@@ -476,10 +495,16 @@ template <typename Batch, typename Old>
 void UpdateIndexes(Batch* batch, rocksdb::ColumnFamilyHandle* cf,
                    absl::string_view id, const Old* old, WorkflowPhase phase,
                    absl::Time updated, const std::vector<uint64_t>* steps) {
+  // Only live (running, waiting) workflows have a phase entry: terminal ones
+  // are listed by the expiry index. (A terminal workflow written by an
+  // older build has one: deleted when it leaves its phase, at a write's
+  // cost.)
   if (old == nullptr || old->phase != phase) {
     if (old != nullptr) batch->Delete(cf, PhaseKey(old->phase, id));
-    // No workflow has two phases: the key is new.
-    batch->Put(cf, PhaseKey(phase, id), std::string(), /*fresh=*/true);
+    if (!core::IsTerminal(phase)) {
+      // No workflow has two phases: the key is new.
+      batch->Put(cf, PhaseKey(phase, id), std::string(), /*fresh=*/true);
+    }
   }
   if (old != nullptr && core::IsTerminal(old->phase)) {
     batch->Delete(cf, ExpiryKey(old->updated, id));
@@ -706,6 +731,7 @@ void RocksDbCheckpointStore::Commit(std::vector<Request>& requests,
     }
   }
   writer_.terminal.clear();
+  committed_epoch_.store(writer_.epoch, std::memory_order_release);
   ++writer_.epoch;
   for (size_t i = begin; i < end; ++i) {
     Request& r = requests[i];
@@ -765,6 +791,7 @@ absl::Status RocksDbCheckpointStore::ApplyPut(Request& r) {
   REFLEXION_ASSIGN_OR_RETURN(CachedWorkflow * w, Load(id));
   if (w != nullptr) {
     REFLEXION_RETURN_IF_ERROR(core::CheckNextStep(id, r.step, w->last_step));
+    if (core::IsTerminal(w->phase)) NoteTerminalRewrite(id);
     if (r.keep_last > 0 && !w->steps_known) {
       REFLEXION_RETURN_IF_ERROR(LoadSteps(id, w));
     }
@@ -823,6 +850,15 @@ absl::Status RocksDbCheckpointStore::ApplyPut(Request& r) {
   return absl::OkStatus();
 }
 
+void RocksDbCheckpointStore::NoteTerminalRewrite(absl::string_view id) {
+  if (writer_.rewritten.size() >= kMaxRewritten) {
+    // Forget them all: expiry scans older than this batch start again.
+    writer_.rewritten.clear();
+    writer_.rewritten_forgotten_before = writer_.epoch;
+  }
+  writer_.rewritten.insert_or_assign(std::string(id), writer_.epoch);
+}
+
 void RocksDbCheckpointStore::NoteExpiryEntry(std::string key) {
   if (writer_.lowest_expiry.empty() || key < writer_.lowest_expiry) {
     writer_.lowest_expiry = std::move(key);
@@ -834,6 +870,7 @@ absl::Status RocksDbCheckpointStore::ApplySetPhase(Request& r) {
   if (w == nullptr) {
     return absl::NotFoundError(absl::StrCat("unknown workflow ", r.id));
   }
+  if (core::IsTerminal(w->phase)) NoteTerminalRewrite(r.id);
   BatchBuilder& batch = writer_.batch;
   batch.Put(workflows_, RecordKey(r.id),
             EncodeRecord(r.phase, w->last_step, r.time), /*fresh=*/false);
@@ -850,26 +887,42 @@ absl::Status RocksDbCheckpointStore::ApplySetPhase(Request& r) {
 
 absl::Status RocksDbCheckpointStore::ApplyExpire(Request& r) {
   // The batch before this request is written: the database is current.
-  rocksdb::WriteBatch batch;
+  const uint64_t scan_epoch = r.step;
+  if (scan_epoch < writer_.rewritten_forgotten_before) {
+    return absl::AbortedError("expiry scan too old: read it again");
+  }
+  // (cf, key) of each deletion, written in key order (see BuildInto).
+  std::vector<std::pair<rocksdb::ColumnFamilyHandle*, const std::string*>>
+      deletions;
+  std::vector<std::string> record_keys;
+  record_keys.reserve(r.expiring->size() * 2);
   std::vector<const std::string*> deleted;
-  std::string current;
   for (const Expiring& e : *r.expiring) {
-    // Any write since ExpireFinished read the workflow rewrote its record
-    // (a terminal workflow's record changes on every write).
-    const rocksdb::Status s = db_->db()->Get(rocksdb::ReadOptions(), workflows_,
-                                             RecordKey(e.id), &current);
-    if (s.IsNotFound()) continue;
-    REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
-        s, absl::StrCat("read the record of expiring workflow ", e.id)));
-    if (current != e.record) continue;
-    (void)batch.Delete(workflows_, e.expiry_key);
-    (void)batch.Delete(workflows_, RecordKey(e.id));
-    (void)batch.Delete(workflows_, PhaseKey(e.phase, e.id));
+    // Written since the scan read it (the snapshot may not show that).
+    auto rewritten = writer_.rewritten.find(e.id);
+    if (rewritten != writer_.rewritten.end() &&
+        rewritten->second > scan_epoch) {
+      continue;
+    }
+    deletions.emplace_back(workflows_, &e.expiry_key);
+    record_keys.push_back(RecordKey(e.id));
+    if (e.has_phase_entry) record_keys.push_back(PhaseKey(e.phase, e.id));
     for (const std::string& key : e.checkpoint_keys) {
-      (void)batch.Delete(checkpoints_, key);
+      deletions.emplace_back(checkpoints_, &key);
     }
     deleted.push_back(&e.id);
   }
+  // record_keys no longer grows: pointers into it stay valid.
+  for (const std::string& key : record_keys) {
+    deletions.emplace_back(workflows_, &key);
+  }
+  std::sort(deletions.begin(), deletions.end(),
+            [](const auto& a, const auto& b) {
+              return a.first != b.first ? a.first->GetID() < b.first->GetID()
+                                        : *a.second < *b.second;
+            });
+  rocksdb::WriteBatch batch;
+  for (const auto& [cf, key] : deletions) (void)batch.Delete(cf, *key);
   if (!deleted.empty()) {
     // Losing an expiry in a crash only means redoing it: no fsync.
     REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
@@ -880,6 +933,9 @@ absl::Status RocksDbCheckpointStore::ApplyExpire(Request& r) {
     keys_written_.fetch_add(batch.Count(), std::memory_order_relaxed);
     for (const std::string* id : deleted) writer_.cache.erase(*id);
   }
+  // Later scans start after this one's epoch: older rewrites are moot.
+  absl::erase_if(writer_.rewritten,
+                 [&](const auto& entry) { return entry.second <= scan_epoch; });
   *r.expired = static_cast<int>(deleted.size());
   return absl::OkStatus();
 }
@@ -1030,9 +1086,39 @@ absl::StatusOr<std::vector<WorkflowRecord>> RocksDbCheckpointStore::ListByPhase(
   rocksdb::ManagedSnapshot snapshot(db_->db());
   rocksdb::ReadOptions options;
   options.snapshot = snapshot.snapshot();
+  std::vector<WorkflowRecord> out;
+  if (core::IsTerminal(phase)) {
+    // Terminal workflows are in the expiry index (ordered by time).
+    BoundedIterator it = BoundedIterator::ForPrefix(
+        db_->db(), workflows_, options, std::string(1, kExpiryPrefix));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const absl::string_view value = it.value();
+      if (it.key().size() <= 1 + kTimeBytes || value.empty()) {
+        return absl::DataLossError(
+            absl::StrCat("malformed workflows expiry entry at key \"",
+                         Printable(it.key()), "\""));
+      }
+      if ((static_cast<uint8_t>(value[0]) &
+           static_cast<uint8_t>(~kNoPhaseEntryFlag)) !=
+          static_cast<uint8_t>(phase)) {
+        continue;
+      }
+      REFLEXION_ASSIGN_OR_RETURN(
+          WorkflowRecord record,
+          ReadWorkflow(db_->db(), workflows_, checkpoints_, options,
+                       it.key().substr(1 + kTimeBytes)));
+      out.push_back(std::move(record));
+    }
+    REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
+        it->status(), absl::StrCat("list the ", core::WorkflowPhaseName(phase),
+                                   " workflows")));
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+      return a.workflow_id < b.workflow_id;
+    });
+    return out;
+  }
   BoundedIterator it = BoundedIterator::ForPrefix(db_->db(), workflows_,
                                                   options, PhasePrefix(phase));
-  std::vector<WorkflowRecord> out;
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     const absl::string_view id = it.key().substr(2);
     absl::StatusOr<WorkflowRecord> record =
@@ -1083,8 +1169,11 @@ absl::StatusOr<int> RocksDbCheckpointStore::ExpireFinished(absl::Time cutoff,
                           ? kExpireChunk
                           : std::min(kExpireChunk, max_workflows - deleted);
     // Read a chunk on this thread (writers go on), then let the writer
-    // delete the workflows that did not change since.
+    // delete the workflows that were not written since: those written in a
+    // batch after `scan_epoch` (which the snapshot may not show).
     std::vector<Expiring> expiring;
+    const uint64_t scan_epoch =
+        committed_epoch_.load(std::memory_order_acquire);
     {
       rocksdb::ManagedSnapshot snapshot(db_->db());
       rocksdb::ReadOptions options;
@@ -1096,9 +1185,12 @@ absl::StatusOr<int> RocksDbCheckpointStore::ExpireFinished(absl::Time cutoff,
            it->Next()) {
         const absl::string_view key = it.key();
         const absl::string_view value = it.value();
+        const uint8_t phase_byte =
+            value.empty() ? 0 : static_cast<uint8_t>(value[0]);
+        const auto phase = static_cast<WorkflowPhase>(
+            phase_byte & static_cast<uint8_t>(~kNoPhaseEntryFlag));
         if (key.size() <= 1 + kTimeBytes || value.empty() ||
-            (value.size() - 1) % kStepBytes != 0 ||
-            !core::IsTerminal(static_cast<WorkflowPhase>(value[0]))) {
+            (value.size() - 1) % kStepBytes != 0 || !core::IsTerminal(phase)) {
           return absl::DataLossError(
               absl::StrCat("malformed workflows expiry entry at key \"",
                            Printable(key), "\""));
@@ -1106,16 +1198,8 @@ absl::StatusOr<int> RocksDbCheckpointStore::ExpireFinished(absl::Time cutoff,
         Expiring e;
         e.id = std::string(key.substr(1 + kTimeBytes));
         e.expiry_key = std::string(key);
-        e.phase = static_cast<WorkflowPhase>(value[0]);
-        const rocksdb::Status s =
-            db_->db()->Get(options, workflows_, RecordKey(e.id), &e.record);
-        if (s.IsNotFound()) {
-          return absl::DataLossError(absl::StrCat("workflows expiry key \"",
-                                                  Printable(key),
-                                                  "\" points at no record"));
-        }
-        REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
-            s, absl::StrCat("read the record of expiring workflow ", e.id)));
+        e.phase = phase;
+        e.has_phase_entry = (phase_byte & kNoPhaseEntryFlag) == 0;
         if (value.size() > 1) {
           // The retained steps, recorded when the workflow ended.
           for (size_t at = 1; at < value.size(); at += kStepBytes) {
@@ -1147,9 +1231,15 @@ absl::StatusOr<int> RocksDbCheckpointStore::ExpireFinished(absl::Time cutoff,
     r.kind = Request::Kind::kExpire;
     r.expiring = &expiring;
     r.expired = &expired;
+    r.step = scan_epoch;
     if (absl::Status s = Wait(std::move(r)); !s.ok()) {
       expire_from_.clear();  // what this chunk kept: scan from the start
-      return s;
+      if (!absl::IsAborted(s)) return s;
+      // The writer forgot which workflows were written around this scan:
+      // read the chunk again, once that batch is in the database.
+      from = std::string(1, kExpiryPrefix);
+      absl::SleepFor(absl::Milliseconds(1));
+      continue;
     }
     deleted += expired;
     if (static_cast<int>(expiring.size()) < chunk) break;  // no more

@@ -54,7 +54,7 @@ namespace reflexion::storage {
 // write the two column families through this store only. As one thread at
 // a time applies writes, the cache needs no lock, and ExpireFinished never
 // stops writers: it reads a chunk of expired workflows on the calling
-// thread, then deletes (as a queued write) those whose record is unchanged.
+// thread, then deletes (as a queued write) those not written since.
 //
 // Reads (GetWorkflow, Latest, Get, List, ListByPhase) read the database
 // directly: they see every write whose `done` has run, and never block
@@ -136,7 +136,7 @@ class RocksDbCheckpointStore final : public core::CheckpointStore {
     std::string id;
     std::string expiry_key;
     core::WorkflowPhase phase;
-    std::string record;  // the record's bytes when read
+    bool has_phase_entry = false;  // written by an older build
     std::vector<std::string> checkpoint_keys;
   };
   // One queued write.
@@ -145,7 +145,7 @@ class RocksDbCheckpointStore final : public core::CheckpointStore {
     Kind kind = Kind::kBarrier;
     std::string id;
     core::WorkflowPhase phase = core::WorkflowPhase::kRunning;
-    uint64_t step = 0;       // kPut
+    uint64_t step = 0;       // kPut; kExpire: the scan's epoch
     absl::Time time;         // kPut: the checkpoint's; kSetPhase: now
     std::string key, value;  // kPut: the encoded checkpoint
     int keep_last = 0;       // kPut
@@ -206,9 +206,11 @@ class RocksDbCheckpointStore final : public core::CheckpointStore {
   // (e.g. a non-increasing step) adds nothing.
   absl::Status ApplyPut(Request& r);
   absl::Status ApplySetPhase(Request& r);
+  // Notes a write to a terminal workflow, for ExpireFinished.
+  void NoteTerminalRewrite(absl::string_view id);
   // Notes an expiry entry of the batch being built for ExpireFinished.
   void NoteExpiryEntry(std::string key);
-  // Deletes the workflows of an expire request whose record is unchanged.
+  // Deletes the workflows of an expire request not written since its scan.
   absl::Status ApplyExpire(Request& r);
   // The cached state of `workflow_id`, read from the record on a miss;
   // nullptr when the workflow does not exist.
@@ -259,8 +261,15 @@ class RocksDbCheckpointStore final : public core::CheckpointStore {
     std::vector<std::string> terminal;
     // The lowest expiry entry of the batch being built ("" = none).
     std::string lowest_expiry;
+    // Terminal workflows written since the oldest pending expiry scan, with
+    // the epoch of that write; before `rewritten_forgotten_before`, unknown.
+    absl::flat_hash_map<std::string, uint64_t> rewritten;
+    uint64_t rewritten_forgotten_before = 0;
   } writer_;
   std::atomic<uint64_t> batches_written_{0};
+  // The epoch of the last batch in the database (0: none yet).
+  std::atomic<uint64_t> committed_epoch_{0};
+  static constexpr size_t kMaxRewritten = 1 << 16;
   std::atomic<uint64_t> keys_written_{0};
 
   // ExpireFinished: one call at a time; where its next scan starts (the

@@ -140,8 +140,8 @@ TEST(RocksDbCheckpointStoreTest, StorageStaysBoundedByKeepLastAndExpiry) {
                 ElementsAre(19, 18, 17));
   }
   EXPECT_EQ(CountKeys(*db, "checkpoints"), kWorkflows * kKeepLast);
-  // Per workflow: the record, its phase entry, its expiry entry.
-  EXPECT_EQ(CountKeys(*db, "workflows"), kWorkflows * 3);
+  // Per finished workflow: the record and its expiry entry.
+  EXPECT_EQ(CountKeys(*db, "workflows"), kWorkflows * 2);
 
   REFLEXION_ASSERT_OK_AND_ASSIGN(int expired, store.ExpireFinished(T(1000), 0));
   EXPECT_EQ(expired, kWorkflows);
@@ -203,11 +203,11 @@ TEST(RocksDbCheckpointStoreTest,
   }
   EXPECT_EQ(store.batches_written(), 1u);
   EXPECT_THAT(StoredSteps(store, "wf"), ElementsAre(19, 18, 17));
-  // 20 puts and 17 prunes became the 3 retained checkpoints; the record,
-  // the phase entry and the expiry entry were written once each (not the
-  // running phase entry, added and removed in the same batch).
+  // 20 puts and 17 prunes became the 3 retained checkpoints; the record and
+  // the expiry entry were written once each (not the running phase entry,
+  // added and removed in the same batch).
   EXPECT_EQ(MemtableEntries(*db, "checkpoints"), 3u);
-  EXPECT_EQ(MemtableEntries(*db, "workflows"), 3u);
+  EXPECT_EQ(MemtableEntries(*db, "workflows"), 2u);
   REFLEXION_ASSERT_OK_AND_ASSIGN(auto completed,
                                  store.ListByPhase(WorkflowPhase::kCompleted));
   ASSERT_THAT(completed, SizeIs(1));
@@ -278,6 +278,67 @@ TEST(RocksDbCheckpointStoreTest, ExpiryRacingWritersLeavesAConsistentStore) {
   EXPECT_EQ(expired + rest, kThreads * kWorkflowsPerThread);
   EXPECT_EQ(CountKeys(*db, "checkpoints"), 0);
   EXPECT_EQ(CountKeys(*db, "workflows"), 0);
+}
+
+TEST(RocksDbCheckpointStoreTest,
+     AWorkflowWrittenBetweenAnExpiryScanAndItsDeletionIsKept) {
+  TempDir dir;
+  REFLEXION_ASSERT_OK_AND_ASSIGN(auto db, RocksDb::Open(dir.path()));
+  RocksDbCheckpointStore store(db.get(), Patient());
+  REFLEXION_ASSERT_OK(
+      store.Put(MakeCheckpoint("wf", 0), WorkflowPhase::kCompleted, 0, false));
+  // Queued, not yet written when ExpireFinished reads the expiry index: the
+  // finished workflow goes on (a resumed or forked id), written just before
+  // the deletion would be.
+  absl::Notification written;
+  store.PutAsync(MakeCheckpoint("wf", 1), WorkflowPhase::kRunning, 0, false,
+                 [&](absl::Status s) {
+                   EXPECT_THAT(s, IsOk());
+                   written.Notify();
+                 });
+  REFLEXION_ASSERT_OK_AND_ASSIGN(int expired, store.ExpireFinished(T(100), 0));
+  EXPECT_TRUE(written.HasBeenNotified());
+  EXPECT_EQ(expired, 0);
+  REFLEXION_ASSERT_OK_AND_ASSIGN(core::WorkflowRecord record,
+                                 store.GetWorkflow("wf"));
+  EXPECT_EQ(record.phase, WorkflowPhase::kRunning);
+  EXPECT_THAT(StoredSteps(store, "wf"), ElementsAre(1, 0));
+}
+
+TEST(RocksDbCheckpointStoreTest,
+     FinishedWorkflowsOfAnOlderBuildAreListedAndExpired) {
+  TempDir dir;
+  REFLEXION_ASSERT_OK_AND_ASSIGN(auto db, RocksDb::Open(dir.path()));
+  RocksDbCheckpointStore store(db.get());
+  REFLEXION_ASSERT_OK(
+      store.Put(MakeCheckpoint("old", 0), WorkflowPhase::kFailed, 0, false));
+  // What an older build wrote: a phase entry for a finished workflow and a
+  // one-byte expiry value (no flag, no steps).
+  rocksdb::ColumnFamilyHandle* workflows = db->ColumnFamily("workflows");
+  std::unique_ptr<rocksdb::Iterator> it(
+      db->db()->NewIterator(rocksdb::ReadOptions(), workflows));
+  it->Seek("e");
+  ASSERT_TRUE(it->Valid() && it->key().starts_with("e"));
+  const std::string expiry_key = it->key().ToString();
+  it.reset();
+  const char failed = static_cast<char>(WorkflowPhase::kFailed);
+  ASSERT_TRUE(db->db()
+                  ->Put(rocksdb::WriteOptions(), workflows, expiry_key,
+                        std::string(1, failed))
+                  .ok());
+  ASSERT_TRUE(db->db()
+                  ->Put(rocksdb::WriteOptions(), workflows,
+                        std::string("p") + failed + "old", "")
+                  .ok());
+
+  REFLEXION_ASSERT_OK_AND_ASSIGN(auto listed,
+                                 store.ListByPhase(WorkflowPhase::kFailed));
+  ASSERT_THAT(listed, SizeIs(1));
+  EXPECT_EQ(listed[0].workflow_id, "old");
+  REFLEXION_ASSERT_OK_AND_ASSIGN(int expired, store.ExpireFinished(T(100), 0));
+  EXPECT_EQ(expired, 1);
+  EXPECT_EQ(CountKeys(*db, "workflows"), 0);
+  EXPECT_EQ(CountKeys(*db, "checkpoints"), 0);
 }
 
 TEST(RocksDbCheckpointStoreTest, StoredValuesThatDoNotDecodeAreDataLoss) {
