@@ -453,8 +453,9 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetWorkflow(
           : record->phase == core::WorkflowPhase::kCancelled
               ? absl::CancelledError("the workflow was cancelled")
               : absl::InternalError(absl::StrCat(
-                    "the workflow failed before node '", cp->next_node,
-                    "' (the server log has the cause)"));
+                    "the workflow failed at node '", cp->next_node, "': ",
+                    cp->error.empty() ? "(the server log has the cause)"
+                                      : cp->error));
       core::WorkflowRunResult run{status, std::move(state), cp->last_sequence,
                                   static_cast<int>(cp->step), cp->node};
       *response->mutable_result() = core::MakeIncidentResult(run, cp->time);

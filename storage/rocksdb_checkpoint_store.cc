@@ -29,8 +29,8 @@
 //   record      <format 1> <phase 1> <last_step 8> <updated 12>
 //   checkpoint  <format 1> <step 8> <last_sequence 8> <time 12>
 //               <parent_step 8>, then node, next_node, parent_workflow_id
-//               and state, each as <length 4> <bytes>. The workflow id is
-//               the key's.
+//               and state, each as <length 4> <bytes>, and error the same
+//               way when not empty. The workflow id is the key's.
 //
 // Put writes the checkpoint, the record and index changes (when needed) and
 // the deletion of the checkpoints beyond keep_last in one WriteBatch: in the
@@ -245,6 +245,9 @@ absl::StatusOr<std::string> EncodeCheckpoint(const Checkpoint& c) {
   REFLEXION_RETURN_IF_ERROR(
       AppendField(&out, c.parent_workflow_id, "parent_workflow_id"));
   REFLEXION_RETURN_IF_ERROR(AppendField(&out, c.state, "state"));
+  if (!c.error.empty()) {
+    REFLEXION_RETURN_IF_ERROR(AppendField(&out, c.error, "error"));
+  }
   return out;
 }
 
@@ -281,7 +284,13 @@ absl::StatusOr<Checkpoint> DecodeCheckpoint(absl::string_view key,
     field->assign(rest.data() + 4, n);
     rest.remove_prefix(4 + n);
   }
-  if (!rest.empty()) return corrupt();
+  // Written since the error field exists, and only when set.
+  if (!rest.empty()) {
+    if (rest.size() < 4) return corrupt();
+    const uint64_t n = ReadUnsigned(rest.data(), 4);
+    if (rest.size() - 4 != n) return corrupt();
+    c.error.assign(rest.data() + 4, n);
+  }
   return c;
 }
 

@@ -549,7 +549,8 @@ class CompiledGraph<State>::Run {
         absl::Status cancelled = absl::CancelledError(absl::StrCat(
             "workflow ", options_.workflow_id, " was cancelled before node '",
             graph_->nodes_[current_].name, "'"));
-        QueueFinal(current_, core::WorkflowPhase::kCancelled, 0);
+        QueueFinal(current_, core::WorkflowPhase::kCancelled, 0,
+                   ErrorText(cancelled));
         Finish(cancelled);
         return;
       }
@@ -751,11 +752,18 @@ class CompiledGraph<State>::Run {
   // Queues the checkpoint that ends the run (completed, failed, cancelled)
   // or its current part (waiting), in every durability mode. Finish waits
   // for it.
-  void QueueFinal(int next, core::WorkflowPhase phase, uint64_t reserve) {
+  void QueueFinal(int next, core::WorkflowPhase phase, uint64_t reserve,
+                  std::string error = "") {
     if (options_.checkpoints == nullptr) return;
     FlushHeld();
-    Queue(next, phase, reserve, options_.durability == Durability::kSync,
-          [this](absl::Status s) { RecordWrite(s); });
+    Queue(
+        next, phase, reserve, options_.durability == Durability::kSync,
+        [this](absl::Status s) { RecordWrite(s); }, std::move(error));
+  }
+
+  // "CODE: message" of a status, for a checkpoint's error.
+  static std::string ErrorText(const absl::Status& s) {
+    return absl::StrCat(absl::StatusCodeToString(s.code()), ": ", s.message());
   }
 
   // Queues the held checkpoints (kAsync) in step order.
@@ -771,10 +779,12 @@ class CompiledGraph<State>::Run {
   // Queues the checkpoint after the current step (step = nodes completed);
   // `next` is the node to run next. `done` gets the write's outcome.
   void Queue(int next, core::WorkflowPhase phase, uint64_t reserve, bool sync,
-             core::CheckpointStore::WriteDone done) {
+             core::CheckpointStore::WriteDone done, std::string error = "") {
     if constexpr (SerializableState<State>) {
-      options_.checkpoints->PutAsync(MakeCheckpoint(next, reserve), phase,
-                                     options_.keep_last, sync, std::move(done));
+      core::Checkpoint c = MakeCheckpoint(next, reserve);
+      c.error = std::move(error);
+      options_.checkpoints->PutAsync(std::move(c), phase, options_.keep_last,
+                                     sync, std::move(done));
     } else {
       std::move(done)(
           absl::FailedPreconditionError("checkpoints need a protobuf state"));
@@ -815,7 +825,7 @@ class CompiledGraph<State>::Run {
   // Ends the run with an error, recording it (and the state that failed)
   // when checkpoints are on.
   void Fail(absl::Status status) {
-    QueueFinal(current_, core::WorkflowPhase::kFailed, 0);
+    QueueFinal(current_, core::WorkflowPhase::kFailed, 0, ErrorText(status));
     Finish(std::move(status));
   }
 
@@ -1015,6 +1025,7 @@ absl::Status CompiledGraph<State>::Fork(
   fork.parent_workflow_id = std::string(source_id);
   fork.parent_step = step;
   fork.time = now;
+  fork.error.clear();
   fork.state.clear();
   state.SerializeToString(&fork.state);
   return store.Put(fork, core::WorkflowPhase::kRunning, 0, true);
@@ -1046,6 +1057,7 @@ absl::Status CompiledGraph<State>::UpdateWaiting(
   next.time = now;
   next.parent_workflow_id.clear();
   next.parent_step = 0;
+  next.error.clear();
   next.state.clear();
   state.SerializeToString(&next.state);
   return store.Put(next, core::WorkflowPhase::kRunning, 0, true);

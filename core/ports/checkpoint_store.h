@@ -48,6 +48,9 @@ struct Checkpoint {
   // For a fork's first checkpoint: where it was forked from ("" / 0).
   std::string parent_workflow_id;
   uint64_t parent_step = 0;
+  // The last checkpoint of a failed or cancelled run: why it ended
+  // ("CODE: message"); "" otherwise.
+  std::string error;
 };
 
 // The workflow record kept beside its checkpoints.

@@ -138,6 +138,10 @@ TEST_F(CheckpointTest, FailureRecordsTheFailedPhase) {
   });
   auto r = Run(*g, Options("wf", Durability::kAsync));
   EXPECT_THAT(r.status, StatusIs(absl::StatusCode::kUnavailable));
+  // The last checkpoint keeps the cause.
+  auto last = store_.Latest("wf");
+  ASSERT_THAT(last, IsOk());
+  EXPECT_EQ(last->error, "UNAVAILABLE: down");
   auto rec = store_.GetWorkflow("wf");
   ASSERT_THAT(rec, IsOk());
   EXPECT_EQ(rec->phase, core::WorkflowPhase::kFailed);

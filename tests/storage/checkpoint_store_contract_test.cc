@@ -159,6 +159,7 @@ void ExpectSameCheckpoint(const Checkpoint& got, const Checkpoint& want) {
   EXPECT_EQ(got.state, want.state);
   EXPECT_EQ(got.parent_workflow_id, want.parent_workflow_id);
   EXPECT_EQ(got.parent_step, want.parent_step);
+  EXPECT_EQ(got.error, want.error);
 }
 
 // ---------------------------------------------------------------------------
@@ -233,6 +234,7 @@ TYPED_TEST(CheckpointStoreContractTest,
   c.state.append(100'000, '\x7f');
   c.parent_workflow_id = "wf-parent";
   c.parent_step = 41;
+  c.error = "UNAVAILABLE: executor down";
   REFLEXION_ASSERT_OK(this->store().Put(c, kWaiting, 0, true));
   REFLEXION_ASSERT_OK_AND_ASSIGN(Checkpoint got,
                                  this->store().Get("wf-binary", c.step));
