@@ -31,6 +31,7 @@ absl::Status App::Start() {
   store_ = std::make_unique<storage::RocksDbKnowledgeStore>(db_.get());
   if (config_.checkpointing) {
     checkpoints_ = std::make_unique<storage::RocksDbCheckpointStore>(db_.get());
+    events_ = std::make_unique<storage::RocksDbEventLog>(db_.get());
   }
 
   absl::StatusOr<std::unique_ptr<sim::SimulatedCluster>> cluster =
@@ -58,7 +59,8 @@ absl::Status App::Start() {
       config_.workflow, store_.get(), cluster_.get(), &reflector_, &clock_,
       checkpoints_.get(), timer_.get());
   if (absl::Status s = workflow_->Init(); !s.ok()) return s;
-  hub_ = std::make_unique<EventHub>(config_.watch_retained_workflows);
+  hub_ = std::make_unique<EventHub>(config_.watch_retained_workflows,
+                                    events_.get());
   runner_ = std::make_unique<WorkflowRunner>(
       workflow_.get(), pool_.get(), &clock_, config_.max_in_flight, hub_.get());
   if (checkpoints_ != nullptr) {
@@ -110,9 +112,12 @@ absl::StatusOr<int> App::RunRetention() {
   }
   int total = 0;
   while (true) {
-    absl::StatusOr<int> n =
-        checkpoints_->ExpireFinished(clock_.Now() - config_.finished_ttl, 1000);
+    std::vector<std::string> expired;
+    absl::StatusOr<int> n = checkpoints_->ExpireFinished(
+        clock_.Now() - config_.finished_ttl, 1000, &expired);
     if (!n.ok()) return n.status();
+    // Their stored events go with them.
+    if (absl::Status s = events_->DeleteWorkflows(expired); !s.ok()) return s;
     total += *n;
     if (*n < 1000) return total;
   }
@@ -153,6 +158,7 @@ void App::Stop(absl::Duration grace) {
   hub_.reset();  // joins the engine's threads after their last task
   workflow_.reset();
   checkpoints_.reset();
+  events_.reset();
   store_.reset();
   db_.reset();
 }

@@ -18,6 +18,7 @@
 #include "server/workflow_runner.h"
 #include "storage/rocksdb_checkpoint_store.h"
 #include "storage/rocksdb_db.h"
+#include "storage/rocksdb_event_log.h"
 #include "storage/rocksdb_knowledge_store.h"
 
 namespace reflexion::server {
@@ -65,6 +66,7 @@ class App {
   std::unique_ptr<storage::RocksDb> db_;
   std::unique_ptr<storage::RocksDbKnowledgeStore> store_;
   std::unique_ptr<storage::RocksDbCheckpointStore> checkpoints_;
+  std::unique_ptr<storage::RocksDbEventLog> events_;  // with checkpoints_
   int resumed_ = 0;
   absl::Notification stop_retention_;
   std::thread retention_;

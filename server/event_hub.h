@@ -12,18 +12,22 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "reflexion/v1/reflexion.pb.h"
+#include "storage/rocksdb_event_log.h"
 
 namespace reflexion::server {
 
 // Keeps the events of every running workflow and of the most recently
-// finished ones, so WatchWorkflow can (re)attach from any sequence number
-// and see each event exactly once. Bounded: events of finished workflows
-// are dropped oldest-first beyond `max_finished` workflows. Events of a
-// workflow emitted by an earlier process (before a restart) are not here.
-// Thread-safe.
+// finished ones in memory, so WatchWorkflow can (re)attach from any sequence
+// number and see each event exactly once. Bounded: events of finished
+// workflows are dropped from memory oldest-first beyond `max_finished`
+// workflows. With a `log`, every message is also stored there, and what
+// memory no longer (or, after a restart, never) held is replayed from it;
+// the log keeps a workflow's messages until it expires. Thread-safe.
 class EventHub {
  public:
-  explicit EventHub(int max_finished) : max_finished_(max_finished) {}
+  // `log` may be null (memory only); it must outlive the hub.
+  explicit EventHub(int max_finished, storage::RocksDbEventLog* log = nullptr)
+      : max_finished_(max_finished), log_(log) {}
 
   // Receives the messages of one watched workflow (events, then one result),
   // in sequence order, never concurrently; returns false to unsubscribe.
@@ -38,10 +42,13 @@ class EventHub {
   void Finish(const v1::IncidentResult& result);
 
   // Replays every retained message with sequence >= `from_sequence` to
-  // `listener`, then (if the workflow is still running) keeps calling it for
-  // new ones until the result. kNotFound when nothing of the workflow is
-  // retained here; kOutOfRange when the first retained event is after
-  // `from_sequence` (events were dropped: a re-attach would miss some).
+  // `listener` (from memory, or from the log), then (if the workflow is
+  // still running) keeps calling it for new ones until the result; each
+  // sequence number at most once. kNotFound when nothing of the workflow is
+  // retained; kOutOfRange when the first retained event is after
+  // `from_sequence` (a re-attach would miss some). A message stored before
+  // a crash and emitted again by the resumed run (the steps after its last
+  // checkpoint) is delivered in its first version only.
   // Returns the subscription id (0 when the replay already delivered the
   // result or the listener unsubscribed).
   absl::StatusOr<uint64_t> Watch(const std::string& workflow_id,
@@ -58,7 +65,16 @@ class EventHub {
                const v1::ResolveResponse& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Replays what memory does not hold from the log, then continues from
+  // memory (Watch when memory starts after `from_sequence`).
+  absl::StatusOr<uint64_t> WatchFromLog(const std::string& workflow_id,
+                                        uint64_t from_sequence,
+                                        Listener listener);
+  void Store(const std::string& workflow_id, uint64_t sequence,
+             const v1::ResolveResponse& message);
+
   const int max_finished_;
+  storage::RocksDbEventLog* const log_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, Stream> streams_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> finished_ ABSL_GUARDED_BY(mu_);

@@ -940,7 +940,10 @@ absl::Status RocksDbCheckpointStore::ApplyExpire(Request& r) {
                      *deleted[0])));
     batches_written_.fetch_add(1, std::memory_order_relaxed);
     keys_written_.fetch_add(batch.Count(), std::memory_order_relaxed);
-    for (const std::string* id : deleted) writer_.cache.erase(*id);
+    for (const std::string* id : deleted) {
+      writer_.cache.erase(*id);
+      if (r.expired_ids != nullptr) r.expired_ids->push_back(*id);
+    }
   }
   // Later scans start after this one's epoch: older rewrites are moot.
   absl::erase_if(writer_.rewritten,
@@ -1146,8 +1149,9 @@ absl::StatusOr<std::vector<WorkflowRecord>> RocksDbCheckpointStore::ListByPhase(
   return out;
 }
 
-absl::StatusOr<int> RocksDbCheckpointStore::ExpireFinished(absl::Time cutoff,
-                                                           int max_workflows) {
+absl::StatusOr<int> RocksDbCheckpointStore::ExpireFinished(
+    absl::Time cutoff, int max_workflows,
+    std::vector<std::string>* expired_ids) {
   REFLEXION_RETURN_IF_ERROR(
       core::ValidateNonNegative(max_workflows, "max_workflows"));
   // Expiry keys sort by (updated, id): those below `end` were updated
@@ -1240,6 +1244,7 @@ absl::StatusOr<int> RocksDbCheckpointStore::ExpireFinished(absl::Time cutoff,
     r.kind = Request::Kind::kExpire;
     r.expiring = &expiring;
     r.expired = &expired;
+    r.expired_ids = expired_ids;
     r.step = scan_epoch;
     if (absl::Status s = Wait(std::move(r)); !s.ok()) {
       expire_from_.clear();  // what this chunk kept: scan from the start

@@ -105,8 +105,9 @@ class RocksDbCheckpointStore final : public core::CheckpointStore {
       absl::string_view workflow_id, int limit) override;
   absl::StatusOr<std::vector<core::WorkflowRecord>> ListByPhase(
       core::WorkflowPhase phase) override;
-  absl::StatusOr<int> ExpireFinished(absl::Time cutoff,
-                                     int max_workflows) override;
+  absl::StatusOr<int> ExpireFinished(
+      absl::Time cutoff, int max_workflows,
+      std::vector<std::string>* expired = nullptr) override;
 
   // Batches written so far (each one WriteBatch), and the puts and deletes
   // in them, for benchmarks and tests.
@@ -153,8 +154,9 @@ class RocksDbCheckpointStore final : public core::CheckpointStore {
     bool waited = false;  // a caller blocks on it (Put, SetPhase, ...)
     std::vector<Expiring>* expiring = nullptr;  // kExpire: read by the caller
     int* expired = nullptr;                     // kExpire: how many deleted
-    WriteDone done;                             // kPut, kSetPhase, kExpire
-    absl::AnyInvocable<void() &&> barrier;      // kBarrier
+    std::vector<std::string>* expired_ids = nullptr;  // kExpire: which
+    WriteDone done;                         // kPut, kSetPhase, kExpire
+    absl::AnyInvocable<void() &&> barrier;  // kBarrier
     size_t bytes() const { return key.size() + value.size() + 64; }
   };
 

@@ -24,6 +24,7 @@ inline constexpr absl::string_view kColumnFamilies[] = {
     "episode_index",  // secondary indexes of episodes
     "workflows",      // workflow records and their indexes (checkpoints)
     "checkpoints",    // per-step checkpoints (RocksDbCheckpointStore)
+    "events",         // events of watched workflows (RocksDbEventLog)
 };
 
 struct RocksDbOptions {

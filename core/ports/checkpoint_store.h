@@ -127,9 +127,11 @@ class CheckpointStore {
 
   // Deletes every terminal workflow (record and checkpoints) last updated
   // before `cutoff`, at most `max_workflows` per call (0 = no limit).
-  // Returns how many were deleted.
-  virtual absl::StatusOr<int> ExpireFinished(absl::Time cutoff,
-                                             int max_workflows) = 0;
+  // Returns how many were deleted; their ids are appended to `expired`
+  // when not null (to delete what else is kept per workflow).
+  virtual absl::StatusOr<int> ExpireFinished(
+      absl::Time cutoff, int max_workflows,
+      std::vector<std::string>* expired = nullptr) = 0;
 };
 
 }  // namespace reflexion::core

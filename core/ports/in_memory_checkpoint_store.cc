@@ -167,8 +167,8 @@ InMemoryCheckpointStore::ListByPhase(WorkflowPhase phase) {
   return out;
 }
 
-absl::StatusOr<int> InMemoryCheckpointStore::ExpireFinished(absl::Time cutoff,
-                                                            int max_workflows) {
+absl::StatusOr<int> InMemoryCheckpointStore::ExpireFinished(
+    absl::Time cutoff, int max_workflows, std::vector<std::string>* out) {
   REFLEXION_RETURN_IF_ERROR(
       ValidateNonNegative(max_workflows, "max_workflows"));
   absl::MutexLock lock(&mu_);
@@ -184,7 +184,10 @@ absl::StatusOr<int> InMemoryCheckpointStore::ExpireFinished(absl::Time cutoff,
       expired.size() > static_cast<size_t>(max_workflows)) {
     expired.resize(max_workflows);
   }
-  for (const auto& [updated, id] : expired) workflows_.erase(id);
+  for (const auto& [updated, id] : expired) {
+    workflows_.erase(id);
+    if (out != nullptr) out->push_back(id);
+  }
   return static_cast<int>(expired.size());
 }
 

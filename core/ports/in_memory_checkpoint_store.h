@@ -73,8 +73,9 @@ class InMemoryCheckpointStore final : public CheckpointStore {
                                                int limit) override;
   absl::StatusOr<std::vector<WorkflowRecord>> ListByPhase(
       WorkflowPhase phase) override;
-  absl::StatusOr<int> ExpireFinished(absl::Time cutoff,
-                                     int max_workflows) override;
+  absl::StatusOr<int> ExpireFinished(
+      absl::Time cutoff, int max_workflows,
+      std::vector<std::string>* expired = nullptr) override;
 
  private:
   struct Workflow {

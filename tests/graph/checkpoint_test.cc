@@ -304,8 +304,10 @@ class HeldStore final : public core::CheckpointStore {
       core::WorkflowPhase phase) override {
     return inner_.ListByPhase(phase);
   }
-  absl::StatusOr<int> ExpireFinished(absl::Time cutoff, int max) override {
-    return inner_.ExpireFinished(cutoff, max);
+  absl::StatusOr<int> ExpireFinished(
+      absl::Time cutoff, int max,
+      std::vector<std::string>* expired = nullptr) override {
+    return inner_.ExpireFinished(cutoff, max, expired);
   }
 
  private:

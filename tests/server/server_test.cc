@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
 #include "server/app.h"
@@ -846,6 +847,77 @@ TEST_F(ServerTest, ForkStartsANewWorkflowAtTheChosenCheckpoint) {
   s = fork("", 0, "", &unused);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("workflow_id"));
+}
+
+TEST_F(ServerTest, WatchReplaysAWorkflowsEventsAfterARestartUntilItExpires) {
+  v1::StartWorkflowRequest start;
+  start.set_pod_name("api-3");
+  start.set_namespace_("default");
+  start.set_error_type("CrashLoopBackOff");
+  v1::StartWorkflowResponse started;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->StartWorkflow(&ctx, start, &started).ok());
+  }
+  const std::string id = started.workflow_id();
+  if (WaitUntilSettled(id).phase() == v1::WORKFLOW_PHASE_WAITING) {
+    ASSERT_TRUE(Decide(id, v1::HumanDecision::KIND_GIVE_UP, "").ok());
+  }
+  ASSERT_EQ(WaitUntilSettled(id).phase(), v1::WORKFLOW_PHASE_COMPLETED);
+  // Every message of a watch from `from`, in order; its status.
+  auto watch = [&](uint64_t from, std::vector<v1::WatchWorkflowResponse>* out) {
+    grpc::ClientContext ctx;
+    v1::WatchWorkflowRequest req;
+    req.set_workflow_id(id);
+    req.set_from_sequence(from);
+    auto reader = stub_->WatchWorkflow(&ctx, req);
+    v1::WatchWorkflowResponse m;
+    while (reader->Read(&m)) out->push_back(m);
+    return reader->Finish();
+  };
+  auto sequence = [](const v1::WatchWorkflowResponse& m) {
+    return m.has_event() ? m.event().sequence() : m.result().sequence();
+  };
+  std::vector<v1::WatchWorkflowResponse> before;
+  ASSERT_TRUE(watch(1, &before).ok());
+  ASSERT_FALSE(before.empty());
+  ASSERT_TRUE(before.back().has_result());
+
+  RestartServer();
+  // Nothing of it is in the new process's memory: the stored log answers,
+  // with every sequence number once, identical to what was streamed.
+  std::vector<v1::WatchWorkflowResponse> after;
+  ASSERT_TRUE(watch(1, &after).ok());
+  ASSERT_EQ(after.size(), before.size());
+  for (size_t i = 0; i < after.size(); ++i) {
+    EXPECT_EQ(sequence(after[i]), i + 1);
+    EXPECT_TRUE(
+        google::protobuf::util::MessageDifferencer::Equals(after[i], before[i]))
+        << "message " << i;
+  }
+  std::vector<v1::WatchWorkflowResponse> tail;
+  ASSERT_TRUE(watch(4, &tail).ok());
+  ASSERT_EQ(tail.size(), before.size() - 3);
+  EXPECT_EQ(sequence(tail.front()), 4u);
+
+  // Retention takes the events with the workflow.
+  app_.reset();
+  ServerConfig config;
+  config.host = "127.0.0.1";
+  config.port = 0;
+  config.data_dir = dir_.path();
+  config.finished_ttl = absl::Milliseconds(1);
+  app_ = std::make_unique<App>(config);
+  ASSERT_THAT(app_->Start(), IsOk());
+  channel_ = client::Connect(absl::StrCat("127.0.0.1:", app_->port()));
+  stub_ = v1::ReflexionService::NewStub(channel_);
+  absl::SleepFor(absl::Milliseconds(5));
+  absl::StatusOr<int> expired = app_->RunRetention();
+  ASSERT_THAT(expired, IsOk());
+  EXPECT_GE(*expired, 1);
+  std::vector<v1::WatchWorkflowResponse> gone;
+  EXPECT_EQ(watch(1, &gone).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(gone.empty());
 }
 
 TEST_F(ServerTest, ASecondServerOnALockedDataDirFailsCleanly) {

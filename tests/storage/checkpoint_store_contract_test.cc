@@ -569,9 +569,11 @@ TYPED_TEST(CheckpointStoreContractTest,
     c.time = T(10 - i);
     REFLEXION_ASSERT_OK(this->store().Put(c, kCompleted, 0, false));
   }
-  REFLEXION_ASSERT_OK_AND_ASSIGN(int n,
-                                 this->store().ExpireFinished(T(100), 2));
+  std::vector<std::string> expired;
+  REFLEXION_ASSERT_OK_AND_ASSIGN(
+      int n, this->store().ExpireFinished(T(100), 2, &expired));
   EXPECT_EQ(n, 2);
+  EXPECT_THAT(expired, ElementsAre("wf-4", "wf-3"));
   EXPECT_THAT(IdsInPhase(this->store(), kCompleted),
               ElementsAre("wf-0", "wf-1", "wf-2"));
   REFLEXION_ASSERT_OK_AND_ASSIGN(n, this->store().ExpireFinished(T(100), 2));
