@@ -896,7 +896,7 @@ absl::Status RocksDbCheckpointStore::ApplySetPhase(Request& r) {
 
 absl::Status RocksDbCheckpointStore::ApplyExpire(Request& r) {
   // The batch before this request is written: the database is current.
-  const uint64_t scan_epoch = r.step;
+  const uint64_t scan_epoch = r.scan_epoch;
   if (scan_epoch < writer_.rewritten_forgotten_before) {
     return absl::AbortedError("expiry scan too old: read it again");
   }
@@ -1245,7 +1245,7 @@ absl::StatusOr<int> RocksDbCheckpointStore::ExpireFinished(
     r.expiring = &expiring;
     r.expired = &expired;
     r.expired_ids = expired_ids;
-    r.step = scan_epoch;
+    r.scan_epoch = scan_epoch;
     if (absl::Status s = Wait(std::move(r)); !s.ok()) {
       expire_from_.clear();  // what this chunk kept: scan from the start
       if (!absl::IsAborted(s)) return s;

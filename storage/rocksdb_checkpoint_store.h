@@ -146,13 +146,14 @@ class RocksDbCheckpointStore final : public core::CheckpointStore {
     Kind kind = Kind::kBarrier;
     std::string id;
     core::WorkflowPhase phase = core::WorkflowPhase::kRunning;
-    uint64_t step = 0;       // kPut; kExpire: the scan's epoch
+    uint64_t step = 0;       // kPut
     absl::Time time;         // kPut: the checkpoint's; kSetPhase: now
     std::string key, value;  // kPut: the encoded checkpoint
     int keep_last = 0;       // kPut
     bool sync = false;
     bool waited = false;  // a caller blocks on it (Put, SetPhase, ...)
     std::vector<Expiring>* expiring = nullptr;  // kExpire: read by the caller
+    uint64_t scan_epoch = 0;                    // kExpire: of its snapshot
     int* expired = nullptr;                     // kExpire: how many deleted
     std::vector<std::string>* expired_ids = nullptr;  // kExpire: which
     WriteDone done;                         // kPut, kSetPhase, kExpire

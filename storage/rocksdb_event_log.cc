@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "core/ports/in_memory_checkpoint_store.h"
 #include "core/status_macros.h"
 #include "glog/logging.h"
 #include "rocksdb/db.h"
@@ -15,14 +16,6 @@ namespace reflexion::storage {
 namespace {
 
 constexpr size_t kSequenceBytes = 8;
-
-absl::Status ValidateId(absl::string_view id) {
-  if (id.empty()) return absl::InvalidArgumentError("workflow_id: empty");
-  if (id.find('\0') != absl::string_view::npos) {
-    return absl::InvalidArgumentError("workflow_id: must not contain NUL");
-  }
-  return absl::OkStatus();
-}
 
 std::string Key(absl::string_view id, uint64_t sequence) {
   std::string key;
@@ -51,7 +44,7 @@ RocksDbEventLog::RocksDbEventLog(RocksDb* db)
 absl::Status RocksDbEventLog::Append(absl::string_view workflow_id,
                                      uint64_t sequence,
                                      absl::string_view message) {
-  REFLEXION_RETURN_IF_ERROR(ValidateId(workflow_id));
+  REFLEXION_RETURN_IF_ERROR(core::ValidateWorkflowId(workflow_id));
   return FromRocksDbStatus(
       db_->db()->Put(rocksdb::WriteOptions(), events_,
                      Key(workflow_id, sequence),
@@ -81,7 +74,7 @@ absl::Status RocksDbEventLog::Scan(
 absl::Status RocksDbEventLog::Read(
     absl::string_view workflow_id, uint64_t from, uint64_t to,
     absl::FunctionRef<bool(uint64_t, absl::string_view)> fn) {
-  REFLEXION_RETURN_IF_ERROR(ValidateId(workflow_id));
+  REFLEXION_RETURN_IF_ERROR(core::ValidateWorkflowId(workflow_id));
   return Scan(workflow_id, from, to,
               [&](const rocksdb::Slice& key, const rocksdb::Slice& value) {
                 return fn(SequenceOf(key),
@@ -93,7 +86,7 @@ absl::Status RocksDbEventLog::DeleteWorkflows(
     const std::vector<std::string>& workflow_ids) {
   rocksdb::WriteBatch batch;
   for (const std::string& id : workflow_ids) {
-    if (!ValidateId(id).ok()) continue;
+    if (!core::ValidateWorkflowId(id).ok()) continue;
     REFLEXION_RETURN_IF_ERROR(
         Scan(id, 0, UINT64_MAX,
              [&](const rocksdb::Slice& key, const rocksdb::Slice&) {
