@@ -47,6 +47,7 @@ long ReadStatusKb(const char* key) {
 
 struct StreamStats {
   int results = 0;
+  int accepted = 0;
   int order_errors = 0;
   long events = 0;
   std::vector<double> latency_ms;
@@ -67,7 +68,9 @@ void RunStream(reflexion::v1::ReflexionService::Stub& stub, int first,
     reflexion::v1::ResolveResponse m;
     std::map<std::string, uint64_t> last;
     while (stream->Read(&m)) {
-      if (m.has_event()) {
+      if (m.has_accepted()) {
+        ++stats.accepted;
+      } else if (m.has_event()) {
         ++stats.events;
         uint64_t& l = last[m.event().workflow_id()];
         if (m.event().sequence() != l + 1) ++stats.order_errors;

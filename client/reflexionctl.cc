@@ -47,6 +47,9 @@ ABSL_FLAG(std::string, strategy, "",
           "resume, fork: the strategy a human approves");
 ABSL_FLAG(int64_t, step, -1, "fork: the checkpoint step to fork from");
 ABSL_FLAG(std::string, note, "", "resume: a note kept with the decision");
+ABSL_FLAG(std::string, etag, "",
+          "resume: the wait the decision answers (GetWorkflow's etag); "
+          "default: the wait `status` shows now");
 ABSL_FLAG(uint64_t, from, 0,
           "watch: first sequence number to show (re-attach after the last "
           "one seen)");
@@ -75,7 +78,8 @@ constexpr char kUsage[] =
     "  watch ID    Stream a workflow's events live, then its result\n"
     "              ([--from N] re-attaches after sequence N-1).\n"
     "  resume ID   --decision retry --strategy NAME | resolved | give_up\n"
-    "              [--note TEXT]: the human decision for a waiting workflow.\n"
+    "              [--note TEXT] [--etag E]: the human decision for a waiting\n"
+    "              workflow (for the wait it is in now, or the one E names).\n"
     "  cancel ID   Cancel a running workflow.\n"
     "  history ID  The workflow's checkpoints, newest first ([--limit N]).\n"
     "  fork ID     --step N [--strategy NAME]: a new workflow from checkpoint\n"
@@ -183,11 +187,13 @@ int Process(ReflexionService::Stub& stub) {
   const bool quiet = absl::GetFlag(FLAGS_quiet);
   int exit_code = 0;
   bool got_result = false;
+  bool handed_off = false;
   absl::Status s = reflexion::client::ResolveAll(
       stub, {in},
       [&](const reflexion::v1::ResolveResponse& m) {
         if (Json()) {
-          if (!quiet || m.has_result() || m.has_rejected()) {
+          if (!quiet || m.has_result() || m.has_rejected() ||
+              m.has_handed_off()) {
             std::printf("%s\n", ToJson(m, false).c_str());
           }
         } else if (m.has_event()) {
@@ -197,6 +203,18 @@ int Process(ReflexionService::Stub& stub) {
         } else if (m.has_rejected()) {
           std::fprintf(stderr, "rejected: %s\n",
                        m.rejected().message().c_str());
+        } else if (m.has_accepted()) {
+          if (!quiet) {
+            std::printf("accepted as %s\n", m.accepted().workflow_id().c_str());
+          }
+        } else if (m.has_handed_off()) {
+          std::printf(
+              "handed off: %s continues on the server (reflexionctl watch %s "
+              "--from %llu): %s\n",
+              m.handed_off().workflow_id().c_str(),
+              m.handed_off().workflow_id().c_str(),
+              static_cast<unsigned long long>(m.handed_off().next_sequence()),
+              m.handed_off().message().c_str());
         }
         std::fflush(stdout);
         if (m.has_result()) {
@@ -206,8 +224,11 @@ int Process(ReflexionService::Stub& stub) {
           }
         }
         if (m.has_rejected()) exit_code = 2;
+        if (m.has_handed_off()) handed_off = true;
       },
       absl::GetFlag(FLAGS_timeout));
+  // Handed off at a server shutdown: it continues there (exit 0, as WAITING).
+  if (handed_off && !got_result && exit_code == 0) return 0;
   if (!s.ok()) return Error(s);
   if (!got_result && exit_code == 0) exit_code = 1;
   return exit_code;
@@ -453,6 +474,24 @@ int Resume(ReflexionService::Stub& stub, const std::string& id) {
     return 2;
   }
   d->set_note(absl::GetFlag(FLAGS_note));
+  req.set_etag(absl::GetFlag(FLAGS_etag));
+  if (req.etag().empty()) {
+    // Answer the wait the workflow is in now; if another decision lands
+    // first, the server refuses this one (ABORTED) instead of applying both.
+    reflexion::v1::GetWorkflowRequest get;
+    get.set_workflow_id(id);
+    reflexion::v1::GetWorkflowResponse status;
+    grpc::ClientContext get_ctx;
+    absl::Status s =
+        reflexion::client::FromGrpc(stub.GetWorkflow(&get_ctx, get, &status));
+    if (!s.ok()) return Error(s);
+    if (status.phase() != reflexion::v1::WORKFLOW_PHASE_WAITING) {
+      return Error(absl::FailedPreconditionError(absl::StrCat(
+          "workflow ", id, " is not waiting for a decision (",
+          reflexion::v1::WorkflowPhase_Name(status.phase()), ")")));
+    }
+    req.set_etag(status.etag());
+  }
   reflexion::v1::ResumeWorkflowResponse resp;
   grpc::ClientContext ctx;
   absl::Status s =

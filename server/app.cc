@@ -10,12 +10,13 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
+#include "storage/rocksdb_start_counter.h"
 
 namespace reflexion::server {
 
 App::App(ServerConfig config) : config_(std::move(config)) {}
 
-App::~App() { Stop(absl::ZeroDuration()); }
+App::~App() { Stop(absl::ZeroDuration(), absl::ZeroDuration()); }
 
 absl::Status App::Start() {
   std::error_code ec;
@@ -28,6 +29,12 @@ absl::Status App::Start() {
       storage::RocksDb::Open(config_.data_dir);
   if (!db.ok()) return db.status();
   db_ = *std::move(db);
+  // Workflow ids are numbered per start of this data dir: unique across
+  // restarts, and the same for the same sequence of incidents (simulated
+  // outcomes are drawn from idempotency keys, which contain the id).
+  absl::StatusOr<uint64_t> start = storage::NextStartNumber(*db_);
+  if (!start.ok()) return start.status();
+  start_number_ = *start;
   store_ = std::make_unique<storage::RocksDbKnowledgeStore>(db_.get());
   if (config_.checkpointing) {
     checkpoints_ = std::make_unique<storage::RocksDbCheckpointStore>(db_.get());
@@ -62,7 +69,8 @@ absl::Status App::Start() {
   hub_ = std::make_unique<EventHub>(config_.watch_retained_workflows,
                                     events_.get());
   runner_ = std::make_unique<WorkflowRunner>(
-      workflow_.get(), pool_.get(), &clock_, config_.max_in_flight, hub_.get());
+      workflow_.get(), pool_.get(), &clock_, config_.max_in_flight, hub_.get(),
+      absl::StrCat("wf-", start_number_, "-"));
   if (checkpoints_ != nullptr) {
     // Workflows a crash interrupted continue from their last checkpoint.
     absl::StatusOr<std::vector<core::WorkflowRecord>> running =
@@ -135,7 +143,9 @@ void App::RetentionLoop() {
   }
 }
 
-void App::Stop(absl::Duration grace) {
+void App::Stop(absl::Duration drain, absl::Duration grace) {
+  if (stopped_) return;
+  stopped_ = true;
   if (retention_.joinable()) {
     stop_retention_.Notify();
     retention_.join();
@@ -145,8 +155,20 @@ void App::Stop(absl::Duration grace) {
                                                        false);
     server_->GetHealthCheckService()->SetServingStatus(false);
     runner_->StopAccepting();
+    if (drain > absl::ZeroDuration()) {
+      LOG(INFO) << "NOT_SERVING; draining for " << absl::FormatDuration(drain);
+      drain_cut_.WaitForNotificationWithTimeout(drain);
+    }
+    if (!service_->WaitForStreams(clock_.Now() + grace)) {
+      int handed = service_->HandOffStreams();
+      LOG(INFO) << "handed off " << handed
+                << " workflow(s) still running on Resolve streams after "
+                << absl::FormatDuration(grace);
+    }
+    // The streams' last messages (results, hand-offs) are queued: give the
+    // writes a moment, then cut what is left.
     server_->Shutdown(std::chrono::system_clock::now() +
-                      absl::ToChronoSeconds(grace));
+                      std::chrono::seconds(1));
   }
   if (runner_ != nullptr) runner_->Drain();
   if (server_ != nullptr) server_->Wait();

@@ -36,9 +36,20 @@ class App {
   // locked by another process, corrupt), scenarios invalid, port taken.
   absl::Status Start();
 
-  // Graceful stop: NOT_SERVING, no new incidents, streams get `grace` to
-  // finish, every running workflow completes, storage is closed.
-  void Stop(absl::Duration grace = absl::Seconds(10));
+  // Graceful stop (SIGTERM). At once: health NOT_SERVING, new work refused
+  // with UNAVAILABLE (incidents, starts, forks, decisions). For `drain`
+  // everything else is served as before (so health checks and load
+  // balancers see NOT_SERVING). Then Resolve streams get up to `grace` for
+  // the results of their running workflows; those still running get a
+  // `handed_off` message (they continue, events retained for WatchWorkflow)
+  // and their streams end with UNAVAILABLE. Then the listeners close, every
+  // running workflow completes and is stored, and storage is closed.
+  void Stop(absl::Duration drain, absl::Duration grace);
+  // Stop with service.shutdown_drain and service.shutdown_grace.
+  void Stop() { Stop(config_.shutdown_drain, config_.shutdown_grace); }
+  // Ends the drain period of a Stop in progress early (from another
+  // thread; e.g. a test that has seen NOT_SERVING).
+  void EndDrain() { drain_cut_.Notify(); }
 
   // The bound port (after Start).
   int port() const { return port_; }
@@ -68,7 +79,10 @@ class App {
   std::unique_ptr<storage::RocksDbCheckpointStore> checkpoints_;
   std::unique_ptr<storage::RocksDbEventLog> events_;  // with checkpoints_
   int resumed_ = 0;
+  uint64_t start_number_ = 0;  // this start of the data dir: 1, 2, ...
   absl::Notification stop_retention_;
+  absl::Notification drain_cut_;
+  bool stopped_ = false;
   std::thread retention_;
   std::unique_ptr<sim::SimulatedCluster> cluster_;
   core::HeuristicReflector reflector_;

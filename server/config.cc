@@ -78,6 +78,14 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
   if (key == "service.worker_threads") {
     return ReadInt(v, key, 0, 256, c.worker_threads);
   }
+  if (key == "service.shutdown_drain" || key == "service.shutdown_grace") {
+    double seconds = 0;
+    absl::Status s = ReadDouble(v, key, 0, 3600, seconds);
+    if (!s.ok()) return s;
+    (key == "service.shutdown_drain" ? c.shutdown_drain : c.shutdown_grace) =
+        absl::Seconds(seconds);
+    return absl::OkStatus();
+  }
   if (key == "executor.type") {
     std::string type;
     absl::Status s = Read(v, key, type);

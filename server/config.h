@@ -23,6 +23,12 @@ struct ServerConfig {
   // (service.watch_retained_workflows).
   int watch_retained_workflows = 2000;
   int worker_threads = 0;  // service.worker_threads (0 = one per core)
+  // On SIGTERM: how long health shows NOT_SERVING (new work refused, reads
+  // served) before anything closes (service.shutdown_drain, seconds) ...
+  absl::Duration shutdown_drain = absl::Seconds(5);
+  // ... then how long Resolve streams get to receive the results of their
+  // running workflows before those are handed off (service.shutdown_grace).
+  absl::Duration shutdown_grace = absl::Seconds(10);
   std::string executor = "simulated";  // executor.type
   uint64_t simulator_seed = 42;        // simulator.seed
   std::string simulator_scenarios;     // simulator.scenarios ("" = embedded)

@@ -79,9 +79,10 @@ int Run() {
   sigwait(&stop_signals, &signal_number);
   LOG(INFO) << "received " << strsignal(signal_number)
             << ", shutting down: no new incidents, draining workflows";
-  // Streams get 10 s to finish, then are cancelled; workflows already
-  // running always finish (their episodes are stored).
-  app.Stop(absl::Seconds(10));
+  // NOT_SERVING for service.shutdown_drain, then Resolve streams get
+  // service.shutdown_grace; workflows already running always finish (their
+  // episodes are stored).
+  app.Stop();
   LOG(INFO) << "stopped cleanly";
   return 0;
 }

@@ -5,19 +5,20 @@
 #include <memory>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "core/reflexion/catalog.h"
 #include "core/reflexion/events.h"
 #include "core/reflexion/metrics.h"
 #include "core/reflexion/time_util.h"
+#include "core/reflexion/utf8.h"
 #include "core/reflexion/validation.h"
 #include "glog/logging.h"
+#include "server/wire.h"
 
 namespace reflexion::server {
-
-using reflexion::v1::ResolveRequest;
-using reflexion::v1::ResolveResponse;
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
@@ -41,6 +42,25 @@ reflexion::v1::Incident IncidentFromRequest(
 
 namespace {
 
+// A workflow id from a request: 1..128 bytes, no NUL. `prefix` is the path
+// of the message holding it ("decision." on Resolve).
+absl::Status CheckWorkflowId(const std::string& id,
+                             absl::string_view prefix = "") {
+  if (id.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix, "workflow_id: is required"));
+  }
+  if (id.size() > 128) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix, "workflow_id: at most 128 bytes"));
+  }
+  if (id.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix, "workflow_id: must not contain NUL"));
+  }
+  return absl::OkStatus();
+}
+
 // The field path at the start of a validation message ("incident.pod_name:
 // ..." -> "incident.pod_name").
 std::string FieldOf(absl::string_view message) {
@@ -52,17 +72,26 @@ std::string FieldOf(absl::string_view message) {
 
 }  // namespace
 
-// One Resolve stream. Reads incidents one at a time, runs each as a
-// workflow, and multiplexes every workflow's events and result onto one
-// write queue with a single write outstanding. Lives until both gRPC is done
-// with it (OnDone) and every workflow it started has finished.
+// One Resolve stream, on raw bytes so that a message that does not parse is
+// answered (rejected, naming the field) instead of ending the stream. Reads
+// one message at a time, runs each incident as a workflow, and multiplexes
+// every workflow's messages onto one write queue with a single write
+// outstanding. Lives until both gRPC is done with it (OnDone) and every
+// workflow it started has finished; registered with the service meanwhile
+// (for the hand-off at shutdown).
 class ReflexionServiceImpl::ResolveReactor final
-    : public grpc::ServerBidiReactor<ResolveRequest, ResolveResponse> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+  using ResolveRequest = reflexion::v1::ResolveRequest;
+  using ResolveResponse = reflexion::v1::ResolveResponse;
+
  public:
-  ResolveReactor(WorkflowRunner* runner, graph::TaskRunner* pool,
-                 int max_in_flight)
-      : runner_(runner), pool_(pool), max_in_flight_(max_in_flight) {
-    StartRead(&request_);
+  ResolveReactor(ReflexionServiceImpl* service, int max_in_flight)
+      : service_(service),
+        runner_(service->runner_),
+        pool_(service->pool_),
+        max_in_flight_(max_in_flight) {
+    service_->Register(this);
+    StartRead(&read_buffer_);
   }
 
   void OnReadDone(bool ok) override {
@@ -74,8 +103,12 @@ class ReflexionServiceImpl::ResolveReactor final
       MaybeFinish();
       return;
     }
-    HandleRequest();
-    StartRead(&request_);
+    HandleMessage();
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;  // handed off: nothing more is read
+    }
+    StartRead(&read_buffer_);
   }
 
   void OnWriteDone(bool ok) override {
@@ -122,26 +155,87 @@ class ReflexionServiceImpl::ResolveReactor final
       done_ = true;
       last = active_ == 0;
     }
-    if (last) delete this;
+    if (last) Destroy();
+  }
+
+  // Shutdown: every workflow still open on this stream is handed off (it
+  // continues without the stream, its events retained for WatchWorkflow)
+  // and the stream ends with UNAVAILABLE once what is queued is written.
+  // A workflow already finishing gets its result instead. Returns how many
+  // were handed off. Called by the service (registry lock held); never
+  // blocks.
+  int HandOff() {
+    std::vector<std::string> ids;
+    {
+      absl::MutexLock lock(&mu_);
+      if (handing_off_ || finished_) return 0;
+      handing_off_ = true;
+      for (const auto& [id, open] : open_) ids.push_back(id);
+    }
+    std::vector<std::string> retained;
+    for (const std::string& id : ids) {
+      if (runner_->RetainEvents(id)) retained.push_back(id);
+    }
+    int handed = 0;
+    for (const std::string& id : retained) {
+      ResolveResponse r;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = open_.find(id);
+        if (it == open_.end()) continue;  // its result came meanwhile
+        auto* h = r.mutable_handed_off();
+        h->set_request_id(it->second.request_id);
+        h->set_workflow_id(id);
+        h->set_next_sequence(it->second.next_sequence);
+        h->set_message(
+            "server shutting down: the workflow continues without this "
+            "stream; re-attach with WatchWorkflow from next_sequence or read "
+            "its outcome with GetWorkflow");
+        handed_off_.insert(id);
+        open_.erase(it);
+      }
+      Enqueue(std::move(r));
+      ++handed;
+    }
+    MaybeFinish();
+    return handed;
+  }
+
+  // Incidents (and decided workflows) this stream still waits for.
+  int open() {
+    absl::MutexLock lock(&mu_);
+    return static_cast<int>(open_.size());
   }
 
  private:
-  void HandleRequest() {
-    if (request_.message_case() == ResolveRequest::kDecision) {
-      HandleDecision(std::move(*request_.mutable_decision()));
+  // What the stream knows of a workflow it waits for.
+  struct Open {
+    std::string request_id;
+    uint64_t next_sequence = 1;  // the first not yet queued on the stream
+  };
+
+  void HandleMessage() {
+    ResolveRequest request;
+    if (absl::Status s = DecodeMessage(read_buffer_, &request); !s.ok()) {
+      Reject("", s);
       return;
     }
-    if (request_.message_case() != ResolveRequest::kIncident) {
+    if (request.message_case() == ResolveRequest::kDecision) {
+      HandleDecision(std::move(*request.mutable_decision()));
+      return;
+    }
+    if (request.message_case() != ResolveRequest::kIncident) {
       Reject("", absl::InvalidArgumentError(
                      "message: a ResolveRequest must carry an incident or a "
                      "decision"));
       return;
     }
-    reflexion::v1::Incident incident = std::move(*request_.mutable_incident());
+    reflexion::v1::Incident incident = std::move(*request.mutable_incident());
     std::string request_id = incident.request_id();
     absl::Status valid = core::ValidateIncident(incident, "incident.");
     if (!valid.ok()) {
-      Reject(request_id.substr(0, core::kMaxRequestId), valid);
+      Reject(std::string(core::ClipUtf8(request_id, core::kMaxRequestId)),
+             valid);
       return;
     }
     bool admitted;
@@ -157,52 +251,99 @@ class ReflexionServiceImpl::ResolveReactor final
       return;
     }
     absl::StatusOr<std::string> id =
-        runner_->Submit(std::move(incident), StreamCallbacks());
+        runner_->Submit(std::move(incident), StreamCallbacks(request_id));
     if (!id.ok()) {
-      {
-        absl::MutexLock lock(&mu_);
-        --active_;
-      }
       Reject(request_id, id.status());
+      WorkflowFinished();
     }
   }
 
-  WorkflowCallbacks StreamCallbacks() {
+  // Callbacks of a workflow followed on this stream. `request_id` is the
+  // incident's ("" for a workflow continued by a decision).
+  WorkflowCallbacks StreamCallbacks(std::string request_id) {
     WorkflowCallbacks cb;
+    cb.on_accepted = [this, request_id](const std::string& workflow_id,
+                                        const absl::Status& s) {
+      ResolveResponse r;
+      if (s.ok()) {
+        {
+          absl::MutexLock lock(&mu_);
+          open_[workflow_id].request_id = request_id;
+        }
+        service_->AddOpen(1);
+        auto* a = r.mutable_accepted();
+        a->set_request_id(request_id);
+        a->set_workflow_id(workflow_id);
+      } else {
+        // Not recorded, so it will not run: no events, no result.
+        auto* rej = r.mutable_rejected();
+        rej->set_request_id(request_id);
+        rej->set_workflow_id(workflow_id);
+        rej->set_code(static_cast<int>(s.code()));
+        rej->set_message(std::string(s.message()));
+      }
+      Enqueue(std::move(r));
+      if (!s.ok()) WorkflowFinished();
+    };
     cb.on_event = [this](reflexion::v1::WorkflowEvent ev) {
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = open_.find(ev.workflow_id());
+        if (it == open_.end()) return;  // handed off
+        it->second.next_sequence = ev.sequence() + 1;
+      }
       ResolveResponse r;
       *r.mutable_event() = std::move(ev);
       Enqueue(std::move(r));
     };
     cb.on_result = [this](reflexion::v1::IncidentResult result) {
-      ResolveResponse r;
-      *r.mutable_result() = std::move(result);
-      Enqueue(std::move(r));
+      bool mine;
+      {
+        absl::MutexLock lock(&mu_);
+        mine = open_.erase(result.workflow_id()) > 0;
+        handed_off_.erase(result.workflow_id());
+      }
+      if (mine) {
+        service_->AddOpen(-1);
+        ResolveResponse r;
+        *r.mutable_result() = std::move(result);
+        Enqueue(std::move(r));
+      }
       WorkflowFinished();
     };
     return cb;
   }
 
   // A decision touches storage: it runs on the pool, never in the reaction.
+  // Its continuing workflow is followed on this stream.
   void HandleDecision(reflexion::v1::ResumeWorkflowRequest decision) {
     {
       absl::MutexLock lock(&mu_);
       ++active_;  // until its result, or its rejection
     }
     pool_->Post([this, decision = std::move(decision)] {
-      absl::Status s = absl::OkStatus();
-      if (decision.workflow_id().empty() ||
-          decision.workflow_id().size() > 128) {
-        s = absl::InvalidArgumentError(
-            "decision.workflow_id: 1 to 128 bytes required");
-      } else {
-        s = runner_->Decide(decision.workflow_id(), decision.decision(),
-                            StreamCallbacks());
+      absl::Status s = CheckWorkflowId(decision.workflow_id(), "decision.");
+      if (s.ok()) {
+        {
+          absl::MutexLock lock(&mu_);
+          // Open before it runs: its first event may come before Decide
+          // returns.
+          open_[decision.workflow_id()];
+        }
+        s = runner_->Decide(decision.workflow_id(), decision.etag(),
+                            decision.decision(), StreamCallbacks(""));
+        if (s.ok()) {
+          service_->AddOpen(1);
+        } else {
+          absl::MutexLock lock(&mu_);
+          open_.erase(decision.workflow_id());
+        }
       }
       if (!s.ok()) {
         ResolveResponse r;
         auto* rej = r.mutable_rejected();
-        rej->set_workflow_id(decision.workflow_id());
+        rej->set_workflow_id(
+            std::string(core::ClipUtf8(decision.workflow_id(), 128)));
         rej->set_code(static_cast<int>(s.code()));
         rej->set_message(std::string(s.message()));
         rej->set_field(FieldOf(s.message()));
@@ -222,16 +363,17 @@ class ReflexionServiceImpl::ResolveReactor final
     Enqueue(std::move(r));
   }
 
-  void Enqueue(ResolveResponse response) {
+  void Enqueue(const ResolveResponse& response) {
+    grpc::ByteBuffer bytes = EncodeMessage(response);
     {
       absl::MutexLock lock(&mu_);
       if (broken_ || finished_) return;
       if (writing_) {
-        queue_.push_back(std::move(response));
+        queue_.push_back(std::move(bytes));
         return;
       }
       writing_ = true;
-      in_write_ = std::move(response);
+      in_write_ = std::move(bytes);
     }
     StartWrite(&in_write_);
   }
@@ -244,14 +386,15 @@ class ReflexionServiceImpl::ResolveReactor final
       destroy = done_ && active_ == 0;
     }
     if (destroy) {
-      delete this;
+      Destroy();
       return;
     }
     MaybeFinish();
   }
 
-  // Finishes once the client closed its side and everything was written, or
-  // at once (no write outstanding) when the stream is broken.
+  // Finishes once the client closed its side and everything was written;
+  // once handed off and everything queued was written; or at once (no
+  // write outstanding) when the stream is broken.
   void MaybeFinish() {
     grpc::Status status;
     {
@@ -259,6 +402,11 @@ class ReflexionServiceImpl::ResolveReactor final
       if (finished_ || writing_) return;
       if (broken_) {
         status = grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled");
+      } else if (handing_off_ && open_.empty() && queue_.empty()) {
+        status = grpc::Status(
+            grpc::StatusCode::UNAVAILABLE,
+            absl::StrCat("server shutting down: ", handed_off_.size(),
+                         " workflow(s) handed off, they continue"));
       } else if (!(reads_done_ && active_ == 0 && queue_.empty())) {
         return;
       }
@@ -267,21 +415,72 @@ class ReflexionServiceImpl::ResolveReactor final
     Finish(status);
   }
 
-  WorkflowRunner* runner_;
-  graph::TaskRunner* pool_;
+  void Destroy() {
+    int open;
+    {
+      absl::MutexLock lock(&mu_);
+      open = static_cast<int>(open_.size());
+    }
+    // Waits for a HandOff in progress; after this nobody calls us.
+    service_->Unregister(this, open);
+    delete this;
+  }
+
+  ReflexionServiceImpl* const service_;
+  WorkflowRunner* const runner_;
+  graph::TaskRunner* const pool_;
   const int max_in_flight_;
-  ResolveRequest request_;  // only touched by the read path
+  grpc::ByteBuffer read_buffer_;  // only touched by the read path
 
   absl::Mutex mu_;
-  std::deque<ResolveResponse> queue_ ABSL_GUARDED_BY(mu_);
-  ResolveResponse in_write_;  // owned by the write in progress
+  std::deque<grpc::ByteBuffer> queue_ ABSL_GUARDED_BY(mu_);
+  grpc::ByteBuffer in_write_;  // owned by the write in progress
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool handing_off_ ABSL_GUARDED_BY(mu_) = false;
+  // Workflows whose callbacks still reference this stream.
   int active_ ABSL_GUARDED_BY(mu_) = 0;
+  // Accepted workflows whose result this stream still owes (bounded by
+  // max_in_flight_ plus decisions in flight).
+  absl::flat_hash_map<std::string, Open> open_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> handed_off_ ABSL_GUARDED_BY(mu_);
 };
+
+void ReflexionServiceImpl::Register(ResolveReactor* stream) {
+  absl::MutexLock lock(&streams_mu_);
+  streams_.insert(stream);
+}
+
+void ReflexionServiceImpl::Unregister(ResolveReactor* stream, int open) {
+  absl::MutexLock lock(&streams_mu_);
+  streams_.erase(stream);
+  open_incidents_ -= open;
+}
+
+void ReflexionServiceImpl::AddOpen(int delta) {
+  absl::MutexLock lock(&streams_mu_);
+  open_incidents_ += delta;
+}
+
+bool ReflexionServiceImpl::WaitForStreams(absl::Time deadline) {
+  absl::MutexLock lock(&streams_mu_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_) {
+    return open_incidents_ <= 0;
+  };
+  return streams_mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
+}
+
+int ReflexionServiceImpl::HandOffStreams() {
+  absl::MutexLock lock(&streams_mu_);
+  int handed = 0;
+  for (ResolveReactor* stream : streams_) handed += stream->HandOff();
+  // Their results will not reach a stream.
+  open_incidents_ -= handed;
+  return handed;
+}
 
 ReflexionServiceImpl::ReflexionServiceImpl(
     WorkflowRunner* runner, EventHub* hub, core::KnowledgeStore* store,
@@ -296,9 +495,9 @@ ReflexionServiceImpl::ReflexionServiceImpl(
       options_(std::move(options)),
       started_(clock->Now()) {}
 
-grpc::ServerBidiReactor<ResolveRequest, ResolveResponse>*
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 ReflexionServiceImpl::Resolve(grpc::CallbackServerContext* context) {
-  return new ResolveReactor(runner_, pool_, options_.max_in_flight_per_stream);
+  return new ResolveReactor(this, options_.max_in_flight_per_stream);
 }
 
 grpc::ServerUnaryReactor* ReflexionServiceImpl::ProcessIncident(
@@ -319,6 +518,9 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ProcessIncident(
       *response->add_events() = std::move(ev);
     };
   }
+  cb.on_accepted = [reactor](const std::string&, const absl::Status& s) {
+    if (!s.ok()) reactor->Finish(ToGrpcStatus(s));  // it will not run
+  };
   cb.on_result = [reactor, response](reflexion::v1::IncidentResult result) {
     *response->mutable_result() = std::move(result);
     reactor->Finish(grpc::Status::OK);
@@ -345,18 +547,6 @@ v1::WorkflowPhase ToProtoPhase(core::WorkflowPhase p) {
       return v1::WORKFLOW_PHASE_CANCELLED;
   }
   return v1::WORKFLOW_PHASE_UNSPECIFIED;
-}
-
-// A workflow id from a request: 1..128 bytes.
-absl::Status CheckWorkflowId(const std::string& id) {
-  if (id.empty()) return absl::InvalidArgumentError("workflow_id: is required");
-  if (id.size() > 128) {
-    return absl::InvalidArgumentError("workflow_id: at most 128 bytes");
-  }
-  if (id.find('\0') != std::string::npos) {
-    return absl::InvalidArgumentError("workflow_id: must not contain NUL");
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -392,14 +582,15 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::StartWorkflow(
   }
   WorkflowCallbacks callbacks;
   callbacks.retain_events = true;  // followed with WatchWorkflow
+  // Answered only once the workflow is durably recorded.
+  callbacks.on_accepted = [reactor, response](const std::string& id,
+                                              const absl::Status& s) {
+    if (s.ok()) response->set_workflow_id(id);
+    reactor->Finish(ToGrpcStatus(s));
+  };
   absl::StatusOr<std::string> id =
       runner_->Submit(std::move(incident), std::move(callbacks));
-  if (!id.ok()) {
-    reactor->Finish(ToGrpcStatus(id.status()));
-    return reactor;
-  }
-  response->set_workflow_id(*id);
-  reactor->Finish(grpc::Status::OK);
+  if (!id.ok()) reactor->Finish(ToGrpcStatus(id.status()));
   return reactor;
 }
 
@@ -443,9 +634,13 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetWorkflow(
     *response->mutable_updated_at() = core::ToProto(cp->time);
     if (record->phase == core::WorkflowPhase::kWaiting) {
       core::WorkflowRunResult run{graph::Interrupt(state.escalation().reason()),
-                                  state, cp->last_sequence,
-                                  static_cast<int>(cp->step), cp->node};
+                                  state,
+                                  cp->last_sequence,
+                                  static_cast<int>(cp->step),
+                                  cp->node,
+                                  cp->step};
       *response->mutable_result() = core::MakeIncidentResult(run, cp->time);
+      response->set_etag(core::WaitEtag(cp->step));
     }
     if (core::IsTerminal(record->phase)) {
       absl::Status status =
@@ -631,8 +826,8 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ResumeWorkflow(
     return reactor;
   }
   pool_->Post([this, reactor, request] {
-    reactor->Finish(ToGrpcStatus(
-        runner_->Decide(request->workflow_id(), request->decision())));
+    reactor->Finish(ToGrpcStatus(runner_->Decide(
+        request->workflow_id(), request->etag(), request->decision())));
   });
   return reactor;
 }

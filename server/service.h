@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/graph/task_runner.h"
 #include "core/ports/checkpoint_store.h"
@@ -22,11 +24,28 @@ struct ServiceOptions {
   std::string reflector_name;
 };
 
+namespace internal {
+using RS = reflexion::v1::ReflexionService;
+// ReflexionService::CallbackService with Resolve on raw bytes (so the
+// service parses its messages itself and answers one that does not parse).
+// Lists every RPC of the service: add a new one here too.
+using ServiceBase = RS::WithRawCallbackMethod_Resolve<
+    RS::WithCallbackMethod_ProcessIncident<RS::WithCallbackMethod_StartWorkflow<
+        RS::WithCallbackMethod_GetWorkflow<RS::WithCallbackMethod_WatchWorkflow<
+            RS::WithCallbackMethod_ResumeWorkflow<
+                RS::WithCallbackMethod_CancelWorkflow<
+                    RS::WithCallbackMethod_ListCheckpoints<
+                        RS::WithCallbackMethod_ForkWorkflow<
+                            RS::WithCallbackMethod_ListStrategies<
+                                RS::WithCallbackMethod_ListEpisodes<
+                                    RS::WithCallbackMethod_GetMetrics<
+                                        RS::Service>>>>>>>>>>>>;
+}  // namespace internal
+
 // The gRPC service (callback API). Reactions never block: storage reads run
 // on `pool`, workflows on the runner. Every pointer must outlive the service
-// and the server it is registered with.
-class ReflexionServiceImpl final
-    : public reflexion::v1::ReflexionService::CallbackService {
+// and the server it is registered with. Thread-safe.
+class ReflexionServiceImpl final : public internal::ServiceBase {
  public:
   // `checkpoints` may be null (checkpointing disabled): the workflow RPCs
   // then answer FAILED_PRECONDITION.
@@ -36,9 +55,17 @@ class ReflexionServiceImpl final
                        graph::TaskRunner* pool, const core::Clock* clock,
                        ServiceOptions options);
 
-  grpc::ServerBidiReactor<reflexion::v1::ResolveRequest,
-                          reflexion::v1::ResolveResponse>*
-  Resolve(grpc::CallbackServerContext* context) override;
+  // Shutdown, after the runner stopped accepting: waits until no Resolve
+  // stream owes a result, or until `deadline`; true when none does.
+  bool WaitForStreams(absl::Time deadline);
+  // Shutdown: every workflow still open on a Resolve stream gets a
+  // `handed_off` message (it continues; its events are retained for
+  // WatchWorkflow) and those streams end with UNAVAILABLE. Returns how many
+  // were handed off.
+  int HandOffStreams();
+
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Resolve(
+      grpc::CallbackServerContext* context) override;
 
   grpc::ServerUnaryReactor* ProcessIncident(
       grpc::CallbackServerContext* context,
@@ -100,6 +127,11 @@ class ReflexionServiceImpl final
   class ResolveReactor;
   class WatchReactor;
 
+  void Register(ResolveReactor* stream);
+  // `open`: the stream's workflows still counted in open_incidents_.
+  void Unregister(ResolveReactor* stream, int open);
+  void AddOpen(int delta);
+
   WorkflowRunner* runner_;
   EventHub* hub_;
   core::KnowledgeStore* store_;
@@ -108,6 +140,12 @@ class ReflexionServiceImpl final
   const core::Clock* clock_;
   ServiceOptions options_;
   absl::Time started_;
+
+  absl::Mutex streams_mu_;
+  // Live Resolve streams (bounded by the connections gRPC admits).
+  absl::flat_hash_set<ResolveReactor*> streams_ ABSL_GUARDED_BY(streams_mu_);
+  // Workflows accepted on a Resolve stream whose result it still owes.
+  int64_t open_incidents_ ABSL_GUARDED_BY(streams_mu_) = 0;
 };
 
 // absl::Status -> grpc::Status (the codes are numerically equal).

@@ -3,10 +3,8 @@
 #include <memory>
 #include <utility>
 
-#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/time/clock.h"
 #include "core/reflexion/events.h"
 #include "glog/logging.h"
 
@@ -15,40 +13,53 @@ namespace reflexion::server {
 // Converts engine events and forwards them; owned by its run.
 class WorkflowRunner::Sink final : public core::WorkflowSink {
  public:
-  Sink(WorkflowCallbacks callbacks, EventHub* hub)
-      : callbacks_(std::move(callbacks)),
+  Sink(std::string workflow_id, WorkflowCallbacks callbacks, EventHub* hub)
+      : workflow_id_(std::move(workflow_id)),
+        callbacks_(std::move(callbacks)),
         hub_(callbacks_.retain_events ? hub : nullptr) {}
-  EventHub* hub() const { return hub_; }
+  EventHub* hub() const { return hub_.load(std::memory_order_acquire); }
+  // Starts retaining events in `hub` (see RetainEvents).
+  void Retain(EventHub* hub) {
+    if (this->hub() != nullptr || hub == nullptr) return;
+    hub->Open(workflow_id_);
+    hub_.store(hub, std::memory_order_release);
+  }
   void OnEvent(
       const graph::StepEvent<reflexion::v1::WorkflowState>& event) override {
-    if (!callbacks_.on_event && hub_ == nullptr) return;
+    EventHub* hub = this->hub();
+    if (!callbacks_.on_event && hub == nullptr) return;
     reflexion::v1::WorkflowEvent ev = core::MakeWorkflowEvent(event);
-    if (hub_ != nullptr) hub_->Publish(ev);
+    if (hub != nullptr) hub->Publish(ev);
     if (callbacks_.on_event) callbacks_.on_event(std::move(ev));
   }
   WorkflowCallbacks& callbacks() { return callbacks_; }
+  // The acknowledgement (WorkflowCallbacks::on_accepted).
+  void Accepted(const absl::Status& s) {
+    accepted_ = s.ok();
+    if (callbacks_.on_accepted) callbacks_.on_accepted(workflow_id_, s);
+  }
+  // False once the workflow could not be recorded: it never ran for its
+  // caller, who was told so by on_accepted.
+  bool accepted() const { return accepted_; }
 
  private:
+  const std::string workflow_id_;
   WorkflowCallbacks callbacks_;
-  EventHub* hub_;
+  // Set at construction, or once by Retain (under the runner's lock).
+  std::atomic<EventHub*> hub_;
+  bool accepted_ = true;
 };
 
 WorkflowRunner::WorkflowRunner(const core::ReflexionWorkflow* workflow,
                                graph::TaskRunner* runner,
                                const core::Clock* clock, int max_in_flight,
-                               EventHub* hub)
+                               EventHub* hub, std::string id_prefix)
     : workflow_(workflow),
       hub_(hub),
       runner_(runner),
       clock_(clock),
       max_in_flight_(max_in_flight),
-      // Ids stay unique across restarts: the prefix is the start time and
-      // a random tag (two starts within a second must not collide).
-      id_prefix_(absl::StrCat(
-          absl::FormatTime("wf-%Y%m%d-%H%M%S-", absl::Now(),
-                           absl::UTCTimeZone()),
-          absl::StrFormat(
-              "%04x-", absl::Uniform<uint32_t>(absl::BitGen(), 0, 0x10000)))) {}
+      id_prefix_(std::move(id_prefix)) {}
 
 WorkflowRunner::~WorkflowRunner() { Drain(); }
 
@@ -74,22 +85,34 @@ absl::StatusOr<std::string> WorkflowRunner::Submit(
   }
   std::string id = NewWorkflowId(ordinal);
   auto cancel = std::make_shared<std::atomic<bool>>(false);
+  if (hub_ != nullptr && callbacks.retain_events) hub_->Open(id);
+  auto* sink = new Sink(id, std::move(callbacks), hub_);
   {
     absl::MutexLock lock(&mu_);
-    active_[id] = cancel;
+    active_[id] = Active{cancel, sink};
   }
-  if (hub_ != nullptr && callbacks.retain_events) hub_->Open(id);
-  auto* sink = new Sink(std::move(callbacks), hub_);
   workflow_->Start(
       id, std::move(incident), ordinal, runner_, sink,
       [this, sink](core::WorkflowRunResult run) {
         Finished(sink, std::move(run));
       },
-      cancel);
+      cancel, [sink](absl::Status s) { sink->Accepted(s); });
   return id;
 }
 
 void WorkflowRunner::Finished(Sink* sink, core::WorkflowRunResult run) {
+  if (!sink->accepted()) {
+    // Never recorded: its caller heard so from on_accepted; it did not run.
+    LOG(WARNING) << "workflow " << run.state.workflow_id()
+                 << " was not started: " << run.status;
+    std::unique_ptr<Sink> owned(sink);
+    if (owned->hub() != nullptr) owned->hub()->Forget(run.state.workflow_id());
+    absl::MutexLock lock(&mu_);
+    active_.erase(run.state.workflow_id());
+    --counters_.started;
+    --counters_.in_flight;
+    return;
+  }
   reflexion::v1::IncidentResult result =
       core::MakeIncidentResult(run, clock_->Now());
   if (result.status() == reflexion::v1::WORKFLOW_STATUS_FAILED) {
@@ -123,52 +146,78 @@ void WorkflowRunner::Finished(Sink* sink, core::WorkflowRunResult run) {
   }
 }
 
+absl::Status WorkflowRunner::Reserve(
+    const std::string& workflow_id,
+    const std::shared_ptr<std::atomic<bool>>& cancel) {
+  absl::MutexLock lock(&mu_);
+  if (draining_) return absl::UnavailableError("server is shutting down");
+  if (!active_.try_emplace(workflow_id, Active{cancel, nullptr}).second) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "workflow ", workflow_id, " is running (one writer per id)"));
+  }
+  ++counters_.started;
+  ++counters_.in_flight;
+  return absl::OkStatus();
+}
+
+void WorkflowRunner::Unreserve(const std::string& workflow_id) {
+  absl::MutexLock lock(&mu_);
+  active_.erase(workflow_id);
+  --counters_.started;
+  --counters_.in_flight;
+}
+
 absl::Status WorkflowRunner::Resume(const std::string& workflow_id,
                                     WorkflowCallbacks callbacks) {
   auto cancel = std::make_shared<std::atomic<bool>>(false);
+  if (absl::Status s = Reserve(workflow_id, cancel); !s.ok()) return s;
+  return ResumeReserved(workflow_id, std::move(cancel), std::move(callbacks));
+}
+
+absl::Status WorkflowRunner::ResumeReserved(
+    const std::string& workflow_id, std::shared_ptr<std::atomic<bool>> cancel,
+    WorkflowCallbacks callbacks) {
+  if (hub_ != nullptr && callbacks.retain_events) hub_->Open(workflow_id);
+  auto* sink = new Sink(workflow_id, std::move(callbacks), hub_);
   {
     absl::MutexLock lock(&mu_);
-    if (draining_) return absl::UnavailableError("server is shutting down");
-    if (!active_.try_emplace(workflow_id, cancel).second) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "workflow ", workflow_id, " is already running (one writer per id)"));
-    }
-    ++counters_.started;
-    ++counters_.in_flight;
+    active_[workflow_id].sink = sink;
   }
-  if (hub_ != nullptr && callbacks.retain_events) hub_->Open(workflow_id);
-  auto* sink = new Sink(std::move(callbacks), hub_);
   absl::Status s = workflow_->Resume(
       workflow_id, runner_, sink,
       [this, sink](core::WorkflowRunResult run) {
         Finished(sink, std::move(run));
       },
-      cancel);
+      std::move(cancel));
   if (!s.ok()) {
+    Unreserve(workflow_id);  // before the sink goes: RetainEvents reads it
     delete sink;
     if (hub_ != nullptr) hub_->Forget(workflow_id);
-    absl::MutexLock lock(&mu_);
-    active_.erase(workflow_id);
-    --counters_.started;
-    --counters_.in_flight;
   }
   return s;
 }
 
 absl::Status WorkflowRunner::Decide(const std::string& workflow_id,
+                                    absl::string_view etag,
                                     const reflexion::v1::HumanDecision& d,
                                     WorkflowCallbacks callbacks) {
-  {
-    absl::MutexLock lock(&mu_);
-    if (active_.contains(workflow_id)) {
+  // Reserved before the decision is recorded, so a concurrent decision (or
+  // a second one racing the continuation to the next wait) is refused here
+  // or by the etag, never applied twice.
+  auto cancel = std::make_shared<std::atomic<bool>>(false);
+  if (absl::Status s = Reserve(workflow_id, cancel); !s.ok()) {
+    if (absl::IsFailedPrecondition(s)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "workflow ", workflow_id, " is running, not waiting for a decision"));
     }
+    return s;
   }
-  absl::Status s = workflow_->Decide(workflow_id, d);
-  if (!s.ok()) return s;
+  if (absl::Status s = workflow_->Decide(workflow_id, etag, d); !s.ok()) {
+    Unreserve(workflow_id);
+    return s;
+  }
   callbacks.retain_events = true;  // followed with WatchWorkflow
-  return Resume(workflow_id, std::move(callbacks));
+  return ResumeReserved(workflow_id, std::move(cancel), std::move(callbacks));
 }
 
 absl::StatusOr<std::string> WorkflowRunner::Fork(const std::string& source_id,
@@ -186,7 +235,7 @@ absl::StatusOr<std::string> WorkflowRunner::Fork(const std::string& source_id,
     ordinal = ++next_ordinal_;
   }
   std::string id = NewWorkflowId(ordinal);
-  if (absl::Status s = workflow_->Fork(source_id, step, id, strategy);
+  if (absl::Status s = workflow_->Fork(source_id, step, id, strategy, ordinal);
       !s.ok()) {
     return s;
   }
@@ -203,7 +252,17 @@ bool WorkflowRunner::Cancel(const std::string& workflow_id) {
   absl::MutexLock lock(&mu_);
   auto it = active_.find(workflow_id);
   if (it == active_.end()) return false;
-  it->second->store(true, std::memory_order_release);
+  it->second.cancel->store(true, std::memory_order_release);
+  return true;
+}
+
+bool WorkflowRunner::RetainEvents(const std::string& workflow_id) {
+  // Under the lock: Finished erases the id before it reads the sink's hub,
+  // so a workflow found here finishes into the hub too.
+  absl::MutexLock lock(&mu_);
+  auto it = active_.find(workflow_id);
+  if (it == active_.end() || it->second.sink == nullptr) return false;
+  it->second.sink->Retain(hub_);
   return true;
 }
 

@@ -21,6 +21,13 @@ namespace reflexion::server {
 // sequence order, then on_result exactly once; never concurrently for one
 // workflow. Both run on engine threads and must not block.
 struct WorkflowCallbacks {
+  // Submit only: called once, before any event, with OK once the workflow
+  // is durably recorded (the acknowledgement), or with the error that kept
+  // it from being recorded — then the workflow does not run and neither
+  // on_event nor on_result is called. Runs on a store thread or inline in
+  // Submit; must not block.
+  std::function<void(const std::string& workflow_id, const absl::Status&)>
+      on_accepted;
   std::function<void(reflexion::v1::WorkflowEvent)> on_event;
   std::function<void(reflexion::v1::IncidentResult)> on_result;
   // Keep the workflow's events in the EventHub for WatchWorkflow (set for
@@ -44,12 +51,16 @@ class WorkflowRunner {
  public:
   // `workflow`, `runner` and `clock` must outlive this object.
   // `hub` (may be null) receives every event and result, for WatchWorkflow.
+  // Workflow ids are `id_prefix` + a 6-digit ordinal (1, 2, ...): the
+  // prefix must be unique per process start (App numbers its starts).
   WorkflowRunner(const core::ReflexionWorkflow* workflow,
                  graph::TaskRunner* runner, const core::Clock* clock,
-                 int max_in_flight, EventHub* hub = nullptr);
+                 int max_in_flight, EventHub* hub = nullptr,
+                 std::string id_prefix = "wf-");
   ~WorkflowRunner();
 
-  // Starts a workflow for an already validated incident and returns its id.
+  // Starts a workflow for an already validated incident and returns its id
+  // (callbacks.on_accepted says when it is durably recorded).
   // kResourceExhausted at the in-flight limit, kUnavailable once draining.
   absl::StatusOr<std::string> Submit(reflexion::v1::Incident incident,
                                      WorkflowCallbacks callbacks);
@@ -61,11 +72,14 @@ class WorkflowRunner {
   absl::Status Resume(const std::string& workflow_id,
                       WorkflowCallbacks callbacks);
 
-  // Delivers a human decision to a waiting workflow and continues it.
-  // kFailedPrecondition when it is running here or not waiting; otherwise
-  // errors as ReflexionWorkflow::Decide / Resume.
-  // `callbacks` receive the continuing workflow's events and result.
-  absl::Status Decide(const std::string& workflow_id,
+  // Delivers a human decision for the wait `etag` names and continues the
+  // workflow; OK once the decision is durably recorded. Of concurrent
+  // decisions for one wait exactly one applies: the others get
+  // kFailedPrecondition (it is running) or kAborted (that wait was
+  // answered). kUnavailable once draining; otherwise errors as
+  // ReflexionWorkflow::Decide / Resume. `callbacks` receive the continuing
+  // workflow's events and result.
+  absl::Status Decide(const std::string& workflow_id, absl::string_view etag,
                       const reflexion::v1::HumanDecision& decision,
                       WorkflowCallbacks callbacks = {});
 
@@ -76,6 +90,12 @@ class WorkflowRunner {
   absl::StatusOr<std::string> Fork(const std::string& source_id, uint64_t step,
                                    const std::string& strategy,
                                    WorkflowCallbacks callbacks = {});
+
+  // From now on, keeps the events of a workflow running here in the
+  // EventHub (for WatchWorkflow), as if started with retain_events: its
+  // caller is letting go of it (a Resolve stream at shutdown). False when it
+  // is not running here (it finished: its result went to its callbacks).
+  bool RetainEvents(const std::string& workflow_id);
 
   // Asks a workflow running in this process to stop before its next node.
   // Returns false when it is not running here.
@@ -92,6 +112,16 @@ class WorkflowRunner {
  private:
   class Sink;
   std::string NewWorkflowId(uint64_t ordinal);
+  // Registers `workflow_id` as running here (one writer per id) and counts
+  // it; kFailedPrecondition when it already runs, kUnavailable once
+  // draining.
+  absl::Status Reserve(const std::string& workflow_id,
+                       const std::shared_ptr<std::atomic<bool>>& cancel);
+  void Unreserve(const std::string& workflow_id);
+  // Resume for an id Reserve()d by the caller (released on an error).
+  absl::Status ResumeReserved(const std::string& workflow_id,
+                              std::shared_ptr<std::atomic<bool>> cancel,
+                              WorkflowCallbacks callbacks);
   // What every finished workflow does: result callback and counters.
   void Finished(Sink* sink, core::WorkflowRunResult run);
 
@@ -104,10 +134,14 @@ class WorkflowRunner {
 
   mutable absl::Mutex mu_;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  // A workflow running in this process.
+  struct Active {
+    std::shared_ptr<std::atomic<bool>> cancel;
+    Sink* sink = nullptr;  // null until its run starts
+  };
   // Workflows running in this process, with their cancel flags: one writer
   // per workflow id.
-  absl::flat_hash_map<std::string, std::shared_ptr<std::atomic<bool>>> active_
-      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, Active> active_ ABSL_GUARDED_BY(mu_);
   uint64_t next_ordinal_ ABSL_GUARDED_BY(mu_) = 0;
   RunnerCounters counters_ ABSL_GUARDED_BY(mu_);
 };

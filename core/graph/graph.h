@@ -116,6 +116,9 @@ struct RunResult {
   uint64_t last_sequence;  // sequence number of the last event sent
   int steps;               // node executions
   std::string last_node;   // the last node that ran
+  // Step of the last checkpoint the run wrote (for a waiting run: the wait a
+  // decision answers, see UpdateWaiting); 0 when it wrote none.
+  uint64_t checkpoint_step = 0;
 };
 
 // Called when a node's work is done. Exactly once, from any thread. The node
@@ -233,15 +236,25 @@ class CompiledGraph
     : public std::enable_shared_from_this<CompiledGraph<State>> {
  public:
   using DoneFn = absl::AnyInvocable<void(RunResult<State>) &&>;
+  using RecordedFn = absl::AnyInvocable<void(absl::Status) &&>;
 
   // Starts a run and returns at once. Every node runs on `runner`; events go
   // to `sink` (may be null); `done` is called exactly once, on a `runner`
   // thread, after the last event. `runner`, `sink` and `clock` must outlive
   // the run. A node error, a router returning an undeclared target or the
   // recursion limit end the run with that status after a failed event.
+  //
+  // `recorded` (may be null) is the acknowledgement: with checkpoints on,
+  // the input checkpoint (step 0) is queued from the calling thread — in
+  // every durability mode, fsync'd for kSync — and `recorded` gets the
+  // write's status once it is applied, before the first node runs and
+  // before any event (on a store thread, or inline); on an error the run
+  // ends with it (no event, `done` still called). Without checkpoints it is
+  // called at once with OK. Same threading rules as CheckpointStore's
+  // WriteDone: quick, no lock a store caller may hold.
   void Start(RunOptions options, State initial, TaskRunner* runner,
-             EventSink<State>* sink, const core::Clock* clock,
-             DoneFn done) const;
+             EventSink<State>* sink, const core::Clock* clock, DoneFn done,
+             RecordedFn recorded = nullptr) const;
 
   // Continues `options.workflow_id` from its latest checkpoint in
   // `options.checkpoints` (which must be set): the node recorded as next
@@ -274,12 +287,17 @@ class CompiledGraph
 
   // Writes a new checkpoint of a waiting workflow with its state passed
   // through `edit` (a human decision), recorded as running, so Resume
-  // continues it. kNotFound for an unknown workflow, kFailedPrecondition when
-  // it is not waiting.
+  // continues it; the write is fsync'd when `sync`. `wait_step` is the
+  // checkpoint step of the wait being answered (RunResult::checkpoint_step
+  // of the interrupted run): a stale one is kAborted and writes nothing, and
+  // of concurrent updates of one wait exactly one succeeds (the others get
+  // kAborted, or kFailedPrecondition once the workflow runs again).
+  // kNotFound for an unknown workflow, kFailedPrecondition when it is not
+  // waiting.
   static absl::Status UpdateWaiting(
       core::CheckpointStore& store, absl::string_view workflow_id,
-      const std::function<void(State&)>& edit,
-      absl::Time now) requires SerializableState<State>;
+      uint64_t wait_step, const std::function<void(State&)>& edit,
+      absl::Time now, bool sync = true) requires SerializableState<State>;
 
   // The graph as a Mermaid flowchart.
   std::string ToMermaid() const;
@@ -479,6 +497,49 @@ class CompiledGraph<State>::Run {
     saved_step_ = steps;
     saved_any_ = true;
     Loop();
+  }
+
+  // Start with an acknowledgement: writes the input checkpoint from the
+  // calling thread, then runs the entry node once it is written.
+  void BeginRecorded(RecordedFn recorded) {
+    if (!PickEntry() || current_ == kEndIndex) {
+      std::move(recorded)(absl::OkStatus());
+      runner_->Post([this] { Finish(entry_status_); });
+      return;
+    }
+    core::Checkpoint c = MakeCheckpoint(current_, 0);
+    options_.checkpoints->PutAsync(
+        std::move(c), core::WorkflowPhase::kRunning, options_.keep_last,
+        options_.durability == Durability::kSync,
+        [this, recorded = std::move(recorded)](absl::Status s) mutable {
+          RecordWrite(s);
+          std::move(recorded)(s);
+          runner_->Post([this] {
+            if (write_failed_.load(std::memory_order_acquire)) {
+              Finish(absl::OkStatus());  // becomes the write's error
+            } else {
+              Loop();
+            }
+          });
+        });
+  }
+
+  // Sets current_ to the entry node (kEndIndex: none); false (with
+  // entry_status_) when the START router misbehaves.
+  bool PickEntry() {
+    if (graph_->entry_router_) {
+      std::string next = graph_->entry_router_(state_);
+      int idx = Lookup(graph_->entry_targets_, next);
+      if (idx == kUnknown) {
+        entry_status_ = absl::InternalError(absl::StrCat(
+            "START router returned undeclared target '", next, "'"));
+        return false;
+      }
+      current_ = idx;
+    } else {
+      current_ = graph_->entry_;
+    }
+    return true;
   }
 
   void Begin() {
@@ -871,8 +932,12 @@ class CompiledGraph<State>::Run {
       }
     }
     RunResult<State> result{
-        std::move(status), std::move(state_), sequence_, steps_,
-        last_node_ >= 0 ? graph_->nodes_[last_node_].name : std::string()};
+        std::move(status),
+        std::move(state_),
+        sequence_,
+        steps_,
+        last_node_ >= 0 ? graph_->nodes_[last_node_].name : std::string(),
+        saved_any_ ? saved_step_ : 0};
     DoneFn done = std::move(done_);
     delete this;
     std::move(done)(std::move(result));
@@ -912,14 +977,24 @@ class CompiledGraph<State>::Run {
   absl::Status node_status_;
   std::atomic<int> phase_{kRunning};
   std::atomic<int> finishing_{kRunning};  // Finish's barrier, like phase_
+  absl::Status entry_status_;             // PickEntry's error
 };
 
 template <typename State>
 void CompiledGraph<State>::Start(RunOptions options, State initial,
                                  TaskRunner* runner, EventSink<State>* sink,
-                                 const core::Clock* clock, DoneFn done) const {
+                                 const core::Clock* clock, DoneFn done,
+                                 RecordedFn recorded) const {
+  const bool record = recorded != nullptr && options.checkpoints != nullptr;
   auto* run = new Run(this->shared_from_this(), std::move(options),
                       std::move(initial), runner, sink, clock, std::move(done));
+  if (record) {
+    if constexpr (SerializableState<State>) {
+      run->BeginRecorded(std::move(recorded));
+      return;
+    }
+  }
+  if (recorded != nullptr) std::move(recorded)(absl::OkStatus());
   runner->Post([run] { run->Begin(); });
 }
 
@@ -1034,8 +1109,8 @@ absl::Status CompiledGraph<State>::Fork(
 template <typename State>
 absl::Status CompiledGraph<State>::UpdateWaiting(
     core::CheckpointStore& store, absl::string_view workflow_id,
-    const std::function<void(State&)>& edit,
-    absl::Time now) requires SerializableState<State> {
+    uint64_t wait_step, const std::function<void(State&)>& edit, absl::Time now,
+    bool sync) requires SerializableState<State> {
   absl::StatusOr<core::WorkflowRecord> record = store.GetWorkflow(workflow_id);
   if (!record.ok()) return record.status();
   if (record->phase != core::WorkflowPhase::kWaiting) {
@@ -1045,6 +1120,11 @@ absl::Status CompiledGraph<State>::UpdateWaiting(
   }
   absl::StatusOr<core::Checkpoint> cp = store.Latest(workflow_id);
   if (!cp.ok()) return cp.status();
+  if (cp->step != wait_step) {
+    return absl::AbortedError(absl::StrCat(
+        "workflow ", workflow_id, " waits at step ", cp->step, ", not at step ",
+        wait_step, ": that wait was already answered"));
+  }
   State state;
   if (!state.ParseFromString(cp->state)) {
     return absl::DataLossError(
@@ -1060,7 +1140,15 @@ absl::Status CompiledGraph<State>::UpdateWaiting(
   next.error.clear();
   next.state.clear();
   state.SerializeToString(&next.state);
-  return store.Put(next, core::WorkflowPhase::kRunning, 0, true);
+  // The store refuses a step that is not past the last one: of two updates
+  // that both read wait_step, the second writes nothing.
+  absl::Status put = store.Put(next, core::WorkflowPhase::kRunning, 0, sync);
+  if (absl::IsFailedPrecondition(put)) {
+    return absl::AbortedError(absl::StrCat("workflow ", workflow_id,
+                                           ": the wait at step ", wait_step,
+                                           " was already answered"));
+  }
+  return put;
 }
 
 template <typename State>

@@ -157,6 +157,7 @@ v1::IncidentResult MakeIncidentResult(const WorkflowRunResult& run,
     r.set_status(v1::WORKFLOW_STATUS_WAITING);
     r.set_requires_human_intervention(true);
     r.set_escalation_reason(s.escalation().reason());
+    r.set_etag(WaitEtag(run.checkpoint_step));
   } else if (!run.status.ok()) {
     r.set_status(v1::WORKFLOW_STATUS_FAILED);
     r.set_error(run.status.ToString());

@@ -7,6 +7,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -140,10 +141,11 @@ absl::Status ReflexionWorkflow::CompileGraph() {
   return absl::OkStatus();
 }
 
-void ReflexionWorkflow::Start(
-    std::string workflow_id, v1::Incident incident, uint64_t ordinal,
-    graph::TaskRunner* runner, WorkflowSink* sink, DoneFn done,
-    std::shared_ptr<const std::atomic<bool>> cancel) const {
+void ReflexionWorkflow::Start(std::string workflow_id, v1::Incident incident,
+                              uint64_t ordinal, graph::TaskRunner* runner,
+                              WorkflowSink* sink, DoneFn done,
+                              std::shared_ptr<const std::atomic<bool>> cancel,
+                              WorkflowGraph::RecordedFn recorded) const {
   CHECK(graph_ != nullptr) << "ReflexionWorkflow::Init() was not called";
   State state;
   state.set_workflow_id(workflow_id);
@@ -153,7 +155,27 @@ void ReflexionWorkflow::Start(
       StableHash(absl::StrCat("workflow/", ordinal), config_.seed));
   *state.mutable_started_at() = ToProto(clock_->Now());
   graph_->Start(Options(std::move(workflow_id), std::move(cancel)),
-                std::move(state), runner, sink, clock_, std::move(done));
+                std::move(state), runner, sink, clock_, std::move(done),
+                std::move(recorded));
+}
+
+std::string WaitEtag(uint64_t checkpoint_step) {
+  return absl::StrCat("w", checkpoint_step);
+}
+
+absl::StatusOr<uint64_t> ParseWaitEtag(absl::string_view etag) {
+  uint64_t step = 0;
+  if (etag.empty()) {
+    return absl::InvalidArgumentError(
+        "etag: is required (GetWorkflow's etag, or the WAITING result's): "
+        "it names the wait the decision answers");
+  }
+  if (etag.size() > 21 || etag[0] != 'w' ||
+      !absl::SimpleAtoi(etag.substr(1), &step)) {
+    return absl::InvalidArgumentError(
+        "etag: malformed (expected the etag GetWorkflow returned, e.g. w12)");
+  }
+  return step;
 }
 
 graph::RunOptions ReflexionWorkflow::Options(
@@ -620,7 +642,8 @@ void ReflexionWorkflow::HumanEscalation(State& s, graph::NodeDone done) const {
 }
 
 absl::Status ReflexionWorkflow::Decide(
-    const std::string& workflow_id, const v1::HumanDecision& decision) const {
+    const std::string& workflow_id, absl::string_view etag,
+    const v1::HumanDecision& decision) const {
   if (checkpoints_ == nullptr) {
     return absl::FailedPreconditionError("checkpointing is disabled");
   }
@@ -642,14 +665,28 @@ absl::Status ReflexionWorkflow::Decide(
   if (decision.note().size() > 1024) {
     return absl::InvalidArgumentError("decision.note: at most 1024 bytes");
   }
+  absl::StatusOr<uint64_t> wait_step = ParseWaitEtag(etag);
+  if (!wait_step.ok()) {
+    // A workflow that is not waiting says so, whatever the etag.
+    REFLEXION_ASSIGN_OR_RETURN(core::WorkflowRecord record,
+                               checkpoints_->GetWorkflow(workflow_id));
+    if (record.phase != WorkflowPhase::kWaiting) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("workflow ", workflow_id, " is ",
+                       WorkflowPhaseName(record.phase), ", not waiting"));
+    }
+    return wait_step.status();
+  }
   return WorkflowGraph::UpdateWaiting(
-      *checkpoints_, workflow_id,
-      [&](State& s) { *s.mutable_decision() = decision; }, clock_->Now());
+      *checkpoints_, workflow_id, *wait_step,
+      [&](State& s) { *s.mutable_decision() = decision; }, clock_->Now(),
+      config_.durability == graph::Durability::kSync);
 }
 
 absl::Status ReflexionWorkflow::Fork(const std::string& source_id,
                                      uint64_t step, const std::string& new_id,
-                                     const std::string& strategy) const {
+                                     const std::string& strategy,
+                                     uint64_t ordinal) const {
   if (checkpoints_ == nullptr) {
     return absl::FailedPreconditionError("checkpointing is disabled");
   }
@@ -666,7 +703,9 @@ absl::Status ReflexionWorkflow::Fork(const std::string& source_id,
       [&](State& s) {
         s.set_workflow_id(new_id);
         *s.mutable_started_at() = ToProto(now);
-        s.set_rng_seed(StableHash(absl::StrCat("fork/", new_id), config_.seed));
+        // From the ordinal, not the id: runs with a fixed seed replay.
+        s.set_rng_seed(
+            StableHash(absl::StrCat("fork/", ordinal), config_.seed));
         s.clear_decision();
         if (strategy.empty()) return;
         const std::string note =

@@ -81,6 +81,12 @@ struct WorkflowConfig {
 
 // Builds and runs reflexion workflows. Thread-safe: any number of workflows
 // at once. The store, executor, reflector and clock must outlive it.
+// The etag of a wait (ResumeWorkflowRequest.etag): names the checkpoint step
+// of the waiting workflow, so a decision answers one specific wait.
+std::string WaitEtag(uint64_t checkpoint_step);
+// The step an etag names; kInvalidArgument ("etag: ...") when malformed.
+absl::StatusOr<uint64_t> ParseWaitEtag(absl::string_view etag);
+
 class ReflexionWorkflow {
  public:
   // `checkpoints` may be null (no checkpoints, no resume); `timer` may be
@@ -105,11 +111,14 @@ class ReflexionWorkflow {
   // the end. `ordinal` (the caller's count of workflows) seeds Thompson
   // sampling together with config().seed, so a sequence of incidents
   // replays identically. Init() must have succeeded.
-  // `cancel` (may be null) cancels the run when set.
+  // `cancel` (may be null) cancels the run when set. `recorded` (may be
+  // null) is called once the workflow is durably recorded, before its first
+  // event (see CompiledGraph::Start); on an error the run ends with it.
   void Start(std::string workflow_id, reflexion::v1::Incident incident,
              uint64_t ordinal, graph::TaskRunner* runner, WorkflowSink* sink,
              DoneFn done,
-             std::shared_ptr<const std::atomic<bool>> cancel = nullptr) const;
+             std::shared_ptr<const std::atomic<bool>> cancel = nullptr,
+             WorkflowGraph::RecordedFn recorded = nullptr) const;
 
   // Continues an interrupted workflow from its latest checkpoint (after a
   // crash). Errors as CompiledGraph::Resume; kFailedPrecondition when
@@ -119,11 +128,15 @@ class ReflexionWorkflow {
       DoneFn done,
       std::shared_ptr<const std::atomic<bool>> cancel = nullptr) const;
 
-  // Records a human decision for a workflow waiting in human_escalation;
-  // Resume then continues it. kInvalidArgument for a decision without a kind
-  // or a retry naming no catalog strategy, kFailedPrecondition when it is not
-  // waiting (or checkpointing is off), kNotFound for an unknown id.
-  absl::Status Decide(const std::string& workflow_id,
+  // Records a human decision for a workflow waiting in human_escalation
+  // (durably: fsync'd with durability kSync); Resume then continues it.
+  // `etag` names the wait it answers (WaitEtag of the waiting checkpoint's
+  // step). kInvalidArgument for a malformed etag, a decision without a kind
+  // or a retry naming no catalog strategy; kAborted when that wait was
+  // already answered (of concurrent decisions exactly one is recorded);
+  // kFailedPrecondition when it is not waiting (or checkpointing is off);
+  // kNotFound for an unknown id.
+  absl::Status Decide(const std::string& workflow_id, absl::string_view etag,
                       const reflexion::v1::HumanDecision& decision) const;
 
   // Creates workflow `new_id` from checkpoint `step` of `source_id` (see
@@ -134,10 +147,11 @@ class ReflexionWorkflow {
   // Resume runs it. kInvalidArgument for a strategy outside the catalog,
   // kNotFound for an unknown workflow or pruned step, kFailedPrecondition
   // for the end checkpoint or when checkpointing is disabled,
-  // kAlreadyExists when `new_id` exists.
+  // kAlreadyExists when `new_id` exists. `ordinal` seeds its Thompson
+  // sampling as in Start.
   absl::Status Fork(const std::string& source_id, uint64_t step,
-                    const std::string& new_id,
-                    const std::string& strategy) const;
+                    const std::string& new_id, const std::string& strategy,
+                    uint64_t ordinal) const;
 
   const WorkflowGraph& graph() const { return *graph_; }
   const WorkflowConfig& config() const { return config_; }

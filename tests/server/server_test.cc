@@ -73,6 +73,7 @@ class ServerTest : public ::testing::Test {
     config.worker_threads = 2;
     config.workflow.seed = 5;
     config.simulator_seed = 3;
+    config.workflow.keep_last_checkpoints = keep_last_;
     app_ = std::make_unique<App>(config);
     ASSERT_THAT(app_->Start(), IsOk());
     channel_ = client::Connect(absl::StrCat("127.0.0.1:", app_->port()));
@@ -116,10 +117,26 @@ class ServerTest : public ::testing::Test {
     return got;
   }
 
+  // The etag of the wait `id` is in now ("" when it is not waiting).
+  std::string EtagOf(const std::string& id) {
+    v1::GetWorkflowRequest req;
+    req.set_workflow_id(id);
+    v1::GetWorkflowResponse got;
+    grpc::ClientContext ctx;
+    if (!stub_->GetWorkflow(&ctx, req, &got).ok()) return "";
+    return got.etag();
+  }
+
+  // A decision for the wait `id` is in now.
   grpc::Status Decide(const std::string& id, v1::HumanDecision::Kind kind,
                       const std::string& strategy) {
+    return Decide(id, kind, strategy, EtagOf(id));
+  }
+  grpc::Status Decide(const std::string& id, v1::HumanDecision::Kind kind,
+                      const std::string& strategy, const std::string& etag) {
     v1::ResumeWorkflowRequest req;
     req.set_workflow_id(id);
+    req.set_etag(etag);
     req.mutable_decision()->set_kind(kind);
     req.mutable_decision()->set_strategy(strategy);
     v1::ResumeWorkflowResponse resp;
@@ -128,6 +145,7 @@ class ServerTest : public ::testing::Test {
   }
 
   TempDir dir_;
+  int keep_last_ = 10;  // workflow.checkpoint_keep_last
   std::unique_ptr<App> app_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ReflexionService::Stub> stub_;
@@ -154,12 +172,19 @@ TEST_F(ServerTest, OneStreamCarriesManyConcurrentIncidentsInOrder) {
   std::map<std::string, uint64_t> last_seq;       // by workflow id
   std::map<std::string, std::string> request_of;  // workflow -> request
   std::map<std::string, int> results;             // by request id
-  int bad_order = 0, after_result = 0;
+  std::map<std::string, int> accepted;            // by workflow id
+  int bad_order = 0, after_result = 0, before_accepted = 0;
   std::set<std::string> finished;
   absl::Status s =
       client::ResolveAll(*stub_, incidents, [&](const v1::ResolveResponse& m) {
-        if (m.has_event()) {
+        if (m.has_accepted()) {
+          // Exactly once per incident, before its first event.
+          if (last_seq.count(m.accepted().workflow_id())) ++before_accepted;
+          ++accepted[m.accepted().workflow_id()];
+          request_of[m.accepted().workflow_id()] = m.accepted().request_id();
+        } else if (m.has_event()) {
           const auto& e = m.event();
+          if (!accepted.count(e.workflow_id())) ++before_accepted;
           if (finished.count(e.workflow_id())) ++after_result;
           if (e.sequence() != last_seq[e.workflow_id()] + 1) ++bad_order;
           last_seq[e.workflow_id()] = e.sequence();
@@ -177,6 +202,9 @@ TEST_F(ServerTest, OneStreamCarriesManyConcurrentIncidentsInOrder) {
   ASSERT_THAT(s, IsOk());
   EXPECT_EQ(bad_order, 0);
   EXPECT_EQ(after_result, 0);
+  EXPECT_EQ(before_accepted, 0);
+  EXPECT_EQ(accepted.size(), static_cast<size_t>(kIncidents));
+  for (const auto& [id, count] : accepted) EXPECT_EQ(count, 1) << id;
   EXPECT_EQ(finished.size(), static_cast<size_t>(kIncidents));
   ASSERT_EQ(results.size(), static_cast<size_t>(kIncidents));
   for (const auto& [request, count] : results) {
@@ -578,7 +606,7 @@ TEST(WatchTest, ReattachingAfterALostStreamSeesEverySequenceNumberOnce) {
 
   // A watch started right after a decision follows the continuation, even
   // though the resumed run re-diagnoses (30 ms) before its first event.
-  std::string waiting;
+  std::string waiting, etag;
   for (int i = 0; i < 100 && waiting.empty(); ++i) {
     v1::StartWorkflowRequest req;
     req.set_pod_name(absl::StrCat("vault-", i));
@@ -598,6 +626,7 @@ TEST(WatchTest, ReattachingAfterALostStreamSeesEverySequenceNumberOnce) {
       if (m.has_result() &&
           m.result().status() == v1::WORKFLOW_STATUS_WAITING) {
         waiting = resp.workflow_id();
+        etag = m.result().etag();
       }
     }
     ASSERT_TRUE(reader->Finish().ok());
@@ -606,6 +635,7 @@ TEST(WatchTest, ReattachingAfterALostStreamSeesEverySequenceNumberOnce) {
   {
     v1::ResumeWorkflowRequest req;
     req.set_workflow_id(waiting);
+    req.set_etag(etag);
     req.mutable_decision()->set_kind(v1::HumanDecision::KIND_GIVE_UP);
     v1::ResumeWorkflowResponse resp;
     grpc::ClientContext ctx;
@@ -705,6 +735,7 @@ TEST_F(ServerTest, ADecisionSentOnTheResolveStreamContinuesTheWorkflowThere) {
   v1::ResolveResponse m;
   std::string waiting_id;
   uint64_t waiting_sequence = 0;
+  std::string waiting_etag;
   // Missing Secrets escalate at once; find a pod that has one.
   for (int i = 0; i < 200 && waiting_id.empty(); ++i) {
     v1::ResolveRequest req;
@@ -717,6 +748,7 @@ TEST_F(ServerTest, ADecisionSentOnTheResolveStreamContinuesTheWorkflowThere) {
     if (m.result().status() == v1::WORKFLOW_STATUS_WAITING) {
       waiting_id = m.result().workflow_id();
       waiting_sequence = m.result().sequence();
+      waiting_etag = m.result().etag();
     }
   }
   ASSERT_FALSE(waiting_id.empty());
@@ -734,6 +766,7 @@ TEST_F(ServerTest, ADecisionSentOnTheResolveStreamContinuesTheWorkflowThere) {
   // A valid one: the workflow's further events and result come back here.
   v1::ResolveRequest req;
   req.mutable_decision()->set_workflow_id(waiting_id);
+  req.mutable_decision()->set_etag(waiting_etag);
   req.mutable_decision()->mutable_decision()->set_kind(
       v1::HumanDecision::KIND_GIVE_UP);
   ASSERT_TRUE(stream->Write(req));
@@ -758,6 +791,10 @@ TEST_F(ServerTest, ADecisionSentOnTheResolveStreamContinuesTheWorkflowThere) {
 }
 
 TEST_F(ServerTest, ForkStartsANewWorkflowAtTheChosenCheckpoint) {
+  // The fork's whole history is inspected: keep every checkpoint (with the
+  // default 10, a fork that needs more attempts has its first one pruned).
+  keep_last_ = 0;
+  RestartServer();
   v1::IncidentResult source =
       Process(MakeIncident("web-7", "shop", "ImagePullBackOff"));
   const std::string id = source.workflow_id();
