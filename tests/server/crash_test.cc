@@ -8,11 +8,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -21,65 +23,98 @@
 #include "client/client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/server/server_process.h"
 
 namespace reflexion::server {
 namespace {
 
-class ServerProcess {
- public:
-  ServerProcess(const std::string& dir, const std::string& config) {
-    std::string port_file = dir + "/port";
-    std::filesystem::remove(port_file);
-    pid_ = fork();
-    if (pid_ == 0) {
-      std::string log = dir + "/server.log";
-      FILE* f = freopen(log.c_str(), "a", stderr);
-      (void)f;
-      execl(REFLEXION_SERVER_BINARY, "reflexion-server", "--host", "127.0.0.1",
-            "--port", "0", "--data_dir", (dir + "/data").c_str(), "--config",
-            config.c_str(), "--port_file", port_file.c_str(), nullptr);
-      _exit(127);
-    }
-    for (int i = 0; i < 300; ++i) {
-      std::ifstream in(port_file);
-      int port = 0;
-      if (in >> port && port > 0) {
-        port_ = port;
-        break;
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-  }
-  ~ServerProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  int port() const { return port_; }
-  void Kill9() {
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  int Terminate() {
-    kill(pid_, SIGTERM);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
+// Acknowledged means durable: StartWorkflow answers only once the workflow
+// is recorded, so a kill -9 the moment the last answer arrives loses none —
+// under load (four clients starting at once, and a Resolve stream keeping
+// the engine busy), in both durability modes.
+class AckCrashTest : public ::testing::TestWithParam<std::string> {};
 
- private:
-  pid_t pid_ = -1;
-  int port_ = 0;
-};
+TEST_P(AckCrashTest, EveryAcknowledgedStartSurvivesAKillRightAfterTheAnswer) {
+  std::string dir = MakeTempDir();
+  std::string config = dir + "/config.yaml";
+  {
+    std::ofstream out(config);
+    out << "simulator:\n  latency_ms: 20\n"
+        << "service:\n  worker_threads: 2\n"
+        << "workflow:\n  durability: " << GetParam() << "\n";
+  }
+  constexpr int kClients = 4, kPerClient = 50;
+  std::vector<std::vector<std::string>> acked(kClients);
+  {
+    ServerProcess first(dir, config);
+    ASSERT_GT(first.port(), 0) << "server did not start";
+    auto channel = client::Connect(absl::StrCat("127.0.0.1:", first.port()));
+    // Background load on the same server: a stream of incidents.
+    grpc::ClientContext load_ctx;
+    auto load_stub = v1::ReflexionService::NewStub(channel);
+    auto load = load_stub->Resolve(&load_ctx);
+    for (int i = 0; i < 300; ++i) {
+      v1::ResolveRequest req;
+      req.mutable_incident()->set_pod_name(absl::StrCat("load-", i));
+      req.mutable_incident()->set_namespace_("load");
+      req.mutable_incident()->set_error_type("OOMKilled");
+      ASSERT_TRUE(load->Write(req));
+    }
+    std::vector<std::thread> clients;
+    for (int c = 0; c < kClients; ++c) {
+      clients.emplace_back([&, c] {
+        auto stub = v1::ReflexionService::NewStub(channel);
+        for (int i = 0; i < kPerClient; ++i) {
+          v1::StartWorkflowRequest req;
+          req.set_pod_name(absl::StrCat("ack-", c, "-", i));
+          req.set_namespace_("chaos");
+          req.set_error_type(i % 2 ? "CrashLoopBackOff" : "ImagePullBackOff");
+          v1::StartWorkflowResponse resp;
+          grpc::ClientContext ctx;
+          grpc::Status s = stub->StartWorkflow(&ctx, req, &resp);
+          if (!s.ok()) {
+            ADD_FAILURE() << s.error_message();
+            return;
+          }
+          acked[c].push_back(resp.workflow_id());
+        }
+      });
+    }
+    for (std::thread& t : clients) t.join();
+    first.Kill9();  // the moment the last answer arrived
+    load_ctx.TryCancel();
+  }
+  ServerProcess second(dir, config);
+  ASSERT_GT(second.port(), 0) << "server did not restart";
+  auto stub = v1::ReflexionService::NewStub(
+      client::Connect(absl::StrCat("127.0.0.1:", second.port())));
+  int lost = 0, total = 0;
+  for (const auto& ids : acked) {
+    for (const std::string& id : ids) {
+      ++total;
+      v1::GetWorkflowRequest req;
+      req.set_workflow_id(id);
+      v1::GetWorkflowResponse resp;
+      grpc::ClientContext ctx;
+      grpc::Status s = stub->GetWorkflow(&ctx, req, &resp);
+      if (!s.ok()) {
+        ++lost;
+        EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND)
+            << s.error_message();
+      }
+    }
+  }
+  EXPECT_EQ(total, kClients * kPerClient);
+  EXPECT_EQ(lost, 0) << lost << " of " << total
+                     << " acknowledged workflows are gone after kill -9";
+  std::filesystem::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Durability, AckCrashTest,
+                         ::testing::Values("async", "sync"));
 
 TEST(CrashTest, KillNineWithWorkflowsInFlightLosesNothingAndRepeatsNothing) {
-  std::string tmpl =
-      (std::filesystem::temp_directory_path() / "reflexion-crash-test-XXXXXX")
-          .string();
-  std::string dir = mkdtemp(tmpl.data());
+  std::string dir = MakeTempDir();
   std::string config = dir + "/config.yaml";
   {
     std::ofstream out(config);
