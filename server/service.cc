@@ -61,6 +61,16 @@ absl::Status CheckWorkflowId(const std::string& id,
   return absl::OkStatus();
 }
 
+// Answers a request that did not parse (proto/request_traits.h) with
+// INVALID_ARGUMENT naming the field; false when it parsed.
+bool RefuseUndecodable(const google::protobuf::Message& request,
+                       grpc::ServerUnaryReactor* reactor) {
+  std::string error = wire::DecodeError(request);
+  if (error.empty()) return false;
+  reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
+  return true;
+}
+
 // The field path at the start of a validation message ("incident.pod_name:
 // ..." -> "incident.pod_name").
 std::string FieldOf(absl::string_view message) {
@@ -505,6 +515,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ProcessIncident(
     const reflexion::v1::ProcessIncidentRequest* request,
     reflexion::v1::ProcessIncidentResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (RefuseUndecodable(*request, reactor)) return reactor;
   reflexion::v1::Incident incident = IncidentFromRequest(*request);
   absl::Status valid = core::ValidateIncident(incident, "");
   if (!valid.ok()) {
@@ -565,6 +576,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::StartWorkflow(
     const reflexion::v1::StartWorkflowRequest* request,
     reflexion::v1::StartWorkflowResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (RefuseUndecodable(*request, reactor)) return reactor;
   if (checkpoints_ == nullptr) {
     reactor->Finish(grpc::Status(
         grpc::StatusCode::FAILED_PRECONDITION,
@@ -599,6 +611,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetWorkflow(
     const reflexion::v1::GetWorkflowRequest* request,
     reflexion::v1::GetWorkflowResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (RefuseUndecodable(*request, reactor)) return reactor;
   if (absl::Status s = CheckWorkflowRpc(request->workflow_id()); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
@@ -804,7 +817,11 @@ class ReflexionServiceImpl::WatchReactor final
 grpc::ServerWriteReactor<v1::WatchWorkflowResponse>*
 ReflexionServiceImpl::WatchWorkflow(grpc::CallbackServerContext* context,
                                     const v1::WatchWorkflowRequest* request) {
-  if (absl::Status s = CheckWorkflowId(request->workflow_id()); !s.ok()) {
+  absl::Status s = CheckWorkflowId(request->workflow_id());
+  if (std::string e = wire::DecodeError(*request); !e.empty()) {
+    s = absl::InvalidArgumentError(e);
+  }
+  if (!s.ok()) {
     class Refuse : public grpc::ServerWriteReactor<v1::WatchWorkflowResponse> {
      public:
       explicit Refuse(grpc::Status s) { Finish(std::move(s)); }
@@ -821,6 +838,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ResumeWorkflow(
     const reflexion::v1::ResumeWorkflowRequest* request,
     reflexion::v1::ResumeWorkflowResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (RefuseUndecodable(*request, reactor)) return reactor;
   if (absl::Status s = CheckWorkflowRpc(request->workflow_id()); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
@@ -837,6 +855,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::CancelWorkflow(
     const reflexion::v1::CancelWorkflowRequest* request,
     reflexion::v1::CancelWorkflowResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (RefuseUndecodable(*request, reactor)) return reactor;
   if (absl::Status s = CheckWorkflowRpc(request->workflow_id()); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
@@ -872,6 +891,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ForkWorkflow(
     const reflexion::v1::ForkWorkflowRequest* request,
     reflexion::v1::ForkWorkflowResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (RefuseUndecodable(*request, reactor)) return reactor;
   if (absl::Status s = CheckWorkflowRpc(request->workflow_id()); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
@@ -896,6 +916,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ListCheckpoints(
     const reflexion::v1::ListCheckpointsRequest* request,
     reflexion::v1::ListCheckpointsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (RefuseUndecodable(*request, reactor)) return reactor;
   if (absl::Status s = CheckWorkflowRpc(request->workflow_id()); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
@@ -945,6 +966,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ListStrategies(
     const reflexion::v1::ListStrategiesRequest* request,
     reflexion::v1::ListStrategiesResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (RefuseUndecodable(*request, reactor)) return reactor;
   if (request->error_type().size() > core::kMaxErrorType) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                  "error_type: at most 64 characters"));
@@ -1001,6 +1023,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ListEpisodes(
     const reflexion::v1::ListEpisodesRequest* request,
     reflexion::v1::ListEpisodesResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (RefuseUndecodable(*request, reactor)) return reactor;
   auto bad = [reactor](std::string message) {
     reactor->Finish(
         grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(message)));
@@ -1055,6 +1078,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetMetrics(
     const reflexion::v1::GetMetricsRequest* request,
     reflexion::v1::GetMetricsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (RefuseUndecodable(*request, reactor)) return reactor;
   pool_->Post([this, reactor, response] {
     absl::StatusOr<reflexion::v1::GetMetricsResponse> m =
         core::ComputeLearningMetrics(*store_);

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/reflexion/utf8.h"
+#include "proto/request_traits.h"
 
 namespace reflexion::server {
 
@@ -20,17 +20,9 @@ absl::Status DecodeMessage(const grpc::ByteBuffer& bytes,
   for (const grpc::Slice& s : slices) {
     wire.append(reinterpret_cast<const char*>(s.begin()), s.size());
   }
-  if (message->ParseFromString(wire)) return absl::OkStatus();
-  message->Clear();
-  std::string path =
-      core::FindInvalidUtf8InWire(message->GetDescriptor(), wire);
-  if (!path.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": must be valid UTF-8"));
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "message: does not parse as ", message->GetDescriptor()->full_name(),
-      " (", wire.size(), " bytes)"));
+  std::string error = wire::ParseOrExplain(wire, message);
+  if (error.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(error);
 }
 
 grpc::ByteBuffer EncodeMessage(const google::protobuf::Message& message) {
