@@ -1,9 +1,12 @@
 // Unit tests of the reflexion domain: validation, catalog, analyzer,
 // selector, heuristic reflector, events and metrics.
 
+#include <memory>
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "core/ports/in_memory_knowledge_store.h"
 #include "core/reflexion/analyzer.h"
 #include "core/reflexion/catalog.h"
@@ -11,6 +14,7 @@
 #include "core/reflexion/metrics.h"
 #include "core/reflexion/selector.h"
 #include "core/reflexion/time_util.h"
+#include "core/reflexion/utf8.h"
 #include "core/reflexion/validation.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -211,6 +215,59 @@ TEST(AnalyzerTest, UnknownErrorTypeNeedsDeepAnalysisWhichQuotesLogs) {
   EXPECT_THAT(deep.evidence(),
               ::testing::Contains(HasSubstr("log: \"Segmentation fault")));
 }
+
+// A multi-byte character straddling the 240-byte evidence clip: `pad` ASCII
+// bytes, then `ch`, then more text so the message is clipped.
+struct ClipCase {
+  int pad;
+  const char* ch;
+};
+void PrintTo(const ClipCase& c, std::ostream* os) {
+  *os << c.pad << " x 'a' + \"" << absl::CHexEscape(c.ch) << "\"";
+}
+
+class AnalyzerClipTest : public ::testing::TestWithParam<ClipCase> {
+ protected:
+  static std::string Straddling() {
+    return absl::StrCat(std::string(GetParam().pad, 'a'), GetParam().ch,
+                        std::string(20, 'z'));
+  }
+};
+
+// Serializing and parsing back is what a checkpoint or a client does; the
+// proto3 parser refuses a string field holding invalid UTF-8.
+bool ParsesBack(const google::protobuf::Message& m) {
+  std::unique_ptr<google::protobuf::Message> copy(m.New());
+  return copy->ParseFromString(m.SerializeAsString());
+}
+
+TEST_P(AnalyzerClipTest, EvidenceClippedInsideACharacterStillParsesBack) {
+  v1::Incident in = MakeIncident("web-1", "default", "CrashLoopBackOff");
+  in.add_events()->set_message(Straddling());
+  in.set_logs(absl::StrCat("fatal error: ", Straddling()));
+  v1::Diagnosis dx;
+  auto* c = dx.add_container_statuses();
+  c->set_name("web");
+  c->set_waiting_reason("CrashLoopBackOff");
+  c->set_waiting_message(Straddling());
+  for (bool deep : {false, true}) {
+    v1::Analysis a = Analyze(in, dx, deep);
+    ASSERT_GE(a.evidence_size(), 2);
+    EXPECT_TRUE(ParsesBack(a)) << "deep=" << deep;
+    for (const std::string& e : a.evidence()) {
+      EXPECT_TRUE(IsValidUtf8(e)) << absl::CHexEscape(e);
+      EXPECT_LE(e.size(), 300u);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AtTheClip, AnalyzerClipTest,
+                         ::testing::Values(ClipCase{239, "\u00e9"},
+                                           ClipCase{238, "\u20ac"},
+                                           ClipCase{239, "\u20ac"},
+                                           ClipCase{237, "\U0001F600"},
+                                           ClipCase{238, "\U0001F600"},
+                                           ClipCase{239, "\U0001F600"}));
 
 // ---------------------------------------------------------------- selector
 
