@@ -141,7 +141,7 @@ class ReflexionServiceImpl::ResolveReactor final
     std::string request_id = incident.request_id();
     absl::Status valid = core::ValidateIncident(incident, "incident.");
     if (!valid.ok()) {
-      Reject(request_id.substr(0, core::kMaxRequestId), valid);
+      Reject(core::RequestIdForRejection(request_id), valid);
       return;
     }
     bool admitted;

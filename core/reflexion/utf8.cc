@@ -494,6 +494,14 @@ std::string ToValidUtf8(absl::string_view s) {
   return out;
 }
 
+std::string ToValidUtf8Clipped(absl::string_view s, size_t max_bytes) {
+  // Clip first (cheap, bounds the work), then repair, then clip again: a
+  // replacement character is 3 bytes where the invalid byte was 1.
+  std::string out = ToValidUtf8(ClipUtf8(s, max_bytes));
+  out.resize(ClipUtf8(out, max_bytes).size());
+  return out;
+}
+
 int RepairUtf8(Message* m, std::vector<std::string>* paths) {
   MessageWalker walker(true, paths);
   walker.Walk(*m, m, nullptr);

@@ -34,6 +34,10 @@ absl::string_view ClipUtf8(absl::string_view s, size_t max_bytes);
 // unchanged.
 std::string ToValidUtf8(absl::string_view s);
 
+// ToValidUtf8(s) clipped with ClipUtf8 to at most `max_bytes`: untrusted
+// bytes made fit to echo in a message or a log line.
+std::string ToValidUtf8Clipped(absl::string_view s, size_t max_bytes);
+
 // Replaces every string field (not `bytes`) of `*m` holding invalid UTF-8
 // with ToValidUtf8 of it, recursively: singular, repeated, oneof members,
 // map keys and values, nested messages. Unknown fields are left alone.

@@ -67,6 +67,89 @@ TEST(ValidationTest, RejectsNonDns1123PodAndNamespace) {
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("namespace")));
 }
 
+v1::Incident FullIncident() {
+  v1::Incident in = MakeIncident("web-1", "default", "CrashLoopBackOff");
+  in.set_error_message("back-off \u00e9\u20ac\U0001F600");
+  in.set_logs("caf\u00e9 \U0001F600\n");
+  in.set_request_id("req-\u00e9");
+  for (int i = 0; i < 2; ++i) {
+    v1::ContainerStatus* c = in.add_container_statuses();
+    c->set_name("app");
+    c->set_image("registry/app:1");
+    c->set_waiting_reason("CrashLoopBackOff");
+    c->set_waiting_message("\u20ac");
+  }
+  for (int i = 0; i < 4; ++i) {
+    v1::PodEvent* e = in.add_events();
+    e->set_type("Warning");
+    e->set_reason("BackOff");
+    e->set_message("\u00e9");
+  }
+  return in;
+}
+
+TEST(ValidationTest, AcceptsMultiByteTextInFreeTextFields) {
+  EXPECT_THAT(ValidateIncident(FullIncident(), "incident."), IsOk());
+}
+
+TEST(ValidationTest, RejectsInvalidUtf8InAnyStringFieldNamingItsPath) {
+  struct Case {
+    void (*poison)(v1::Incident&);
+    const char* field;
+  };
+  static const std::string kBad = "a\xC3";  // a truncated character
+  const Case cases[] = {
+      {[](v1::Incident& in) { in.set_pod_name(kBad); }, "pod_name"},
+      {[](v1::Incident& in) { in.set_namespace_(kBad); }, "namespace"},
+      {[](v1::Incident& in) { in.set_error_type(kBad); }, "error_type"},
+      {[](v1::Incident& in) { in.set_error_message(kBad); }, "error_message"},
+      {[](v1::Incident& in) { in.set_logs(kBad); }, "logs"},
+      {[](v1::Incident& in) { in.set_request_id(kBad); }, "request_id"},
+      {[](v1::Incident& in) {
+         in.mutable_container_statuses(1)->set_waiting_message(kBad);
+       },
+       "container_statuses[1].waiting_message"},
+      {[](v1::Incident& in) {
+         in.mutable_container_statuses(0)->set_name(kBad);
+       },
+       "container_statuses[0].name"},
+      {[](v1::Incident& in) { in.mutable_events(3)->set_message(kBad); },
+       "events[3].message"},
+      {[](v1::Incident& in) {
+         in.mutable_events(0)->set_reason("\xED\xA0\x80");
+       },
+       "events[0].reason"},
+  };
+  for (const Case& c : cases) {
+    v1::Incident in = FullIncident();
+    c.poison(in);
+    absl::Status s = ValidateIncident(in, "incident.");
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.field;
+    EXPECT_EQ(s.message(),
+              absl::StrCat("incident.", c.field, ": must be valid UTF-8"));
+    EXPECT_TRUE(IsValidUtf8(s.message()));
+  }
+}
+
+TEST(ValidationTest, RequestIdForRejectionIsValidUtf8WithinTheLimit) {
+  // The server once echoed request_id.substr(0, 128) on a rejection.
+  const std::string split =
+      absl::StrCat(std::string(127, 'a'), "\u00e9", "tail");
+  ASSERT_FALSE(IsValidUtf8(split.substr(0, kMaxRequestId)));
+  EXPECT_EQ(RequestIdForRejection(split), std::string(127, 'a'));
+  std::string euros;
+  while (euros.size() < 200) euros += "\u20ac";
+  std::string clipped = RequestIdForRejection(euros);
+  EXPECT_TRUE(IsValidUtf8(clipped));
+  EXPECT_EQ(clipped.size(), 126u);  // 42 whole 3-byte characters
+  EXPECT_EQ(RequestIdForRejection("ok\xFF"), "ok\xEF\xBF\xBD");
+  EXPECT_EQ(RequestIdForRejection("req-1"), "req-1");
+  std::string bad(300, '\xFF');
+  clipped = RequestIdForRejection(bad);
+  EXPECT_TRUE(IsValidUtf8(clipped));
+  EXPECT_LE(clipped.size(), kMaxRequestId);
+}
+
 TEST(ValidationTest, RejectsMalformedErrorTypes) {
   for (std::string bad : {std::string(""), std::string("Crash Loop"),
                           std::string(65, 'X'), std::string("a;rm -rf")}) {
