@@ -16,6 +16,7 @@
 #include "core/ports/in_memory_knowledge_store.h"
 #include "core/reflexion/events.h"
 #include "core/reflexion/heuristic_reflector.h"
+#include "core/reflexion/utf8.h"
 #include "core/sim/simulated_cluster.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -91,6 +92,48 @@ class FlakyExecutor : public ClusterExecutor {
 
  private:
   const int failures_;
+  std::atomic<int> calls_{0};
+};
+
+// An executor (an HTTP agent in production) answering with invalid UTF-8 in
+// every text it returns, and failing the first Execute with such a message.
+class BadBytesExecutor : public ClusterExecutor {
+ public:
+  std::string Name() const override { return "bad-bytes"; }
+  void Diagnose(const v1::Incident&, Callback<v1::Diagnosis> done) override {
+    v1::Diagnosis d;
+    d.set_logs("panic: \xC3\n");
+    d.set_last_healthy_image("registry/app:\xFF");
+    v1::ContainerStatus* c = d.add_container_statuses();
+    c->set_name("app\xE2\x82");
+    c->set_waiting_reason("CrashLoopBackOff");
+    c->set_waiting_message(std::string(300, '\xF0'));
+    d.add_events()->set_message("\xED\xA0\x80");
+    std::move(done)(d);
+  }
+  void Execute(const v1::Action& a,
+               Callback<v1::ExecutionResult> done) override {
+    if (calls_++ == 0) {
+      std::move(done)(absl::UnavailableError("agent says \xC3"));
+      return;
+    }
+    v1::ExecutionResult r;
+    *r.mutable_action() = a;
+    r.set_applied(true);
+    r.set_message("done \xFF");
+    std::move(done)(r);
+  }
+  void Observe(const v1::Action&, absl::Duration w,
+               Callback<v1::Observation> done) override {
+    v1::Observation o;
+    o.set_success(true);
+    o.set_recovered(true);
+    o.set_window_s(absl::ToDoubleSeconds(w));
+    o.add_signals("ready \xC3");
+    std::move(done)(o);
+  }
+
+ private:
   std::atomic<int> calls_{0};
 };
 
@@ -344,6 +387,44 @@ TEST_F(WorkflowTest, MultiByteTextAtEveryClipBoundaryCheckpointsDecodably) {
           << "pad " << pad << " checkpoint " << cp.step << " after " << cp.node;
     }
     EXPECT_THAT(WorkflowGraph::GetState(checkpoints, id), IsOk());
+  }
+}
+
+TEST_F(WorkflowTest, InvalidUtf8FromTheExecutorIsRepairedBeforeItIsStored) {
+  BadBytesExecutor bad;
+  InMemoryCheckpointStore checkpoints;
+  WorkflowConfig config;
+  config.seed = 11;
+  config.keep_last_checkpoints = 0;  // keep all
+  ReflexionWorkflow workflow(config, &store_, &bad, &reflector_, &clock_,
+                             &checkpoints);
+  ASSERT_THAT(workflow.Init(), IsOk());
+  v1::Incident in;
+  in.set_pod_name("web-1");
+  in.set_namespace_("default");
+  in.set_error_type("Segfault");  // deep analysis quotes the logs too
+  RecordingSink sink;
+  absl::Notification done;
+  v1::IncidentResult result;
+  workflow.Start("bad-bytes-1", in, 1, &pool_, &sink, [&](WorkflowRunResult r) {
+    result = MakeIncidentResult(r, clock_.Now());
+    done.Notify();
+  });
+  done.WaitForNotification();
+  std::vector<v1::WorkflowEvent> events = sink.Take();
+  ASSERT_FALSE(events.empty());
+  for (const v1::WorkflowEvent& e : events) {
+    EXPECT_EQ(FindInvalidUtf8(e), "") << e.node() << " " << e.phase();
+  }
+  EXPECT_EQ(FindInvalidUtf8(result), "");
+  absl::StatusOr<std::vector<Checkpoint>> all =
+      checkpoints.List("bad-bytes-1", 0);
+  ASSERT_THAT(all, IsOk());
+  ASSERT_GT(all->size(), 1u);
+  for (const Checkpoint& cp : *all) {
+    v1::WorkflowState state;
+    EXPECT_TRUE(state.ParseFromString(cp.state)) << cp.step << " " << cp.node;
+    EXPECT_TRUE(IsValidUtf8(cp.error)) << cp.step;
   }
 }
 
