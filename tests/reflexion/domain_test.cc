@@ -7,6 +7,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "core/ports/in_memory_checkpoint_store.h"
 #include "core/ports/in_memory_knowledge_store.h"
 #include "core/reflexion/analyzer.h"
 #include "core/reflexion/catalog.h"
@@ -148,6 +149,35 @@ TEST(ValidationTest, RequestIdForRejectionIsValidUtf8WithinTheLimit) {
   clipped = RequestIdForRejection(bad);
   EXPECT_TRUE(IsValidUtf8(clipped));
   EXPECT_LE(clipped.size(), kMaxRequestId);
+}
+
+TEST(ValidationTest, StoresRejectInvalidUtf8IdsStrategiesAndEpisodes) {
+  EXPECT_THAT(ValidateWorkflowId("wf-\u00e9"), IsOk());
+  EXPECT_THAT(ValidateWorkflowId("wf-\xC3"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("workflow_id must be valid UTF-8")));
+  v1::Strategy st;
+  st.set_name("delete_pod");
+  st.set_version(1);
+  EXPECT_THAT(ValidateStrategy(st), IsOk());
+  st.set_reason("too small \xE2\x82");
+  EXPECT_THAT(ValidateStrategy(st),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("strategy.reason must be valid UTF-8")));
+  LearningCommit commit;
+  v1::Episode& e = commit.episode;
+  e.set_id("wf-1/1");
+  e.set_workflow_id("wf-1");
+  e.mutable_time()->set_seconds(1'700'000'000);
+  e.set_signature("OOMKilled/memory_limit_too_low");
+  e.set_strategy("increase_memory_limit");
+  commit.prior_alpha = commit.prior_beta = 1;
+  EXPECT_THAT(ValidateLearningCommit(commit), IsOk());
+  e.add_lessons("ok");
+  e.add_lessons("bad \xFF");
+  EXPECT_THAT(ValidateLearningCommit(commit),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("episode.lessons[1] must be valid UTF-8")));
 }
 
 TEST(ValidationTest, RejectsMalformedErrorTypes) {
