@@ -244,8 +244,7 @@ class ReflexionServiceImpl::ResolveReactor final
     std::string request_id = incident.request_id();
     absl::Status valid = core::ValidateIncident(incident, "incident.");
     if (!valid.ok()) {
-      Reject(std::string(core::ClipUtf8(request_id, core::kMaxRequestId)),
-             valid);
+      Reject(core::RequestIdForRejection(request_id), valid);
       return;
     }
     bool admitted;

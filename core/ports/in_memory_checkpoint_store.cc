@@ -6,6 +6,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "core/reflexion/utf8.h"
 #include "core/status_macros.h"
 
 namespace reflexion::core {
@@ -17,6 +18,11 @@ absl::Status ValidateWorkflowId(absl::string_view workflow_id) {
   if (workflow_id.find('\0') != absl::string_view::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("workflow_id must not contain NUL: \"",
+                     absl::CHexEscape(workflow_id), "\""));
+  }
+  if (!IsValidUtf8(workflow_id)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("workflow_id must be valid UTF-8: \"",
                      absl::CHexEscape(workflow_id), "\""));
   }
   return absl::OkStatus();

@@ -7,6 +7,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/reflexion/utf8.h"
 #include "core/status_macros.h"
 
 namespace reflexion::core {
@@ -41,6 +42,11 @@ bool IsPositiveFinite(double v) { return std::isfinite(v) && v > 0; }
 
 absl::Status ValidateStrategy(const v1::Strategy& strategy) {
   REFLEXION_RETURN_IF_ERROR(RequireField(strategy.name(), "strategy.name"));
+  // Stored and served: a string the parser refuses would poison the store.
+  if (std::string path = FindInvalidUtf8(strategy); !path.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("strategy.", path, " must be valid UTF-8"));
+  }
   if (strategy.version() < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("strategy.version must be >= 1 for ", strategy.name(),
@@ -76,6 +82,10 @@ absl::Status ValidateLearningCommit(const LearningCommit& commit) {
   }
   REFLEXION_RETURN_IF_ERROR(RequireField(e.signature(), "episode.signature"));
   REFLEXION_RETURN_IF_ERROR(RequireField(e.strategy(), "episode.strategy"));
+  if (std::string path = FindInvalidUtf8(e); !path.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("episode.", path, " must be valid UTF-8"));
+  }
   if (!IsPositiveFinite(commit.prior_alpha) ||
       !IsPositiveFinite(commit.prior_beta)) {
     return absl::InvalidArgumentError(

@@ -9,15 +9,20 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/reflexion/catalog.h"
+#include "core/reflexion/utf8.h"
 
 namespace reflexion::core {
 namespace {
 
 constexpr size_t kEvidenceMax = 240;
 
+// Quoted text comes from the incident or the executor: made valid UTF-8, then
+// clipped at a character boundary (a clipped character once made checkpoints
+// undecodable).
 std::string Clip(absl::string_view s) {
-  if (s.size() <= kEvidenceMax) return std::string(s);
-  return absl::StrCat(s.substr(0, kEvidenceMax), "...");
+  std::string valid = ToValidUtf8(s);
+  if (valid.size() <= kEvidenceMax) return valid;
+  return absl::StrCat(ClipUtf8(valid, kEvidenceMax), "...");
 }
 
 bool ContainsAny(absl::string_view haystack,
@@ -238,6 +243,10 @@ v1::Analysis Analyze(const v1::Incident& incident, const v1::Diagnosis& dx,
       }
     }
   }
+  // Names, reasons and features are copied unclipped from the incident and
+  // the diagnosis; a diagnosis is foreign bytes. One walk, nothing to do in
+  // the usual case.
+  RepairUtf8(&a);
   return a;
 }
 

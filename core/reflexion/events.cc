@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "core/reflexion/catalog.h"
 #include "core/reflexion/time_util.h"
+#include "core/reflexion/utf8.h"
 
 namespace reflexion::core {
 namespace {
@@ -108,8 +109,9 @@ WorkflowEvent MakeWorkflowEvent(const graph::StepEvent<WorkflowState>& event) {
     case graph::NodePhase::kRetrying:
       ev.set_phase(v1::NODE_PHASE_RETRYING);
       *ev.mutable_duration() = ToProto(event.duration);
-      ev.set_error(event.status.ToString());
-      ev.set_summary(absl::StrCat("retrying: ", event.status.message()));
+      ev.set_error(ToValidUtf8(event.status.ToString()));
+      ev.set_summary(
+          absl::StrCat("retrying: ", ToValidUtf8(event.status.message())));
       break;
     case graph::NodePhase::kInterrupted:
       ev.set_phase(v1::NODE_PHASE_INTERRUPTED);
@@ -121,8 +123,9 @@ WorkflowEvent MakeWorkflowEvent(const graph::StepEvent<WorkflowState>& event) {
     case graph::NodePhase::kFailed:
       ev.set_phase(v1::NODE_PHASE_FAILED);
       *ev.mutable_duration() = ToProto(event.duration);
-      ev.set_error(event.status.ToString());
-      ev.set_summary(absl::StrCat("failed: ", event.status.message()));
+      ev.set_error(ToValidUtf8(event.status.ToString()));
+      ev.set_summary(
+          absl::StrCat("failed: ", ToValidUtf8(event.status.message())));
       break;
   }
   return ev;
@@ -160,7 +163,7 @@ v1::IncidentResult MakeIncidentResult(const WorkflowRunResult& run,
     r.set_etag(WaitEtag(run.checkpoint_step));
   } else if (!run.status.ok()) {
     r.set_status(v1::WORKFLOW_STATUS_FAILED);
-    r.set_error(run.status.ToString());
+    r.set_error(ToValidUtf8(run.status.ToString()));
     r.set_requires_human_intervention(true);
   } else if (s.resolved_by_human()) {
     r.set_status(v1::WORKFLOW_STATUS_RESOLVED);

@@ -5,6 +5,7 @@ list(APPEND CORE_SOURCES
   reflexion/heuristic_reflector.cc
   reflexion/metrics.cc
   reflexion/selector.cc
+  reflexion/utf8.cc
   reflexion/validation.cc
   reflexion/workflow.cc
 )

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "core/reflexion/utf8.h"
 
 namespace reflexion::core {
 namespace {
@@ -52,6 +53,11 @@ bool IsDns1123Subdomain(absl::string_view s) {
 
 absl::Status ValidateIncident(const v1::Incident& in,
                               absl::string_view prefix) {
+  // First, over every string field (present and future): the checks below
+  // and everything downstream may assume valid UTF-8.
+  if (std::string path = FindInvalidUtf8(in); !path.empty()) {
+    return Bad(prefix, path, "must be valid UTF-8");
+  }
   if (in.pod_name().empty()) return Bad(prefix, "pod_name", "is required");
   if (in.pod_name().size() > kMaxPodName) {
     return CheckLength(prefix, "pod_name", in.pod_name(), kMaxPodName);
@@ -128,6 +134,10 @@ absl::Status ValidateIncident(const v1::Incident& in,
     if (!(s = check(f + "message", e.message(), kMaxMessage)).ok()) return s;
   }
   return absl::OkStatus();
+}
+
+std::string RequestIdForRejection(absl::string_view request_id) {
+  return ToValidUtf8Clipped(request_id, kMaxRequestId);
 }
 
 }  // namespace reflexion::core

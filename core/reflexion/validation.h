@@ -1,5 +1,7 @@
 #pragma once
 
+#include <string>
+
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "reflexion/v1/types.pb.h"
@@ -23,8 +25,15 @@ bool IsDns1123Subdomain(absl::string_view s);
 bool IsDns1123Label(absl::string_view s);
 
 // Checks every field of an incident. kInvalidArgument whose message starts
-// with the field's path under `prefix` (e.g. "incident.pod_name: ...").
+// with the field's path under `prefix` (e.g. "incident.pod_name: ...",
+// "incident.events[3].message: must be valid UTF-8"). Messages never quote
+// field values. Thread-safe.
 absl::Status ValidateIncident(const reflexion::v1::Incident& incident,
                               absl::string_view prefix);
+
+// The request_id to echo on a rejection of an incident that may have failed
+// validation: valid UTF-8 of at most kMaxRequestId bytes, clipped at a
+// character boundary. Thread-safe.
+std::string RequestIdForRejection(absl::string_view request_id);
 
 }  // namespace reflexion::core

@@ -15,6 +15,7 @@
 #include "core/reflexion/catalog.h"
 #include "core/reflexion/heuristic_reflector.h"
 #include "core/reflexion/time_util.h"
+#include "core/reflexion/utf8.h"
 #include "core/status_macros.h"
 #include "glog/logging.h"
 
@@ -35,6 +36,28 @@ constexpr char kEscalate[] = "human_escalation";
 
 // Episodes read to build a signature's memory (lessons, recovery baseline).
 constexpr int kMemoryEpisodes = 20;
+
+// Client or port bytes quoted in a status message or evidence.
+constexpr size_t kMaxQuoted = 256;
+
+// A port's error as a node's error: the graph records its message in the
+// checkpoint and the events, so it must be valid UTF-8 too.
+absl::Status ForeignStatus(absl::Status s) {
+  if (IsValidUtf8(s.message())) return s;
+  return absl::Status(s.code(), ToValidUtf8(s.message()));
+}
+
+// What an executor or a reflector returns is foreign bytes: every string
+// must be valid UTF-8 before it enters the state that is checkpointed and
+// streamed. Repairs (U+FFFD) and says where.
+template <typename M>
+void RepairForeign(M& m, absl::string_view from, const std::string& id) {
+  std::vector<std::string> paths;
+  if (RepairUtf8(&m, &paths) > 0) {
+    LOG(WARNING) << id << ": invalid UTF-8 from " << from << " replaced in "
+                 << absl::StrJoin(paths, ", ");
+  }
+}
 
 }  // namespace
 
@@ -215,8 +238,9 @@ absl::Status ReflexionWorkflow::Resume(
       [this, workflow_id, runner, sink, state, cancel = std::move(cancel),
        done = std::move(done)](absl::StatusOr<v1::Diagnosis> dx) mutable {
         if (!dx.ok()) {
-          LOG(WARNING) << "resuming " << workflow_id
-                       << ": diagnosis failed: " << dx.status();
+          LOG(WARNING) << "resuming " << workflow_id << ": diagnosis failed: "
+                       << ToValidUtf8Clipped(dx.status().ToString(),
+                                             kMaxQuoted);
         }
         // `done` must run exactly once, also when Resume refuses.
         auto holder = std::make_shared<DoneFn>(std::move(done));
@@ -270,13 +294,16 @@ void ReflexionWorkflow::AnalyzeError(State& s, graph::NodeDone done) const {
                         absl::StatusOr<v1::Diagnosis> dx) mutable {
         if (dx.ok()) {
           *s.mutable_diagnosis() = *std::move(dx);
+          RepairForeign(*s.mutable_diagnosis(), executor_->Name(),
+                        s.workflow_id());
         } else {
           s.clear_diagnosis();
         }
         *s.mutable_analysis() = Analyze(s.incident(), s.diagnosis(), false);
         if (!dx.ok()) {
-          s.mutable_analysis()->add_evidence(
-              absl::StrCat("diagnosis unavailable: ", dx.status().message()));
+          s.mutable_analysis()->add_evidence(absl::StrCat(
+              "diagnosis unavailable: ",
+              ToValidUtf8Clipped(dx.status().message(), kMaxQuoted)));
         }
         std::move(done)(LoadMemory(s));
       });
@@ -395,13 +422,15 @@ void ReflexionWorkflow::ExecuteFix(State& s, graph::NodeDone done) const {
     return;
   }
   executor_->Execute(s.selection().action(),
-                     [&s, done = std::move(done)](
+                     [this, &s, done = std::move(done)](
                          absl::StatusOr<v1::ExecutionResult> result) mutable {
                        if (!result.ok()) {
-                         std::move(done)(result.status());
+                         std::move(done)(ForeignStatus(result.status()));
                          return;
                        }
                        *s.mutable_execution() = *std::move(result);
+                       RepairForeign(*s.mutable_execution(), executor_->Name(),
+                                     s.workflow_id());
                        std::move(done)(absl::OkStatus());
                      });
 }
@@ -409,14 +438,15 @@ void ReflexionWorkflow::ExecuteFix(State& s, graph::NodeDone done) const {
 void ReflexionWorkflow::ObserveOutcome(State& s, graph::NodeDone done) const {
   executor_->Observe(
       s.selection().action(), config_.observation_window,
-      [&s,
+      [this, &s,
        done = std::move(done)](absl::StatusOr<v1::Observation> obs) mutable {
         if (!obs.ok()) {
-          std::move(done)(obs.status());
+          std::move(done)(ForeignStatus(obs.status()));
           return;
         }
         v1::Observation& o = *s.mutable_observation();
         o = *std::move(obs);
+        RepairForeign(o, executor_->Name(), s.workflow_id());
         // Anomaly: recovery far outside this signature's history.
         const auto& f = s.analysis().features();
         auto mean_it = f.find("history_recovery_mean_s");
@@ -459,16 +489,18 @@ void ReflexionWorkflow::RunReflector(State& s, bool meta,
                                      graph::NodeDone done) const {
   ReflectionRequest request = MakeReflectionRequest(s, meta);
   reflector_->Reflect(
-      request, [&s, meta, request, done = std::move(done)](
+      request, [this, &s, meta, request, done = std::move(done)](
                    absl::StatusOr<v1::Reflection> result) mutable {
         v1::Reflection r;
         if (result.ok()) {
           r = *std::move(result);
+          RepairForeign(r, reflector_->Name(), s.workflow_id());
         } else {
           // Any reflector failure falls back to the heuristic, and says so.
           r = HeuristicReflector::ReflectNow(request);
           r.set_reflector(absl::StrCat(
-              "heuristic (fallback: ", result.status().message(), ")"));
+              "heuristic (fallback: ",
+              ToValidUtf8Clipped(result.status().message(), kMaxQuoted), ")"));
         }
         if (meta) {
           // Keep the first reflection's proposals; add the meta lessons.
@@ -651,7 +683,8 @@ absl::Status ReflexionWorkflow::Decide(
     case v1::HumanDecision::KIND_RETRY:
       if (FindActionByName(decision.strategy()) == nullptr) {
         return absl::InvalidArgumentError(
-            absl::StrCat("decision.strategy: '", decision.strategy(),
+            absl::StrCat("decision.strategy: '",
+                         ToValidUtf8Clipped(decision.strategy(), kMaxQuoted),
                          "' is not a catalog strategy"));
       }
       break;
@@ -664,6 +697,9 @@ absl::Status ReflexionWorkflow::Decide(
   }
   if (decision.note().size() > 1024) {
     return absl::InvalidArgumentError("decision.note: at most 1024 bytes");
+  }
+  if (!IsValidUtf8(decision.note())) {
+    return absl::InvalidArgumentError("decision.note: must be valid UTF-8");
   }
   absl::StatusOr<uint64_t> wait_step = ParseWaitEtag(etag);
   if (!wait_step.ok()) {
@@ -692,7 +728,8 @@ absl::Status ReflexionWorkflow::Fork(const std::string& source_id,
   }
   if (!strategy.empty() && FindActionByName(strategy) == nullptr) {
     return absl::InvalidArgumentError(
-        absl::StrCat("strategy: '", strategy, "' is not a catalog strategy"));
+        absl::StrCat("strategy: '", ToValidUtf8Clipped(strategy, kMaxQuoted),
+                     "' is not a catalog strategy"));
   }
   REFLEXION_ASSIGN_OR_RETURN(core::Checkpoint from,
                              checkpoints_->Get(source_id, step));

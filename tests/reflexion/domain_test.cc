@@ -1,9 +1,13 @@
 // Unit tests of the reflexion domain: validation, catalog, analyzer,
 // selector, heuristic reflector, events and metrics.
 
+#include <memory>
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "core/ports/in_memory_checkpoint_store.h"
 #include "core/ports/in_memory_knowledge_store.h"
 #include "core/reflexion/analyzer.h"
 #include "core/reflexion/catalog.h"
@@ -11,6 +15,7 @@
 #include "core/reflexion/metrics.h"
 #include "core/reflexion/selector.h"
 #include "core/reflexion/time_util.h"
+#include "core/reflexion/utf8.h"
 #include "core/reflexion/validation.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -61,6 +66,118 @@ TEST(ValidationTest, RejectsNonDns1123PodAndNamespace) {
       ValidateIncident(MakeIncident("web-1", std::string(64, 'a'), "OOMKilled"),
                        ""),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("namespace")));
+}
+
+v1::Incident FullIncident() {
+  v1::Incident in = MakeIncident("web-1", "default", "CrashLoopBackOff");
+  in.set_error_message("back-off \u00e9\u20ac\U0001F600");
+  in.set_logs("caf\u00e9 \U0001F600\n");
+  in.set_request_id("req-\u00e9");
+  for (int i = 0; i < 2; ++i) {
+    v1::ContainerStatus* c = in.add_container_statuses();
+    c->set_name("app");
+    c->set_image("registry/app:1");
+    c->set_waiting_reason("CrashLoopBackOff");
+    c->set_waiting_message("\u20ac");
+  }
+  for (int i = 0; i < 4; ++i) {
+    v1::PodEvent* e = in.add_events();
+    e->set_type("Warning");
+    e->set_reason("BackOff");
+    e->set_message("\u00e9");
+  }
+  return in;
+}
+
+TEST(ValidationTest, AcceptsMultiByteTextInFreeTextFields) {
+  EXPECT_THAT(ValidateIncident(FullIncident(), "incident."), IsOk());
+}
+
+TEST(ValidationTest, RejectsInvalidUtf8InAnyStringFieldNamingItsPath) {
+  struct Case {
+    void (*poison)(v1::Incident&);
+    const char* field;
+  };
+  static const std::string kBad = "a\xC3";  // a truncated character
+  const Case cases[] = {
+      {[](v1::Incident& in) { in.set_pod_name(kBad); }, "pod_name"},
+      {[](v1::Incident& in) { in.set_namespace_(kBad); }, "namespace"},
+      {[](v1::Incident& in) { in.set_error_type(kBad); }, "error_type"},
+      {[](v1::Incident& in) { in.set_error_message(kBad); }, "error_message"},
+      {[](v1::Incident& in) { in.set_logs(kBad); }, "logs"},
+      {[](v1::Incident& in) { in.set_request_id(kBad); }, "request_id"},
+      {[](v1::Incident& in) {
+         in.mutable_container_statuses(1)->set_waiting_message(kBad);
+       },
+       "container_statuses[1].waiting_message"},
+      {[](v1::Incident& in) {
+         in.mutable_container_statuses(0)->set_name(kBad);
+       },
+       "container_statuses[0].name"},
+      {[](v1::Incident& in) { in.mutable_events(3)->set_message(kBad); },
+       "events[3].message"},
+      {[](v1::Incident& in) {
+         in.mutable_events(0)->set_reason("\xED\xA0\x80");
+       },
+       "events[0].reason"},
+  };
+  for (const Case& c : cases) {
+    v1::Incident in = FullIncident();
+    c.poison(in);
+    absl::Status s = ValidateIncident(in, "incident.");
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.field;
+    EXPECT_EQ(s.message(),
+              absl::StrCat("incident.", c.field, ": must be valid UTF-8"));
+    EXPECT_TRUE(IsValidUtf8(s.message()));
+  }
+}
+
+TEST(ValidationTest, RequestIdForRejectionIsValidUtf8WithinTheLimit) {
+  // The server once echoed request_id.substr(0, 128) on a rejection.
+  const std::string split =
+      absl::StrCat(std::string(127, 'a'), "\u00e9", "tail");
+  ASSERT_FALSE(IsValidUtf8(split.substr(0, kMaxRequestId)));
+  EXPECT_EQ(RequestIdForRejection(split), std::string(127, 'a'));
+  std::string euros;
+  while (euros.size() < 200) euros += "\u20ac";
+  std::string clipped = RequestIdForRejection(euros);
+  EXPECT_TRUE(IsValidUtf8(clipped));
+  EXPECT_EQ(clipped.size(), 126u);  // 42 whole 3-byte characters
+  EXPECT_EQ(RequestIdForRejection("ok\xFF"), "ok\xEF\xBF\xBD");
+  EXPECT_EQ(RequestIdForRejection("req-1"), "req-1");
+  std::string bad(300, '\xFF');
+  clipped = RequestIdForRejection(bad);
+  EXPECT_TRUE(IsValidUtf8(clipped));
+  EXPECT_LE(clipped.size(), kMaxRequestId);
+}
+
+TEST(ValidationTest, StoresRejectInvalidUtf8IdsStrategiesAndEpisodes) {
+  EXPECT_THAT(ValidateWorkflowId("wf-\u00e9"), IsOk());
+  EXPECT_THAT(ValidateWorkflowId("wf-\xC3"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("workflow_id must be valid UTF-8")));
+  v1::Strategy st;
+  st.set_name("delete_pod");
+  st.set_version(1);
+  EXPECT_THAT(ValidateStrategy(st), IsOk());
+  st.set_reason("too small \xE2\x82");
+  EXPECT_THAT(ValidateStrategy(st),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("strategy.reason must be valid UTF-8")));
+  LearningCommit commit;
+  v1::Episode& e = commit.episode;
+  e.set_id("wf-1/1");
+  e.set_workflow_id("wf-1");
+  e.mutable_time()->set_seconds(1'700'000'000);
+  e.set_signature("OOMKilled/memory_limit_too_low");
+  e.set_strategy("increase_memory_limit");
+  commit.prior_alpha = commit.prior_beta = 1;
+  EXPECT_THAT(ValidateLearningCommit(commit), IsOk());
+  e.add_lessons("ok");
+  e.add_lessons("bad \xFF");
+  EXPECT_THAT(ValidateLearningCommit(commit),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("episode.lessons[1] must be valid UTF-8")));
 }
 
 TEST(ValidationTest, RejectsMalformedErrorTypes) {
@@ -211,6 +328,59 @@ TEST(AnalyzerTest, UnknownErrorTypeNeedsDeepAnalysisWhichQuotesLogs) {
   EXPECT_THAT(deep.evidence(),
               ::testing::Contains(HasSubstr("log: \"Segmentation fault")));
 }
+
+// A multi-byte character straddling the 240-byte evidence clip: `pad` ASCII
+// bytes, then `ch`, then more text so the message is clipped.
+struct ClipCase {
+  int pad;
+  const char* ch;
+};
+void PrintTo(const ClipCase& c, std::ostream* os) {
+  *os << c.pad << " x 'a' + \"" << absl::CHexEscape(c.ch) << "\"";
+}
+
+class AnalyzerClipTest : public ::testing::TestWithParam<ClipCase> {
+ protected:
+  static std::string Straddling() {
+    return absl::StrCat(std::string(GetParam().pad, 'a'), GetParam().ch,
+                        std::string(20, 'z'));
+  }
+};
+
+// Serializing and parsing back is what a checkpoint or a client does; the
+// proto3 parser refuses a string field holding invalid UTF-8.
+bool ParsesBack(const google::protobuf::Message& m) {
+  std::unique_ptr<google::protobuf::Message> copy(m.New());
+  return copy->ParseFromString(m.SerializeAsString());
+}
+
+TEST_P(AnalyzerClipTest, EvidenceClippedInsideACharacterStillParsesBack) {
+  v1::Incident in = MakeIncident("web-1", "default", "CrashLoopBackOff");
+  in.add_events()->set_message(Straddling());
+  in.set_logs(absl::StrCat("fatal error: ", Straddling()));
+  v1::Diagnosis dx;
+  auto* c = dx.add_container_statuses();
+  c->set_name("web");
+  c->set_waiting_reason("CrashLoopBackOff");
+  c->set_waiting_message(Straddling());
+  for (bool deep : {false, true}) {
+    v1::Analysis a = Analyze(in, dx, deep);
+    ASSERT_GE(a.evidence_size(), 2);
+    EXPECT_TRUE(ParsesBack(a)) << "deep=" << deep;
+    for (const std::string& e : a.evidence()) {
+      EXPECT_TRUE(IsValidUtf8(e)) << absl::CHexEscape(e);
+      EXPECT_LE(e.size(), 300u);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AtTheClip, AnalyzerClipTest,
+                         ::testing::Values(ClipCase{239, "\u00e9"},
+                                           ClipCase{238, "\u20ac"},
+                                           ClipCase{239, "\u20ac"},
+                                           ClipCase{237, "\U0001F600"},
+                                           ClipCase{238, "\U0001F600"},
+                                           ClipCase{239, "\U0001F600"}));
 
 // ---------------------------------------------------------------- selector
 

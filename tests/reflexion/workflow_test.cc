@@ -12,9 +12,11 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "core/graph/task_runner.h"
+#include "core/ports/in_memory_checkpoint_store.h"
 #include "core/ports/in_memory_knowledge_store.h"
 #include "core/reflexion/events.h"
 #include "core/reflexion/heuristic_reflector.h"
+#include "core/reflexion/utf8.h"
 #include "core/sim/simulated_cluster.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -90,6 +92,48 @@ class FlakyExecutor : public ClusterExecutor {
 
  private:
   const int failures_;
+  std::atomic<int> calls_{0};
+};
+
+// An executor (an HTTP agent in production) answering with invalid UTF-8 in
+// every text it returns, and failing the first Execute with such a message.
+class BadBytesExecutor : public ClusterExecutor {
+ public:
+  std::string Name() const override { return "bad-bytes"; }
+  void Diagnose(const v1::Incident&, Callback<v1::Diagnosis> done) override {
+    v1::Diagnosis d;
+    d.set_logs("panic: \xC3\n");
+    d.set_last_healthy_image("registry/app:\xFF");
+    v1::ContainerStatus* c = d.add_container_statuses();
+    c->set_name("app\xE2\x82");
+    c->set_waiting_reason("CrashLoopBackOff");
+    c->set_waiting_message(std::string(300, '\xF0'));
+    d.add_events()->set_message("\xED\xA0\x80");
+    std::move(done)(d);
+  }
+  void Execute(const v1::Action& a,
+               Callback<v1::ExecutionResult> done) override {
+    if (calls_++ == 0) {
+      std::move(done)(absl::UnavailableError("agent says \xC3"));
+      return;
+    }
+    v1::ExecutionResult r;
+    *r.mutable_action() = a;
+    r.set_applied(true);
+    r.set_message("done \xFF");
+    std::move(done)(r);
+  }
+  void Observe(const v1::Action&, absl::Duration w,
+               Callback<v1::Observation> done) override {
+    v1::Observation o;
+    o.set_success(true);
+    o.set_recovered(true);
+    o.set_window_s(absl::ToDoubleSeconds(w));
+    o.add_signals("ready \xC3");
+    std::move(done)(o);
+  }
+
+ private:
   std::atomic<int> calls_{0};
 };
 
@@ -275,6 +319,113 @@ TEST_F(WorkflowTest, ReflectionCreatesANewStrategyVersionWhenARaiseIsTooSmall) {
   EXPECT_EQ(v2.author(), "reflector:heuristic");
   EXPECT_GT(v2.params().memory_factor(),
             (*history)[0].params().memory_factor());
+}
+
+// Multi-byte characters (2, 3 and 4 bytes) at every byte offset around the
+// clip limits of evidence (240) and beyond, in every free-text field.
+std::string MultiByteEverywhere(size_t pad) {
+  std::string s(pad, 'a');
+  while (s.size() < 300) absl::StrAppend(&s, "\u00e9\u20ac\U0001F600");
+  return s;
+}
+
+TEST_F(WorkflowTest, MultiByteTextAtEveryClipBoundaryCheckpointsDecodably) {
+  InMemoryCheckpointStore checkpoints;
+  WorkflowConfig config;
+  config.seed = 11;
+  config.escalation_waits = true;
+  config.keep_last_checkpoints = 0;  // keep all
+  ReflexionWorkflow workflow(config, &store_, cluster_.get(), &reflector_,
+                             &clock_, &checkpoints);
+  ASSERT_THAT(workflow.Init(), IsOk());
+  const char* types[] = {"CrashLoopBackOff", "ImagePullBackOff", "Segfault",
+                         "CreateContainerConfigError"};
+  for (size_t pad = 230; pad < 242; ++pad) {
+    v1::Incident in;
+    in.set_pod_name(absl::StrCat("utf8-", pad));
+    in.set_namespace_("default");
+    in.set_error_type(types[pad % 4]);
+    in.set_error_message(MultiByteEverywhere(pad));
+    in.set_logs(absl::StrCat("fatal: ", MultiByteEverywhere(pad),
+                             "\npanic: ", MultiByteEverywhere(pad + 1)));
+    in.set_request_id(absl::StrCat("req-", pad, "-\u00e9\u20ac\U0001F600"));
+    for (int i = 0; i < 3; ++i) {
+      v1::PodEvent* e = in.add_events();
+      e->set_type("Warning");
+      e->set_reason("BackOff");
+      e->set_message(MultiByteEverywhere(pad + i));
+    }
+    v1::ContainerStatus* c = in.add_container_statuses();
+    c->set_name("app");
+    c->set_waiting_reason("CrashLoopBackOff");
+    c->set_waiting_message(MultiByteEverywhere(pad));
+    RecordingSink sink;
+    absl::Notification done;
+    v1::IncidentResult result;
+    const std::string id = absl::StrCat("utf8-wf-", pad);
+    workflow.Start(id, in, pad, &pool_, &sink, [&](WorkflowRunResult r) {
+      result = MakeIncidentResult(r, clock_.Now());
+      done.Notify();
+    });
+    done.WaitForNotification();
+    EXPECT_NE(result.status(), v1::WORKFLOW_STATUS_FAILED) << result.error();
+    std::vector<v1::WorkflowEvent> events = sink.Take();
+    ASSERT_FALSE(events.empty());
+    for (const v1::WorkflowEvent& e : events) {
+      v1::WorkflowEvent back;
+      EXPECT_TRUE(back.ParseFromString(e.SerializeAsString()))
+          << "pad " << pad << " event " << e.sequence() << " " << e.node();
+    }
+    v1::IncidentResult back;
+    EXPECT_TRUE(back.ParseFromString(result.SerializeAsString()));
+    absl::StatusOr<std::vector<Checkpoint>> all = checkpoints.List(id, 0);
+    ASSERT_THAT(all, IsOk());
+    ASSERT_FALSE(all->empty());
+    for (const Checkpoint& cp : *all) {
+      v1::WorkflowState state;
+      EXPECT_TRUE(state.ParseFromString(cp.state))
+          << "pad " << pad << " checkpoint " << cp.step << " after " << cp.node;
+    }
+    EXPECT_THAT(WorkflowGraph::GetState(checkpoints, id), IsOk());
+  }
+}
+
+TEST_F(WorkflowTest, InvalidUtf8FromTheExecutorIsRepairedBeforeItIsStored) {
+  BadBytesExecutor bad;
+  InMemoryCheckpointStore checkpoints;
+  WorkflowConfig config;
+  config.seed = 11;
+  config.keep_last_checkpoints = 0;  // keep all
+  ReflexionWorkflow workflow(config, &store_, &bad, &reflector_, &clock_,
+                             &checkpoints);
+  ASSERT_THAT(workflow.Init(), IsOk());
+  v1::Incident in;
+  in.set_pod_name("web-1");
+  in.set_namespace_("default");
+  in.set_error_type("Segfault");  // deep analysis quotes the logs too
+  RecordingSink sink;
+  absl::Notification done;
+  v1::IncidentResult result;
+  workflow.Start("bad-bytes-1", in, 1, &pool_, &sink, [&](WorkflowRunResult r) {
+    result = MakeIncidentResult(r, clock_.Now());
+    done.Notify();
+  });
+  done.WaitForNotification();
+  std::vector<v1::WorkflowEvent> events = sink.Take();
+  ASSERT_FALSE(events.empty());
+  for (const v1::WorkflowEvent& e : events) {
+    EXPECT_EQ(FindInvalidUtf8(e), "") << e.node() << " " << e.phase();
+  }
+  EXPECT_EQ(FindInvalidUtf8(result), "");
+  absl::StatusOr<std::vector<Checkpoint>> all =
+      checkpoints.List("bad-bytes-1", 0);
+  ASSERT_THAT(all, IsOk());
+  ASSERT_GT(all->size(), 1u);
+  for (const Checkpoint& cp : *all) {
+    v1::WorkflowState state;
+    EXPECT_TRUE(state.ParseFromString(cp.state)) << cp.step << " " << cp.node;
+    EXPECT_TRUE(IsValidUtf8(cp.error)) << cp.step;
+  }
 }
 
 TEST_F(WorkflowTest, GraphHasAllNineNodes) {

@@ -270,6 +270,27 @@ TEST_F(ServerTest, BadIncidentsAreRejectedNamingTheFieldAndTheStreamGoesOn) {
   EXPECT_EQ(nodes["unknown-type"][1], "deep_analysis");
 }
 
+TEST_F(ServerTest, ARejectedLongRequestIdIsEchoedClippedAtACharacter) {
+  // 127 x 'a' + "é": the 128-byte clip once split the "é" and the client
+  // could not parse the rejection (nor anything after it on the stream).
+  const std::string id = absl::StrCat(std::string(127, 'a'), "\u00e9", "xyz");
+  std::vector<v1::Incident> incidents = {
+      MakeIncident("web-1", "default", "OOMKilled", id),
+      MakeIncident("good-1", "default", "OOMKilled", "ok-1")};
+  std::vector<v1::IncidentRejected> rejected;
+  std::map<std::string, v1::IncidentResult> results;
+  absl::Status s =
+      client::ResolveAll(*stub_, incidents, [&](const v1::ResolveResponse& m) {
+        if (m.has_rejected()) rejected.push_back(m.rejected());
+        if (m.has_result()) results[m.result().request_id()] = m.result();
+      });
+  ASSERT_THAT(s, IsOk());
+  ASSERT_EQ(rejected.size(), 1u);
+  EXPECT_EQ(rejected[0].request_id(), std::string(127, 'a'));
+  EXPECT_EQ(rejected[0].field(), "incident.request_id");
+  EXPECT_TRUE(results.count("ok-1"));
+}
+
 TEST_F(ServerTest, ProcessIncidentReturnsTheResultInTheOriginalShape) {
   v1::ProcessIncidentRequest req;
   req.set_pod_name("web-1");
