@@ -628,7 +628,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetWorkflow(
       return;
     }
     v1::WorkflowState state;
-    if (!state.ParseFromString(cp->state)) {
+    if (!graph::DecodeCheckpointState(*cp, &state)) {
       reactor->Finish(grpc::Status(grpc::StatusCode::DATA_LOSS,
                                    "the workflow's state does not decode"));
       return;
@@ -948,7 +948,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ListCheckpoints(
       info->set_parent_workflow_id(cp.parent_workflow_id);
       info->set_parent_step(cp.parent_step);
       if (request->include_state() &&
-          !info->mutable_state()->ParseFromString(cp.state)) {
+          !graph::DecodeCheckpointState(cp, info->mutable_state())) {
         reactor->Finish(grpc::Status(
             grpc::StatusCode::DATA_LOSS,
             absl::StrCat("checkpoint ", cp.step, " does not decode")));

@@ -1,9 +1,12 @@
 #include "server/wire.h"
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/reflexion/utf8.h"
+#include "glog/logging.h"
 #include "proto/request_traits.h"
 
 namespace reflexion::server {
@@ -27,6 +30,18 @@ absl::Status DecodeMessage(const grpc::ByteBuffer& bytes,
 
 grpc::ByteBuffer EncodeMessage(const google::protobuf::Message& message) {
   std::string wire = message.SerializeAsString();
+  // The one check before a message is sent: a client's parser refuses
+  // invalid UTF-8 (and would lose the rest of the stream).
+  if (std::string bad =
+          core::FindInvalidUtf8InWire(message.GetDescriptor(), wire);
+      !bad.empty()) {
+    std::unique_ptr<google::protobuf::Message> copy(message.New());
+    copy->CopyFrom(message);
+    core::RepairUtf8(copy.get());
+    LOG(ERROR) << "invalid UTF-8 in " << bad << " of an outgoing "
+               << message.GetDescriptor()->full_name() << " (a bug): repaired";
+    wire = copy->SerializeAsString();
+  }
   grpc::Slice slice(std::move(wire));
   return grpc::ByteBuffer(&slice, 1);
 }

@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -34,6 +35,7 @@
 #include "core/graph/task_runner.h"
 #include "core/ports/checkpoint_store.h"
 #include "core/ports/clock.h"
+#include "core/reflexion/utf8.h"
 #include "glog/logging.h"
 
 namespace reflexion::graph {
@@ -229,6 +231,27 @@ concept SerializableState = requires(const State& c, State& m, std::string* out,
   { c.SerializeToString(out) } -> std::convertible_to<bool>;
   { m.ParseFromString(in) } -> std::convertible_to<bool>;
 };
+
+// Decodes a checkpointed state. A protobuf state whose strings are not valid
+// UTF-8 (written by an older build that clipped inside a character) is
+// repaired (U+FFFD) and the repair logged, so the workflow can still be read
+// and resumed; false only for bytes that do not decode otherwise.
+template <typename State>
+bool DecodeCheckpointState(const core::Checkpoint& cp, State* state) {
+  if constexpr (std::is_base_of_v<google::protobuf::Message, State>) {
+    std::vector<std::string> repaired;
+    if (!core::ParseRepairingUtf8(state, cp.state, &repaired)) return false;
+    if (!repaired.empty()) {
+      LOG(WARNING) << "checkpoint " << cp.step << " of " << cp.workflow_id
+                   << " held invalid UTF-8 (an older build's clipping), "
+                      "repaired: "
+                   << absl::StrJoin(repaired, ", ");
+    }
+    return true;
+  } else {
+    return state->ParseFromString(cp.state);
+  }
+}
 
 // A validated, immutable graph. Thread-safe: any number of runs at once.
 template <typename State>
@@ -867,6 +890,22 @@ class CompiledGraph<State>::Run {
       c.last_sequence = sequence_ + reserve;
       c.time = clock_->Now();
       state_.SerializeToString(&c.state);
+      if constexpr (std::is_base_of_v<google::protobuf::Message, State>) {
+        // The one check before a state is stored (nodes sanitize what comes
+        // from outside; this catches our own bugs): never an undecodable
+        // checkpoint.
+        std::string bad =
+            core::FindInvalidUtf8InWire(State::descriptor(), c.state);
+        if (!bad.empty()) {
+          std::vector<std::string> paths;
+          core::RepairUtf8(&state_, &paths);
+          LOG(ERROR) << "workflow " << c.workflow_id << " step " << c.step
+                     << ": invalid UTF-8 in " << absl::StrJoin(paths, ", ")
+                     << " (a bug), repaired before the checkpoint";
+          c.state.clear();
+          state_.SerializeToString(&c.state);
+        }
+      }
       saved_step_ = c.step;
       saved_any_ = true;
       queued_ = true;
@@ -1018,7 +1057,7 @@ absl::Status CompiledGraph<State>::Resume(
       options.checkpoints->Latest(options.workflow_id);
   if (!cp.ok()) return cp.status();
   State state;
-  if (!state.ParseFromString(cp->state)) {
+  if (!DecodeCheckpointState(*cp, &state)) {
     return absl::DataLossError(absl::StrCat("checkpoint ", cp->step, " of ",
                                             options.workflow_id,
                                             " does not decode"));
@@ -1053,7 +1092,7 @@ absl::StatusOr<State> CompiledGraph<State>::GetState(
   absl::StatusOr<core::Checkpoint> cp = store.Latest(workflow_id);
   if (!cp.ok()) return cp.status();
   State state;
-  if (!state.ParseFromString(cp->state)) {
+  if (!DecodeCheckpointState(*cp, &state)) {
     return absl::DataLossError(
         absl::StrCat("latest checkpoint of ", workflow_id, " does not decode"));
   }
@@ -1067,7 +1106,7 @@ absl::StatusOr<State> CompiledGraph<State>::GetState(
   absl::StatusOr<core::Checkpoint> cp = store.Get(workflow_id, step);
   if (!cp.ok()) return cp.status();
   State state;
-  if (!state.ParseFromString(cp->state)) {
+  if (!DecodeCheckpointState(*cp, &state)) {
     return absl::DataLossError(absl::StrCat("checkpoint ", step, " of ",
                                             workflow_id, " does not decode"));
   }
@@ -1090,7 +1129,7 @@ absl::Status CompiledGraph<State>::Fork(
         "checkpoint ", step, " of ", source_id, " is the end: nothing to run"));
   }
   State state;
-  if (!state.ParseFromString(cp->state)) {
+  if (!DecodeCheckpointState(*cp, &state)) {
     return absl::DataLossError(absl::StrCat("checkpoint ", step, " of ",
                                             source_id, " does not decode"));
   }
@@ -1126,7 +1165,7 @@ absl::Status CompiledGraph<State>::UpdateWaiting(
         wait_step, ": that wait was already answered"));
   }
   State state;
-  if (!state.ParseFromString(cp->state)) {
+  if (!DecodeCheckpointState(*cp, &state)) {
     return absl::DataLossError(
         absl::StrCat("latest checkpoint of ", workflow_id, " does not decode"));
   }

@@ -450,11 +450,147 @@ TEST_F(CheckpointTest, AFailedAsyncWriteEndsTheRunWithItsError) {
                                        ::testing::HasSubstr("disk full")));
 }
 
+// The acknowledgement: `recorded` runs once the input checkpoint is written,
+// and no node runs (no event is sent) before it.
+TEST_F(CheckpointTest, RecordedRunsOnceTheInputIsWrittenBeforeAnyEvent) {
+  for (Durability d :
+       {Durability::kAsync, Durability::kSync, Durability::kExit}) {
+    auto g = CountingGraph();
+    HeldStore held;
+    RunOptions o = Options("wf", d);
+    o.checkpoints = &held;
+    Recorder rec;
+    absl::Notification recorded, finished;
+    absl::Status recorded_status = absl::UnknownError("not called");
+    size_t events_at_ack = 99;
+    bool stored_at_ack = false;
+    g->Start(
+        o, State(), &pool_, &rec, &clock_,
+        [&](RunResult<State> r) {
+          EXPECT_THAT(r.status, IsOk());
+          finished.Notify();
+        },
+        [&](absl::Status s) {
+          recorded_status = s;
+          events_at_ack = rec.sequences.size();
+          stored_at_ack = held.inner().GetWorkflow("wf").ok();
+          recorded.Notify();
+        });
+    // Queued from the calling thread: nothing ran, nothing was sent.
+    EXPECT_EQ(held.Held(), 1);
+    EXPECT_FALSE(recorded.HasBeenNotified());
+    EXPECT_TRUE(rec.sequences.empty());
+    held.Release();
+    ASSERT_TRUE(recorded.HasBeenNotified());
+    EXPECT_THAT(recorded_status, IsOk());
+    EXPECT_EQ(events_at_ack, 0u);
+    EXPECT_TRUE(stored_at_ack);
+    while (!finished.HasBeenNotified()) {
+      if (held.Release() == 0) absl::SleepFor(absl::Milliseconds(1));
+    }
+  }
+}
+
+TEST_F(CheckpointTest, AnInputThatCannotBeRecordedNeverRuns) {
+  auto g = CountingGraph();
+  HeldStore held(/*fail_step=*/0);
+  RunOptions o = Options("wf", Durability::kAsync);
+  o.checkpoints = &held;
+  Recorder rec;
+  absl::Notification finished;
+  absl::Status recorded_status, run_status;
+  g->Start(
+      o, State(), &pool_, &rec, &clock_,
+      [&](RunResult<State> r) {
+        run_status = r.status;
+        finished.Notify();
+      },
+      [&](absl::Status s) { recorded_status = s; });
+  while (!finished.HasBeenNotified()) {
+    if (held.Release() == 0) absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_THAT(recorded_status, StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(run_status, StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_TRUE(rec.sequences.empty());
+}
+
 }  // namespace
 }  // namespace reflexion::graph
 
 namespace reflexion::graph {
 namespace {
+
+// A checkpoint an older build wrote with a character clipped in half: the
+// state is repaired on read (U+FFFD), so the workflow is readable and
+// resumable instead of DATA_LOSS.
+TEST_F(CheckpointTest, AnOlderBuildsInvalidUtf8CheckpointIsRepairedOnRead) {
+  auto g = CountingGraph();
+  // The wire bytes of Episode{attempt: 1, lessons: ["ab\xc3"]}, as the old
+  // serializer wrote them (protobuf only logs invalid UTF-8 on write).
+  State s;
+  s.set_attempt(1);
+  s.add_lessons("ab\xc3");
+  core::Checkpoint cp;
+  cp.workflow_id = "old";
+  cp.step = 1;
+  cp.node = "inc";
+  cp.next_node = "inc";
+  cp.time = clock_.Now();
+  s.SerializeToString(&cp.state);
+  State strict;
+  ASSERT_FALSE(strict.ParseFromString(cp.state));  // what the old read hit
+  ASSERT_THAT(store_.Put(cp, core::WorkflowPhase::kRunning, 0, true), IsOk());
+
+  auto state = CompiledGraph<State>::GetState(store_, "old");
+  ASSERT_THAT(state, IsOk());
+  EXPECT_THAT(state->lessons(), ElementsAre("ab\xef\xbf\xbd"));
+  absl::Notification done;
+  RunResult<State> out{absl::OkStatus(), {}, 0, 0, ""};
+  ASSERT_THAT(
+      g->Resume(Options("old", Durability::kAsync), &pool_, nullptr, &clock_,
+                [&](RunResult<State> r) {
+                  out = std::move(r);
+                  done.Notify();
+                }),
+      IsOk());
+  done.WaitForNotification();
+  ASSERT_THAT(out.status, IsOk());
+  EXPECT_EQ(out.state.attempt(), 3);
+  // Everything written since decodes strictly.
+  auto list = store_.List("old", 0);
+  ASSERT_THAT(list, IsOk());
+  for (const core::Checkpoint& c : *list) {
+    if (c.step == 1) continue;
+    EXPECT_TRUE(strict.ParseFromString(c.state)) << c.step;
+  }
+}
+
+// A decision names the wait it answers: a stale wait step writes nothing.
+TEST_F(CheckpointTest, UpdateWaitingRefusesAStaleWait) {
+  core::Checkpoint cp;
+  cp.workflow_id = "w";
+  cp.step = 4;
+  cp.node = "ask";
+  cp.next_node = "ask";
+  cp.time = clock_.Now();
+  State().SerializeToString(&cp.state);
+  ASSERT_THAT(store_.Put(cp, core::WorkflowPhase::kWaiting, 0, true), IsOk());
+  auto edit = [](State& s) { s.set_attempt(7); };
+  EXPECT_THAT(
+      CompiledGraph<State>::UpdateWaiting(store_, "w", 3, edit, clock_.Now()),
+      StatusIs(absl::StatusCode::kAborted));
+  auto record = store_.GetWorkflow("w");
+  ASSERT_THAT(record, IsOk());
+  EXPECT_EQ(record->phase, core::WorkflowPhase::kWaiting);
+  EXPECT_EQ(record->last_step, 4u);
+  EXPECT_THAT(
+      CompiledGraph<State>::UpdateWaiting(store_, "w", 4, edit, clock_.Now()),
+      IsOk());
+  // The same wait again: answered already.
+  EXPECT_THAT(
+      CompiledGraph<State>::UpdateWaiting(store_, "w", 4, edit, clock_.Now()),
+      StatusIs(absl::StatusCode::kFailedPrecondition));
+}
 
 TEST_F(CheckpointTest, CancelStopsBeforeTheNextNodeAndRecordsIt) {
   auto cancel = std::make_shared<std::atomic<bool>>(false);
