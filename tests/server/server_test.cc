@@ -1100,6 +1100,20 @@ workflow:
                        HasSubstr("workflow.durability")));
 }
 
+TEST(ConfigTest, ShutdownKeysAreAppliedAndValidated) {
+  ServerConfig c;
+  EXPECT_EQ(c.shutdown_drain, absl::Seconds(5));
+  EXPECT_EQ(c.shutdown_grace, absl::Seconds(10));
+  ASSERT_THAT(
+      ApplyYaml("service:\n  shutdown_drain: 0.5\n  shutdown_grace: 0\n", c),
+      IsOk());
+  EXPECT_EQ(c.shutdown_drain, absl::Milliseconds(500));
+  EXPECT_EQ(c.shutdown_grace, absl::ZeroDuration());
+  EXPECT_THAT(ApplyYaml("service:\n  shutdown_grace: -1\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("service.shutdown_grace")));
+}
+
 TEST(ConfigTest, EnvironmentOverridesTheFile) {
   ServerConfig c;
   ASSERT_THAT(ApplyYaml("reflexion:\n  reflection_depth: shallow\n", c),
