@@ -451,9 +451,12 @@ void ReflexionWorkflow::ObserveOutcome(State& s, graph::NodeDone done) const {
         const auto& f = s.analysis().features();
         auto mean_it = f.find("history_recovery_mean_s");
         auto sd_it = f.find("history_recovery_sd_s");
-        if (o.recovered() && mean_it != f.end() && sd_it != f.end()) {
-          double mean = std::stod(mean_it->second);
-          double sd = std::max(1.0, std::stod(sd_it->second));
+        double mean = 0, sd = 0;
+        // No exception on a malformed figure (std::stod would throw).
+        if (o.recovered() && mean_it != f.end() && sd_it != f.end() &&
+            absl::SimpleAtod(mean_it->second, &mean) &&
+            absl::SimpleAtod(sd_it->second, &sd)) {
+          sd = std::max(1.0, sd);
           if (std::abs(o.time_to_recovery_s() - mean) > 3 * sd) {
             o.add_anomalies(absl::StrFormat(
                 "time to recovery %.0fs is far outside this signature's "
