@@ -463,6 +463,11 @@ void RocksDb::SetWritableListener(
     std::function<void(const absl::Status&)> listener) {
   absl::MutexLock lock(&state_->listener_mu);
   state_->listener = std::move(listener);
+  if (!state_->listener) return;
+  // It starts from the current state.
+  absl::Status now = Writable();
+  state_->told_ok = now.ok();
+  state_->listener(now);
 }
 
 void RocksDb::ResumeLoop() {

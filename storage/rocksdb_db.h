@@ -123,9 +123,10 @@ class RocksDb {
   absl::Status TryResume();
   // Waits until writable or `timeout` passes; returns whether writable.
   bool AwaitWritable(absl::Duration timeout) const;
-  // Called with Writable() after every change of it (from RocksDB's or the
-  // resume thread; must not block or call into this object). Replaces the
-  // previous one; nullptr removes it and waits for a running call.
+  // Called with Writable() at once and after every change of it (from
+  // RocksDB's or the resume thread; must not block or call into this
+  // object). Replaces the previous one; nullptr removes it and waits for a
+  // running call.
   void SetWritableListener(std::function<void(const absl::Status&)> listener);
   // What Open recovered.
   const RocksDbRecovery& recovery() const { return recovery_; }
