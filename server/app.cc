@@ -15,6 +15,9 @@ namespace reflexion::server {
 
 App::App(ServerConfig config) : config_(std::move(config)) {}
 
+App::App(ServerConfig config, storage::RocksDbOptions storage)
+    : config_(std::move(config)), storage_options_(storage) {}
+
 App::~App() { Stop(absl::ZeroDuration()); }
 
 absl::Status App::Start() {
@@ -24,8 +27,9 @@ absl::Status App::Start() {
     return absl::UnavailableError(absl::StrCat(
         "cannot create data dir ", config_.data_dir, ": ", ec.message()));
   }
+  storage_options_.accept_data_loss = config_.accept_data_loss;
   absl::StatusOr<std::unique_ptr<storage::RocksDb>> db =
-      storage::RocksDb::Open(config_.data_dir);
+      storage::RocksDb::Open(config_.data_dir, storage_options_);
   if (!db.ok()) return db.status();
   db_ = *std::move(db);
   store_ = std::make_unique<storage::RocksDbKnowledgeStore>(db_.get());
@@ -63,6 +67,8 @@ absl::Status App::Start() {
                                     events_.get());
   runner_ = std::make_unique<WorkflowRunner>(
       workflow_.get(), pool_.get(), &clock_, config_.max_in_flight, hub_.get());
+  // No new work while storage is read-only (disk full, I/O error).
+  runner_->SetAdmission([db = db_.get()] { return db->Writable(); });
   if (checkpoints_ != nullptr) {
     // Workflows a crash interrupted continue from their last checkpoint.
     absl::StatusOr<std::vector<core::WorkflowRecord>> running =
@@ -84,6 +90,10 @@ absl::Status App::Start() {
   options.max_in_flight_per_stream = config_.max_in_flight_per_stream;
   options.executor_name = cluster_->Name();
   options.reflector_name = reflector_.Name();
+  options.storage_writable = [db = db_.get()] { return db->Writable(); };
+  options.storage_recovered_with_loss = db_->recovery().data_loss;
+  options.storage_lost_sequences =
+      static_cast<int64_t>(db_->recovery().lost_sequences);
   service_ = std::make_unique<ReflexionServiceImpl>(
       runner_.get(), hub_.get(), store_.get(), checkpoints_.get(), pool_.get(),
       &clock_, options);
@@ -102,7 +112,14 @@ absl::Status App::Start() {
     server_.reset();
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address));
   }
-  server_->GetHealthCheckService()->SetServingStatus(kHealthServiceName, true);
+  // Health follows storage: NOT_SERVING while it is read-only.
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  auto set_health = [health](bool serving) {
+    health->SetServingStatus(kHealthServiceName, serving);
+    health->SetServingStatus(serving);
+  };
+  db_->SetWritableListener(
+      [set_health](const absl::Status& s) { set_health(s.ok()); });
   return absl::OkStatus();
 }
 
@@ -136,6 +153,7 @@ void App::RetentionLoop() {
 }
 
 void App::Stop(absl::Duration grace) {
+  if (db_ != nullptr) db_->SetWritableListener(nullptr);  // health stays down
   if (retention_.joinable()) {
     stop_retention_.Notify();
     retention_.join();

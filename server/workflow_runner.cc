@@ -58,6 +58,7 @@ std::string WorkflowRunner::NewWorkflowId(uint64_t ordinal) {
 
 absl::StatusOr<std::string> WorkflowRunner::Submit(
     reflexion::v1::Incident incident, WorkflowCallbacks callbacks) {
+  if (absl::Status s = Admit(); !s.ok()) return s;  // storage read-only
   uint64_t ordinal;
   {
     absl::MutexLock lock(&mu_);
@@ -125,6 +126,7 @@ void WorkflowRunner::Finished(Sink* sink, core::WorkflowRunResult run) {
 
 absl::Status WorkflowRunner::Resume(const std::string& workflow_id,
                                     WorkflowCallbacks callbacks) {
+  if (absl::Status s = Admit(); !s.ok()) return s;  // storage read-only
   auto cancel = std::make_shared<std::atomic<bool>>(false);
   {
     absl::MutexLock lock(&mu_);
@@ -158,6 +160,7 @@ absl::Status WorkflowRunner::Resume(const std::string& workflow_id,
 absl::Status WorkflowRunner::Decide(const std::string& workflow_id,
                                     const reflexion::v1::HumanDecision& d,
                                     WorkflowCallbacks callbacks) {
+  if (absl::Status s = Admit(); !s.ok()) return s;  // storage read-only
   {
     absl::MutexLock lock(&mu_);
     if (active_.contains(workflow_id)) {
@@ -175,6 +178,7 @@ absl::StatusOr<std::string> WorkflowRunner::Fork(const std::string& source_id,
                                                  uint64_t step,
                                                  const std::string& strategy,
                                                  WorkflowCallbacks callbacks) {
+  if (absl::Status s = Admit(); !s.ok()) return s;  // storage read-only
   uint64_t ordinal;
   {
     absl::MutexLock lock(&mu_);
