@@ -81,6 +81,12 @@ class GlogLogger final : public rocksdb::Logger {
     if (!loud && !VLOG_IS_ON(1)) return;
     char line[1024];
     std::vsnprintf(line, sizeof(line), format, ap);
+    // While a full disk lasts, RocksDB's SstFileManager logs two errors
+    // every 5 s; the read-only state is logged once by RocksDb instead.
+    if (loud && std::strstr(line, "sst_file_manager_impl") != nullptr) {
+      VLOG(1) << "rocksdb: " << line;
+      return;
+    }
     if (level == rocksdb::InfoLogLevel::WARN_LEVEL) {
       LOG(WARNING) << "rocksdb: " << line;
     } else if (loud) {
