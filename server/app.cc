@@ -16,6 +16,9 @@ namespace reflexion::server {
 
 App::App(ServerConfig config) : config_(std::move(config)) {}
 
+App::App(ServerConfig config, storage::RocksDbOptions storage)
+    : config_(std::move(config)), storage_options_(storage) {}
+
 App::~App() { Stop(absl::ZeroDuration(), absl::ZeroDuration()); }
 
 absl::Status App::Start() {
@@ -25,8 +28,9 @@ absl::Status App::Start() {
     return absl::UnavailableError(absl::StrCat(
         "cannot create data dir ", config_.data_dir, ": ", ec.message()));
   }
+  storage_options_.accept_data_loss = config_.accept_data_loss;
   absl::StatusOr<std::unique_ptr<storage::RocksDb>> db =
-      storage::RocksDb::Open(config_.data_dir);
+      storage::RocksDb::Open(config_.data_dir, storage_options_);
   if (!db.ok()) return db.status();
   db_ = *std::move(db);
   // Workflow ids are numbered per start of this data dir: unique across
@@ -71,6 +75,8 @@ absl::Status App::Start() {
   runner_ = std::make_unique<WorkflowRunner>(
       workflow_.get(), pool_.get(), &clock_, config_.max_in_flight, hub_.get(),
       absl::StrCat("wf-", start_number_, "-"));
+  // No new work while storage is read-only (disk full, I/O error).
+  runner_->SetAdmission([db = db_.get()] { return db->Writable(); });
   if (checkpoints_ != nullptr) {
     // Workflows a crash interrupted continue from their last checkpoint.
     absl::StatusOr<std::vector<core::WorkflowRecord>> running =
@@ -92,6 +98,10 @@ absl::Status App::Start() {
   options.max_in_flight_per_stream = config_.max_in_flight_per_stream;
   options.executor_name = cluster_->Name();
   options.reflector_name = reflector_.Name();
+  options.storage_writable = [db = db_.get()] { return db->Writable(); };
+  options.storage_recovered_with_loss = db_->recovery().data_loss;
+  options.storage_lost_sequences =
+      static_cast<int64_t>(db_->recovery().lost_sequences);
   service_ = std::make_unique<ReflexionServiceImpl>(
       runner_.get(), hub_.get(), store_.get(), checkpoints_.get(), pool_.get(),
       &clock_, options);
@@ -110,7 +120,14 @@ absl::Status App::Start() {
     server_.reset();
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address));
   }
-  server_->GetHealthCheckService()->SetServingStatus(kHealthServiceName, true);
+  // Health follows storage: NOT_SERVING while it is read-only.
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  auto set_health = [health](bool serving) {
+    health->SetServingStatus(kHealthServiceName, serving);
+    health->SetServingStatus(serving);
+  };
+  db_->SetWritableListener(
+      [set_health](const absl::Status& s) { set_health(s.ok()); });
   return absl::OkStatus();
 }
 
@@ -146,6 +163,7 @@ void App::RetentionLoop() {
 void App::Stop(absl::Duration drain, absl::Duration grace) {
   if (stopped_) return;
   stopped_ = true;
+  if (db_ != nullptr) db_->SetWritableListener(nullptr);  // health stays down
   if (retention_.joinable()) {
     stop_retention_.Notify();
     retention_.join();

@@ -29,6 +29,9 @@ namespace reflexion::server {
 class App {
  public:
   explicit App(ServerConfig config);
+  // For tests: storage opened with `storage` (e.g. a failing file system);
+  // accept_data_loss comes from `config`.
+  App(ServerConfig config, storage::RocksDbOptions storage);
   ~App();  // Stop()s if still running
 
   // Opens the data dir, wires the adapters and starts serving (with health
@@ -71,6 +74,7 @@ class App {
   void RetentionLoop();
 
   ServerConfig config_;
+  storage::RocksDbOptions storage_options_;
   int port_ = 0;
   int threads_ = 0;
   core::RealClock clock_;

@@ -24,6 +24,10 @@ ABSL_FLAG(std::string, host, "",
 ABSL_FLAG(std::string, data_dir, "",
           "RocksDB data directory. Default: service.data_dir, else ./data");
 ABSL_FLAG(std::string, config, "", "YAML config file (see README)");
+ABSL_FLAG(bool, accept_data_loss, false,
+          "Start even when recovery finds that writes acknowledged before "
+          "are missing (a truncated or deleted WAL); without it the server "
+          "refuses to start and says what was lost");
 ABSL_FLAG(std::string, port_file, "",
           "If set, the bound port is written to this file once serving "
           "(for scripts using --port 0)");
@@ -65,6 +69,7 @@ int Run() {
   if (std::string dir = absl::GetFlag(FLAGS_data_dir); !dir.empty()) {
     config.data_dir = dir;
   }
+  config.accept_data_loss = absl::GetFlag(FLAGS_accept_data_loss);
   for (const std::string& note : config.notes) LOG(WARNING) << note;
 
   App app(config);

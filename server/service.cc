@@ -1095,6 +1095,12 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetMetrics(
     response->set_uptime_s(absl::ToDoubleSeconds(clock_->Now() - started_));
     response->set_executor(options_.executor_name);
     response->set_reflector(options_.reflector_name);
+    // Storage health (see App: read-only on a full disk, loss at start).
+    response->set_storage_read_only(options_.storage_writable &&
+                                    !options_.storage_writable().ok());
+    response->set_storage_recovered_with_loss(
+        options_.storage_recovered_with_loss);
+    response->set_storage_lost_sequences(options_.storage_lost_sequences);
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;

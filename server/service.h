@@ -1,5 +1,7 @@
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/container/flat_hash_set.h"
@@ -22,6 +24,10 @@ struct ServiceOptions {
   // Names reported by GetMetrics.
   std::string executor_name;
   std::string reflector_name;
+  // Storage state for GetMetrics (App wires them; unset in unit tests).
+  std::function<absl::Status()> storage_writable;
+  bool storage_recovered_with_loss = false;
+  int64_t storage_lost_sequences = 0;
 };
 
 namespace internal {

@@ -69,6 +69,7 @@ std::string WorkflowRunner::NewWorkflowId(uint64_t ordinal) {
 
 absl::StatusOr<std::string> WorkflowRunner::Submit(
     reflexion::v1::Incident incident, WorkflowCallbacks callbacks) {
+  if (absl::Status s = Admit(); !s.ok()) return s;  // storage read-only
   uint64_t ordinal;
   {
     absl::MutexLock lock(&mu_);
@@ -169,6 +170,7 @@ void WorkflowRunner::Unreserve(const std::string& workflow_id) {
 
 absl::Status WorkflowRunner::Resume(const std::string& workflow_id,
                                     WorkflowCallbacks callbacks) {
+  if (absl::Status s = Admit(); !s.ok()) return s;  // storage read-only
   auto cancel = std::make_shared<std::atomic<bool>>(false);
   if (absl::Status s = Reserve(workflow_id, cancel); !s.ok()) return s;
   return ResumeReserved(workflow_id, std::move(cancel), std::move(callbacks));
@@ -201,6 +203,7 @@ absl::Status WorkflowRunner::Decide(const std::string& workflow_id,
                                     absl::string_view etag,
                                     const reflexion::v1::HumanDecision& d,
                                     WorkflowCallbacks callbacks) {
+  if (absl::Status s = Admit(); !s.ok()) return s;  // storage read-only
   // Reserved before the decision is recorded, so a concurrent decision (or
   // a second one racing the continuation to the next wait) is refused here
   // or by the etag, never applied twice.
@@ -224,6 +227,7 @@ absl::StatusOr<std::string> WorkflowRunner::Fork(const std::string& source_id,
                                                  uint64_t step,
                                                  const std::string& strategy,
                                                  WorkflowCallbacks callbacks) {
+  if (absl::Status s = Admit(); !s.ok()) return s;  // storage read-only
   uint64_t ordinal;
   {
     absl::MutexLock lock(&mu_);

@@ -109,6 +109,14 @@ class WorkflowRunner {
 
   RunnerCounters Counters() const;
 
+  // Admission: when set, checked first by Submit, Resume, Decide and Fork;
+  // a non-OK status is returned as is (App: storage read-only, e.g.
+  // kResourceExhausted "disk full at DIR"). Set before any call; must be
+  // thread-safe and cheap.
+  void SetAdmission(std::function<absl::Status()> admission) {
+    admission_ = std::move(admission);
+  }
+
  private:
   class Sink;
   std::string NewWorkflowId(uint64_t ordinal);
@@ -131,6 +139,10 @@ class WorkflowRunner {
   const core::Clock* clock_;
   const int max_in_flight_;
   const std::string id_prefix_;
+  std::function<absl::Status()> admission_;
+  absl::Status Admit() const {
+    return admission_ ? admission_() : absl::OkStatus();
+  }
 
   mutable absl::Mutex mu_;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;

@@ -701,7 +701,7 @@ void RocksDbCheckpointStore::Commit(std::vector<Request>& requests,
     writer_.batch.BuildInto(&batch);
     rocksdb::WriteOptions options;
     options.sync = writer_.sync;
-    const rocksdb::Status written = db_->db()->Write(options, &batch);
+    const rocksdb::Status written = db_->Write(options, &batch);
     batches_written_.fetch_add(1, std::memory_order_relaxed);
     keys_written_.fetch_add(batch.Count(), std::memory_order_relaxed);
     if (written.ok() && !writer_.lowest_expiry.empty()) {
@@ -935,7 +935,7 @@ absl::Status RocksDbCheckpointStore::ApplyExpire(Request& r) {
   if (!deleted.empty()) {
     // Losing an expiry in a crash only means redoing it: no fsync.
     REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
-        db_->db()->Write(rocksdb::WriteOptions(), &batch),
+        db_->Write(rocksdb::WriteOptions(), &batch),
         absl::StrCat("delete ", deleted.size(), " expired workflows from ",
                      *deleted[0])));
     batches_written_.fetch_add(1, std::memory_order_relaxed);

@@ -45,10 +45,11 @@ absl::Status RocksDbEventLog::Append(absl::string_view workflow_id,
                                      uint64_t sequence,
                                      absl::string_view message) {
   REFLEXION_RETURN_IF_ERROR(core::ValidateWorkflowId(workflow_id));
+  rocksdb::WriteBatch batch;
+  (void)batch.Put(events_, Key(workflow_id, sequence),
+                  rocksdb::Slice(message.data(), message.size()));
   return FromRocksDbStatus(
-      db_->db()->Put(rocksdb::WriteOptions(), events_,
-                     Key(workflow_id, sequence),
-                     rocksdb::Slice(message.data(), message.size())),
+      db_->Write(rocksdb::WriteOptions(), &batch),
       absl::StrCat("store event ", sequence, " of workflow ", workflow_id));
 }
 
@@ -96,7 +97,7 @@ absl::Status RocksDbEventLog::DeleteWorkflows(
   }
   if (batch.Count() == 0) return absl::OkStatus();
   return FromRocksDbStatus(
-      db_->db()->Write(rocksdb::WriteOptions(), &batch),
+      db_->Write(rocksdb::WriteOptions(), &batch),
       absl::StrCat("delete the events of ", workflow_ids.size(), " workflows"));
 }
 

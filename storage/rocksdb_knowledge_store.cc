@@ -179,12 +179,12 @@ absl::Status RocksDbKnowledgeStore::PutStrategyVersion(
   REFLEXION_RETURN_IF_ERROR(core::CheckNextVersion(strategy, latest));
   rocksdb::WriteOptions write_options;
   write_options.sync = db_->options().sync_writes;
-  return FromRocksDbStatus(
-      db_->db()->Put(write_options, strategies_,
-                     StrategyKey(strategy.name(), strategy.version()),
-                     strategy.SerializeAsString()),
-      absl::StrCat("put strategy ", strategy.name(), " version ",
-                   strategy.version()));
+  rocksdb::WriteBatch batch;
+  (void)batch.Put(strategies_, StrategyKey(strategy.name(), strategy.version()),
+                  strategy.SerializeAsString());
+  return FromRocksDbStatus(db_->Write(write_options, &batch),
+                           absl::StrCat("put strategy ", strategy.name(),
+                                        " version ", strategy.version()));
 }
 
 absl::StatusOr<std::vector<v1::Strategy>>
@@ -345,7 +345,7 @@ absl::StatusOr<core::LearningResult> RocksDbKnowledgeStore::CommitLearning(
   rocksdb::WriteOptions write_options;
   write_options.sync = db_->options().sync_writes;
   REFLEXION_RETURN_IF_ERROR(
-      FromRocksDbStatus(db_->db()->Write(write_options, &batch), what));
+      FromRocksDbStatus(db_->Write(write_options, &batch), what));
   return result;
 }
 
