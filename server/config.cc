@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "yaml-cpp/yaml.h"
@@ -22,9 +23,13 @@ constexpr const char* kAcceptedUnused[] = {
     "workflow.checkpointing_enabled",
 };
 
+// Config text in messages: C-escaped, so a key or value with bytes that are
+// not UTF-8 (or control characters) is still a valid, printable message.
+std::string Quote(absl::string_view text) { return absl::CHexEscape(text); }
+
 absl::Status Bad(absl::string_view key, absl::string_view why) {
   return absl::InvalidArgumentError(
-      absl::StrCat("config key ", key, ": ", why));
+      absl::StrCat("config key ", Quote(key), ": ", why));
 }
 
 // "a map", "null", ... for messages about a node of the wrong shape.
@@ -70,7 +75,7 @@ absl::Status Read(const YAML::Node& node, absl::string_view key, T& out) {
   try {
     out = node.as<T>();
   } catch (const YAML::Exception& e) {
-    return Bad(key, absl::StrCat("has the wrong type (", e.msg, ")"));
+    return Bad(key, absl::StrCat("has the wrong type (", Quote(e.msg), ")"));
   }
   return absl::OkStatus();
 }
@@ -122,7 +127,7 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
     absl::Status s = Read(v, key, type);
     if (!s.ok()) return s;
     if (type != "simulated") {
-      return Bad(key, absl::StrCat("'", type,
+      return Bad(key, absl::StrCat("'", Quote(type),
                                    "' is not available in this build; the "
                                    "only executor is 'simulated'"));
     }
@@ -268,7 +273,7 @@ absl::Status ApplyDocument(const YAML::Node& root, ServerConfig& config) {
                                     KindOf(section.second)));
     }
     absl::flat_hash_set<std::string> keys;
-    const std::string where = absl::StrCat("config key ", name);
+    const std::string where = absl::StrCat("config key ", Quote(name));
     for (const auto& entry : section.second) {
       std::string leaf;
       s = KeyOf(entry.first, where, leaf);
@@ -291,7 +296,7 @@ absl::Status ApplyYaml(const std::string& yaml_text, ServerConfig& config) {
     return ApplyDocument(YAML::Load(yaml_text), config);
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(
-        absl::StrCat("config is not valid YAML: ", e.what()));
+        absl::StrCat("config is not valid YAML: ", Quote(e.what())));
   }
 }
 

@@ -1087,6 +1087,15 @@ TEST(ConfigTest, ADeeplyNestedDocumentIsAnError) {
                        HasSubstr("config is not valid YAML")));
 }
 
+TEST(ConfigTest, AKeyThatIsNotUtf8IsEscapedInTheError) {
+  // The message is logged and printed: it must stay valid UTF-8.
+  ServerConfig c;
+  EXPECT_THAT(ApplyYaml("service:\n  p\xff\xfert: 1\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config key service.p\\xff\\xfert: is not a "
+                                 "known key")));
+}
+
 TEST(ConfigTest, AFileWithANullKeyIsAnErrorNamingTheFile) {
   TempDir dir;
   const std::string path = dir.path() + "/config.yaml";
