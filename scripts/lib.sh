@@ -3,6 +3,9 @@
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$REPO_ROOT/build}
+# The clang tree: ASan + UBSan, -Wthread-safety, libFuzzer targets.
+SAN_BUILD_DIR=${SAN_BUILD_DIR:-$REPO_ROOT/build-san}
+FUZZ_TARGETS=(config_fuzz scenario_fuzz incident_fuzz)
 BUF_VERSION=1.75.0
 
 # Debian 12 packages the build and the tests need.
@@ -14,6 +17,7 @@ DEBIAN_PACKAGES=(
   librocksdb-dev libcurl4-openssl-dev
   libyaml-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang-14 libclang-rt-14-dev
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -69,4 +73,40 @@ build() {
   else
     cmake --build "$BUILD_DIR" -j2
   fi
+}
+
+# build_sanitized [target...]: configure and build the clang tree
+# ($SAN_BUILD_DIR) with -j2: ASan + UBSan on every target, -Wthread-safety
+# and -Werror on ours, the libFuzzer targets, no benchmarks. -O1 -g without
+# NDEBUG, so DCHECKs and asserts are live too.
+build_sanitized() {
+  log "configuring (clang, ASan + UBSan, fuzz targets) in $SAN_BUILD_DIR"
+  cmake -S "$REPO_ROOT" -B "$SAN_BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
+    -DREFLEXION_SANITIZE=ON -DREFLEXION_FUZZ=ON -DREFLEXION_BUILD_BENCH=OFF \
+    -DREFLEXION_BUF="${BUF:-}" >/dev/null
+  log "building (sanitized) ${*:-everything} (-j2)"
+  if (($#)); then
+    local targets=()
+    for t in "$@"; do targets+=(--target "$t"); done
+    cmake --build "$SAN_BUILD_DIR" -j2 "${targets[@]}"
+  else
+    cmake --build "$SAN_BUILD_DIR" -j2
+  fi
+}
+
+# run_fuzzer TARGET WORK_CORPUS [libFuzzer flags...]: runs a fuzz target of
+# the clang tree on WORK_CORPUS (created; new inputs are written there) and
+# the checked-in seeds tests/fuzz/corpus/TARGET (read only), seed 1.
+# Fails, naming the saved input, when the target crashes.
+run_fuzzer() {
+  local target=$1 work=$2
+  shift 2
+  local artifacts=$SAN_BUILD_DIR/fuzz/artifacts
+  mkdir -p "$work" "$artifacts"
+  log "fuzzing $target $*"
+  "$SAN_BUILD_DIR/tests/fuzz/$target" -seed=1 -print_final_stats=1 \
+    -artifact_prefix="$artifacts/$target-" "$@" \
+    "$work" "$REPO_ROOT/tests/fuzz/corpus/$target" ||
+    { log "$target FAILED: input saved under $artifacts/$target-*"; return 1; }
 }

@@ -3,6 +3,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "yaml-cpp/yaml.h"
@@ -21,17 +23,59 @@ constexpr const char* kAcceptedUnused[] = {
     "workflow.checkpointing_enabled",
 };
 
+// Config text in messages: C-escaped, so a key or value with bytes that are
+// not UTF-8 (or control characters) is still a valid, printable message.
+std::string Quote(absl::string_view text) { return absl::CHexEscape(text); }
+
 absl::Status Bad(absl::string_view key, absl::string_view why) {
   return absl::InvalidArgumentError(
-      absl::StrCat("config key ", key, ": ", why));
+      absl::StrCat("config key ", Quote(key), ": ", why));
+}
+
+// "a map", "null", ... for messages about a node of the wrong shape.
+const char* KindOf(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+      return "null";
+    case YAML::NodeType::Scalar:
+      return "a scalar";
+    case YAML::NodeType::Sequence:
+      return "a sequence";
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Undefined:
+      break;
+  }
+  return "undefined";
+}
+
+// The key of a mapping entry as a string. `where` names the mapping
+// ("config" or "config key service"). Only plain scalar keys are keys:
+// YAML also allows null, sequence and map keys ("? :", "? [a]"), on which
+// yaml-cpp's as<std::string>() throws.
+absl::Status KeyOf(const YAML::Node& key, absl::string_view where,
+                   std::string& out) {
+  if (!key.IsScalar()) {
+    const YAML::Mark mark = key.Mark();
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": the key at line ", mark.is_null() ? 0 : mark.line + 1,
+        " must be a string, not ", KindOf(key)));
+  }
+  out = key.Scalar();
+  return absl::OkStatus();
 }
 
 template <typename T>
 absl::Status Read(const YAML::Node& node, absl::string_view key, T& out) {
+  // Checked first for a clear message: converting a sequence or map (or a
+  // recursive alias) to a scalar type fails with "bad conversion".
+  if (!node.IsScalar()) {
+    return Bad(key, absl::StrCat("must be a scalar, not ", KindOf(node)));
+  }
   try {
     out = node.as<T>();
   } catch (const YAML::Exception& e) {
-    return Bad(key, absl::StrCat("has the wrong type (", e.msg, ")"));
+    return Bad(key, absl::StrCat("has the wrong type (", Quote(e.msg), ")"));
   }
   return absl::OkStatus();
 }
@@ -91,7 +135,7 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
     absl::Status s = Read(v, key, type);
     if (!s.ok()) return s;
     if (type != "simulated") {
-      return Bad(key, absl::StrCat("'", type,
+      return Bad(key, absl::StrCat("'", Quote(type),
                                    "' is not available in this build; the "
                                    "only executor is 'simulated'"));
     }
@@ -217,32 +261,51 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
   return Bad(key, "is not a known key");
 }
 
-}  // namespace
-
-absl::Status ApplyYaml(const std::string& yaml_text, ServerConfig& config) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(yaml_text);
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config is not valid YAML: ", e.what()));
-  }
+// ApplyYaml on a parsed document. Every YAML shape other than a map of
+// sections, each a map of scalar keys to scalar values, is an error; so is
+// a key given twice (yaml-cpp keeps both entries).
+absl::Status ApplyDocument(const YAML::Node& root, ServerConfig& config) {
   if (root.IsNull()) return absl::OkStatus();  // empty file
   if (!root.IsMap()) {
-    return absl::InvalidArgumentError("config must be a YAML mapping");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config must be a YAML mapping of sections, not ", KindOf(root)));
   }
+  absl::flat_hash_set<std::string> sections;
   for (const auto& section : root) {
-    std::string name = section.first.as<std::string>();
+    std::string name;
+    absl::Status s = KeyOf(section.first, "config", name);
+    if (!s.ok()) return s;
+    if (!sections.insert(name).second) return Bad(name, "is given twice");
     if (!section.second.IsMap()) {
-      return Bad(name, "must be a mapping of keys");
+      return Bad(name, absl::StrCat("must be a mapping of keys, not ",
+                                    KindOf(section.second)));
     }
+    absl::flat_hash_set<std::string> keys;
+    const std::string where = absl::StrCat("config key ", Quote(name));
     for (const auto& entry : section.second) {
-      std::string key = absl::StrCat(name, ".", entry.first.as<std::string>());
-      absl::Status s = ApplyKey(key, entry.second, config);
+      std::string leaf;
+      s = KeyOf(entry.first, where, leaf);
+      if (!s.ok()) return s;
+      std::string key = absl::StrCat(name, ".", leaf);
+      if (!keys.insert(leaf).second) return Bad(key, "is given twice");
+      s = ApplyKey(key, entry.second, config);
       if (!s.ok()) return s;
     }
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ApplyYaml(const std::string& yaml_text, ServerConfig& config) {
+  // yaml-cpp reports errors by throwing, in Load and in node accessors; no
+  // exception may leave this function.
+  try {
+    return ApplyDocument(YAML::Load(yaml_text), config);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config is not valid YAML: ", Quote(e.what())));
+  }
 }
 
 absl::Status ApplyYamlFile(const std::string& path, ServerConfig& config) {

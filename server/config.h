@@ -52,9 +52,13 @@ struct ServerConfig {
   std::vector<std::string> notes;
 };
 
-// Applies a YAML config document on top of `config`. Unknown keys and
-// out-of-range values are kInvalidArgument naming the key; keys of the
-// original service that this build does not use are accepted and noted.
+// Applies a YAML config document on top of `config`: a mapping of sections,
+// each a mapping of keys to scalar values. Any other shape (a non-string
+// key, a section that is not a mapping, a non-scalar value, a key given
+// twice), unknown keys and out-of-range values are kInvalidArgument naming
+// the key (escaped: the message is valid UTF-8); malformed YAML is
+// kInvalidArgument too. Never throws. Keys of the original service that
+// this build does not use are accepted and noted.
 absl::Status ApplyYaml(const std::string& yaml_text, ServerConfig& config);
 
 // Reads and applies the YAML file at `path` (kNotFound if it does not

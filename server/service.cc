@@ -686,7 +686,7 @@ class ReflexionServiceImpl::WatchReactor final
   }
 
   void OnWriteDone(bool ok) override {
-    bool start = false, finish = false, more = false;
+    bool start = false, finish = false, more = false, cancelled = false;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
@@ -703,6 +703,7 @@ class ReflexionServiceImpl::WatchReactor final
       if (!writing_ && (broken_ || result_queued_) && !finished_) {
         finished_ = true;
         finish = true;
+        cancelled = broken_;  // read under mu_: OnCancel may set it
       }
     }
     if (start) {
@@ -711,8 +712,8 @@ class ReflexionServiceImpl::WatchReactor final
       StartWrite(&in_write_, options);
     }
     if (finish) {
-      Finish(broken_ ? grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")
-                     : grpc::Status::OK);
+      Finish(cancelled ? grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")
+                       : grpc::Status::OK);
     }
   }
 

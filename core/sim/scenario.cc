@@ -62,12 +62,14 @@ std::optional<YAML::Node> Get(const YAML::Node& map, absl::string_view name) {
   return node;
 }
 
-// Checks that `node` is a map whose keys are all in `known`.
+// Checks that `node` is a map whose keys are all in `known`, each given
+// once (yaml-cpp keeps both entries of a duplicate key; Get sees the first).
 absl::Status CheckMap(const YAML::Node& node, const Where& where,
                       std::initializer_list<absl::string_view> known) {
   if (!node.IsMap()) {
     return where.Error(absl::StrCat("expected a map", LineOf(node)));
   }
+  absl::flat_hash_set<std::string> seen;
   for (const auto& entry : node) {
     if (!entry.first.IsScalar()) {
       return where.Error(
@@ -80,6 +82,10 @@ absl::Status CheckMap(const YAML::Node& node, const Where& where,
       return where.Field(key).Error(
           absl::StrCat("unknown field", LineOf(entry.first),
                        "; known fields: ", absl::StrJoin(known, ", ")));
+    }
+    if (!seen.insert(key).second) {
+      return where.Field(key).Error(
+          absl::StrCat("given twice", LineOf(entry.first)));
     }
   }
   return absl::OkStatus();

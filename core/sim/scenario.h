@@ -3,7 +3,8 @@
 // The simulated cluster's model: scenarios with a hidden root cause,
 // observable signals and per-action outcome probabilities, parsed from YAML.
 //
-// YAML shape (every field is checked; unknown fields are errors):
+// YAML shape (every field is checked; unknown fields and fields given twice
+// are errors):
 //
 //   scenarios:
 //     - id: crash-oom                   # unique, required

@@ -25,6 +25,20 @@ expect() {
   grep -q -- "$pattern" "$work/out" || { cat "$work/out"; fail "$name"; }
 }
 
+if [[ $mode == cli ]]; then
+  # A config whose key is not a string is our error naming the key, exit 1
+  # (it once escaped as an uncaught yaml-cpp exception: abort, exit 134).
+  printf '? :\n' >"$work/bad.yaml"
+  set +e
+  "$server" --config "$work/bad.yaml" --port 0 --data_dir "$work/bad-data" \
+    2>"$work/bad-config.txt"
+  rc=$?
+  set -e
+  [[ $rc == 1 ]] || { cat "$work/bad-config.txt"; fail "bad config exit code $rc"; }
+  grep -q "bad.yaml: config: the key at line 1 must be a string" \
+    "$work/bad-config.txt" || { cat "$work/bad-config.txt"; fail "bad config message"; }
+fi
+
 "$server" --host 127.0.0.1 --port 0 --data_dir "$work/data" \
   --port_file "$work/port" 2>"$work/server.log" &
 pid=$!

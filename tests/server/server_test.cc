@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
@@ -1075,6 +1076,136 @@ TEST(ConfigTest, RejectsUnknownKeysAndOutOfRangeValuesNamingTheKey) {
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("executor.type")));
   EXPECT_THAT(ApplyYaml(": : :\n  - [", c),
               StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST(ConfigTest, ANullComplexKeyIsAnErrorNotACrash) {
+  // "? :" is a complex key with no content; yaml-cpp hands it over as a
+  // map node, whose as<std::string>() throws.
+  ServerConfig c;
+  EXPECT_THAT(
+      ApplyYaml("? :\n", c),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("config: the key at line 1 must be a string")));
+}
+
+TEST(ConfigTest, ASequenceKeyIsAnErrorNamingItsLine) {
+  ServerConfig c;
+  EXPECT_THAT(ApplyYaml("service:\n  port: 1\n? [a, b]\n: 1\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("the key at line 3 must be a string, not a "
+                                 "sequence")));
+}
+
+TEST(ConfigTest, ANonScalarKeyInsideASectionIsAnErrorNamingTheSection) {
+  ServerConfig c;
+  EXPECT_THAT(ApplyYaml("service:\n  ? {port: 1}\n  : 2\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config key service: the key at line 2 must "
+                                 "be a string, not a map")));
+  EXPECT_THAT(ApplyYaml("service:\n  ? \n  : 2\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config key service: the key at line")));
+}
+
+TEST(ConfigTest, ASectionThatIsNotAMappingIsAnError) {
+  ServerConfig c;
+  EXPECT_THAT(ApplyYaml("service: [1, 2]\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config key service: must be a mapping")));
+  EXPECT_THAT(ApplyYaml("service: 8080\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config key service: must be a mapping")));
+}
+
+TEST(ConfigTest, ANonScalarValueWhereAScalarIsExpectedIsAnError) {
+  ServerConfig c;
+  EXPECT_THAT(ApplyYaml("service:\n  port: [1]\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config key service.port: must be a scalar, "
+                                 "not a sequence")));
+  EXPECT_THAT(ApplyYaml("service:\n  host: {a: 1}\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config key service.host: must be a scalar, "
+                                 "not a map")));
+  EXPECT_THAT(ApplyYaml("service:\n  host:\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config key service.host: must be a scalar, "
+                                 "not null")));
+}
+
+TEST(ConfigTest, ATopLevelScalarOrSequenceIsAnError) {
+  ServerConfig c;
+  EXPECT_THAT(ApplyYaml("port\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config must be a YAML mapping")));
+  EXPECT_THAT(ApplyYaml("- service\n- port\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config must be a YAML mapping")));
+}
+
+TEST(ConfigTest, ADuplicateKeyIsAnErrorNotSilentlyOverridden) {
+  ServerConfig c;
+  EXPECT_THAT(ApplyYaml("service:\n  port: 1\n  port: 2\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config key service.port: is given twice")));
+  EXPECT_THAT(ApplyYaml("service: {port: 1}\nservice: {host: a}\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config key service: is given twice")));
+}
+
+TEST(ConfigTest, ANumberOutsideItsTypeIsAnErrorNotWrapped) {
+  ServerConfig c;
+  EXPECT_THAT(ApplyYaml("service:\n  port: 99999999999999999999\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config key service.port")));
+  EXPECT_THAT(ApplyYaml("simulator:\n  seed: 99999999999999999999999\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config key simulator.seed")));
+  EXPECT_THAT(ApplyYaml("simulator:\n  seed: -1\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config key simulator.seed")));
+  EXPECT_THAT(ApplyYaml("reflexion:\n  max_mean_for_change: .nan\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config key reflexion.max_mean_for_change")));
+}
+
+TEST(ConfigTest, ARecursiveAliasIsAnErrorNotFollowedForever) {
+  ServerConfig c;
+  EXPECT_THAT(ApplyYaml("service: &s\n  port: *s\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config key service.port: must be a scalar")));
+  EXPECT_THAT(ApplyYaml("&k [*k]: 1\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("the key at line 1 must be a string")));
+}
+
+TEST(ConfigTest, ADeeplyNestedDocumentIsAnError) {
+  ServerConfig c;
+  EXPECT_THAT(ApplyYaml("service: " + std::string(100000, '['), c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config is not valid YAML")));
+}
+
+TEST(ConfigTest, AKeyThatIsNotUtf8IsEscapedInTheError) {
+  // The message is logged and printed: it must stay valid UTF-8.
+  ServerConfig c;
+  EXPECT_THAT(ApplyYaml("service:\n  p\xff\xfert: 1\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("config key service.p\\xff\\xfert: is not a "
+                                 "known key")));
+}
+
+TEST(ConfigTest, AFileWithANullKeyIsAnErrorNamingTheFile) {
+  TempDir dir;
+  const std::string path = dir.path() + "/config.yaml";
+  {
+    std::ofstream out(path);
+    out << "? :\n";
+  }
+  ServerConfig c;
+  EXPECT_THAT(ApplyYamlFile(path, c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr(path + ": config: the key at line 1")));
 }
 
 TEST(ConfigTest, CheckpointKeysAreAppliedAndValidated) {

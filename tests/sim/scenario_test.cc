@@ -167,6 +167,74 @@ TEST(ScenarioTest, ZeroWeightIsInvalidArgument) {
               StatusIs(kInvalid, HasSubstr("scenario \"s1\": weight")));
 }
 
+TEST(ScenarioTest, NullComplexKeyIsInvalidArgumentNotACrash) {
+  EXPECT_THAT(ParseScenarios("? :\n"), StatusIs(kInvalid));
+  EXPECT_THAT(ParseScenarios("scenarios:\n  - ? :\n"),
+              StatusIs(kInvalid, HasSubstr("scenarios[0]")));
+  EXPECT_THAT(ParseScenarios(WithActions("      ? [delete_pod]\n"
+                                         "      : {success: 1}\n")),
+              StatusIs(kInvalid, HasSubstr("scenario \"s1\": actions")));
+}
+
+TEST(ScenarioTest, FieldGivenTwiceIsInvalidArgumentNamingTheField) {
+  EXPECT_THAT(ParseScenarios(WithActions(
+                  "      delete_pod: {success: 0.5, success: 0.9}\n")),
+              StatusIs(kInvalid, HasSubstr("scenario \"s1\": actions."
+                                           "delete_pod.success: given twice")));
+  EXPECT_THAT(ParseScenarios("scenarios:\n"
+                             "  - id: s1\n"
+                             "    id: s2\n"
+                             "    error_types: [A]\n"
+                             "    actions: {delete_pod: {success: 1}}\n"),
+              StatusIs(kInvalid, HasSubstr("id: given twice")));
+}
+
+TEST(ScenarioTest, ScenariosListGivenTwiceIsInvalidArgument) {
+  EXPECT_THAT(ParseScenarios("scenarios: []\n"
+                             "scenarios:\n"
+                             "  - id: s1\n"
+                             "    error_types: [A]\n"
+                             "    actions: {delete_pod: {success: 1}}\n"),
+              StatusIs(kInvalid, HasSubstr("scenarios: given twice")));
+}
+
+TEST(ScenarioTest, RecursiveAliasIsInvalidArgumentNotFollowedForever) {
+  EXPECT_THAT(ParseScenarios("scenarios: &s [*s]\n"),
+              StatusIs(kInvalid, HasSubstr("scenarios[0]: expected a map")));
+  EXPECT_THAT(ParseScenarios("scenarios:\n"
+                             "  - id: s1\n"
+                             "    error_types: [A]\n"
+                             "    signals: &g {events: [*g]}\n"
+                             "    actions: {delete_pod: {success: 1}}\n"),
+              StatusIs(kInvalid, HasSubstr("signals.events[0].events: "
+                                           "unknown field")));
+}
+
+TEST(ScenarioTest, NonScalarValueWhereANumberIsExpectedIsInvalidArgument) {
+  EXPECT_THAT(ParseScenarios("scenarios:\n"
+                             "  - id: s1\n"
+                             "    error_types: [A]\n"
+                             "    weight: [1]\n"
+                             "    actions: {delete_pod: {success: 1}}\n"),
+              StatusIs(kInvalid, HasSubstr("weight: expected a number")));
+}
+
+TEST(ScenarioTest, IntegerOutsideItsTypeIsInvalidArgument) {
+  EXPECT_THAT(
+      ParseScenarios("scenarios:\n"
+                     "  - id: s1\n"
+                     "    error_types: [A]\n"
+                     "    signals: {container: {restart_count: 99999999999}}\n"
+                     "    actions: {delete_pod: {success: 1}}\n"),
+      StatusIs(kInvalid, HasSubstr("container.restart_count: expected an "
+                                   "integer")));
+}
+
+TEST(ScenarioTest, DeeplyNestedDocumentIsInvalidArgument) {
+  EXPECT_THAT(ParseScenarios("scenarios: " + std::string(100000, '[')),
+              StatusIs(kInvalid, HasSubstr("malformed YAML")));
+}
+
 TEST(ScenarioTest, ActionNamesRoundTripForEveryCatalogAction) {
   for (int v = reflexion::v1::ActionType_MIN + 1;
        v <= reflexion::v1::ActionType_MAX; ++v) {
