@@ -15,8 +15,8 @@
 namespace reflexion::fuzz {
 
 // Whether `s` is well-formed UTF-8 (RFC 3629: no overlong forms, no
-// surrogates, nothing above U+10FFFF). A local copy until the lead switches
-// the targets to core/reflexion/utf8.h.
+// surrogates, nothing above U+10FFFF). Written apart from
+// core/reflexion/utf8.h on purpose: an independent oracle also checks it.
 inline bool IsValidUtf8(absl::string_view s) {
   size_t i = 0;
   const size_t n = s.size();
