@@ -155,8 +155,12 @@ absl::StatusOr<uint64_t> EventHub::WatchFromLog(const std::string& workflow_id,
   // Each sequence number once: a message of the log may come again from
   // memory (stored, then published; or emitted again after a crash).
   uint64_t last = from - 1;
-  for (const v1::ResolveResponse& m : stored) {
+  for (size_t i = 0; i < stored.size(); ++i) {
+    const v1::ResolveResponse& m = stored[i];
     if (SequenceOf(m) <= last) continue;
+    // A result with messages after it is a WAITING result its workflow was
+    // continued from (a decision): superseded, as in memory (Open).
+    if (m.has_result() && i + 1 < stored.size()) continue;
     last = SequenceOf(m);
     if (!listener(m)) return 0;
     if (m.has_result()) break;

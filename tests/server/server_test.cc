@@ -908,6 +908,52 @@ TEST_F(ServerTest, ForkStartsANewWorkflowAtTheChosenCheckpoint) {
   EXPECT_THAT(s.error_message(), HasSubstr("workflow_id"));
 }
 
+// A workflow that waited for a human and was continued: its WAITING result
+// is superseded, in memory and in the stored log alike, so a watch after a
+// restart replays what was streamed and ends with the final result.
+TEST_F(ServerTest, WatchReplaysAContinuedWorkflowAfterARestartAsStreamed) {
+  std::string id;
+  for (int i = 0; i < 200 && id.empty(); ++i) {
+    v1::StartWorkflowRequest start;
+    start.set_pod_name(absl::StrCat("vault-", i));
+    start.set_namespace_("shop");
+    start.set_error_type("CreateContainerConfigError");
+    v1::StartWorkflowResponse started;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->StartWorkflow(&ctx, start, &started).ok());
+    if (WaitUntilSettled(started.workflow_id()).phase() ==
+        v1::WORKFLOW_PHASE_WAITING) {
+      id = started.workflow_id();
+    }
+  }
+  ASSERT_FALSE(id.empty()) << "no workflow waited for a human";
+  ASSERT_TRUE(Decide(id, v1::HumanDecision::KIND_GIVE_UP, "").ok());
+  ASSERT_EQ(WaitUntilSettled(id).phase(), v1::WORKFLOW_PHASE_COMPLETED);
+  auto watch = [&](std::vector<v1::WatchWorkflowResponse>* out) {
+    grpc::ClientContext ctx;
+    v1::WatchWorkflowRequest req;
+    req.set_workflow_id(id);
+    req.set_from_sequence(1);
+    auto reader = stub_->WatchWorkflow(&ctx, req);
+    v1::WatchWorkflowResponse m;
+    while (reader->Read(&m)) out->push_back(m);
+    return reader->Finish();
+  };
+  std::vector<v1::WatchWorkflowResponse> before, after;
+  ASSERT_TRUE(watch(&before).ok());
+  ASSERT_FALSE(before.empty());
+  ASSERT_TRUE(before.back().has_result());
+  EXPECT_EQ(before.back().result().status(), v1::WORKFLOW_STATUS_ESCALATED);
+  RestartServer();
+  ASSERT_TRUE(watch(&after).ok());
+  ASSERT_EQ(after.size(), before.size());
+  for (size_t i = 0; i < after.size(); ++i) {
+    EXPECT_TRUE(
+        google::protobuf::util::MessageDifferencer::Equals(after[i], before[i]))
+        << "message " << i;
+  }
+}
+
 TEST_F(ServerTest, WatchReplaysAWorkflowsEventsAfterARestartUntilItExpires) {
   v1::StartWorkflowRequest start;
   start.set_pod_name("api-3");
