@@ -335,15 +335,16 @@ class ReflexionServiceImpl::ResolveReactor final
       if (s.ok()) {
         {
           absl::MutexLock lock(&mu_);
-          // Open before it runs: its first event may come before Decide
-          // returns.
+          // Open before it runs: its first event, even its result, may come
+          // before Decide returns — and once its result came, this stream
+          // may be gone: nothing of `this` is touched after a success.
           open_[decision.workflow_id()];
         }
+        service_->AddOpen(1);
         s = runner_->Decide(decision.workflow_id(), decision.etag(),
                             decision.decision(), StreamCallbacks(""));
-        if (s.ok()) {
-          service_->AddOpen(1);
-        } else {
+        if (!s.ok()) {
+          service_->AddOpen(-1);
           absl::MutexLock lock(&mu_);
           open_.erase(decision.workflow_id());
         }
