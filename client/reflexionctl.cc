@@ -26,7 +26,9 @@
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address HOST:PORT");
 ABSL_FLAG(std::string, o, "text", "Output format: text or json");
 ABSL_FLAG(std::string, pod, "", "process: pod name");
-ABSL_FLAG(std::string, namespace, "default", "process: namespace");
+ABSL_FLAG(std::string, namespace, "",
+          "process, start: namespace (default: default); diagnose: default: "
+          "the pod object's");
 ABSL_FLAG(std::string, error_type, "",
           "process: error type (e.g. ImagePullBackOff); strategies/episodes: "
           "filter");
@@ -50,6 +52,12 @@ ABSL_FLAG(std::string, note, "", "resume: a note kept with the decision");
 ABSL_FLAG(std::string, etag, "",
           "resume: the wait the decision answers (GetWorkflow's etag); "
           "default: the wait `status` shows now");
+ABSL_FLAG(std::string, f, "",
+          "diagnose: a v1.Pod as JSON (kubectl get pod P -o json); - reads "
+          "standard input");
+ABSL_FLAG(std::string, events, "",
+          "diagnose: v1.Event objects as JSON (kubectl get events -o json, a "
+          "list, or one event)");
 ABSL_FLAG(uint64_t, from, 0,
           "watch: first sequence number to show (re-attach after the last "
           "one seen)");
@@ -64,6 +72,10 @@ constexpr char kUsage[] =
     "  process     --pod P [--namespace N] --error_type T [--message M]\n"
     "              [--logs_file F] [--request_id R] [--quiet]\n"
     "              Resolve one incident, streaming every node event live.\n"
+    "  diagnose    -f POD.json|- [--events EVENTS.json] [--pod P]\n"
+    "              [--namespace N] [--error_type T] [--logs_file F]\n"
+    "              Analysis only: signature, facts and their sources,\n"
+    "              candidate strategies, what would run first. Nothing runs.\n"
     "  strategies  [--error_type T] [--signature S]\n"
     "              Strategies with their learned posteriors.\n"
     "  episodes    [--limit N] [--error_type T] [--signature S] [--workflow "
@@ -170,10 +182,16 @@ void PrintResult(const reflexion::v1::IncidentResult& r) {
   }
 }
 
+// --namespace, or "default".
+std::string NamespaceOrDefault() {
+  std::string ns = absl::GetFlag(FLAGS_namespace);
+  return ns.empty() ? "default" : ns;
+}
+
 int Process(ReflexionService::Stub& stub) {
   reflexion::v1::Incident in;
   in.set_pod_name(absl::GetFlag(FLAGS_pod));
-  in.set_namespace_(absl::GetFlag(FLAGS_namespace));
+  in.set_namespace_(NamespaceOrDefault());
   in.set_error_type(absl::GetFlag(FLAGS_error_type));
   in.set_error_message(absl::GetFlag(FLAGS_message));
   in.set_request_id(absl::GetFlag(FLAGS_request_id));
@@ -232,6 +250,120 @@ int Process(ReflexionService::Stub& stub) {
   if (!s.ok()) return Error(s);
   if (!got_result && exit_code == 0) exit_code = 1;
   return exit_code;
+}
+
+// Reads a whole file, or standard input for "-".
+absl::StatusOr<std::string> ReadAll(const std::string& path) {
+  std::stringstream buf;
+  if (path == "-") {
+    buf << std::cin.rdbuf();
+  } else {
+    std::ifstream f(path);
+    if (!f) return absl::NotFoundError("cannot read " + path);
+    buf << f.rdbuf();
+  }
+  return buf.str();
+}
+
+// JSON text into a google.protobuf.Value (any JSON).
+absl::StatusOr<google::protobuf::Value> ParseJson(const std::string& text,
+                                                  const std::string& what) {
+  google::protobuf::Value v;
+  auto s = google::protobuf::util::JsonStringToMessage(text, &v);
+  if (!s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": not JSON: ", s.message().as_string()));
+  }
+  return v;
+}
+
+int Diagnose(ReflexionService::Stub& stub) {
+  reflexion::v1::DiagnoseIncidentRequest req;
+  if (std::string path = absl::GetFlag(FLAGS_f); !path.empty()) {
+    absl::StatusOr<std::string> text = ReadAll(path);
+    if (!text.ok()) return Error(text.status());
+    absl::StatusOr<google::protobuf::Value> pod = ParseJson(*text, "-f");
+    if (!pod.ok()) return Error(pod.status());
+    if (!pod->has_struct_value()) {
+      return Error(absl::InvalidArgumentError("-f: expected a v1.Pod object"));
+    }
+    *req.mutable_pod() = pod->struct_value();
+  }
+  if (std::string path = absl::GetFlag(FLAGS_events); !path.empty()) {
+    absl::StatusOr<std::string> text = ReadAll(path);
+    if (!text.ok()) return Error(text.status());
+    absl::StatusOr<google::protobuf::Value> v = ParseJson(*text, "--events");
+    if (!v.ok()) return Error(v.status());
+    // An EventList ({"items": [...]}), a list, or one event.
+    const google::protobuf::ListValue* list = nullptr;
+    if (v->has_list_value()) list = &v->list_value();
+    if (v->has_struct_value()) {
+      auto it = v->struct_value().fields().find("items");
+      if (it != v->struct_value().fields().end() &&
+          it->second.has_list_value()) {
+        list = &it->second.list_value();
+      } else {
+        *req.add_pod_events() = v->struct_value();
+      }
+    }
+    if (list != nullptr) {
+      for (const auto& e : list->values()) {
+        if (e.has_struct_value()) *req.add_pod_events() = e.struct_value();
+      }
+    }
+  }
+  // Empty fields are read from the pod object by the server.
+  req.set_pod_name(absl::GetFlag(FLAGS_pod));
+  req.set_namespace_(req.has_pod() ? absl::GetFlag(FLAGS_namespace)
+                                   : NamespaceOrDefault());
+  req.set_error_type(absl::GetFlag(FLAGS_error_type));
+  req.set_error_message(absl::GetFlag(FLAGS_message));
+  if (std::string path = absl::GetFlag(FLAGS_logs_file); !path.empty()) {
+    absl::StatusOr<std::string> logs = ReadAll(path);
+    if (!logs.ok()) return Error(logs.status());
+    req.set_logs(*logs);
+  }
+  reflexion::v1::DiagnoseIncidentResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status s =
+      reflexion::client::FromGrpc(stub.DiagnoseIncident(&ctx, req, &resp));
+  if (!s.ok()) return Error(s);
+  if (Json()) {
+    std::printf("%s\n", ToJson(resp, true).c_str());
+    return 0;
+  }
+  const reflexion::v1::Analysis& a = resp.analysis();
+  std::printf("pod        %s/%s (%s)\n", resp.incident().namespace_().c_str(),
+              resp.incident().pod_name().c_str(),
+              resp.incident().error_type().c_str());
+  std::printf("signature  %s%s\n", a.signature().c_str(),
+              a.container().empty()
+                  ? ""
+                  : absl::StrCat("  (container ", a.container(), ")").c_str());
+  if (a.facts_size() > 0) {
+    std::printf("facts\n");
+    for (const auto& f : a.facts()) {
+      std::printf("  - %s  [%s]\n", f.text().c_str(), f.source().c_str());
+    }
+  } else {
+    for (const auto& e : a.evidence()) std::printf("  - %s\n", e.c_str());
+  }
+  for (const auto& i : a.ignored()) std::printf("  ignored: %s\n", i.c_str());
+  std::printf("candidates\n");
+  for (const auto& c : resp.candidates()) {
+    std::printf("  %-24s v%-2d tier %s  mean %4.0f%%  trials %-4lld %s\n",
+                c.strategy().c_str(), c.version(),
+                reflexion::v1::SafetyTier_Name(c.tier()).c_str() + 12,
+                100 * c.mean(), static_cast<long long>(c.trials()),
+                c.excluded_reason().c_str());
+  }
+  const reflexion::v1::FirstStep& first = resp.first_step();
+  std::printf("first      %s %s: %s\n",
+              first.kind() == reflexion::v1::FirstStep::KIND_EXECUTE
+                  ? "run"
+                  : "escalate",
+              first.strategy().c_str(), first.reason().c_str());
+  return 0;
 }
 
 int Strategies(ReflexionService::Stub& stub) {
@@ -378,7 +510,7 @@ const char* PhaseName(reflexion::v1::WorkflowPhase p) {
 int Start(ReflexionService::Stub& stub) {
   reflexion::v1::StartWorkflowRequest req;
   req.set_pod_name(absl::GetFlag(FLAGS_pod));
-  req.set_namespace_(absl::GetFlag(FLAGS_namespace));
+  req.set_namespace_(NamespaceOrDefault());
   req.set_error_type(absl::GetFlag(FLAGS_error_type));
   req.set_error_message(absl::GetFlag(FLAGS_message));
   req.set_request_id(absl::GetFlag(FLAGS_request_id));
@@ -592,7 +724,24 @@ int Health(const std::shared_ptr<grpc::Channel>& channel) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  // `-f -` (standard input) as `-f=-`: absl would warn about a value that
+  // looks like a flag.
+  std::vector<std::string> joined;
+  std::vector<char*> argv2;
+  joined.reserve(argc);
+  for (int i = 0; i < argc; ++i) {
+    std::string a = argv[i];
+    if ((a == "-f" || a == "--f") && i + 1 < argc &&
+        std::string(argv[i + 1]) == "-") {
+      joined.push_back(a + "=-");
+      ++i;
+    } else {
+      joined.push_back(a);
+    }
+  }
+  for (std::string& a : joined) argv2.push_back(a.data());
+  std::vector<char*> args =
+      absl::ParseCommandLine(static_cast<int>(argv2.size()), argv2.data());
   if (args.size() < 2 || args.size() > 3) {
     std::cerr << kUsage;
     return 2;
@@ -607,6 +756,7 @@ int main(int argc, char** argv) {
   auto channel = reflexion::client::Connect(absl::GetFlag(FLAGS_server));
   auto stub = ReflexionService::NewStub(channel);
   if (command == "process") return Process(*stub);
+  if (command == "diagnose") return Diagnose(*stub);
   if (command == "strategies") return Strategies(*stub);
   if (command == "episodes") return Episodes(*stub);
   if (command == "metrics") return Metrics(*stub);

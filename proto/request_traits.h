@@ -54,6 +54,7 @@ std::string ParseOrExplain(const std::string& wire,
   }
 
 REFLEXION_REQUEST_TRAITS(reflexion::v1::ProcessIncidentRequest)
+REFLEXION_REQUEST_TRAITS(reflexion::v1::DiagnoseIncidentRequest)
 REFLEXION_REQUEST_TRAITS(reflexion::v1::StartWorkflowRequest)
 REFLEXION_REQUEST_TRAITS(reflexion::v1::GetWorkflowRequest)
 REFLEXION_REQUEST_TRAITS(reflexion::v1::WatchWorkflowRequest)

@@ -103,7 +103,7 @@ absl::Status App::Start() {
   options.storage_lost_sequences =
       static_cast<int64_t>(db_->recovery().lost_sequences);
   service_ = std::make_unique<ReflexionServiceImpl>(
-      runner_.get(), hub_.get(), store_.get(), checkpoints_.get(), pool_.get(),
+      workflow_.get(), runner_.get(), hub_.get(), store_.get(), checkpoints_.get(), pool_.get(),
       &clock_, options);
 
   grpc::EnableDefaultHealthCheckService(true);

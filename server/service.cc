@@ -26,8 +26,11 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
                       std::string(status.message()));
 }
 
-reflexion::v1::Incident IncidentFromRequest(
-    const reflexion::v1::ProcessIncidentRequest& r) {
+namespace {
+// The incident of a flat request (ProcessIncident, StartWorkflow,
+// DiagnoseIncident share Incident's fields).
+template <typename Request>
+reflexion::v1::Incident IncidentOf(const Request& r) {
   reflexion::v1::Incident in;
   in.set_pod_name(r.pod_name());
   in.set_namespace_(r.namespace_());
@@ -37,7 +40,22 @@ reflexion::v1::Incident IncidentFromRequest(
   *in.mutable_events() = r.events();
   in.set_logs(r.logs());
   in.set_request_id(r.request_id());
+  if (r.has_pod()) *in.mutable_pod() = r.pod();
+  *in.mutable_pod_events() = r.pod_events();
   return in;
+}
+
+// NormalizeIncident, then ValidateIncident.
+absl::Status PrepareIncident(reflexion::v1::Incident* in,
+                             absl::string_view prefix) {
+  if (absl::Status s = core::NormalizeIncident(in, prefix); !s.ok()) return s;
+  return core::ValidateIncident(*in, prefix);
+}
+}  // namespace
+
+reflexion::v1::Incident IncidentFromRequest(
+    const reflexion::v1::ProcessIncidentRequest& r) {
+  return IncidentOf(r);
 }
 
 namespace {
@@ -242,7 +260,7 @@ class ReflexionServiceImpl::ResolveReactor final
     }
     reflexion::v1::Incident incident = std::move(*request.mutable_incident());
     std::string request_id = incident.request_id();
-    absl::Status valid = core::ValidateIncident(incident, "incident.");
+    absl::Status valid = PrepareIncident(&incident, "incident.");
     if (!valid.ok()) {
       Reject(core::RequestIdForRejection(request_id), valid);
       return;
@@ -493,10 +511,12 @@ int ReflexionServiceImpl::HandOffStreams() {
 }
 
 ReflexionServiceImpl::ReflexionServiceImpl(
-    WorkflowRunner* runner, EventHub* hub, core::KnowledgeStore* store,
+    const core::ReflexionWorkflow* workflow, WorkflowRunner* runner,
+    EventHub* hub, core::KnowledgeStore* store,
     core::CheckpointStore* checkpoints, graph::TaskRunner* pool,
     const core::Clock* clock, ServiceOptions options)
-    : runner_(runner),
+    : workflow_(workflow),
+      runner_(runner),
       hub_(hub),
       store_(store),
       checkpoints_(checkpoints),
@@ -517,7 +537,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ProcessIncident(
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (RefuseUndecodable(*request, reactor)) return reactor;
   reflexion::v1::Incident incident = IncidentFromRequest(*request);
-  absl::Status valid = core::ValidateIncident(incident, "");
+  absl::Status valid = PrepareIncident(&incident, "");
   if (!valid.ok()) {
     reactor->Finish(ToGrpcStatus(valid));
     return reactor;
@@ -571,6 +591,31 @@ absl::Status ReflexionServiceImpl::CheckWorkflowRpc(
   return CheckWorkflowId(workflow_id);
 }
 
+grpc::ServerUnaryReactor* ReflexionServiceImpl::DiagnoseIncident(
+    grpc::CallbackServerContext* context,
+    const reflexion::v1::DiagnoseIncidentRequest* request,
+    reflexion::v1::DiagnoseIncidentResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (RefuseUndecodable(*request, reactor)) return reactor;
+  // Analysis reads the store (posteriors, lessons): on the pool.
+  pool_->Post([this, reactor, request, response] {
+    reflexion::v1::Incident incident = IncidentOf(*request);
+    if (absl::Status valid = PrepareIncident(&incident, ""); !valid.ok()) {
+      reactor->Finish(ToGrpcStatus(valid));
+      return;
+    }
+    absl::StatusOr<reflexion::v1::DiagnoseIncidentResponse> d =
+        workflow_->Diagnose(incident);
+    if (!d.ok()) {
+      reactor->Finish(ToGrpcStatus(d.status()));
+      return;
+    }
+    *response = *std::move(d);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* ReflexionServiceImpl::StartWorkflow(
     grpc::CallbackServerContext* context,
     const reflexion::v1::StartWorkflowRequest* request,
@@ -584,11 +629,8 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::StartWorkflow(
         "started workflow could not be read back; use ProcessIncident"));
     return reactor;
   }
-  // Same fields and numbers as ProcessIncidentRequest.
-  reflexion::v1::ProcessIncidentRequest as_process;
-  as_process.ParseFromString(request->SerializeAsString());
-  reflexion::v1::Incident incident = IncidentFromRequest(as_process);
-  if (absl::Status valid = core::ValidateIncident(incident, ""); !valid.ok()) {
+  reflexion::v1::Incident incident = IncidentOf(*request);
+  if (absl::Status valid = PrepareIncident(&incident, ""); !valid.ok()) {
     reactor->Finish(ToGrpcStatus(valid));
     return reactor;
   }

@@ -35,17 +35,20 @@ using RS = reflexion::v1::ReflexionService;
 // ReflexionService::CallbackService with Resolve on raw bytes (so the
 // service parses its messages itself and answers one that does not parse).
 // Lists every RPC of the service: add a new one here too.
-using ServiceBase = RS::WithRawCallbackMethod_Resolve<
-    RS::WithCallbackMethod_ProcessIncident<RS::WithCallbackMethod_StartWorkflow<
-        RS::WithCallbackMethod_GetWorkflow<RS::WithCallbackMethod_WatchWorkflow<
-            RS::WithCallbackMethod_ResumeWorkflow<
-                RS::WithCallbackMethod_CancelWorkflow<
-                    RS::WithCallbackMethod_ListCheckpoints<
-                        RS::WithCallbackMethod_ForkWorkflow<
-                            RS::WithCallbackMethod_ListStrategies<
-                                RS::WithCallbackMethod_ListEpisodes<
-                                    RS::WithCallbackMethod_GetMetrics<
-                                        RS::Service>>>>>>>>>>>>;
+using ServiceBase =
+    RS::WithRawCallbackMethod_Resolve<RS::WithCallbackMethod_ProcessIncident<
+        RS::WithCallbackMethod_DiagnoseIncident<
+            RS::WithCallbackMethod_StartWorkflow<
+                RS::WithCallbackMethod_GetWorkflow<
+                    RS::WithCallbackMethod_WatchWorkflow<
+                        RS::WithCallbackMethod_ResumeWorkflow<
+                            RS::WithCallbackMethod_CancelWorkflow<
+                                RS::WithCallbackMethod_ListCheckpoints<
+                                    RS::WithCallbackMethod_ForkWorkflow<
+                                        RS::WithCallbackMethod_ListStrategies<
+                                            RS::WithCallbackMethod_ListEpisodes<
+                                                RS::WithCallbackMethod_GetMetrics<
+                                                    RS::Service>>>>>>>>>>>>>;
 }  // namespace internal
 
 // The gRPC service (callback API). Reactions never block: storage reads run
@@ -55,7 +58,8 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
  public:
   // `checkpoints` may be null (checkpointing disabled): the workflow RPCs
   // then answer FAILED_PRECONDITION.
-  ReflexionServiceImpl(WorkflowRunner* runner, EventHub* hub,
+  ReflexionServiceImpl(const core::ReflexionWorkflow* workflow,
+                       WorkflowRunner* runner, EventHub* hub,
                        core::KnowledgeStore* store,
                        core::CheckpointStore* checkpoints,
                        graph::TaskRunner* pool, const core::Clock* clock,
@@ -77,6 +81,11 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
       grpc::CallbackServerContext* context,
       const reflexion::v1::ProcessIncidentRequest* request,
       reflexion::v1::ProcessIncidentResponse* response) override;
+
+  grpc::ServerUnaryReactor* DiagnoseIncident(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::DiagnoseIncidentRequest* request,
+      reflexion::v1::DiagnoseIncidentResponse* response) override;
 
   grpc::ServerUnaryReactor* StartWorkflow(
       grpc::CallbackServerContext* context,
@@ -138,6 +147,7 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
   void Unregister(ResolveReactor* stream, int open);
   void AddOpen(int delta);
 
+  const core::ReflexionWorkflow* workflow_;
   WorkflowRunner* runner_;
   EventHub* hub_;
   core::KnowledgeStore* store_;

@@ -4,6 +4,7 @@ list(APPEND CORE_SOURCES
   reflexion/events.cc
   reflexion/heuristic_reflector.cc
   reflexion/metrics.cc
+  reflexion/pod_object.cc
   reflexion/selector.cc
   reflexion/utf8.cc
   reflexion/validation.cc

@@ -1,7 +1,11 @@
 #include "core/reflexion/validation.h"
 
+#include <algorithm>
+
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "core/reflexion/pod_object.h"
 #include "core/reflexion/utf8.h"
 
 namespace reflexion::core {
@@ -51,8 +55,56 @@ bool IsDns1123Subdomain(absl::string_view s) {
   return true;
 }
 
+absl::Status NormalizeIncident(v1::Incident* in, absl::string_view prefix) {
+  if (in->has_pod()) {
+    if (in->pod().ByteSizeLong() > kMaxPodBytes) {
+      return Bad(prefix, "pod", "at most 1 MiB serialized");
+    }
+    PodIdentity id = ReadPodIdentity(in->pod());
+    if (in->pod_name().empty()) in->set_pod_name(id.name);
+    if (in->namespace_().empty()) in->set_namespace_(id.namespace_name);
+    if (in->error_type().empty()) in->set_error_type(id.error_type);
+  }
+  if (in->pod_events_size() > 1) {
+    google::protobuf::RepeatedPtrField<google::protobuf::Struct> folded;
+    absl::flat_hash_map<std::string, int> index;  // reason \0 message
+    for (google::protobuf::Struct& e : *in->mutable_pod_events()) {
+      std::string key =
+          absl::StrCat(StringAt(e, "reason").value_or(""), std::string(1, '\0'),
+                       StringAt(e, "message").value_or(""));
+      int64_t count = std::max<int64_t>(1, IntAt(e, "count").value_or(1));
+      auto [it, fresh] = index.try_emplace(key, folded.size());
+      if (fresh) {
+        *folded.Add() = std::move(e);
+        (*folded[it->second].mutable_fields())["count"].set_number_value(
+            static_cast<double>(count));
+        continue;
+      }
+      google::protobuf::Value& total =
+          (*folded[it->second].mutable_fields())["count"];
+      total.set_number_value(
+          std::min(1e15, total.number_value() + static_cast<double>(count)));
+    }
+    in->mutable_pod_events()->Swap(&folded);
+  }
+  if (in->pod_events_size() > kMaxPodEvents) {
+    return Bad(prefix, "pod_events",
+               absl::StrCat("at most ", kMaxPodEvents,
+                            " events (after folding duplicates)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateIncident(const v1::Incident& in,
                               absl::string_view prefix) {
+  if (in.has_pod() && in.pod().ByteSizeLong() > kMaxPodBytes) {
+    return Bad(prefix, "pod", "at most 1 MiB serialized");
+  }
+  if (in.pod_events_size() > kMaxPodEvents) {
+    return Bad(prefix, "pod_events",
+               absl::StrCat("at most ", kMaxPodEvents,
+                            " events (after folding duplicates)"));
+  }
   // First, over every string field (present and future): the checks below
   // and everything downstream may assume valid UTF-8.
   if (std::string path = FindInvalidUtf8(in); !path.empty()) {

@@ -257,6 +257,71 @@ absl::Status ReflexionWorkflow::Resume(
   return absl::OkStatus();
 }
 
+absl::StatusOr<v1::DiagnoseIncidentResponse> ReflexionWorkflow::Diagnose(
+    const v1::Incident& incident) const {
+  State s;
+  *s.mutable_incident() = incident;
+  *s.mutable_analysis() = Analyze(s.incident(), s.diagnosis(), false);
+  if (NeedsDeepAnalysis(s.analysis())) {
+    *s.mutable_analysis() = Analyze(s.incident(), s.diagnosis(), true);
+  }
+  REFLEXION_RETURN_IF_ERROR(LoadMemory(s));
+  REFLEXION_ASSIGN_OR_RETURN(std::vector<v1::Strategy> strategies,
+                             store_->ListStrategies());
+  REFLEXION_ASSIGN_OR_RETURN(std::vector<v1::StrategyStats> stats,
+                             store_->GetStats(s.analysis().signature()));
+  absl::flat_hash_map<std::string, v1::Strategy> by_name;
+  for (auto& st : strategies) by_name[st.name()] = std::move(st);
+  absl::flat_hash_map<std::string, v1::StrategyStats> stats_by_name;
+  for (auto& st : stats) stats_by_name[st.strategy()] = std::move(st);
+  SelectionOutcome out = SelectStrategy(
+      s.analysis(), s.incident(), s.diagnosis(), by_name, stats_by_name, {}, 1,
+      "diagnose", /*rng_seed=*/0, config_.selector);
+
+  v1::DiagnoseIncidentResponse r;
+  *r.mutable_incident() = incident;
+  *r.mutable_analysis() = s.analysis();
+  *r.mutable_candidates() = out.selection.candidates();
+  v1::FirstStep& first = *r.mutable_first_step();
+  if (!out.chosen) {
+    first.set_kind(v1::FirstStep::KIND_ESCALATE);
+    first.set_reason(out.escalation_reason);
+    if (out.recommended_action.type() != v1::ACTION_TYPE_UNSPECIFIED) {
+      *first.mutable_action() = out.recommended_action;
+      first.mutable_action()->clear_idempotency_key();
+      if (const ActionSpec* spec = FindAction(out.recommended_action.type())) {
+        first.set_strategy(spec->name);
+      }
+    }
+    return r;
+  }
+  // The most likely eligible strategy, not this draw's.
+  const v1::StrategyCandidate* best = nullptr;
+  for (const v1::StrategyCandidate& c : out.selection.candidates()) {
+    if (!c.excluded_reason().empty() || c.tier() == v1::SAFETY_TIER_C) continue;
+    if (best == nullptr || c.mean() > best->mean()) best = &c;
+  }
+  std::string name =
+      best != nullptr ? best->strategy() : out.selection.strategy().name();
+  first.set_kind(v1::FirstStep::KIND_EXECUTE);
+  first.set_strategy(name);
+  if (auto it = by_name.find(name); it != by_name.end()) {
+    absl::StatusOr<v1::Action> action =
+        BuildAction(it->second, s.incident(), s.diagnosis(), "diagnose");
+    if (action.ok()) {
+      *first.mutable_action() = *std::move(action);
+      first.mutable_action()->clear_idempotency_key();  // nothing runs
+    }
+  }
+  first.set_reason(absl::StrFormat(
+      "%s has the highest expected success for %s (%.0f%%%s)", name,
+      s.analysis().signature(), 100 * (best != nullptr ? best->mean() : 0),
+      best != nullptr && best->trials() > 0
+          ? absl::StrCat(", ", best->trials(), " trials")
+          : std::string(", catalog prior")));
+  return r;
+}
+
 absl::Status ReflexionWorkflow::LoadMemory(State& s) const {
   EpisodeQuery q;
   q.signature = s.analysis().signature();

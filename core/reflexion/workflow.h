@@ -24,6 +24,7 @@
 #include "core/ports/knowledge_store.h"
 #include "core/ports/reflector.h"
 #include "core/reflexion/selector.h"
+#include "reflexion/v1/reflexion.pb.h"
 #include "reflexion/v1/types.pb.h"
 
 namespace reflexion::core {
@@ -152,6 +153,16 @@ class ReflexionWorkflow {
   absl::Status Fork(const std::string& source_id, uint64_t step,
                     const std::string& new_id, const std::string& strategy,
                     uint64_t ordinal) const;
+
+  // Analysis only (DiagnoseIncident): the analysis of a validated incident
+  // from its own facts (no executor is asked, nothing is executed, learned
+  // or stored; deep analysis when the shallow one cannot classify it), the
+  // candidate strategies with their current posteriors and tiers, and what
+  // the workflow would do first: the eligible candidate with the highest
+  // posterior mean (no Thompson draw), or an escalation. Store errors are
+  // returned. Thread-safe.
+  absl::StatusOr<reflexion::v1::DiagnoseIncidentResponse> Diagnose(
+      const reflexion::v1::Incident& incident) const;
 
   const WorkflowGraph& graph() const { return *graph_; }
   const WorkflowConfig& config() const { return config_; }
