@@ -13,11 +13,14 @@
 #include "absl/memory/memory.h"
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "core/reflexion/analyzer.h"
+#include "core/reflexion/catalog.h"
 #include "core/sim/default_scenarios.h"
 #include "core/sim/stable_hash.h"
 #include "core/status_macros.h"
@@ -176,9 +179,93 @@ SimulatedCluster::WithDefaultScenarios(uint64_t seed) {
   return FromYaml(DefaultScenariosYaml(), seed);
 }
 
+namespace {
+
+// The analysis of what an incident itself says (no executor).
+reflexion::v1::Analysis OwnAnalysis(const Incident& incident) {
+  reflexion::v1::Analysis a =
+      core::Analyze(incident, reflexion::v1::Diagnosis(), false);
+  if (core::NeedsDeepAnalysis(a)) {
+    a = core::Analyze(incident, reflexion::v1::Diagnosis(), true);
+  }
+  return a;
+}
+
+// The signature a scenario presents: its signals analysed as a diagnosis of
+// an incident that says nothing itself.
+std::string SignatureOf(const Scenario& s) {
+  Incident bare;
+  bare.set_pod_name("pod");
+  bare.set_namespace_("default");
+  for (const std::string& t : s.error_types) {
+    if (t != kCatchAll) {
+      bare.set_error_type(t);
+      break;
+    }
+  }
+  if (bare.error_type().empty()) bare.set_error_type("Unknown");
+  reflexion::v1::Analysis a = core::Analyze(bare, s.signals, false);
+  if (core::NeedsDeepAnalysis(a)) a = core::Analyze(bare, s.signals, true);
+  return a.signature();
+}
+
+constexpr absl::string_view kNeutralPrefix = "neutral:";
+
+}  // namespace
+
 SimulatedCluster::SimulatedCluster(std::vector<Scenario> scenarios,
                                    uint64_t seed)
-    : scenarios_(std::move(scenarios)), seed_(seed) {}
+    : scenarios_(std::move(scenarios)), seed_(seed) {
+  signatures_.reserve(scenarios_.size());
+  for (const Scenario& sc : scenarios_) signatures_.push_back(SignatureOf(sc));
+}
+
+const Scenario& SimulatedCluster::ScenarioAt(size_t index) const {
+  if (index < scenarios_.size()) return scenarios_[index];
+  return neutral_[index - scenarios_.size()];
+}
+
+size_t SimulatedCluster::NeutralFor(const std::string& signature) {
+  if (auto it = neutral_index_.find(signature); it != neutral_index_.end()) {
+    return it->second;
+  }
+  std::vector<std::string> parts = absl::StrSplit(signature, '/');
+  const std::string family = parts.empty() ? signature : parts[0];
+  const std::string cause = parts.size() > 1 ? parts[1] : "";
+  Scenario n;
+  n.id = absl::StrCat(kNeutralPrefix, signature);
+  n.error_types = {family};
+  n.root_cause = absl::StrCat(
+      "no scenario agrees with the pod's own facts (", signature,
+      "): actions succeed with the catalog's prior for the signature");
+  for (const core::ActionSpec& spec : core::Catalog()) {
+    core::Prior prior = core::PriorFor(family, cause, spec.name);
+    ActionModel m;
+    m.success = prior.alpha / (prior.alpha + prior.beta);
+    m.relapse = 0.1;
+    m.recovery_s = 30;
+    n.actions[spec.type] = m;
+  }
+  neutral_.push_back(std::move(n));
+  size_t index = scenarios_.size() + neutral_.size() - 1;
+  neutral_index_.emplace(signature, index);
+  return index;
+}
+
+absl::StatusOr<size_t> SimulatedCluster::FromJournal(absl::string_view field) {
+  size_t index = 0;
+  if (absl::SimpleAtoi(field, &index)) {  // older journals: an index
+    if (index < scenarios_.size()) return index;
+  } else if (absl::StartsWith(field, kNeutralPrefix)) {
+    return NeutralFor(std::string(field.substr(kNeutralPrefix.size())));
+  } else {
+    for (size_t i = 0; i < scenarios_.size(); ++i) {
+      if (scenarios_[i].id == field) return i;
+    }
+  }
+  return absl::DataLossError(
+      absl::StrCat("no scenario \"", absl::CEscape(field), "\""));
+}
 
 std::string SimulatedCluster::Name() const { return std::string(kName); }
 
@@ -271,7 +358,7 @@ absl::Status SimulatedCluster::AppendToJournal(const Action& action,
   if (journal_fd_ < 0) return absl::OkStatus();
   std::string line =
       absl::StrCat(absl::BytesToHexString(action.SerializeAsString()), "\t",
-                   scenario, "\t", error_type, "\n");
+                   ScenarioAt(scenario).id, "\t", error_type, "\n");
   // One write(2) per line with O_APPEND: whole lines, in the page cache
   // before Execute completes, so a killed process loses none.
   ssize_t n = write(journal_fd_, line.data(), line.size());
@@ -295,17 +382,19 @@ absl::Status SimulatedCluster::EnableJournal(const std::string& path) {
     ++line_no;
     if (line.empty()) continue;
     std::vector<std::string> parts = absl::StrSplit(line, '\t');
-    size_t scenario = 0;
+    absl::StatusOr<size_t> index =
+        parts.size() == 3 ? FromJournal(parts[1])
+                          : absl::DataLossError("not three fields");
+    size_t scenario = index.ok() ? *index : 0;
     Action action;
-    if (parts.size() != 3 || !absl::SimpleAtoi(parts[1], &scenario) ||
-        scenario >= scenarios_.size() ||
+    if (!index.ok() ||
         !action.ParseFromString(absl::HexStringToBytes(parts[0])) ||
         action.idempotency_key().empty()) {
       return absl::DataLossError(absl::StrCat(
           "simulator journal ", path, ": line ", line_no, " is corrupt"));
     }
     if (results_.contains(action.idempotency_key())) continue;
-    const Scenario& s = scenarios_[scenario];
+    const Scenario& s = ScenarioAt(scenario);
     const Outcome outcome = Draw(s, action);
     ExecutionResult result;
     *result.mutable_action() = action;
@@ -338,11 +427,23 @@ absl::Status SimulatedCluster::EnableJournal(const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<size_t> SimulatedCluster::Assign(
-    const Incident& incident) const {
+absl::StatusOr<size_t> SimulatedCluster::Assign(const Incident& incident) {
   std::vector<size_t> candidates;
   for (size_t i = 0; i < scenarios_.size(); ++i) {
     if (scenarios_[i].Matches(incident.error_type())) candidates.push_back(i);
+  }
+  if (incident.has_pod()) {
+    // Only worlds that agree with what the pod itself says.
+    const std::string own = OwnAnalysis(incident).signature();
+    std::vector<size_t> agreeing;
+    for (size_t i = 0; i < scenarios_.size(); ++i) {
+      if (signatures_[i] == own) agreeing.push_back(i);
+    }
+    if (agreeing.empty()) {
+      absl::MutexLock lock(&mu_);
+      return NeutralFor(own);
+    }
+    candidates = std::move(agreeing);
   }
   if (candidates.empty()) {
     for (size_t i = 0; i < scenarios_.size(); ++i) {
@@ -378,21 +479,30 @@ absl::StatusOr<Diagnosis> SimulatedCluster::DiagnoseNow(
         "incident needs pod_name and namespace to diagnose");
   }
   REFLEXION_ASSIGN_OR_RETURN(size_t index, Assign(incident));
-  const Scenario& s = scenarios_[index];
   const std::string& ns = incident.namespace_();
   const std::string& pod = incident.pod_name();
 
-  Diagnosis d = s.signals;
-  for (reflexion::v1::ContainerStatus& c : *d.mutable_container_statuses()) {
-    c.set_waiting_message(Render(c.waiting_message(), ns, pod));
+  absl::MutexLock lock(&mu_);
+  const Scenario& s = ScenarioAt(index);
+  Diagnosis d;
+  if (incident.has_pod()) {
+    // The pod object is the truth: add only what it cannot say (which pull
+    // secrets exist, whether a rollout happened), never statuses, events,
+    // logs or an image of the scenario's own.
+    *d.mutable_available_pull_secrets() = s.signals.available_pull_secrets();
+    d.set_recent_rollout(s.signals.recent_rollout());
+  } else {
+    d = s.signals;
+    for (reflexion::v1::ContainerStatus& c : *d.mutable_container_statuses()) {
+      c.set_waiting_message(Render(c.waiting_message(), ns, pod));
+    }
+    for (reflexion::v1::PodEvent& e : *d.mutable_events()) {
+      e.set_message(Render(e.message(), ns, pod));
+    }
+    d.set_logs(Render(d.logs(), ns, pod));
   }
-  for (reflexion::v1::PodEvent& e : *d.mutable_events()) {
-    e.set_message(Render(e.message(), ns, pod));
-  }
-  d.set_logs(Render(d.logs(), ns, pod));
   d.set_source(std::string(kName));
 
-  absl::MutexLock lock(&mu_);
   PodState& state = pods_[PodKey(ns, pod)];
   state = PodState{};
   state.scenario = index;
@@ -468,7 +578,7 @@ absl::StatusOr<ExecutionResult> SimulatedCluster::ExecuteNow(
         absl::StrCat("pod ", pod_key, " was never diagnosed"));
   }
   PodState& state = pod->second;
-  const Scenario& s = scenarios_[state.scenario];
+  const Scenario& s = ScenarioAt(state.scenario);
   const Outcome outcome = Draw(s, action);
   // Journal first: an action is applied only once it is durable.
   REFLEXION_RETURN_IF_ERROR(
@@ -531,7 +641,7 @@ absl::StatusOr<Observation> SimulatedCluster::ObserveNow(
         "no action was executed on pod ", pod_key, " since it was diagnosed"));
   }
   const Outcome& o = outcome->second;
-  const Scenario& s = scenarios_[state.scenario];
+  const Scenario& s = ScenarioAt(state.scenario);
   const double window_s = absl::ToDoubleSeconds(window);
 
   Observation obs;
@@ -585,7 +695,7 @@ absl::StatusOr<std::string> SimulatedCluster::ScenarioOf(
     return absl::NotFoundError(absl::StrCat(
         "pod ", PodKey(pod_namespace, pod_name), " was never diagnosed"));
   }
-  return scenarios_[it->second.scenario].id;
+  return ScenarioAt(it->second.scenario).id;
 }
 
 }  // namespace reflexion::sim

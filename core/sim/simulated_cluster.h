@@ -130,7 +130,7 @@ class SimulatedCluster final : public core::ClusterExecutor {
     int32_t restarts = 0;           // during the observation window
   };
   struct PodState {
-    size_t scenario = 0;  // index into scenarios_
+    size_t scenario = 0;  // index for ScenarioAt
     std::string error_type;
     // Outcomes of this incident (since the last Diagnose), by key.
     absl::flat_hash_map<std::string, Outcome> outcomes;
@@ -146,8 +146,25 @@ class SimulatedCluster final : public core::ClusterExecutor {
       const reflexion::v1::Action& action, absl::Duration window) const
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Index of the scenario for the incident's pod, or kNotFound.
-  absl::StatusOr<size_t> Assign(const reflexion::v1::Incident& incident) const;
+  // Index (for ScenarioAt) of the scenario for the incident's pod, or
+  // kNotFound. An incident that carries a pod object gets a scenario whose
+  // signals analyse to the same signature as the incident's own facts, or
+  // the neutral scenario of that signature: the world never contradicts
+  // what the pod says.
+  absl::StatusOr<size_t> Assign(const reflexion::v1::Incident& incident)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // The scenario at `index`: scenarios_ first, then the neutral ones.
+  const Scenario& ScenarioAt(size_t index) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The index of the neutral scenario of `signature` ("<family>/<cause>"):
+  // no signals of its own, every action succeeding with the catalog's prior
+  // for the signature. Made on first use.
+  size_t NeutralFor(const std::string& signature)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The index of the scenario a journal line names (its id, or the index
+  // older builds wrote); kDataLoss when there is none.
+  absl::StatusOr<size_t> FromJournal(absl::string_view field)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Outcome Draw(const Scenario& scenario,
                const reflexion::v1::Action& action) const;
 
@@ -159,6 +176,8 @@ class SimulatedCluster final : public core::ClusterExecutor {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::vector<Scenario> scenarios_;
+  // The signature each of scenarios_ presents (its signals, analysed).
+  std::vector<std::string> signatures_;
   const uint64_t seed_;
   absl::Duration latency_;
   std::thread timer_;
@@ -186,6 +205,10 @@ class SimulatedCluster final : public core::ClusterExecutor {
     Outcome outcome;
   };
   absl::flat_hash_map<std::string, Keyed> keyed_ ABSL_GUARDED_BY(mu_);
+  // Neutral scenarios (indices after scenarios_), by signature; a deque so
+  // references stay valid. Bounded by the signatures the analyzer can give.
+  std::deque<Scenario> neutral_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, size_t> neutral_index_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace reflexion::sim

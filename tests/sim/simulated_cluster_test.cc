@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "core/reflexion/analyzer.h"
 #include "core/sim/default_scenarios.h"
 #include "core/sim/scenario.h"
 #include "gmock/gmock.h"
@@ -603,6 +604,99 @@ TEST(SimulatedClusterJournalTest, ACorruptJournalIsDataLossNamingTheLine) {
   ASSERT_NE(cluster, nullptr);
   EXPECT_THAT(cluster->EnableJournal(path),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("line 1")));
+  std::remove(path.c_str());
+}
+
+// An incident that carries a pod object: the simulated world agrees with
+// it. Diagnose adds nothing the pod says otherwise (no statuses, events,
+// logs or image of a scenario), and the hidden scenario presents the same
+// signature as the incident's own facts — or is the neutral one.
+reflexion::v1::Incident WithPod(reflexion::v1::Incident in) {
+  auto& fields = *in.mutable_pod()->mutable_fields();
+  fields["kind"].set_string_value("Pod");
+  auto& meta = *fields["metadata"].mutable_struct_value()->mutable_fields();
+  meta["name"].set_string_value(in.pod_name());
+  meta["namespace"].set_string_value(in.namespace_());
+  return in;
+}
+
+TEST(SimulatedClusterPodObjectTest, TheWorldAgreesWithThePodsOwnFacts) {
+  auto cluster = SimulatedCluster::WithDefaultScenarios(42);
+  ASSERT_THAT(cluster, IsOk());
+  for (int i = 0; i < 30; ++i) {
+    auto in = WithPod(
+        MakeIncident("shop", absl::StrCat("web-", i), "ImagePullBackOff"));
+    auto* e = in.add_events();
+    e->set_type("Warning");
+    e->set_reason("Failed");
+    e->set_message(
+        "Failed to pull image \"shop/web:1.2.3\": rpc error: code = NotFound "
+        "desc = failed to pull and unpack image: not found");
+    auto d = Diagnose(**cluster, in);
+    ASSERT_THAT(d, IsOk());
+    EXPECT_EQ(d->container_statuses_size(), 0);
+    EXPECT_EQ(d->events_size(), 0);
+    EXPECT_TRUE(d->logs().empty());
+    EXPECT_TRUE(d->last_healthy_image().empty());
+    // Never the private-registry (auth) or flaky-registry worlds.
+    auto scenario = (*cluster)->ScenarioOf("shop", absl::StrCat("web-", i));
+    ASSERT_THAT(scenario, IsOk());
+    EXPECT_EQ(*scenario, "img-bad-tag") << "pod web-" << i;
+  }
+}
+
+TEST(SimulatedClusterPodObjectTest, NoAgreeingScenarioMeansTheNeutralWorld) {
+  auto cluster = SimulatedCluster::WithDefaultScenarios(42);
+  ASSERT_THAT(cluster, IsOk());
+  auto in = WithPod(MakeIncident("shop", "api-1", "CrashLoopBackOff"));
+  auto* c = in.add_container_statuses();
+  c->set_name("api");
+  c->set_waiting_reason("CrashLoopBackOff");
+  c->set_last_termination_reason("Error");
+  c->set_last_exit_code(139);
+  reflexion::v1::Analysis own =
+      core::Analyze(in, reflexion::v1::Diagnosis(), false);
+  ASSERT_THAT(Diagnose(**cluster, in), IsOk());
+  auto scenario = (*cluster)->ScenarioOf("shop", "api-1");
+  ASSERT_THAT(scenario, IsOk());
+  EXPECT_EQ(*scenario, "neutral:" + own.signature());
+  // Its actions run and are observed like any other.
+  auto action = MakeAction("shop", "api-1", ACTION_TYPE_DELETE_POD, "wf/1");
+  ASSERT_THAT(Execute(**cluster, action), IsOk());
+  EXPECT_THAT(Observe(**cluster, action), IsOk());
+}
+
+TEST(SimulatedClusterJournalTest, ANeutralWorldSurvivesARestart) {
+  std::string path = ::testing::TempDir() + "/sim-journal-neutral-" +
+                     std::to_string(::getpid()) + ".log";
+  std::remove(path.c_str());
+  auto in = WithPod(MakeIncident("shop", "api-2", "CrashLoopBackOff"));
+  auto* c = in.add_container_statuses();
+  c->set_name("api");
+  c->set_last_exit_code(139);
+  const auto action =
+      MakeAction("shop", "api-2", ACTION_TYPE_DELETE_POD, "wf/9");
+  std::string before;
+  bool recovered;
+  {
+    auto first = SimulatedCluster::WithDefaultScenarios(42);
+    ASSERT_THAT(first, IsOk());
+    ASSERT_THAT((*first)->EnableJournal(path), IsOk());
+    ASSERT_THAT(Diagnose(**first, in), IsOk());
+    ASSERT_THAT(Execute(**first, action), IsOk());
+    auto obs = Observe(**first, action);
+    ASSERT_THAT(obs, IsOk());
+    recovered = obs->recovered();
+    before = *(*first)->ScenarioOf("shop", "api-2");
+  }
+  auto second = SimulatedCluster::WithDefaultScenarios(42);
+  ASSERT_THAT(second, IsOk());
+  ASSERT_THAT((*second)->EnableJournal(path), IsOk());
+  ASSERT_EQ((*second)->ExecutionLog().size(), 1u);
+  EXPECT_EQ((*second)->ExecutionLog()[0].scenario_id, before);
+  auto obs = Observe(**second, action);
+  ASSERT_THAT(obs, IsOk());
+  EXPECT_EQ(obs->recovered(), recovered);
   std::remove(path.c_str());
 }
 
