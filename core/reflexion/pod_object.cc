@@ -95,8 +95,39 @@ PodIdentity ReadPodIdentity(const Struct& pod) {
     id.error_type = *reason;
     return id;
   }
-  if (StringAt(pod, "status.phase").value_or("") == "Pending") {
-    id.error_type = "Pending";
+  // Scheduled but a container is still being created (a volume that does
+  // not mount, a sandbox that fails), or never scheduled.
+  bool scheduled = false;
+  if (const ListValue* conditions = ListAt(pod, "status.conditions")) {
+    for (const Value& c : conditions->values()) {
+      if (!c.has_struct_value()) continue;
+      if (StringAt(c.struct_value(), "type").value_or("") == "PodScheduled" &&
+          StringAt(c.struct_value(), "status").value_or("") == "True") {
+        scheduled = true;
+      }
+    }
+  }
+  bool creating = false, not_ready = false;
+  if (const ListValue* statuses = ListAt(pod, "status.containerStatuses")) {
+    for (const Value& v : statuses->values()) {
+      if (!v.has_struct_value()) continue;
+      const Struct& st = v.struct_value();
+      if (StringAt(st, "state.waiting.reason").value_or("") ==
+          "ContainerCreating") {
+        creating = true;
+      }
+      const Value* ready = FindPath(st, "ready");
+      if (ready != nullptr && ready->has_bool_value() && !ready->bool_value() &&
+          FindPath(st, "state.running") != nullptr) {
+        not_ready = true;
+      }
+    }
+  }
+  const std::string phase = StringAt(pod, "status.phase").value_or("");
+  if (phase == "Pending") {
+    id.error_type = creating || scheduled ? "ContainerCreating" : "Pending";
+  } else if (phase == "Running" && not_ready) {
+    id.error_type = "NotReady";
   }
   return id;
 }
