@@ -189,7 +189,7 @@ TEST_F(ProcessTest, SigtermShowsNotServingThenHandsOffWhatIsStillRunning) {
   // Read until every incident is accepted.
   v1::ResolveResponse m;
   std::map<std::string, std::string> request_of;  // workflow -> request
-  std::set<std::string> ended;  // a result or a hand-off came
+  std::set<std::string> ended;                    // a result or a hand-off came
   while (static_cast<int>(request_of.size()) < kIncidents && stream->Read(&m)) {
     ASSERT_FALSE(m.has_rejected()) << m.rejected().message();
     if (m.has_result()) ended.insert(m.result().workflow_id());
@@ -241,8 +241,8 @@ TEST_F(ProcessTest, SigtermShowsNotServingThenHandsOffWhatIsStillRunning) {
   EXPECT_EQ(end.error_code(), grpc::StatusCode::UNAVAILABLE)
       << end.error_message();
   for (const auto& [id, request] : request_of) {
-    EXPECT_TRUE(ended.count(id)) << id << " (" << request
-                                 << ") got neither a result nor a hand-off";
+    EXPECT_TRUE(ended.count(id))
+        << id << " (" << request << ") got neither a result nor a hand-off";
   }
   EXPECT_FALSE(next_of.empty()) << "nothing was still running at the cut";
   EXPECT_EQ(server_->Wait(), 0);
@@ -310,6 +310,32 @@ TEST_F(ProcessTest, MultiByteCharactersAtEveryClipKeepStoredStateDecodable) {
   grpc::ClientContext c;
   grpc::Status ls = stub_->ListCheckpoints(&c, list, &checkpoints);
   EXPECT_TRUE(ls.ok()) << ls.error_message();
+}
+
+// A unary request that does not parse (invalid UTF-8 in a proto3 string)
+// is INVALID_ARGUMENT naming the field, not gRPC's empty UNIMPLEMENTED.
+TEST_F(ProcessTest, InvalidUtf8InAUnaryRequestIsInvalidArgumentNamingTheField) {
+  Start("");
+  v1::ProcessIncidentRequest req;
+  req.set_pod_name("web-1");
+  req.set_namespace_("shop");
+  req.set_error_type("OOMKilled");
+  req.set_error_message("bad \xc3");
+  v1::ProcessIncidentResponse resp;
+  grpc::ClientContext ctx;
+  grpc::Status s = stub_->ProcessIncident(&ctx, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "error_message: must be valid UTF-8");
+  v1::StartWorkflowRequest start;
+  start.set_pod_name("web-1");
+  start.set_namespace_("shop");
+  start.set_error_type("OOMKilled");
+  start.add_events()->set_message("\xff");
+  v1::StartWorkflowResponse started;
+  grpc::ClientContext ctx2;
+  s = stub_->StartWorkflow(&ctx2, start, &started);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "events[0].message: must be valid UTF-8");
 }
 
 TEST_F(ProcessTest, AnUndecodableResolveMessageIsRejectedAndTheStreamGoesOn) {
