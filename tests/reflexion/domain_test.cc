@@ -309,8 +309,10 @@ TEST(AnalyzerTest, ExitCodesSeparateCrashCauses) {
     dx.set_recent_rollout(rollout);
     return Analyze(in, dx, false).cause();
   };
-  EXPECT_EQ(sig(143, false), "probe_failure");
+  // 143 without failing-liveness events is a plain SIGTERM.
+  EXPECT_EQ(sig(143, false), "terminated");
   EXPECT_EQ(sig(127, false), "command_not_found");
+  EXPECT_EQ(sig(126, false), "command_not_executable");
   EXPECT_EQ(sig(139, false), "segfault");
   EXPECT_EQ(sig(1, true), "bad_release");
   EXPECT_EQ(sig(1, false), "app_error");
@@ -359,7 +361,10 @@ TEST_P(AnalyzerClipTest, EvidenceClippedInsideACharacterStillParsesBack) {
   in.add_events()->set_message(Straddling());
   in.set_logs(absl::StrCat("fatal error: ", Straddling()));
   v1::Diagnosis dx;
-  auto* c = dx.add_container_statuses();
+  dx.set_last_healthy_image(Straddling());
+  // The status is the incident's: an executor's would be unused next to the
+  // incident's own events and logs.
+  auto* c = in.add_container_statuses();
   c->set_name("web");
   c->set_waiting_reason("CrashLoopBackOff");
   c->set_waiting_message(Straddling());
