@@ -34,6 +34,8 @@ std::string Clip(absl::string_view s) {
 
 std::string Lower(absl::string_view s) { return absl::AsciiStrToLower(s); }
 
+std::string Text(absl::string_view s) { return ToValidUtf8Clipped(s, 253); }
+
 bool ContainsAny(absl::string_view haystack,
                  std::initializer_list<absl::string_view> needles) {
   for (absl::string_view n : needles) {
@@ -267,6 +269,20 @@ std::string StartCause(absl::string_view text, absl::string_view fallback) {
 
 // ------------------------------------------------------------ crashes
 
+// The kubelet says it restarted the container for a failing probe ("Container
+// app failed liveness probe, will be restarted"), whatever the exit code (an
+// app may exit 0 or 2 on the SIGTERM).
+bool KilledByProbe(const Subject& s) {
+  for (const EventFacts* e : s.events) {
+    if (e->reason == "Killing" &&
+        ContainsAny(Lower(e->message),
+                    {"failed liveness probe", "failed startup probe"})) {
+      return true;
+    }
+  }
+  return false;
+}
+
 bool LivenessKilled(const Subject& s) {
   for (const EventFacts* e : s.events) {
     std::string m = Lower(e->message);
@@ -337,6 +353,7 @@ std::string CrashCause(const IncidentFacts& f, const Subject& s, bool deep,
   if (reason == "StartError" || reason == "ContainerCannotRun") {
     return StartCause(Lower(s.term->message), "start_error");
   }
+  if (KilledByProbe(s)) return "probe_failure";
   if (code.has_value()) {
     switch (*code) {
       case 0:
@@ -584,6 +601,39 @@ struct EvictionResult {
   std::string container;
 };
 
+// "Container app was using 1.2Gi, request is 256Mi": the consumer most over
+// its request (a request of 0 is infinitely exceeded); "" when none parses.
+struct Consumer {
+  std::string container;
+  double ratio = 0;
+};
+Consumer TopConsumer(absl::string_view text) {
+  Consumer top;
+  for (absl::string_view sentence : absl::StrSplit(text, ". ")) {
+    absl::string_view rest = absl::StripAsciiWhitespace(sentence);
+    if (!absl::ConsumePrefix(&rest, "Container ")) continue;
+    size_t was = rest.find(" was using ");
+    size_t req = rest.find(", request is ");
+    if (was == absl::string_view::npos || req == absl::string_view::npos ||
+        req < was) {
+      continue;
+    }
+    absl::string_view used = rest.substr(was + 11, req - was - 11);
+    absl::string_view request = rest.substr(req + 13);
+    request = request.substr(0, request.find(','));
+    std::optional<int64_t> u = ParseMemoryBytes(used);
+    std::optional<int64_t> r = ParseMemoryBytes(request);
+    if (!u.has_value() || !r.has_value()) continue;
+    double ratio = *r == 0 ? (*u > 0 ? 1e18 : 0)
+                           : static_cast<double>(*u) / static_cast<double>(*r);
+    if (top.container.empty() || ratio > top.ratio) {
+      top.container = Text(rest.substr(0, was));
+      top.ratio = ratio;
+    }
+  }
+  return top;
+}
+
 EvictionResult EvictedCause(const IncidentFacts& f, Out& out) {
   std::vector<std::pair<std::string, std::string>> texts;
   if (!f.pod.message.empty()) texts.emplace_back(f.pod.message, kSourcePod);
@@ -601,31 +651,24 @@ EvictionResult EvictedCause(const IncidentFacts& f, Out& out) {
             m, {"low on resource: ephemeral-storage", "ephemeral local storage",
                 "ephemeral-storage", "emptydir volume"})) {
       out.Fact(absl::StrCat("eviction: ", Clip(text)), source);
-      return {"ephemeral_storage", ""};
+      return {"ephemeral_storage", TopConsumer(text).container};
     }
     if (absl::StrContains(m, "low on resource: memory")) {
       out.Fact(absl::StrCat("eviction: ", Clip(text)), source);
-      // "Container app was using 1.2Gi, request is 256Mi": far over request.
-      for (absl::string_view sentence : absl::StrSplit(text, ". ")) {
-        absl::string_view rest = sentence;
-        if (!absl::ConsumePrefix(&rest, "Container ")) continue;
-        size_t was = rest.find(" was using ");
-        size_t req = rest.find(", request is ");
-        if (was == absl::string_view::npos || req == absl::string_view::npos ||
-            req < was) {
-          continue;
-        }
-        std::string name(rest.substr(0, was));
-        absl::string_view used = rest.substr(was + 11, req - was - 11);
-        absl::string_view request = rest.substr(req + 13);
-        request = request.substr(0, request.find(','));
-        std::optional<int64_t> u = ParseMemoryBytes(used);
-        std::optional<int64_t> r = ParseMemoryBytes(request);
-        if (u.has_value() && r.has_value() &&
-            (*r == 0 ? *u > 0 : *u >= 2 * *r)) {
-          return {"over_memory_request", name};
-        }
+      Consumer top = TopConsumer(text);
+      // Far over its request: the pod's own fault, not the node's.
+      if (!top.container.empty() && top.ratio >= 2) {
+        return {"over_memory_request", top.container};
       }
+      return {"memory_pressure", ""};
+    }
+    if (ContainsAny(m, {"diskpressure", "low on resource: nodefs",
+                        "low on resource: imagefs"})) {
+      out.Fact(absl::StrCat("eviction: ", Clip(text)), source);
+      return {"disk_pressure", ""};
+    }
+    if (ContainsAny(m, {"memorypressure"})) {
+      out.Fact(absl::StrCat("eviction: ", Clip(text)), source);
       return {"memory_pressure", ""};
     }
   }

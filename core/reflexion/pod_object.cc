@@ -95,8 +95,23 @@ PodIdentity ReadPodIdentity(const Struct& pod) {
     id.error_type = *reason;
     return id;
   }
-  if (StringAt(pod, "status.phase").value_or("") == "Pending") {
+  std::string phase = StringAt(pod, "status.phase").value_or("");
+  if (phase == "Pending") {
     id.error_type = "Pending";
+  } else if (phase == "Running") {
+    // Running but never ready (a failing readiness probe).
+    if (const ListValue* statuses = ListAt(pod, "status.containerStatuses")) {
+      for (const Value& v : statuses->values()) {
+        if (!v.has_struct_value()) continue;
+        const Struct& st = v.struct_value();
+        const Value* ready = FindPath(st, "ready");
+        if (StructAt(st, "state.running") != nullptr && ready != nullptr &&
+            ready->has_bool_value() && !ready->bool_value()) {
+          id.error_type = "NotReady";
+          break;
+        }
+      }
+    }
   }
   return id;
 }

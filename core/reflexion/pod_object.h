@@ -36,7 +36,8 @@ const google::protobuf::ListValue* ListAt(
 // metadata.name, metadata.namespace, and the reported failure — the waiting
 // reason of the first failing container (init containers first), else its
 // last termination reason, else status.reason (e.g. Evicted), else
-// "Pending" for an unscheduled pending pod. Empty strings when unknown.
+// "Pending" for a pending pod, else "NotReady" for a running pod with a
+// running container that is not ready. Empty strings when unknown.
 struct PodIdentity {
   std::string name;
   std::string namespace_name;
