@@ -606,5 +606,68 @@ TEST(MetricsTest, ComputesLearningFiguresFromEpisodes) {
   EXPECT_DOUBLE_EQ(m->error_types(0).learning_velocity(), 1.0);
 }
 
+// ---------------------------------------------------------------- cause priors
+
+struct FirstChoice {
+  const char* family;
+  const char* cause;
+  bool healthy_image;
+  bool pull_secret;
+  const char* expected;  // strategy, or "escalate:<recommended>"
+};
+
+TEST(CatalogTest, FirstChoiceFollowsTheCause) {
+  SelectorFixture f;
+  const FirstChoice kCases[] = {
+      {"OOMKilled", "memory_limit_too_low", false, false,
+       "increase_memory_limit"},
+      {"CrashLoopBackOff", "bad_release", false, false, "rollback_deployment"},
+      {"ImagePullBackOff", "image_not_found", true, false, "patch_image"},
+      {"ImagePullBackOff", "image_not_found", false, false,
+       "rollback_deployment"},
+      {"ImagePullBackOff", "registry_auth", false, true, "attach_pull_secret"},
+      {"ImagePullBackOff", "registry_auth", false, false,
+       "escalate:create_missing_config"},
+      {"CreateContainerConfigError", "missing_configmap", false, false,
+       "escalate:create_missing_config"},
+      {"Pending", "unbound_volume", false, false,
+       "escalate:create_missing_config"},
+      {"Pending", "untolerated_taint", false, false,
+       "escalate:relax_node_selector"},
+      {"Pending", "node_selector_mismatch", false, false,
+       "escalate:relax_node_selector"},
+      {"Pending", "insufficient_cpu", false, false, "lower_resource_requests"},
+      {"Pending", "insufficient_extended_resource", false, false,
+       "escalate:scale_node_pool"},
+      {"CrashLoopBackOff", "probe_failure", false, false, "relax_probes"},
+      {"NotReady", "readiness_probe_failure", false, false, "relax_probes"},
+      {"CrashLoopBackOff", "certificate_expired", false, false, "escalate"},
+      {"CrashLoopBackOff", "dependency_unavailable", false, false, "escalate"},
+  };
+  for (const FirstChoice& c : kCases) {
+    v1::Analysis a;
+    a.set_error_family(c.family);
+    a.set_cause(c.cause);
+    a.set_signature(absl::StrCat(c.family, "/", c.cause));
+    v1::Diagnosis dx;
+    if (c.healthy_image) dx.set_last_healthy_image("img:1");
+    if (c.pull_secret) dx.add_available_pull_secrets("regcred");
+    SelectionOutcome out =
+        SelectStrategy(a, MakeIncident("w", "d", c.family), dx, f.strategies,
+                       {}, {}, 1, "k", 1, SelectorOptions());
+    std::string got;
+    if (out.chosen) {
+      got = out.selection.strategy().name();
+    } else {
+      got = "escalate";
+      const ActionSpec* spec = FindAction(out.recommended_action.type());
+      if (spec != nullptr && spec->tier == v1::SAFETY_TIER_C) {
+        absl::StrAppend(&got, ":", spec->name);
+      }
+    }
+    EXPECT_EQ(got, c.expected) << a.signature();
+  }
+}
+
 }  // namespace
 }  // namespace reflexion::core
