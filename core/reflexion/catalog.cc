@@ -56,6 +56,29 @@ constexpr FamilyEntry kFamilyTable[] = {
     {"Evicted", "delete_pod", {2.0, 2.0}},
     {"Evicted", "rollback_deployment", {1.6, 2.4}},
     {"Evicted", "lower_resource_requests", {1.4, 2.6}},
+    {"ImagePullBackOff", "create_missing_config", {1.0, 3.0}},
+    {"Pending", "create_missing_config", {1.0, 3.0}},
+    {"CreateContainerError", "rollback_deployment", {2.0, 2.0}},
+    {"CreateContainerError", "patch_image", {1.8, 2.2}},
+    {"CreateContainerError", "delete_pod", {1.2, 2.8}},
+    {"CreateContainerError", "create_missing_config", {1.6, 2.4}},
+    {"RunContainerError", "rollback_deployment", {2.0, 2.0}},
+    {"RunContainerError", "patch_image", {1.8, 2.2}},
+    {"RunContainerError", "delete_pod", {1.2, 2.8}},
+    {"ContainerCreating", "delete_pod", {1.8, 2.2}},
+    {"ContainerCreating", "rollback_deployment", {1.6, 2.4}},
+    {"ContainerCreating", "create_missing_config", {1.6, 2.4}},
+    {"ContainerCreating", "scale_node_pool", {1.0, 3.0}},
+    // Init containers fail for every reason a container does.
+    {"InitContainerError", "rollback_deployment", {2.0, 2.0}},
+    {"InitContainerError", "delete_pod", {1.8, 2.2}},
+    {"InitContainerError", "patch_image", {1.6, 2.4}},
+    {"InitContainerError", "attach_pull_secret", {1.2, 2.8}},
+    {"InitContainerError", "increase_memory_limit", {1.2, 2.8}},
+    {"InitContainerError", "create_missing_config", {1.2, 2.8}},
+    {"NotReady", "relax_probes", {2.0, 2.0}},
+    {"NotReady", "rollback_deployment", {1.8, 2.2}},
+    {"NotReady", "delete_pod", {1.4, 2.6}},
 };
 
 // Generic set for families the catalog does not know (after deep analysis).
@@ -66,17 +89,87 @@ constexpr FamilyEntry kGenericTable[] = {
 
 struct CauseOverride {
   const char* cause;
-  const char* strategy;
+  const char* strategy;  // "*": every strategy the cause lists no entry for
   Prior prior;
 };
 
-// Causes for which the catalog knows that only a human can fix them: the
-// tier-C action's prior is strong, so select_strategy escalates at once.
+// What the cause says about each strategy, whatever the family (an init
+// container's OOM is fixed as a container's). The first choice gets a prior
+// worth some fifteen trials, the rest stay weak so that learning can still
+// overturn them. Where only a human can fix the cause, the tier-C action's
+// prior beats every automatable one by more than SelectorOptions::
+// tier_c_margin, so select_strategy escalates at once and recommends it;
+// where nothing in the catalog fixes it, every strategy is below
+// min_candidate_confidence and it escalates as "nothing confident".
 constexpr CauseOverride kCauseOverrides[] = {
+    // Memory.
+    {"memory_limit_too_low", "increase_memory_limit", {12.0, 3.0}},
+    {"memory_limit_too_low", "rollback_deployment", {1.5, 4.0}},
+    {"memory_limit_too_low", "delete_pod", {1.0, 6.0}},
+    {"memory_limit_too_low", "*", {1.0, 6.0}},
+    {"memory_regression", "rollback_deployment", {12.0, 3.0}},
+    {"memory_regression", "increase_memory_limit", {3.0, 3.0}},
+    {"memory_regression", "*", {1.0, 6.0}},
+    // Releases and images.
+    {"bad_release", "rollback_deployment", {12.0, 3.0}},
+    {"bad_release", "delete_pod", {1.0, 6.0}},
+    {"bad_release", "*", {1.0, 6.0}},
+    {"image_not_found", "patch_image", {12.0, 3.0}},
+    {"image_not_found", "rollback_deployment", {6.0, 3.0}},
+    {"image_not_found", "attach_pull_secret", {1.0, 6.0}},
+    {"image_not_found", "delete_pod", {1.0, 8.0}},
+    {"image_not_found", "*", {1.0, 6.0}},
+    {"invalid_reference", "patch_image", {12.0, 3.0}},
+    {"invalid_reference", "rollback_deployment", {6.0, 3.0}},
+    {"invalid_reference", "*", {1.0, 6.0}},
+    {"registry_auth", "attach_pull_secret", {12.0, 3.0}},
+    {"registry_auth", "create_missing_config", {6.0, 3.0}},
+    {"registry_auth", "*", {1.0, 6.0}},
+    // Config: a human creates the missing object.
     {"missing_secret", "create_missing_config", {8.0, 2.0}},
     {"missing_configmap", "create_missing_config", {8.0, 2.0}},
-    {"untolerated_taint", "scale_node_pool", {6.0, 2.0}},
-    {"unbound_volume", "scale_node_pool", {1.0, 9.0}},
+    {"missing_config_key", "create_missing_config", {8.0, 2.0}},
+    // Scheduling.
+    {"unbound_volume", "create_missing_config", {8.0, 2.0}},
+    {"unbound_volume", "scale_node_pool", {2.0, 4.0}},
+    {"unbound_volume", "*", {1.0, 9.0}},
+    {"volume_node_affinity_conflict", "scale_node_pool", {8.0, 2.0}},
+    {"volume_node_affinity_conflict", "*", {1.0, 9.0}},
+    {"untolerated_taint", "relax_node_selector", {8.0, 2.0}},
+    {"untolerated_taint", "scale_node_pool", {4.0, 4.0}},
+    {"untolerated_taint", "*", {1.0, 6.0}},
+    {"node_selector_mismatch", "relax_node_selector", {8.0, 2.0}},
+    {"node_selector_mismatch", "*", {1.0, 6.0}},
+    {"node_affinity_mismatch", "relax_node_selector", {8.0, 2.0}},
+    {"node_affinity_mismatch", "*", {1.0, 6.0}},
+    {"pod_affinity_mismatch", "relax_node_selector", {6.0, 3.0}},
+    {"pod_affinity_mismatch", "*", {1.0, 6.0}},
+    {"insufficient_cpu", "lower_resource_requests", {10.0, 4.0}},
+    {"insufficient_cpu", "scale_node_pool", {6.0, 4.0}},
+    {"insufficient_cpu", "*", {1.0, 6.0}},
+    {"insufficient_memory", "lower_resource_requests", {10.0, 4.0}},
+    {"insufficient_memory", "scale_node_pool", {6.0, 4.0}},
+    {"insufficient_memory", "*", {1.0, 6.0}},
+    {"insufficient_ephemeral_storage", "lower_resource_requests", {8.0, 4.0}},
+    {"insufficient_ephemeral_storage", "scale_node_pool", {6.0, 4.0}},
+    {"insufficient_ephemeral_storage", "*", {1.0, 6.0}},
+    // A GPU cannot be requested by a factor less: a human adds nodes.
+    {"insufficient_extended_resource", "scale_node_pool", {8.0, 2.0}},
+    {"insufficient_extended_resource", "*", {1.0, 6.0}},
+    {"host_port_conflict", "scale_node_pool", {6.0, 3.0}},
+    {"host_port_conflict", "*", {1.0, 6.0}},
+    {"too_many_pods", "scale_node_pool", {8.0, 2.0}},
+    {"too_many_pods", "*", {1.0, 6.0}},
+    // Probes on a healthy app.
+    {"probe_failure", "relax_probes", {12.0, 3.0}},
+    {"probe_failure", "delete_pod", {1.0, 5.0}},
+    {"probe_failure", "*", {1.0, 6.0}},
+    {"readiness_probe_failure", "relax_probes", {12.0, 3.0}},
+    {"readiness_probe_failure", "*", {1.0, 6.0}},
+    // App-level causes nothing in the catalog fixes.
+    {"dependency_unavailable", "*", {1.0, 12.0}},
+    {"certificate_expired", "*", {1.0, 12.0}},
+    {"authentication_failed", "*", {1.0, 12.0}},
 };
 
 std::vector<ActionSpec> BuildCatalog() {
@@ -188,6 +281,11 @@ Prior PriorFor(absl::string_view family, absl::string_view cause,
                absl::string_view strategy) {
   for (const CauseOverride& o : kCauseOverrides) {
     if (cause == o.cause && strategy == o.strategy) return o.prior;
+  }
+  for (const CauseOverride& o : kCauseOverrides) {
+    if (cause == o.cause && absl::string_view(o.strategy) == "*") {
+      return o.prior;
+    }
   }
   if (IsKnownFamily(family)) {
     for (const FamilyEntry& e : kFamilyTable) {

@@ -26,10 +26,18 @@ struct ActionSpec {
 // Error families the catalog knows. Reported types are normalised to these
 // (ErrImagePull -> ImagePullBackOff, Unschedulable/FailedScheduling ->
 // Pending).
-inline constexpr const char* kKnownFamilies[] = {
-    "ImagePullBackOff", "InvalidImageName",           "CrashLoopBackOff",
-    "OOMKilled",        "CreateContainerConfigError", "Pending",
-    "Evicted"};
+inline constexpr const char* kKnownFamilies[] = {"ImagePullBackOff",
+                                                 "InvalidImageName",
+                                                 "CrashLoopBackOff",
+                                                 "OOMKilled",
+                                                 "CreateContainerConfigError",
+                                                 "CreateContainerError",
+                                                 "RunContainerError",
+                                                 "ContainerCreating",
+                                                 "InitContainerError",
+                                                 "NotReady",
+                                                 "Pending",
+                                                 "Evicted"};
 
 // Every catalog action, in ActionType order.
 const std::vector<ActionSpec>& Catalog();
@@ -52,7 +60,10 @@ std::vector<reflexion::v1::Strategy> DefaultStrategies(absl::Time now);
 // for the generic fallback set), by name.
 std::vector<std::string> StrategiesFor(absl::string_view family);
 
-// Beta prior of success of `strategy` for (`family`, `cause`).
+// Beta prior of success of `strategy` for (`family`, `cause`): the cause's
+// entry for the strategy when there is one, else the cause's default for
+// every other strategy (causes nothing in the catalog fixes), else the
+// family's.
 struct Prior {
   double alpha;
   double beta;

@@ -2,6 +2,7 @@ list(APPEND CORE_SOURCES
   reflexion/analyzer.cc
   reflexion/catalog.cc
   reflexion/events.cc
+  reflexion/facts.cc
   reflexion/heuristic_reflector.cc
   reflexion/metrics.cc
   reflexion/pod_object.cc

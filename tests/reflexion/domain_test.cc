@@ -309,8 +309,10 @@ TEST(AnalyzerTest, ExitCodesSeparateCrashCauses) {
     dx.set_recent_rollout(rollout);
     return Analyze(in, dx, false).cause();
   };
-  EXPECT_EQ(sig(143, false), "probe_failure");
+  // 143 without failing-liveness events is a plain SIGTERM.
+  EXPECT_EQ(sig(143, false), "terminated");
   EXPECT_EQ(sig(127, false), "command_not_found");
+  EXPECT_EQ(sig(126, false), "command_not_executable");
   EXPECT_EQ(sig(139, false), "segfault");
   EXPECT_EQ(sig(1, true), "bad_release");
   EXPECT_EQ(sig(1, false), "app_error");
@@ -359,7 +361,10 @@ TEST_P(AnalyzerClipTest, EvidenceClippedInsideACharacterStillParsesBack) {
   in.add_events()->set_message(Straddling());
   in.set_logs(absl::StrCat("fatal error: ", Straddling()));
   v1::Diagnosis dx;
-  auto* c = dx.add_container_statuses();
+  dx.set_last_healthy_image(Straddling());
+  // The status is the incident's: an executor's would be unused next to the
+  // incident's own events and logs.
+  auto* c = in.add_container_statuses();
   c->set_name("web");
   c->set_waiting_reason("CrashLoopBackOff");
   c->set_waiting_message(Straddling());
@@ -599,6 +604,69 @@ TEST(MetricsTest, ComputesLearningFiguresFromEpisodes) {
   EXPECT_DOUBLE_EQ(m->error_types(0).first_third_first_attempt_success(), 0.0);
   EXPECT_DOUBLE_EQ(m->error_types(0).last_third_first_attempt_success(), 1.0);
   EXPECT_DOUBLE_EQ(m->error_types(0).learning_velocity(), 1.0);
+}
+
+// ---------------------------------------------------------------- cause priors
+
+struct FirstChoice {
+  const char* family;
+  const char* cause;
+  bool healthy_image;
+  bool pull_secret;
+  const char* expected;  // strategy, or "escalate:<recommended>"
+};
+
+TEST(CatalogTest, FirstChoiceFollowsTheCause) {
+  SelectorFixture f;
+  const FirstChoice kCases[] = {
+      {"OOMKilled", "memory_limit_too_low", false, false,
+       "increase_memory_limit"},
+      {"CrashLoopBackOff", "bad_release", false, false, "rollback_deployment"},
+      {"ImagePullBackOff", "image_not_found", true, false, "patch_image"},
+      {"ImagePullBackOff", "image_not_found", false, false,
+       "rollback_deployment"},
+      {"ImagePullBackOff", "registry_auth", false, true, "attach_pull_secret"},
+      {"ImagePullBackOff", "registry_auth", false, false,
+       "escalate:create_missing_config"},
+      {"CreateContainerConfigError", "missing_configmap", false, false,
+       "escalate:create_missing_config"},
+      {"Pending", "unbound_volume", false, false,
+       "escalate:create_missing_config"},
+      {"Pending", "untolerated_taint", false, false,
+       "escalate:relax_node_selector"},
+      {"Pending", "node_selector_mismatch", false, false,
+       "escalate:relax_node_selector"},
+      {"Pending", "insufficient_cpu", false, false, "lower_resource_requests"},
+      {"Pending", "insufficient_extended_resource", false, false,
+       "escalate:scale_node_pool"},
+      {"CrashLoopBackOff", "probe_failure", false, false, "relax_probes"},
+      {"NotReady", "readiness_probe_failure", false, false, "relax_probes"},
+      {"CrashLoopBackOff", "certificate_expired", false, false, "escalate"},
+      {"CrashLoopBackOff", "dependency_unavailable", false, false, "escalate"},
+  };
+  for (const FirstChoice& c : kCases) {
+    v1::Analysis a;
+    a.set_error_family(c.family);
+    a.set_cause(c.cause);
+    a.set_signature(absl::StrCat(c.family, "/", c.cause));
+    v1::Diagnosis dx;
+    if (c.healthy_image) dx.set_last_healthy_image("img:1");
+    if (c.pull_secret) dx.add_available_pull_secrets("regcred");
+    SelectionOutcome out =
+        SelectStrategy(a, MakeIncident("w", "d", c.family), dx, f.strategies,
+                       {}, {}, 1, "k", 1, SelectorOptions());
+    std::string got;
+    if (out.chosen) {
+      got = out.selection.strategy().name();
+    } else {
+      got = "escalate";
+      const ActionSpec* spec = FindAction(out.recommended_action.type());
+      if (spec != nullptr && spec->tier == v1::SAFETY_TIER_C) {
+        absl::StrAppend(&got, ":", spec->name);
+      }
+    }
+    EXPECT_EQ(got, c.expected) << a.signature();
+  }
 }
 
 }  // namespace
