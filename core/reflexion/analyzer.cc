@@ -875,6 +875,14 @@ v1::Analysis Analyze(const v1::Incident& incident, const v1::Diagnosis& dx,
       }
     }
   }
+  // A type the catalog does not know, reported by a caller that sent no
+  // statuses of its own: the executor's statuses may refine the cause, but
+  // the incident's own word names the family, and it is analysed deeply.
+  if (!reported.empty() && !IsKnownFamily(reported) && picked != nullptr &&
+      absl::StartsWith(picked->source, "executor:") && !f.pod.present) {
+    v.family = reported;
+    if (!deep) v.cause = "unclassified";
+  }
   if (v.cause.empty()) v.cause = "unclassified";
   if (v.family.empty()) v.family = "Unknown";
 

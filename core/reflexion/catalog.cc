@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/reflexion/pod_object.h"
 #include "core/reflexion/time_util.h"
 
 namespace reflexion::core {
@@ -56,6 +57,7 @@ constexpr FamilyEntry kFamilyTable[] = {
     {"Evicted", "delete_pod", {2.0, 2.0}},
     {"Evicted", "rollback_deployment", {1.6, 2.4}},
     {"Evicted", "lower_resource_requests", {1.4, 2.6}},
+    {"Evicted", "increase_memory_limit", {1.2, 2.8}},
     {"ImagePullBackOff", "create_missing_config", {1.0, 3.0}},
     {"Pending", "create_missing_config", {1.0, 3.0}},
     {"CreateContainerError", "rollback_deployment", {2.0, 2.0}},
@@ -166,6 +168,35 @@ constexpr CauseOverride kCauseOverrides[] = {
     {"probe_failure", "*", {1.0, 6.0}},
     {"readiness_probe_failure", "relax_probes", {12.0, 3.0}},
     {"readiness_probe_failure", "*", {1.0, 6.0}},
+    // Evicted far over its memory request: give it what it uses.
+    {"over_memory_request", "increase_memory_limit", {12.0, 3.0}},
+    {"over_memory_request", "*", {1.0, 6.0}},
+    // A runtime failure inside a running pod (exit 125: the container's
+    // runtime CLI failed) is not fixed by a restart; see kFamilyCause for
+    // the create-time glitch a recreate does fix.
+    {"container_runtime_error", "*", {1.0, 12.0}},
+    // The program itself fails (its command, its exit, a crash): a restart
+    // or a blind rollback does not fix it. Without a rollout to blame
+    // (bad_release), a human looks.
+    {"command_exits", "*", {1.0, 12.0}},
+    {"app_error", "*", {1.0, 12.0}},
+    {"command_not_found", "*", {1.0, 12.0}},
+    {"command_not_executable", "*", {1.0, 12.0}},
+    {"start_error", "*", {1.0, 12.0}},
+    {"killed", "*", {1.0, 12.0}},
+    // The node or the platform, not the pod: the kubelet already retries
+    // mounts and sandboxes.
+    // An unresolvable or unreachable registry: most often the image
+    // reference changed (a mistyped host); rolling back reverts it (tier A)
+    // while the kubelet keeps retrying. Nothing else in the catalog helps.
+    {"registry_unreachable", "rollback_deployment", {6.0, 4.0}},
+    {"registry_unreachable", "*", {1.0, 12.0}},
+    {"volume_mount_failed", "*", {1.0, 12.0}},
+    {"sandbox_creation_failed", "*", {1.0, 12.0}},
+    // Rejected or evicted for the node's disk: recreate it elsewhere (a
+    // controller's pod) or nothing: requests do not cover disk pressure.
+    {"disk_pressure", "delete_pod", {2.0, 2.0}},
+    {"disk_pressure", "*", {1.0, 12.0}},
     // App-level causes nothing in the catalog fixes.
     {"dependency_unavailable", "*", {1.0, 12.0}},
     {"certificate_expired", "*", {1.0, 12.0}},
@@ -277,8 +308,36 @@ std::vector<std::string> StrategiesFor(absl::string_view family) {
   return out;
 }
 
+// Where the family changes what a cause calls for (checked first).
+struct FamilyCauseOverride {
+  const char* family;
+  const char* cause;
+  const char* strategy;  // "*": every other strategy
+  Prior prior;
+};
+constexpr FamilyCauseOverride kFamilyCause[] = {
+    // CreateContainerError "name is reserved" and similar create-time
+    // runtime glitches: recreating the pod is the known fix.
+    {"CreateContainerError",
+     "container_runtime_error",
+     "delete_pod",
+     {8.0, 4.0}},
+    {"CreateContainerError", "container_runtime_error", "*", {1.0, 9.0}},
+};
+
 Prior PriorFor(absl::string_view family, absl::string_view cause,
                absl::string_view strategy) {
+  for (const FamilyCauseOverride& o : kFamilyCause) {
+    if (family == o.family && cause == o.cause && strategy == o.strategy) {
+      return o.prior;
+    }
+  }
+  for (const FamilyCauseOverride& o : kFamilyCause) {
+    if (family == o.family && cause == o.cause &&
+        absl::string_view(o.strategy) == "*") {
+      return o.prior;
+    }
+  }
   for (const CauseOverride& o : kCauseOverrides) {
     if (cause == o.cause && strategy == o.strategy) return o.prior;
   }
@@ -330,6 +389,33 @@ absl::StatusOr<Action> BuildAction(const Strategy& strategy,
   action.set_namespace_(incident.namespace_());
   *action.mutable_params() = ClampParams(strategy.params());
   action.set_idempotency_key(std::string(idempotency_key));
+  if (incident.has_pod()) {
+    // What the pod object says about its controller: deleting a bare pod
+    // loses it, and only a Deployment's ReplicaSet can be rolled back.
+    bool controlled = false, deployment = false;
+    if (const google::protobuf::ListValue* owners =
+            ListAt(incident.pod(), "metadata.ownerReferences")) {
+      for (const google::protobuf::Value& o : owners->values()) {
+        if (!o.has_struct_value()) continue;
+        const google::protobuf::Value* c =
+            FindPath(o.struct_value(), "controller");
+        if (c == nullptr || (c->has_bool_value() && c->bool_value())) {
+          controlled = true;
+        }
+        if (StringAt(o.struct_value(), "kind").value_or("") == "ReplicaSet") {
+          deployment = true;
+        }
+      }
+    }
+    if (spec->type == v1::ACTION_TYPE_DELETE_POD && !controlled) {
+      return absl::FailedPreconditionError(
+          "the pod has no controller: deleting it would lose it");
+    }
+    if (spec->type == v1::ACTION_TYPE_ROLLBACK_DEPLOYMENT && !deployment) {
+      return absl::FailedPreconditionError(
+          "the pod is not part of a Deployment: nothing to roll back");
+    }
+  }
   if (spec->type == v1::ACTION_TYPE_PATCH_IMAGE) {
     if (diagnosis.last_healthy_image().empty()) {
       return absl::FailedPreconditionError("no last healthy image is known");

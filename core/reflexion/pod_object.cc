@@ -77,6 +77,15 @@ PodIdentity ReadPodIdentity(const Struct& pod) {
   PodIdentity id;
   id.name = StringAt(pod, "metadata.name").value_or("");
   id.namespace_name = StringAt(pod, "metadata.namespace").value_or("");
+  // A pod-level failure (Evicted, and the like) names the incident; its
+  // containers merely ended with it.
+  if (StringAt(pod, "status.phase").value_or("") == "Failed") {
+    if (auto reason = StringAt(pod, "status.reason");
+        reason && !reason->empty()) {
+      id.error_type = *reason;
+      return id;
+    }
+  }
   for (const char* list :
        {"status.initContainerStatuses", "status.containerStatuses"}) {
     const ListValue* statuses = ListAt(pod, list);

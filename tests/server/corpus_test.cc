@@ -30,6 +30,9 @@ struct Case {
   std::string name, signature, container, first_action;
   bool has_related = false;
 };
+// A case's signature from the pod, events and logs alone (what the server
+// sees without an agent): `pod_only_signature` when the expected one needs
+// the related objects (a rollout, say).
 
 std::string Dir() { return std::string(REFLEXION_TESTDATA_DIR) + "/pods/"; }
 
@@ -46,7 +49,9 @@ std::vector<Case> LoadCases() {
   for (const YAML::Node& n : root) {
     Case c;
     c.name = n["name"].as<std::string>();
-    c.signature = n["signature"].as<std::string>();
+    c.signature = n["pod_only_signature"]
+                      ? n["pod_only_signature"].as<std::string>()
+                      : n["signature"].as<std::string>();
     c.container = n["container"].as<std::string>("");
     c.first_action = n["first_action"].as<std::string>();
     for (const YAML::Node& f : n["files"]) {
@@ -83,9 +88,13 @@ v1::DiagnoseIncidentRequest RequestFor(const Case& c) {
   return req;
 }
 
+// "<strategy>", "escalate:<tier-C strategy>" (a human approves that
+// action), or "escalate" (nothing in the catalog is recommended: the
+// recommendation, if any, is not a human-only action).
 std::string FirstActionOf(const v1::FirstStep& f) {
   if (f.kind() == v1::FirstStep::KIND_EXECUTE) return f.strategy();
-  return f.strategy().empty() ? "escalate" : "escalate:" + f.strategy();
+  return f.action().tier() == v1::SAFETY_TIER_C ? "escalate:" + f.strategy()
+                                                : "escalate";
 }
 
 TEST(CorpusTest, EveryCaptureIsDiagnosedAsExpectedAndTheSimulatorAgrees) {
