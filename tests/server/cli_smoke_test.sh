@@ -57,6 +57,20 @@ if [[ $mode == cli ]]; then
   "$ctl" --server "$addr" -o json process --pod web-2 --namespace default \
     --error_type Segfault >"$work/process.json" || fail "json process exit code"
   grep -q '"node":"deep_analysis"' "$work/process.json" || fail "Segfault skipped deep analysis"
+  # A real pod object on standard input, as `kubectl get pod P -o json |
+  # reflexionctl diagnose -f -`: an OOM kill inside CrashLoopBackOff is an OOM
+  # of the named container, fixed by a memory raise; a typo in the registry
+  # host is an unreachable registry, not an auth problem.
+  pods=$(cd "$(dirname "$0")/../testdata/pods" && pwd)
+  expect "signature  OOMKilled/memory_limit_too_low  (container memory-demo-2-ctr)" \
+    "diagnose OOM signature" \
+    bash -c "\"$ctl\" --server $addr diagnose -f - < $pods/oom-in-crashloop.pod.json"
+  grep -q "^first      run increase_memory_limit" "$work/out" || { cat "$work/out"; fail "diagnose OOM action"; }
+  expect "signature  ImagePullBackOff/registry_unreachable  (container orders)" \
+    "diagnose registry typo" \
+    "$ctl" --server "$addr" diagnose -f "$pods/imagepullbackoff-registry-host-typo.pod.json" \
+    --events "$pods/imagepullbackoff-registry-host-typo.events.json"
+  grep -q "registry_auth" "$work/out" && { cat "$work/out"; fail "registry typo called auth"; }
   expect '"result":{"workflow_id":"wf-' "json result" tail -n 1 "$work/process.json"
   set +e
   "$ctl" --server "$addr" process --pod Bad_Pod --error_type OOMKilled 2>"$work/bad.txt"
