@@ -45,6 +45,73 @@ TEST(ValidationTest, AcceptsAWellFormedIncident) {
       IsOk());
 }
 
+// Kubernetes objects on an incident: names and type read from the pod,
+// duplicate events folded, the limits named.
+v1::Incident WithPodObject() {
+  v1::Incident in;
+  auto& f = *in.mutable_pod()->mutable_fields();
+  auto& meta = *f["metadata"].mutable_struct_value()->mutable_fields();
+  meta["name"].set_string_value("web-1");
+  meta["namespace"].set_string_value("shop");
+  auto& status = *f["status"].mutable_struct_value()->mutable_fields();
+  status["phase"].set_string_value("Running");
+  auto* cs = status["containerStatuses"].mutable_list_value()->add_values();
+  auto& c = *cs->mutable_struct_value()->mutable_fields();
+  c["name"].set_string_value("app");
+  (*(*c["state"].mutable_struct_value()->mutable_fields())["waiting"]
+        .mutable_struct_value()
+        ->mutable_fields())["reason"]
+      .set_string_value("CrashLoopBackOff");
+  return in;
+}
+
+google::protobuf::Struct Event(const std::string& reason,
+                               const std::string& message, double count) {
+  google::protobuf::Struct e;
+  (*e.mutable_fields())["reason"].set_string_value(reason);
+  (*e.mutable_fields())["message"].set_string_value(message);
+  (*e.mutable_fields())["count"].set_number_value(count);
+  return e;
+}
+
+TEST(ValidationTest, APodObjectNamesTheIncidentAndDuplicateEventsAreFolded) {
+  v1::Incident in = WithPodObject();
+  for (int i = 0; i < 300; ++i) *in.add_pod_events() = Event("BackOff", "x", 2);
+  *in.add_pod_events() = Event("Killing", "y", 1);
+  ASSERT_THAT(NormalizeIncident(&in, "incident."), IsOk());
+  EXPECT_EQ(in.pod_name(), "web-1");
+  EXPECT_EQ(in.namespace_(), "shop");
+  EXPECT_EQ(in.error_type(), "CrashLoopBackOff");
+  ASSERT_EQ(in.pod_events_size(), 2);
+  EXPECT_EQ(in.pod_events(0).fields().at("count").number_value(), 600);
+  EXPECT_THAT(ValidateIncident(in, "incident."), IsOk());
+  // A caller's own names win over the object's.
+  v1::Incident named = WithPodObject();
+  named.set_pod_name("other");
+  ASSERT_THAT(NormalizeIncident(&named, ""), IsOk());
+  EXPECT_EQ(named.pod_name(), "other");
+}
+
+TEST(ValidationTest,
+     TooManyDistinctEventsOrTooBigAPodAreRejectedNamingTheField) {
+  v1::Incident in = WithPodObject();
+  for (int i = 0; i < 257; ++i) {
+    *in.add_pod_events() = Event("BackOff", absl::StrCat("m", i), 1);
+  }
+  EXPECT_THAT(NormalizeIncident(&in, "incident."),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("incident.pod_events: at most 256")));
+  v1::Incident big = WithPodObject();
+  (*big.mutable_pod()->mutable_fields())["blob"].set_string_value(
+      std::string((1 << 20) + 1, 'x'));
+  EXPECT_THAT(NormalizeIncident(&big, ""),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("pod: at most 1 MiB")));
+  EXPECT_THAT(ValidateIncident(big, ""),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("pod: at most 1 MiB")));
+}
+
 TEST(ValidationTest, RejectsEmptyPodNameNamingTheField) {
   EXPECT_THAT(
       ValidateIncident(MakeIncident("", "default", "OOMKilled"), "incident."),

@@ -1071,6 +1071,43 @@ TEST(ReproducibilityTest, TheSameIncidentsOnAFreshServerReplayExactly) {
   EXPECT_THAT(first[0], ::testing::StartsWith("wf-1-000001 "));
 }
 
+TEST_F(ServerTest, DiagnoseIncidentRunsNothingLearnsNothingStoresNothing) {
+  v1::DiagnoseIncidentRequest req;
+  req.set_pod_name("web-9");
+  req.set_namespace_("shop");
+  req.set_error_type("OOMKilled");
+  v1::DiagnoseIncidentResponse d;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->DiagnoseIncident(&ctx, req, &d).ok());
+  }
+  EXPECT_EQ(d.analysis().signature(), "OOMKilled/memory_limit_too_low");
+  EXPECT_FALSE(d.candidates().empty());
+  EXPECT_EQ(d.first_step().kind(), v1::FirstStep::KIND_EXECUTE);
+  EXPECT_EQ(d.first_step().strategy(), "increase_memory_limit");
+  EXPECT_TRUE(d.first_step().action().idempotency_key().empty());
+  v1::ListEpisodesResponse episodes;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(
+        stub_->ListEpisodes(&ctx, v1::ListEpisodesRequest(), &episodes).ok());
+  }
+  EXPECT_EQ(episodes.episodes_size(), 0);
+  v1::GetMetricsResponse m;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->GetMetrics(&ctx, v1::GetMetricsRequest(), &m).ok());
+  }
+  EXPECT_EQ(m.workflows_started(), 0);
+  EXPECT_TRUE(app_->cluster()->ExecutionLog().empty());
+  // Bad input is INVALID_ARGUMENT naming the field, as for every incident.
+  req.set_pod_name("Bad_Pod");
+  grpc::ClientContext ctx;
+  grpc::Status s = stub_->DiagnoseIncident(&ctx, req, &d);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("pod_name"));
+}
+
 TEST_F(ServerTest, ASecondServerOnALockedDataDirFailsCleanly) {
   ServerConfig config;
   config.host = "127.0.0.1";
