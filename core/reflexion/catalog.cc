@@ -118,12 +118,15 @@ constexpr CauseOverride kCauseOverrides[] = {
     {"bad_release", "*", {1.0, 6.0}},
     {"image_not_found", "patch_image", {12.0, 3.0}},
     {"image_not_found", "rollback_deployment", {6.0, 3.0}},
-    {"image_not_found", "attach_pull_secret", {1.0, 6.0}},
-    {"image_not_found", "delete_pod", {1.0, 8.0}},
-    {"image_not_found", "*", {1.0, 6.0}},
+    // A tag that does not exist is not pulled by a retry or a credential.
+    {"image_not_found", "*", {1.0, 12.0}},
     {"invalid_reference", "patch_image", {12.0, 3.0}},
     {"invalid_reference", "rollback_deployment", {6.0, 3.0}},
     {"invalid_reference", "*", {1.0, 6.0}},
+    // Docker Hub's anonymous pull limit: authenticated pulls (an existing
+    // pull secret) get a higher one.
+    {"rate_limited", "attach_pull_secret", {10.0, 4.0}},
+    {"rate_limited", "*", {1.0, 9.0}},
     {"registry_auth", "attach_pull_secret", {12.0, 3.0}},
     {"registry_auth", "create_missing_config", {6.0, 3.0}},
     {"registry_auth", "*", {1.0, 6.0}},
@@ -415,6 +418,11 @@ absl::StatusOr<Action> BuildAction(const Strategy& strategy,
       return absl::FailedPreconditionError(
           "the pod is not part of a Deployment: nothing to roll back");
     }
+  }
+  if (spec->type == v1::ACTION_TYPE_ROLLBACK_DEPLOYMENT &&
+      diagnosis.first_revision()) {
+    return absl::FailedPreconditionError(
+        "the workload has no earlier revision to roll back to");
   }
   if (spec->type == v1::ACTION_TYPE_PATCH_IMAGE) {
     if (diagnosis.last_healthy_image().empty()) {

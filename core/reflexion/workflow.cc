@@ -258,9 +258,10 @@ absl::Status ReflexionWorkflow::Resume(
 }
 
 absl::StatusOr<v1::DiagnoseIncidentResponse> ReflexionWorkflow::Diagnose(
-    const v1::Incident& incident) const {
+    const v1::Incident& incident, const v1::Diagnosis& known) const {
   State s;
   *s.mutable_incident() = incident;
+  *s.mutable_diagnosis() = known;
   *s.mutable_analysis() = Analyze(s.incident(), s.diagnosis(), false);
   if (NeedsDeepAnalysis(s.analysis())) {
     *s.mutable_analysis() = Analyze(s.incident(), s.diagnosis(), true);

@@ -161,8 +161,12 @@ class ReflexionWorkflow {
   // the workflow would do first: the eligible candidate with the highest
   // posterior mean (no Thompson draw), or an escalation. Store errors are
   // returned. Thread-safe.
+  // `known` holds facts an executor (an agent) reports about the pod's
+  // surroundings — the last healthy image, existing pull secrets, a recent
+  // rollout — merged under the usual precedence (incident facts win).
   absl::StatusOr<reflexion::v1::DiagnoseIncidentResponse> Diagnose(
-      const reflexion::v1::Incident& incident) const;
+      const reflexion::v1::Incident& incident,
+      const reflexion::v1::Diagnosis& known = {}) const;
 
   const WorkflowGraph& graph() const { return *graph_; }
   const WorkflowConfig& config() const { return config_; }
