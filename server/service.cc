@@ -206,11 +206,12 @@ class ReflexionServiceImpl::ResolveReactor final
     }
     int handed = 0;
     for (const std::string& id : retained) {
-      ResolveResponse r;
+      bool start;
       {
         absl::MutexLock lock(&mu_);
         auto it = open_.find(id);
         if (it == open_.end()) continue;  // its result came meanwhile
+        ResolveResponse r;
         auto* h = r.mutable_handed_off();
         h->set_request_id(it->second.request_id);
         h->set_workflow_id(id);
@@ -221,8 +222,10 @@ class ReflexionServiceImpl::ResolveReactor final
             "its outcome with GetWorkflow");
         handed_off_.insert(id);
         open_.erase(it);
+        // Small and rare: encoded under the lock, queued with the change.
+        start = QueueLocked(EncodeMessage(r));
       }
-      Enqueue(std::move(r));
+      if (start) StartWrite(&in_write_);
       ++handed;
     }
     MaybeFinish();
@@ -324,18 +327,19 @@ class ReflexionServiceImpl::ResolveReactor final
       Enqueue(std::move(r));
     };
     cb.on_result = [this](reflexion::v1::IncidentResult result) {
-      bool mine;
+      const std::string id = result.workflow_id();
+      ResolveResponse r;
+      *r.mutable_result() = std::move(result);
+      grpc::ByteBuffer bytes = EncodeMessage(r);
+      bool mine, start = false;
       {
         absl::MutexLock lock(&mu_);
-        mine = open_.erase(result.workflow_id()) > 0;
-        handed_off_.erase(result.workflow_id());
+        mine = open_.erase(id) > 0;
+        handed_off_.erase(id);
+        if (mine) start = QueueLocked(std::move(bytes));
       }
-      if (mine) {
-        service_->AddOpen(-1);
-        ResolveResponse r;
-        *r.mutable_result() = std::move(result);
-        Enqueue(std::move(r));
-      }
+      if (start) StartWrite(&in_write_);
+      if (mine) service_->AddOpen(-1);
       WorkflowFinished();
     };
     return cb;
@@ -393,17 +397,27 @@ class ReflexionServiceImpl::ResolveReactor final
 
   void Enqueue(const ResolveResponse& response) {
     grpc::ByteBuffer bytes = EncodeMessage(response);
+    bool start;
     {
       absl::MutexLock lock(&mu_);
-      if (broken_ || finished_) return;
-      if (writing_) {
-        queue_.push_back(std::move(bytes));
-        return;
-      }
-      writing_ = true;
-      in_write_ = std::move(bytes);
+      start = QueueLocked(std::move(bytes));
     }
-    StartWrite(&in_write_);
+    if (start) StartWrite(&in_write_);
+  }
+
+  // Queues `bytes` (dropped once the stream is finished or broken); true
+  // when the caller must StartWrite(&in_write_) after releasing mu_. Used
+  // with the change of open_ that the message reports, under one lock, so
+  // MaybeFinish never ends the stream between the two.
+  bool QueueLocked(grpc::ByteBuffer bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (broken_ || finished_) return false;
+    if (writing_) {
+      queue_.push_back(std::move(bytes));
+      return false;
+    }
+    writing_ = true;
+    in_write_ = std::move(bytes);
+    return true;
   }
 
   void WorkflowFinished() {
