@@ -96,6 +96,8 @@ absl::Status App::Start() {
   }
   ServiceOptions options;
   options.max_in_flight_per_stream = config_.max_in_flight_per_stream;
+  options.stream_buffer_bytes =
+      static_cast<size_t>(config_.stream_buffer_bytes);
   options.executor_name = cluster_->Name();
   options.reflector_name = reflector_.Name();
   options.storage_writable = [db = db_.get()] { return db->Writable(); };
@@ -103,8 +105,8 @@ absl::Status App::Start() {
   options.storage_lost_sequences =
       static_cast<int64_t>(db_->recovery().lost_sequences);
   service_ = std::make_unique<ReflexionServiceImpl>(
-      workflow_.get(), runner_.get(), hub_.get(), store_.get(), checkpoints_.get(), pool_.get(),
-      &clock_, options);
+      workflow_.get(), runner_.get(), hub_.get(), store_.get(),
+      checkpoints_.get(), pool_.get(), &clock_, options);
 
   grpc::EnableDefaultHealthCheckService(true);
   // gRPC serves health itself; linking its descriptor lets reflection

@@ -59,6 +59,8 @@ class App {
   const ServerConfig& config() const { return config_; }
   // For tests: the simulated cluster in use.
   sim::SimulatedCluster* cluster() const { return cluster_.get(); }
+  // For tests: the gRPC service (its Resolve stream stats).
+  ReflexionServiceImpl* service() const { return service_.get(); }
 
   // Lines describing the active executor and reflector and why.
   std::vector<std::string> StartupReport() const;

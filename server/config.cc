@@ -116,6 +116,14 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
   if (key == "service.max_in_flight_per_stream") {
     return ReadInt(v, key, 1, 1'000'000, c.max_in_flight_per_stream);
   }
+  if (key == "service.stream_buffer_bytes") {
+    // Bytes, at least 64 KiB, at most 1 GiB.
+    int bytes = 0;
+    absl::Status s = ReadInt(v, key, 65536, 1 << 30, bytes);
+    if (!s.ok()) return s;
+    c.stream_buffer_bytes = bytes;
+    return absl::OkStatus();
+  }
   if (key == "service.watch_retained_workflows") {
     return ReadInt(v, key, 0, 1'000'000, c.watch_retained_workflows);
   }

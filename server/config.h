@@ -19,6 +19,9 @@ struct ServerConfig {
   std::string data_dir = "./data";      // service.data_dir, --data_dir
   int max_in_flight = 10000;            // service.max_in_flight
   int max_in_flight_per_stream = 1000;  // service.max_in_flight_per_stream
+  // Outbound bytes queued on a Resolve stream above which its reading
+  // pauses (service.stream_buffer_bytes).
+  int64_t stream_buffer_bytes = 4 << 20;
   // --accept_data_loss: start even when recovery finds acknowledged writes
   // missing from the WAL (reported in the log and GetMetrics).
   bool accept_data_loss = false;

@@ -113,11 +113,13 @@ class ReflexionServiceImpl::ResolveReactor final
   using ResolveResponse = reflexion::v1::ResolveResponse;
 
  public:
-  ResolveReactor(ReflexionServiceImpl* service, int max_in_flight)
+  ResolveReactor(ReflexionServiceImpl* service, int max_in_flight,
+                 size_t budget)
       : service_(service),
         runner_(service->runner_),
         pool_(service->pool_),
-        max_in_flight_(max_in_flight) {
+        max_in_flight_(max_in_flight),
+        budget_(budget) {
     service_->Register(this);
     StartRead(&read_buffer_);
   }
@@ -135,27 +137,53 @@ class ReflexionServiceImpl::ResolveReactor final
     {
       absl::MutexLock lock(&mu_);
       if (finished_) return;  // handed off: nothing more is read
+      if (queued_bytes_ > budget_) {
+        // Back-pressure: a client that does not read gets no more reads
+        // (HTTP/2 flow control then stops its writes) until its queue has
+        // drained to half the budget (OnWriteDone resumes).
+        read_paused_ = true;
+        return;
+      }
     }
     StartRead(&read_buffer_);
+  }
+
+  // Bytes of messages queued for this stream, for tests and metrics.
+  size_t queued_bytes() {
+    absl::MutexLock lock(&mu_);
+    return queued_bytes_;
+  }
+  bool read_paused() {
+    absl::MutexLock lock(&mu_);
+    return read_paused_;
   }
 
   void OnWriteDone(bool ok) override {
     bool start = false;
     bool more = false;
+    bool resume = false;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
       if (!ok) {
         broken_ = true;  // the client is gone: drop what is queued
         queue_.clear();
+        queued_bytes_ = 0;
       } else if (!queue_.empty() && !finished_) {
         in_write_ = std::move(queue_.front());
         queue_.pop_front();
+        queued_bytes_ -= std::min(queued_bytes_, in_write_.Length());
         writing_ = true;
         start = true;
         more = !queue_.empty();
       }
+      if (read_paused_ && !finished_ && !broken_ &&
+          queued_bytes_ <= budget_ / 2) {
+        read_paused_ = false;
+        resume = true;
+      }
     }
+    if (resume) StartRead(&read_buffer_);
     if (start) {
       // While more messages are queued, let gRPC coalesce them into fewer
       // frames and syscalls; the last one of a burst is flushed at once.
@@ -172,6 +200,7 @@ class ReflexionServiceImpl::ResolveReactor final
       absl::MutexLock lock(&mu_);
       broken_ = true;
       queue_.clear();
+      queued_bytes_ = 0;
     }
     MaybeFinish();
   }
@@ -412,6 +441,7 @@ class ReflexionServiceImpl::ResolveReactor final
   bool QueueLocked(grpc::ByteBuffer bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (broken_ || finished_) return false;
     if (writing_) {
+      queued_bytes_ += bytes.Length();
       queue_.push_back(std::move(bytes));
       return false;
     }
@@ -472,6 +502,8 @@ class ReflexionServiceImpl::ResolveReactor final
   WorkflowRunner* const runner_;
   graph::TaskRunner* const pool_;
   const int max_in_flight_;
+  // Bytes of queued outbound messages above which reading pauses.
+  const size_t budget_;
   grpc::ByteBuffer read_buffer_;  // only touched by the read path
 
   absl::Mutex mu_;
@@ -483,6 +515,8 @@ class ReflexionServiceImpl::ResolveReactor final
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   bool handing_off_ ABSL_GUARDED_BY(mu_) = false;
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // in queue_
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   // Workflows whose callbacks still reference this stream.
   int active_ ABSL_GUARDED_BY(mu_) = 0;
   // Accepted workflows whose result this stream still owes (bounded by
@@ -515,6 +549,17 @@ bool ReflexionServiceImpl::WaitForStreams(absl::Time deadline) {
   return streams_mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
 }
 
+ReflexionServiceImpl::StreamStats ReflexionServiceImpl::Streams() {
+  absl::MutexLock lock(&streams_mu_);
+  StreamStats stats;
+  for (ResolveReactor* stream : streams_) {
+    ++stats.streams;
+    stats.queued_bytes += stream->queued_bytes();
+    stats.paused += stream->read_paused() ? 1 : 0;
+  }
+  return stats;
+}
+
 int ReflexionServiceImpl::HandOffStreams() {
   absl::MutexLock lock(&streams_mu_);
   int handed = 0;
@@ -541,7 +586,8 @@ ReflexionServiceImpl::ReflexionServiceImpl(
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 ReflexionServiceImpl::Resolve(grpc::CallbackServerContext* context) {
-  return new ResolveReactor(this, options_.max_in_flight_per_stream);
+  return new ResolveReactor(this, options_.max_in_flight_per_stream,
+                            options_.stream_buffer_bytes);
 }
 
 grpc::ServerUnaryReactor* ReflexionServiceImpl::ProcessIncident(

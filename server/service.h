@@ -21,6 +21,10 @@ struct ServiceOptions {
   // Incidents in flight on one Resolve stream before further ones are
   // rejected with RESOURCE_EXHAUSTED.
   int max_in_flight_per_stream = 1000;
+  // Bytes of outbound messages queued on one Resolve stream above which the
+  // server stops reading it (back-pressure) until half of them are written
+  // (service.stream_buffer_bytes).
+  size_t stream_buffer_bytes = 4 << 20;
   // Names reported by GetMetrics.
   std::string executor_name;
   std::string reflector_name;
@@ -73,6 +77,15 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
   // WatchWorkflow) and those streams end with UNAVAILABLE. Returns how many
   // were handed off.
   int HandOffStreams();
+
+  // The live Resolve streams: how many, the bytes queued on them, how many
+  // have reading paused (back-pressure).
+  struct StreamStats {
+    int streams = 0;
+    size_t queued_bytes = 0;
+    int paused = 0;
+  };
+  StreamStats Streams();
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Resolve(
       grpc::CallbackServerContext* context) override;

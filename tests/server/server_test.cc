@@ -3,12 +3,14 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -1108,6 +1110,84 @@ TEST_F(ServerTest, DiagnoseIncidentRunsNothingLearnsNothingStoresNothing) {
   EXPECT_THAT(s.error_message(), HasSubstr("pod_name"));
 }
 
+// A client that sends incidents and does not read: once the stream's
+// outbound queue passes service.stream_buffer_bytes the server stops
+// reading it, so what it holds stays bounded; when the client reads again,
+// everything is answered.
+TEST(BackPressureTest, AStreamThatIsNotReadStopsBeingReadAndResumes) {
+  TempDir dir;
+  ServerConfig config;
+  config.host = "127.0.0.1";
+  config.port = 0;
+  config.data_dir = dir.path();
+  config.worker_threads = 2;
+  config.stream_buffer_bytes = 64 << 10;
+  config.max_in_flight_per_stream = 50;
+  App app(config);
+  ASSERT_THAT(app.Start(), IsOk());
+  // A client whose receive window stays small (no BDP growth), so the
+  // server's writes wait for it as soon as it stops reading.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 10);
+  auto stub = v1::ReflexionService::NewStub(
+      grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", app.port()),
+                                grpc::InsecureChannelCredentials(), args));
+  constexpr int kIncidents = 3000;
+  grpc::ClientContext ctx;
+  auto stream = stub->Resolve(&ctx);
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    for (int i = 0; i < kIncidents; ++i) {
+      v1::ResolveRequest req;
+      *req.mutable_incident() = MakeIncident(
+          absl::StrCat("bp-", i), "shop", kTypes[i % 8], absl::StrCat("r", i));
+      if (!stream->Write(req)) return;
+      ++written;
+    }
+    stream->WritesDone();
+  });
+  // Wait (bounded) until the server has paused reading this stream.
+  ReflexionServiceImpl::StreamStats stats;
+  for (int i = 0; i < 2000; ++i) {
+    stats = app.service()->Streams();
+    if (stats.paused == 1) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(stats.paused, 1) << "reading never paused";
+  if (stats.paused != 1) {
+    ctx.TryCancel();
+    writer.join();
+    return;
+  }
+  int64_t started = 0;
+  {
+    v1::GetMetricsResponse m;
+    grpc::ClientContext mctx;
+    ASSERT_TRUE(stub->GetMetrics(&mctx, v1::GetMetricsRequest(), &m).ok());
+    started = m.workflows_started();
+  }
+  // Not everything was taken in, and what is queued is bounded (the budget
+  // plus the events of the incidents admitted before the pause).
+  EXPECT_LT(started, kIncidents);
+  EXPECT_LT(stats.queued_bytes, size_t{8} << 20);
+  std::printf("paused after %lld incidents with %zu bytes queued\n",
+              static_cast<long long>(started), stats.queued_bytes);
+  // Reading again: every incident is answered.
+  int results = 0, rejected = 0;
+  v1::ResolveResponse m;
+  while (stream->Read(&m)) {
+    if (m.has_result()) ++results;
+    if (m.has_rejected()) ++rejected;
+  }
+  writer.join();
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(written.load(), kIncidents);
+  EXPECT_EQ(results + rejected, kIncidents);
+  EXPECT_EQ(app.service()->Streams().queued_bytes, 0u);
+  app.Stop(absl::ZeroDuration(), absl::ZeroDuration());
+}
+
 TEST_F(ServerTest, ASecondServerOnALockedDataDirFailsCleanly) {
   ServerConfig config;
   config.host = "127.0.0.1";
@@ -1317,6 +1397,17 @@ workflow:
   EXPECT_THAT(ApplyYaml("workflow:\n  durability: eventually\n", c),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("workflow.durability")));
+}
+
+TEST(ConfigTest, StreamBufferBytesIsAppliedAndValidated) {
+  ServerConfig c;
+  EXPECT_EQ(c.stream_buffer_bytes, 4 << 20);
+  ASSERT_THAT(ApplyYaml("service:\n  stream_buffer_bytes: 1048576\n", c),
+              IsOk());
+  EXPECT_EQ(c.stream_buffer_bytes, 1 << 20);
+  EXPECT_THAT(ApplyYaml("service:\n  stream_buffer_bytes: 100\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("service.stream_buffer_bytes")));
 }
 
 TEST(ConfigTest, ShutdownKeysAreAppliedAndValidated) {
