@@ -18,6 +18,12 @@ DEBIAN_PACKAGES=(
   libyaml-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev
+  # The Go client (client/go, GOPATH mode, offline). grpc's dependency is
+  # satisfied by golang-github-golang-protobuf-1-3-dev unless 1-5 is named:
+  # 1-3 panics on the first oneof Send.
+  golang-go protoc-gen-go protoc-gen-go-grpc
+  golang-google-grpc-dev golang-google-protobuf-dev
+  golang-github-golang-protobuf-1-5-dev
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -57,6 +63,27 @@ ensure_buf() {
       "@bufbuild/buf@$BUF_VERSION" >/dev/null)
   fi
   echo "$bin"
+}
+
+# go_client_test: generates the Go stubs into the GOPATH $BUILD_DIR/go
+# (client/go/generate.sh), checks gofmt, and runs go vet and go test of
+# client/go/reflexion in GOPATH mode, offline, against the built
+# $BUILD_DIR/server/reflexion-server.
+go_client_test() {
+  local server=$BUILD_DIR/server/reflexion-server
+  local pkg=github.com/reflexion-dev/reflexion/client/go/reflexion
+  [[ -x $server ]] || { log "no $server: build it first"; return 1; }
+  local unformatted
+  unformatted=$(gofmt -l "$REPO_ROOT/client/go")
+  [[ -z $unformatted ]] || { log "not gofmt-ed: $unformatted"; return 1; }
+  local gopath
+  gopath=$("$REPO_ROOT/client/go/generate.sh" "$BUILD_DIR/go")
+  (
+    export GO111MODULE=off GOPATH=$gopath:/usr/share/gocode GOPROXY=off GOFLAGS= \
+      GOCACHE=$BUILD_DIR/go-cache REFLEXION_SERVER=$server
+    go vet "$pkg"
+    go test -count=1 -v "$pkg"
+  )
 }
 
 # build [target...]: configure (Release) and build with -j2.
