@@ -450,6 +450,16 @@ int Metrics(ReflexionService::Stub& stub) {
       static_cast<long long>(resp.workflows_resolved()),
       static_cast<long long>(resp.workflows_escalated()),
       static_cast<long long>(resp.workflows_failed()));
+  if (resp.storage_read_only()) {
+    std::printf(
+        "storage: READ-ONLY (disk full or I/O error): new work is refused\n");
+  }
+  if (resp.storage_recovered_with_loss()) {
+    std::printf(
+        "storage: started with --accept_data_loss after losing %lld "
+        "acknowledged sequence(s)\n",
+        static_cast<long long>(resp.storage_lost_sequences()));
+  }
   std::printf(
       "all time: %lld incidents, %lld episodes; success %.0f%%, first-attempt "
       "success %.0f%%, mean attempts %.2f, mean time to recovery %.0fs,\n"
