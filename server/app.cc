@@ -29,6 +29,7 @@ absl::Status App::Start() {
         "cannot create data dir ", config_.data_dir, ": ", ec.message()));
   }
   storage_options_.accept_data_loss = config_.accept_data_loss;
+  if (storage_options_.clock == nullptr) storage_options_.clock = &clock_;
   absl::StatusOr<std::unique_ptr<storage::RocksDb>> db =
       storage::RocksDb::Open(config_.data_dir, storage_options_);
   if (!db.ok()) return db.status();

@@ -142,8 +142,11 @@ class ReflexionServiceImpl::ResolveReactor final
         // (HTTP/2 flow control then stops its writes) until its queue has
         // drained to half the budget (OnWriteDone resumes).
         read_paused_ = true;
-        return;
       }
+    }
+    if (read_paused()) {
+      service_->AddPaused(1);
+      return;
     }
     StartRead(&read_buffer_);
   }
@@ -183,7 +186,10 @@ class ReflexionServiceImpl::ResolveReactor final
         resume = true;
       }
     }
-    if (resume) StartRead(&read_buffer_);
+    if (resume) {
+      service_->AddPaused(-1);
+      StartRead(&read_buffer_);
+    }
     if (start) {
       // While more messages are queued, let gRPC coalesce them into fewer
       // frames and syscalls; the last one of a burst is flushed at once.
@@ -489,12 +495,14 @@ class ReflexionServiceImpl::ResolveReactor final
 
   void Destroy() {
     int open;
+    bool paused;
     {
       absl::MutexLock lock(&mu_);
       open = static_cast<int>(open_.size());
+      paused = read_paused_;
     }
     // Waits for a HandOff in progress; after this nobody calls us.
-    service_->Unregister(this, open);
+    service_->Unregister(this, open, paused);
     delete this;
   }
 
@@ -530,10 +538,25 @@ void ReflexionServiceImpl::Register(ResolveReactor* stream) {
   streams_.insert(stream);
 }
 
-void ReflexionServiceImpl::Unregister(ResolveReactor* stream, int open) {
+void ReflexionServiceImpl::Unregister(ResolveReactor* stream, int open,
+                                      bool paused) {
   absl::MutexLock lock(&streams_mu_);
   streams_.erase(stream);
   open_incidents_ -= open;
+  if (paused) --paused_streams_;
+}
+
+void ReflexionServiceImpl::AddPaused(int delta) {
+  absl::MutexLock lock(&streams_mu_);
+  paused_streams_ += delta;
+}
+
+bool ReflexionServiceImpl::AwaitPausedStreams(int n, absl::Duration timeout) {
+  absl::MutexLock lock(&streams_mu_);
+  auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_) {
+    return paused_streams_ >= n;
+  };
+  return streams_mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
 }
 
 void ReflexionServiceImpl::AddOpen(int delta) {

@@ -86,6 +86,9 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
     int paused = 0;
   };
   StreamStats Streams();
+  // Blocks until at least `n` Resolve streams have reading paused, or
+  // `timeout`; true when they have (for tests and operators' tools).
+  bool AwaitPausedStreams(int n, absl::Duration timeout);
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Resolve(
       grpc::CallbackServerContext* context) override;
@@ -156,8 +159,10 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
   class WatchReactor;
 
   void Register(ResolveReactor* stream);
-  // `open`: the stream's workflows still counted in open_incidents_.
-  void Unregister(ResolveReactor* stream, int open);
+  // `open`: the stream's workflows still counted in open_incidents_;
+  // `paused`: whether it is counted in paused_streams_.
+  void Unregister(ResolveReactor* stream, int open, bool paused);
+  void AddPaused(int delta);
   void AddOpen(int delta);
 
   const core::ReflexionWorkflow* workflow_;
@@ -175,6 +180,8 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
   absl::flat_hash_set<ResolveReactor*> streams_ ABSL_GUARDED_BY(streams_mu_);
   // Workflows accepted on a Resolve stream whose result it still owes.
   int64_t open_incidents_ ABSL_GUARDED_BY(streams_mu_) = 0;
+  // Streams whose reading is paused (back-pressure).
+  int paused_streams_ ABSL_GUARDED_BY(streams_mu_) = 0;
 };
 
 // absl::Status -> grpc::Status (the codes are numerically equal).

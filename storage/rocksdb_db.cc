@@ -208,7 +208,7 @@ void RocksDb::State::Fail(const rocksdb::Status& cause) {
                               : absl::UnavailableError(absl::StrCat(
                                     "storage I/O error at ", dir, ": ", why,
                                     " (read-only until it recovers)"));
-    since = absl::Now();
+    since = clock->Now();
     LOG(ERROR) << "storage is read-only: " << error.message();
     changed.SignalAll();
   }
@@ -220,7 +220,7 @@ void RocksDb::State::Recovered(absl::string_view how) {
     absl::MutexLock lock(&mu);
     if (error.ok()) return;
     LOG(WARNING) << "storage at " << dir << " is writable again (" << how
-                 << ") after " << absl::FormatDuration(absl::Now() - since)
+                 << ") after " << absl::FormatDuration(clock->Now() - since)
                  << " read-only";
     error = absl::OkStatus();
     changed.SignalAll();
@@ -252,7 +252,9 @@ RocksDb::RocksDb(std::string dir, RocksDbOptions options)
     : dir_(std::move(dir)),
       options_(options),
       state_(std::make_shared<State>()) {
+  static const core::RealClock kRealClock;
   state_->dir = dir_;
+  state_->clock = options_.clock != nullptr ? options_.clock : &kRealClock;
 }
 
 RocksDb::~RocksDb() {

@@ -13,6 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "core/ports/clock.h"
 
 namespace rocksdb {
 class ColumnFamilyHandle;
@@ -46,6 +47,9 @@ struct RocksDbOptions {
   // For tests: the Env (hence file system) the DB uses; null = the default.
   // Not owned; must outlive the RocksDb. main() never sets it.
   rocksdb::Env* env = nullptr;
+  // Time for the read-only state's log lines; null = the real clock. Not
+  // owned; must outlive the RocksDb.
+  const core::Clock* clock = nullptr;
   // Open fails with kDataLoss when recovery finds that writes acknowledged
   // before (see "Acknowledged writes" below) are gone, unless this is set:
   // then it opens with what remains and recovery() reports the loss.
@@ -148,6 +152,7 @@ class RocksDb {
   // RocksDB may call during Open and until Close).
   struct State {
     std::string dir;
+    const core::Clock* clock = nullptr;  // never null
     mutable absl::Mutex mu;
     absl::Status error ABSL_GUARDED_BY(mu);
     absl::Time since ABSL_GUARDED_BY(mu);

@@ -275,6 +275,38 @@ class HeldStore final : public core::CheckpointStore {
     absl::MutexLock lock(&mu_);
     return static_cast<int>(held_.size());
   }
+  // Blocks until at least `n` writes are held.
+  void AwaitHeld(int n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return static_cast<int>(held_.size()) >= n;
+    };
+    mu_.Await(absl::Condition(&enough));
+  }
+  // The run using this store has ended (its done callback calls this).
+  void MarkDone() {
+    absl::MutexLock lock(&mu_);
+    done_ = true;
+  }
+  // Applies writes as they are queued until the run has ended and nothing
+  // is held; returns how many were applied.
+  int ReleaseUntilDone() {
+    int released = 0;
+    while (true) {
+      std::vector<absl::AnyInvocable<void() &&>> batch;
+      {
+        absl::MutexLock lock(&mu_);
+        auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return !held_.empty() || done_;
+        };
+        mu_.Await(absl::Condition(&ready));
+        if (held_.empty()) return released;
+        batch.swap(held_);
+      }
+      for (auto& w : batch) std::move(w)();
+      released += static_cast<int>(batch.size());
+    }
+  }
   core::InMemoryCheckpointStore& inner() { return inner_; }
 
   absl::Status Put(const core::Checkpoint& c, core::WorkflowPhase phase,
@@ -315,6 +347,7 @@ class HeldStore final : public core::CheckpointStore {
   core::InMemoryCheckpointStore inner_;
   absl::Mutex mu_;
   std::vector<absl::AnyInvocable<void() &&>> held_ ABSL_GUARDED_BY(mu_);
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Signals when the node `name` completes.
@@ -335,19 +368,18 @@ struct BackgroundRun {
   BackgroundRun(const CompiledGraph<State>& g, RunOptions options,
                 TaskRunner* runner, EventSink<State>* sink,
                 const core::Clock* clock) {
+    auto* held = dynamic_cast<HeldStore*>(options.checkpoints);
     g.Start(std::move(options), State(), runner, sink, clock,
-            [this](RunResult<State> r) {
+            [this, held](RunResult<State> r) {
               out = std::move(r);
+              if (held != nullptr) held->MarkDone();
               finished.Notify();
             });
   }
   // Releases `store`'s writes until the run ends; returns how many.
   int ReleaseUntilFinished(HeldStore& store) {
-    int released = 0;
-    while (!finished.HasBeenNotified()) {
-      released += store.Release();
-      absl::SleepFor(absl::Microseconds(200));
-    }
+    int released = store.ReleaseUntilDone();
+    finished.WaitForNotification();
     return released;
   }
   RunResult<State> out{absl::OkStatus(), {}, 0, 0, ""};
@@ -366,7 +398,7 @@ TEST_F(CheckpointTest, AsyncStepsOverlapTheirWritesButTheRunEndsAfterThem) {
   EXPECT_THAT(held.inner().GetWorkflow("wf"),
               StatusIs(absl::StatusCode::kNotFound));
   // ...but the run reports its end only once they are all written.
-  while (held.Held() < 6) absl::SleepFor(absl::Milliseconds(1));
+  held.AwaitHeld(6);
   EXPECT_FALSE(run.finished.HasBeenNotified());
   EXPECT_EQ(held.Release(), 6);  // 5 checkpoints and the run's barrier
   run.finished.WaitForNotification();
@@ -405,7 +437,7 @@ TEST_F(CheckpointTest, AsyncCheckpointsAreQueuedBeforeANodeGoesAsynchronous) {
   b_started.WaitForNotification();
   // While b waits, the checkpoints before it (the input, after a) are with
   // the store, not held by the run.
-  while (held.Held() < 2) absl::SleepFor(absl::Milliseconds(1));
+  held.AwaitHeld(2);
   EXPECT_EQ(held.Release(), 2);
   auto latest = held.inner().Latest("wf");
   ASSERT_THAT(latest, IsOk());
@@ -468,6 +500,7 @@ TEST_F(CheckpointTest, RecordedRunsOnceTheInputIsWrittenBeforeAnyEvent) {
         o, State(), &pool_, &rec, &clock_,
         [&](RunResult<State> r) {
           EXPECT_THAT(r.status, IsOk());
+          held.MarkDone();
           finished.Notify();
         },
         [&](absl::Status s) {
@@ -485,9 +518,8 @@ TEST_F(CheckpointTest, RecordedRunsOnceTheInputIsWrittenBeforeAnyEvent) {
     EXPECT_THAT(recorded_status, IsOk());
     EXPECT_EQ(events_at_ack, 0u);
     EXPECT_TRUE(stored_at_ack);
-    while (!finished.HasBeenNotified()) {
-      if (held.Release() == 0) absl::SleepFor(absl::Milliseconds(1));
-    }
+    held.ReleaseUntilDone();
+    finished.WaitForNotification();
   }
 }
 
@@ -503,12 +535,12 @@ TEST_F(CheckpointTest, AnInputThatCannotBeRecordedNeverRuns) {
       o, State(), &pool_, &rec, &clock_,
       [&](RunResult<State> r) {
         run_status = r.status;
+        held.MarkDone();
         finished.Notify();
       },
       [&](absl::Status s) { recorded_status = s; });
-  while (!finished.HasBeenNotified()) {
-    if (held.Release() == 0) absl::SleepFor(absl::Milliseconds(1));
-  }
+  held.ReleaseUntilDone();
+  finished.WaitForNotification();
   EXPECT_THAT(recorded_status, StatusIs(absl::StatusCode::kUnavailable));
   EXPECT_THAT(run_status, StatusIs(absl::StatusCode::kUnavailable));
   EXPECT_TRUE(rec.sequences.empty());

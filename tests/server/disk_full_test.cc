@@ -2,6 +2,7 @@
 // refused naming the data dir, health turns NOT_SERVING, reads go on, and
 // it all comes back once space returns.
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -9,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "client/client.h"
 #include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "server/app.h"
 #include "server/config.h"
@@ -38,14 +40,22 @@ grpc::Status Process(v1::ReflexionService::Stub& stub, const std::string& pod,
 
 // Polls health until it is `want` (1 SERVING, 2 NOT_SERVING), up to 60 s:
 // the change follows storage, which RocksDB recovers on its own schedule.
+// Follows Health/Watch (which streams every change) until `service` reports
+// `want`; returns the last status seen (-1: none). The deadline only guards
+// against a hang.
 int AwaitHealth(grpc::Channel& channel, const std::string& service, int want) {
+  auto health = grpc::health::v1::Health::NewStub(
+      std::shared_ptr<grpc::Channel>(&channel, [](grpc::Channel*) {}));
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service(service);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto watch = health->Watch(&ctx, req);
+  grpc::health::v1::HealthCheckResponse r;
   int got = -1;
-  for (int i = 0; i < 6000; ++i) {
-    absl::StatusOr<int> s = client::CheckHealth(channel, service);
-    got = s.ok() ? *s : -1;
-    if (got == want) break;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
+  while (got != want && watch->Read(&r)) got = r.status();
+  ctx.TryCancel();
+  (void)watch->Finish();
   return got;
 }
 

@@ -3,6 +3,7 @@
 // build with REFLEXION_TEST_SERVER_BINARY (see server_process.h).
 
 #include <atomic>
+#include <chrono>
 #include <fstream>
 #include <map>
 #include <set>
@@ -51,7 +52,9 @@ class ProcessTest : public ::testing::Test {
     return resp;
   }
 
-  // Polls GetWorkflow until the workflow is no longer RUNNING.
+  // Polls GetWorkflow until the workflow is no longer RUNNING. (A watch
+  // cannot replace this in general: events are retained only from a
+  // decision or a hand-off on, and this is another process.)
   v1::GetWorkflowResponse Settle(const std::string& id) {
     v1::GetWorkflowResponse got;
     for (int i = 0; i < 2000; ++i) {
@@ -202,11 +205,24 @@ TEST_F(ProcessTest, SigtermShowsNotServingThenHandsOffWhatIsStillRunning) {
   ASSERT_EQ(static_cast<int>(request_of.size()), kIncidents);
   ASSERT_EQ(HealthStatus(), 1);  // SERVING
   server_->SendTerm();
-  // NOT_SERVING is observable while the server drains.
+  // NOT_SERVING is observable while the server drains: Health/Watch
+  // streams each change (the deadline only guards against a hang).
   bool not_serving = false;
-  for (int i = 0; i < 200 && !not_serving; ++i) {
-    not_serving = HealthStatus() == 2;  // NOT_SERVING
-    if (!not_serving) absl::SleepFor(absl::Milliseconds(5));
+  {
+    auto health = grpc::health::v1::Health::NewStub(channel_);
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service("reflexion.v1.ReflexionService");
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(30));
+    auto watch = health->Watch(&ctx, req);
+    grpc::health::v1::HealthCheckResponse r;
+    while (!not_serving && watch->Read(&r)) {
+      not_serving =
+          r.status() == grpc::health::v1::HealthCheckResponse::NOT_SERVING;
+    }
+    ctx.TryCancel();
+    (void)watch->Finish();
   }
   EXPECT_TRUE(not_serving) << "health never reported NOT_SERVING";
   // New work is refused meanwhile, reads are served.

@@ -1147,14 +1147,12 @@ TEST(BackPressureTest, AStreamThatIsNotReadStopsBeingReadAndResumes) {
     }
     stream->WritesDone();
   });
-  // Wait (bounded) until the server has paused reading this stream.
-  ReflexionServiceImpl::StreamStats stats;
-  for (int i = 0; i < 2000; ++i) {
-    stats = app.service()->Streams();
-    if (stats.paused == 1) break;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  EXPECT_EQ(stats.paused, 1) << "reading never paused";
+  // The server pauses reading this stream (the bound only guards against
+  // a hang if it never does).
+  EXPECT_TRUE(app.service()->AwaitPausedStreams(1, absl::Seconds(60)))
+      << "reading never paused";
+  ReflexionServiceImpl::StreamStats stats = app.service()->Streams();
+  EXPECT_EQ(stats.paused, 1);
   if (stats.paused != 1) {
     ctx.TryCancel();
     writer.join();
