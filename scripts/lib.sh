@@ -66,12 +66,16 @@ ensure_buf() {
 }
 
 # go_client_test: generates the Go stubs into the GOPATH $BUILD_DIR/go
-# (client/go/generate.sh), checks gofmt, and runs go vet and go test of
-# client/go/reflexion in GOPATH mode, offline, against the built
-# $BUILD_DIR/server/reflexion-server.
+# (client/go/generate.sh), checks gofmt, runs go vet and go test of
+# client/go/reflexion, client/go/agent and client/go/agent/kubefake in GOPATH
+# mode, offline, against the built $BUILD_DIR/server/reflexion-server, and
+# builds the binaries of client/go/cmd into $BUILD_DIR/go/bin. Packages are
+# named one by one: "..." patterns do not follow the GOPATH's symlinks.
 go_client_test() {
   local server=$BUILD_DIR/server/reflexion-server
-  local pkg=github.com/reflexion-dev/reflexion/client/go/reflexion
+  local base=github.com/reflexion-dev/reflexion/client/go
+  local pkgs=("$base/reflexion" "$base/agent" "$base/agent/kubefake")
+  local cmds=("$base/cmd/reflexion-agent" "$base/cmd/kube-fake")
   [[ -x $server ]] || { log "no $server: build it first"; return 1; }
   local unformatted
   unformatted=$(gofmt -l "$REPO_ROOT/client/go")
@@ -81,8 +85,22 @@ go_client_test() {
   (
     export GO111MODULE=off GOPATH=$gopath:/usr/share/gocode GOPROXY=off GOFLAGS= \
       GOCACHE=$BUILD_DIR/go-cache REFLEXION_SERVER=$server
-    go vet "$pkg"
-    go test -count=1 -v "$pkg"
+    go vet "${pkgs[@]}" "${cmds[@]}"
+    go test -count=1 -v "${pkgs[@]}"
+    go build -o "$gopath/bin/" "${cmds[@]}"
+  )
+}
+
+# go_build_binaries: generates the stubs and builds reflexion-agent and
+# kube-fake into $BUILD_DIR/go/bin (offline, GOPATH mode).
+go_build_binaries() {
+  local base=github.com/reflexion-dev/reflexion/client/go
+  local gopath
+  gopath=$("$REPO_ROOT/client/go/generate.sh" "$BUILD_DIR/go")
+  (
+    export GO111MODULE=off GOPATH=$gopath:/usr/share/gocode GOPROXY=off GOFLAGS= \
+      GOCACHE=$BUILD_DIR/go-cache
+    go build -o "$gopath/bin/" "$base/cmd/reflexion-agent" "$base/cmd/kube-fake"
   )
 }
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Generates the Go stubs of proto/ with Debian's protoc, protoc-gen-go and
 # protoc-gen-go-grpc (offline) into the GOPATH GOPATH_DIR (default
-# $BUILD_DIR/go, git-ignored), and links the hand-written package
-# client/go/reflexion into it. Prints GOPATH_DIR. Build and test with
+# $BUILD_DIR/go, git-ignored), and links the hand-written packages
+# client/go/reflexion, client/go/agent (with agent/kubefake) and client/go/cmd
+# into it. Prints GOPATH_DIR. Build and test with
 #   GO111MODULE=off GOPATH=GOPATH_DIR:/usr/share/gocode go test \
 #     github.com/reflexion-dev/reflexion/client/go/reflexion
+# (the go tool does not follow symlinks for "..." patterns: name each
+# package, as go_client_test in scripts/lib.sh does).
 set -euo pipefail
 source "$(dirname "$0")/../../scripts/lib.sh"
 
@@ -23,5 +26,7 @@ protoc -I "$REPO_ROOT/proto" -I /usr/include \
   "$REPO_ROOT/proto/reflexion/v1/types.proto" \
   "$REPO_ROOT/proto/reflexion/v1/reflexion.proto" \
   "$REPO_ROOT/proto/grpc/health/v1/health.proto"
-ln -sfn "$REPO_ROOT/client/go/reflexion" "$src/reflexion"
+for dir in reflexion agent cmd; do
+  ln -sfn "$REPO_ROOT/client/go/$dir" "$src/$dir"
+done
 echo "$gopath"
