@@ -79,6 +79,20 @@ absl::Status App::Start() {
   // No new work while storage is read-only (disk full, I/O error).
   runner_->SetAdmission([db = db_.get()] { return db->Writable(); });
   if (checkpoints_ != nullptr) {
+    // Agent sessions need durable waits, hence checkpoints.
+    AgentSessionsOptions so;
+    so.action_timeout = config_.workflow.action_timeout;
+    so.report_interval = config_.workflow.report_interval;
+    sessions_ = std::make_unique<AgentSessions>(runner_.get(), pool_.get(),
+                                                timer_.get(), &clock_, so);
+    runner_->SetAgentWaitHook(
+        [s = sessions_.get()](const reflexion::v1::WorkflowState& state,
+                              uint64_t step) { s->OnWait(state, step); });
+    if (absl::Status s = sessions_->Recover(checkpoints_.get()); !s.ok()) {
+      return s;
+    }
+  }
+  if (checkpoints_ != nullptr) {
     // Workflows a crash interrupted continue from their last checkpoint.
     absl::StatusOr<std::vector<core::WorkflowRecord>> running =
         checkpoints_->ListByPhase(core::WorkflowPhase::kRunning);
@@ -86,6 +100,13 @@ absl::Status App::Start() {
     for (const core::WorkflowRecord& r : *running) {
       WorkflowCallbacks callbacks;
       callbacks.retain_events = true;  // followed with WatchWorkflow
+      if (absl::StatusOr<reflexion::v1::WorkflowState> st =
+              core::WorkflowGraph::GetState(*checkpoints_, r.workflow_id);
+          st.ok() && st->has_session()) {
+        // An agent session's workflow: its messages go to its cluster.
+        callbacks = sessions_->Callbacks(st->session().cluster(), "",
+                                         st->incident().request_id());
+      }
       absl::Status s = runner_->Resume(r.workflow_id, std::move(callbacks));
       if (s.ok()) {
         ++resumed_;
@@ -105,6 +126,9 @@ absl::Status App::Start() {
   options.storage_recovered_with_loss = db_->recovery().data_loss;
   options.storage_lost_sequences =
       static_cast<int64_t>(db_->recovery().lost_sequences);
+  options.sessions = sessions_.get();
+  options.stalled_stream_timeout = config_.stalled_stream_timeout;
+  options.timer = timer_.get();
   service_ = std::make_unique<ReflexionServiceImpl>(
       workflow_.get(), runner_.get(), hub_.get(), store_.get(),
       checkpoints_.get(), pool_.get(), &clock_, options);
@@ -195,8 +219,10 @@ void App::Stop(absl::Duration drain, absl::Duration grace) {
   if (server_ != nullptr) server_->Wait();
   server_.reset();
   service_.reset();
+  if (sessions_ != nullptr) sessions_->Shutdown();
   runner_.reset();
   pool_.reset();
+  sessions_.reset();
   timer_.reset();
   hub_.reset();  // joins the engine's threads after their last task
   workflow_.reset();

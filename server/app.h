@@ -97,6 +97,13 @@ class App {
   std::unique_ptr<core::ReflexionWorkflow> workflow_;
   std::unique_ptr<EventHub> hub_;
   std::unique_ptr<WorkflowRunner> runner_;
+  std::unique_ptr<AgentSessions> sessions_;  // with checkpoints_
+
+ public:
+  // Agent sessions (null without checkpoints).
+  AgentSessions* sessions() const { return sessions_.get(); }
+
+ private:
   std::unique_ptr<ReflexionServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
 };

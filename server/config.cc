@@ -138,6 +138,31 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
         absl::Seconds(seconds);
     return absl::OkStatus();
   }
+  if (key == "executor.action_timeout" || key == "executor.report_interval") {
+    double seconds = 0;
+    absl::Status st = ReadDouble(v, key, 0.01, 86400, seconds);
+    if (!st.ok()) return st;
+    (key == "executor.action_timeout" ? w.action_timeout : w.report_interval) =
+        absl::Seconds(seconds);
+    return absl::OkStatus();
+  }
+  if (key == "service.stalled_stream_timeout") {
+    double seconds = 0;
+    absl::Status st = ReadDouble(v, key, 0, 86400, seconds);
+    if (!st.ok()) return st;
+    c.stalled_stream_timeout = absl::Seconds(seconds);
+    return absl::OkStatus();
+  }
+  if (key == "reflexion.tier_c") {
+    std::string policy;
+    absl::Status st = Read(v, key, policy);
+    if (!st.ok()) return st;
+    if (policy != "escalate" && policy != "ask") {
+      return Bad(key, "must be escalate or ask");
+    }
+    w.selector.ask_tier_c = policy == "ask";
+    return absl::OkStatus();
+  }
   if (key == "executor.type") {
     std::string type;
     absl::Status s = Read(v, key, type);
@@ -176,10 +201,11 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
     std::string policy;
     absl::Status s = Read(v, key, policy);
     if (!s.ok()) return s;
-    if (policy != "explore" && policy != "escalate") {
-      return Bad(key, "must be explore or escalate");
+    if (policy != "explore" && policy != "escalate" && policy != "ask") {
+      return Bad(key, "must be explore, escalate or ask");
     }
     w.selector.escalate_below_threshold = policy == "escalate";
+    w.selector.ask_below_threshold = policy == "ask";
     return absl::OkStatus();
   }
   if (key == "reflexion.min_candidate_confidence") {

@@ -35,6 +35,10 @@ struct ServerConfig {
   // ... then how long Resolve streams get to receive the results of their
   // running workflows before those are handed off (service.shutdown_grace).
   absl::Duration shutdown_grace = absl::Seconds(10);
+  // A Resolve stream whose reading stayed paused (its client does not read)
+  // this long is cancelled; its workflows continue (0 = never;
+  // service.stalled_stream_timeout, seconds).
+  absl::Duration stalled_stream_timeout = absl::Seconds(60);
   std::string executor = "simulated";  // executor.type
   uint64_t simulator_seed = 42;        // simulator.seed
   std::string simulator_scenarios;     // simulator.scenarios ("" = embedded)

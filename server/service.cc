@@ -108,20 +108,31 @@ std::string FieldOf(absl::string_view message) {
 // workflow it started has finished; registered with the service meanwhile
 // (for the hand-off at shutdown).
 class ReflexionServiceImpl::ResolveReactor final
-    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
+      public AgentStream {
   using ResolveRequest = reflexion::v1::ResolveRequest;
   using ResolveResponse = reflexion::v1::ResolveResponse;
 
  public:
-  ResolveReactor(ReflexionServiceImpl* service, int max_in_flight,
+  ResolveReactor(ReflexionServiceImpl* service,
+                 grpc::CallbackServerContext* context, int max_in_flight,
                  size_t budget)
       : service_(service),
         runner_(service->runner_),
         pool_(service->pool_),
+        sessions_(service->options_.sessions),
+        context_(context),
         max_in_flight_(max_in_flight),
-        budget_(budget) {
+        budget_(budget),
+        guard_(std::make_shared<Guard>()) {
+    guard_->stream = this;
     service_->Register(this);
     StartRead(&read_buffer_);
+  }
+
+  // AgentStream: what the session registry sends (under its lock).
+  void SendToAgent(const ResolveResponse& message) override {
+    Enqueue(message);
   }
 
   void OnReadDone(bool ok) override {
@@ -146,6 +157,7 @@ class ReflexionServiceImpl::ResolveReactor final
     }
     if (read_paused()) {
       service_->AddPaused(1);
+      WatchStall();
       return;
     }
     StartRead(&read_buffer_);
@@ -183,6 +195,7 @@ class ReflexionServiceImpl::ResolveReactor final
       if (read_paused_ && !finished_ && !broken_ &&
           queued_bytes_ <= budget_ / 2) {
         read_paused_ = false;
+        ++pause_epoch_;
         resume = true;
       }
     }
@@ -286,21 +299,56 @@ class ReflexionServiceImpl::ResolveReactor final
       Reject("", s);
       return;
     }
-    if (request.message_case() == ResolveRequest::kDecision) {
-      HandleDecision(std::move(*request.mutable_decision()));
-      return;
-    }
-    if (request.message_case() != ResolveRequest::kIncident) {
-      Reject("", absl::InvalidArgumentError(
-                     "message: a ResolveRequest must carry an incident or a "
-                     "decision"));
-      return;
+    const bool first = first_message_;
+    first_message_ = false;
+    switch (request.message_case()) {
+      case ResolveRequest::kDecision:
+        HandleDecision(std::move(*request.mutable_decision()));
+        return;
+      case ResolveRequest::kHello:
+        HandleHello(first, std::move(*request.mutable_hello()));
+        return;
+      case ResolveRequest::kActionResult:
+      case ResolveRequest::kPodStatus: {
+        std::string id;
+        {
+          absl::MutexLock lock(&mu_);
+          id = session_id_;
+        }
+        const bool result =
+            request.message_case() == ResolveRequest::kActionResult;
+        if (!session_ || id.empty() || !hello_.capabilities().executes_actions()) {
+          Reject("", absl::FailedPreconditionError(absl::StrCat(
+                         result ? "action_result" : "pod_status",
+                         ": only an agent session that executes actions (a "
+                         "stream opened with hello) may send it")));
+          return;
+        }
+        absl::Status s =
+            result ? sessions_->OnActionResult(
+                         id, std::move(*request.mutable_action_result()))
+                   : sessions_->OnPodStatus(
+                         id, std::move(*request.mutable_pod_status()));
+        if (!s.ok()) Reject("", s);
+        return;
+      }
+      case ResolveRequest::kIncident:
+        break;
+      default:
+        Reject("", absl::InvalidArgumentError(
+                       "message: a ResolveRequest must carry an incident, a "
+                       "decision, a hello, an action_result or a pod_status"));
+        return;
     }
     reflexion::v1::Incident incident = std::move(*request.mutable_incident());
     std::string request_id = incident.request_id();
     absl::Status valid = PrepareIncident(&incident, "incident.");
     if (!valid.ok()) {
       Reject(core::RequestIdForRejection(request_id), valid);
+      return;
+    }
+    if (session_ && hello_.capabilities().executes_actions()) {
+      SubmitForAgent(std::move(incident), std::move(request_id));
       return;
     }
     bool admitted;
@@ -380,9 +428,78 @@ class ReflexionServiceImpl::ResolveReactor final
     return cb;
   }
 
+  void HandleHello(bool first, reflexion::v1::AgentHello hello) {
+    if (sessions_ == nullptr) {
+      Reject("", absl::FailedPreconditionError(
+                     "hello: this server does not accept agent sessions"));
+      return;
+    }
+    if (!first) {
+      Reject("", absl::InvalidArgumentError(
+                     "hello: only the first message of a stream may be an "
+                     "AgentHello"));
+      return;
+    }
+    if (absl::Status s = AgentSessions::ValidateHello(hello); !s.ok()) {
+      Reject("", s);
+      return;
+    }
+    hello_ = std::move(hello);
+    session_ = true;
+    std::string id = sessions_->Open(this, hello_);
+    absl::MutexLock lock(&mu_);
+    session_id_ = std::move(id);
+  }
+
+  // An incident of a session whose agent executes actions: the workflow
+  // belongs to the cluster, not to this stream, and its messages go to the
+  // cluster's sessions (this one while it lives).
+  void SubmitForAgent(reflexion::v1::Incident incident,
+                      std::string request_id) {
+    std::string id;
+    {
+      absl::MutexLock lock(&mu_);
+      id = session_id_;
+    }
+    if (sessions_->OpenWorkflows(id) >= max_in_flight_) {
+      Reject(request_id, absl::ResourceExhaustedError(absl::StrCat(
+                             "incident: more than ", max_in_flight_,
+                             " incidents in flight on this stream")));
+      return;
+    }
+    reflexion::v1::SessionExecutor exec;
+    exec.set_cluster(hello_.cluster());
+    *exec.mutable_action_types() = hello_.capabilities().action_types();
+    exec.set_dry_run(hello_.capabilities().dry_run());
+    absl::StatusOr<std::string> wf = runner_->Submit(
+        std::move(incident),
+        sessions_->Callbacks(hello_.cluster(), id, request_id), exec);
+    if (!wf.ok()) Reject(request_id, wf.status());
+  }
+
   // A decision touches storage: it runs on the pool, never in the reaction.
   // Its continuing workflow is followed on this stream.
   void HandleDecision(reflexion::v1::ResumeWorkflowRequest decision) {
+    if (session_) {
+      // A workflow waiting at this cluster's agents continues there.
+      std::optional<WorkflowCallbacks> cb =
+          sessions_->CallbacksIfWaiting(decision.workflow_id());
+      if (cb.has_value()) {
+        {
+          absl::MutexLock lock(&mu_);
+          ++active_;  // until the rejection is queued, or not
+        }
+        pool_->Post([this, decision = std::move(decision),
+                     cb = *std::move(cb)]() mutable {
+          absl::Status s = runner_->Decide(decision.workflow_id(),
+                                           decision.etag(),
+                                           decision.decision(), std::move(cb));
+          if (!s.ok()) RejectDecision(decision.workflow_id(), s);
+          WorkflowFinished();
+        });
+        return;
+      }
+    }
     {
       absl::MutexLock lock(&mu_);
       ++active_;  // until its result, or its rejection
@@ -407,17 +524,20 @@ class ReflexionServiceImpl::ResolveReactor final
         }
       }
       if (!s.ok()) {
-        ResolveResponse r;
-        auto* rej = r.mutable_rejected();
-        rej->set_workflow_id(
-            std::string(core::ClipUtf8(decision.workflow_id(), 128)));
-        rej->set_code(static_cast<int>(s.code()));
-        rej->set_message(std::string(s.message()));
-        rej->set_field(FieldOf(s.message()));
-        Enqueue(std::move(r));
+        RejectDecision(decision.workflow_id(), s);
         WorkflowFinished();
       }
     });
+  }
+
+  void RejectDecision(const std::string& workflow_id, const absl::Status& s) {
+    ResolveResponse r;
+    auto* rej = r.mutable_rejected();
+    rej->set_workflow_id(std::string(core::ClipUtf8(workflow_id, 128)));
+    rej->set_code(static_cast<int>(s.code()));
+    rej->set_message(std::string(s.message()));
+    rej->set_field(FieldOf(s.message()));
+    Enqueue(std::move(r));
   }
 
   void Reject(std::string request_id, const absl::Status& status) {
@@ -490,10 +610,58 @@ class ReflexionServiceImpl::ResolveReactor final
       }
       finished_ = true;
     }
+    CloseSession();
     Finish(status);
   }
 
+  // Ends this stream's agent session (idempotent): its requests move to
+  // another session of the cluster or wait for one.
+  void CloseSession() {
+    std::string id;
+    {
+      absl::MutexLock lock(&mu_);
+      id = std::move(session_id_);
+      session_id_.clear();
+    }
+    if (!id.empty() && sessions_ != nullptr) sessions_->Close(id);
+  }
+
+  // Back-pressure that lasts: a client that does not read for
+  // stalled_stream_timeout is cut (TryCancel); its workflows go on.
+  void WatchStall() {
+    const absl::Duration timeout = service_->options_.stalled_stream_timeout;
+    graph::Timer* timer = service_->options_.timer;
+    if (timeout <= absl::ZeroDuration() || timer == nullptr) return;
+    uint64_t epoch;
+    {
+      absl::MutexLock lock(&mu_);
+      epoch = pause_epoch_;
+    }
+    timer->After(timeout, [guard = guard_, epoch] {
+      absl::MutexLock lock(&guard->mu);
+      ResolveReactor* r = guard->stream;
+      if (r == nullptr) return;
+      bool stalled;
+      {
+        absl::MutexLock inner(&r->mu_);
+        stalled = r->read_paused_ && r->pause_epoch_ == epoch &&
+                  !r->finished_ && !r->broken_;
+      }
+      if (!stalled) return;
+      LOG(WARNING) << "Resolve stream stalled (its client read nothing) "
+                   << "past service.stalled_stream_timeout: cancelled; its "
+                   << "workflows continue";
+      r->service_->CountStalledCancel();
+      r->context_->TryCancel();
+    });
+  }
+
   void Destroy() {
+    {
+      absl::MutexLock lock(&guard_->mu);
+      guard_->stream = nullptr;  // a stall check now does nothing
+    }
+    CloseSession();
     int open;
     bool paused;
     {
@@ -509,6 +677,8 @@ class ReflexionServiceImpl::ResolveReactor final
   ReflexionServiceImpl* const service_;
   WorkflowRunner* const runner_;
   graph::TaskRunner* const pool_;
+  AgentSessions* const sessions_;
+  grpc::CallbackServerContext* const context_;
   const int max_in_flight_;
   // Bytes of queued outbound messages above which reading pauses.
   const size_t budget_;
@@ -531,6 +701,20 @@ class ReflexionServiceImpl::ResolveReactor final
   // max_in_flight_ plus decisions in flight).
   absl::flat_hash_map<std::string, Open> open_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> handed_off_ ABSL_GUARDED_BY(mu_);
+  // Agent session: set by the first message's hello (read path), cleared
+  // when the stream ends.
+  std::string session_id_ ABSL_GUARDED_BY(mu_);
+  // Read path only.
+  bool first_message_ = true;
+  bool session_ = false;
+  reflexion::v1::AgentHello hello_;
+  uint64_t pause_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  // Lets a timer reach this stream only while it exists.
+  struct Guard {
+    absl::Mutex mu;
+    ResolveReactor* stream ABSL_GUARDED_BY(mu) = nullptr;
+  };
+  std::shared_ptr<Guard> guard_;
 };
 
 void ReflexionServiceImpl::Register(ResolveReactor* stream) {
@@ -559,6 +743,11 @@ bool ReflexionServiceImpl::AwaitPausedStreams(int n, absl::Duration timeout) {
   return streams_mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
 }
 
+void ReflexionServiceImpl::CountStalledCancel() {
+  absl::MutexLock lock(&streams_mu_);
+  ++stalled_cancelled_;
+}
+
 void ReflexionServiceImpl::AddOpen(int delta) {
   absl::MutexLock lock(&streams_mu_);
   open_incidents_ += delta;
@@ -575,6 +764,7 @@ bool ReflexionServiceImpl::WaitForStreams(absl::Time deadline) {
 ReflexionServiceImpl::StreamStats ReflexionServiceImpl::Streams() {
   absl::MutexLock lock(&streams_mu_);
   StreamStats stats;
+  stats.stalled_cancelled = stalled_cancelled_;
   for (ResolveReactor* stream : streams_) {
     ++stats.streams;
     stats.queued_bytes += stream->queued_bytes();
@@ -609,7 +799,7 @@ ReflexionServiceImpl::ReflexionServiceImpl(
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 ReflexionServiceImpl::Resolve(grpc::CallbackServerContext* context) {
-  return new ResolveReactor(this, options_.max_in_flight_per_stream,
+  return new ResolveReactor(this, context, options_.max_in_flight_per_stream,
                             options_.stream_buffer_bytes);
 }
 
@@ -970,8 +1160,17 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ResumeWorkflow(
     return reactor;
   }
   pool_->Post([this, reactor, request] {
-    reactor->Finish(ToGrpcStatus(runner_->Decide(
-        request->workflow_id(), request->etag(), request->decision())));
+    // A workflow of an agent session continues with that cluster's
+    // sessions (its action request, events and result go there).
+    WorkflowCallbacks cb;
+    if (options_.sessions != nullptr) {
+      if (auto c = options_.sessions->CallbacksIfWaiting(request->workflow_id())) {
+        cb = *std::move(c);
+      }
+    }
+    reactor->Finish(ToGrpcStatus(
+        runner_->Decide(request->workflow_id(), request->etag(),
+                        request->decision(), std::move(cb))));
   });
   return reactor;
 }

@@ -12,6 +12,7 @@
 #include "core/ports/clock.h"
 #include "core/ports/knowledge_store.h"
 #include "reflexion/v1/reflexion.grpc.pb.h"
+#include "server/agent_sessions.h"
 #include "server/event_hub.h"
 #include "server/workflow_runner.h"
 
@@ -32,6 +33,13 @@ struct ServiceOptions {
   std::function<absl::Status()> storage_writable;
   bool storage_recovered_with_loss = false;
   int64_t storage_lost_sequences = 0;
+  // Agent sessions (AgentHello on Resolve); null: hello is refused.
+  AgentSessions* sessions = nullptr;
+  // A Resolve stream whose reading stayed paused this long (its client does
+  // not read) is cancelled; its workflows continue (0 = never).
+  absl::Duration stalled_stream_timeout = absl::ZeroDuration();
+  // Runs the stalled-stream check (needed when stalled_stream_timeout > 0).
+  graph::Timer* timer = nullptr;
 };
 
 namespace internal {
@@ -84,6 +92,9 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
     int streams = 0;
     size_t queued_bytes = 0;
     int paused = 0;
+    // Streams cancelled because they stayed paused past
+    // stalled_stream_timeout, since the start.
+    int64_t stalled_cancelled = 0;
   };
   StreamStats Streams();
   // Blocks until at least `n` Resolve streams have reading paused, or
@@ -164,6 +175,7 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
   void Unregister(ResolveReactor* stream, int open, bool paused);
   void AddPaused(int delta);
   void AddOpen(int delta);
+  void CountStalledCancel();
 
   const core::ReflexionWorkflow* workflow_;
   WorkflowRunner* runner_;
@@ -182,6 +194,7 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
   int64_t open_incidents_ ABSL_GUARDED_BY(streams_mu_) = 0;
   // Streams whose reading is paused (back-pressure).
   int paused_streams_ ABSL_GUARDED_BY(streams_mu_) = 0;
+  int64_t stalled_cancelled_ ABSL_GUARDED_BY(streams_mu_) = 0;
 };
 
 // absl::Status -> grpc::Status (the codes are numerically equal).

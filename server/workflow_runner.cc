@@ -68,7 +68,8 @@ std::string WorkflowRunner::NewWorkflowId(uint64_t ordinal) {
 }
 
 absl::StatusOr<std::string> WorkflowRunner::Submit(
-    reflexion::v1::Incident incident, WorkflowCallbacks callbacks) {
+    reflexion::v1::Incident incident, WorkflowCallbacks callbacks,
+    const reflexion::v1::SessionExecutor& session) {
   if (absl::Status s = Admit(); !s.ok()) return s;  // storage read-only
   uint64_t ordinal;
   {
@@ -97,8 +98,31 @@ absl::StatusOr<std::string> WorkflowRunner::Submit(
       [this, sink](core::WorkflowRunResult run) {
         Finished(sink, std::move(run));
       },
-      cancel, [sink](absl::Status s) { sink->Accepted(s); });
+      cancel, [sink](absl::Status s) { sink->Accepted(s); }, session);
   return id;
+}
+
+absl::StatusOr<uint64_t> WorkflowRunner::AnswerAgent(
+    const std::string& workflow_id, uint64_t wait_step,
+    const std::function<void(reflexion::v1::AgentWait&)>& edit, bool resume,
+    WorkflowCallbacks callbacks) {
+  if (absl::Status s = Admit(); !s.ok()) return s;  // storage read-only
+  // Reserved first: one writer per id, so the answer and a concurrent
+  // decision or cancel never both apply.
+  auto cancel = std::make_shared<std::atomic<bool>>(false);
+  if (absl::Status s = Reserve(workflow_id, cancel); !s.ok()) return s;
+  absl::StatusOr<uint64_t> step =
+      workflow_->AnswerAgent(workflow_id, wait_step, edit, resume);
+  if (!step.ok() || !resume) {
+    Unreserve(workflow_id);
+    return step;
+  }
+  if (absl::Status s = ResumeReserved(workflow_id, std::move(cancel),
+                                      std::move(callbacks));
+      !s.ok()) {
+    return s;
+  }
+  return step;
 }
 
 void WorkflowRunner::Finished(Sink* sink, core::WorkflowRunResult run) {
@@ -130,8 +154,22 @@ void WorkflowRunner::Finished(Sink* sink, core::WorkflowRunResult run) {
     absl::MutexLock lock(&mu_);
     active_.erase(run.state.workflow_id());
   }
+  const bool waiting =
+      result.status() == reflexion::v1::WORKFLOW_STATUS_WAITING;
+  const auto& wait = run.state.agent_wait();
+  if (waiting && (wait.has_action() || wait.has_observation())) {
+    // Waiting on the agent, not on a human: no result yet. Its events stay
+    // retained (if they were) until it ends.
+    if (agent_wait_) agent_wait_(run.state, run.checkpoint_step);
+    absl::MutexLock lock(&mu_);
+    --counters_.in_flight;
+    return;
+  }
   if (owned->hub() != nullptr) owned->hub()->Finish(result);
   if (owned->callbacks().on_result) owned->callbacks().on_result(result);
+  if (waiting && wait.has_approval() && agent_wait_) {
+    agent_wait_(run.state, run.checkpoint_step);
+  }
   absl::MutexLock lock(&mu_);
   --counters_.in_flight;
   switch (result.status()) {

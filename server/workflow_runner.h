@@ -62,8 +62,30 @@ class WorkflowRunner {
   // Starts a workflow for an already validated incident and returns its id
   // (callbacks.on_accepted says when it is durably recorded).
   // kResourceExhausted at the in-flight limit, kUnavailable once draining.
-  absl::StatusOr<std::string> Submit(reflexion::v1::Incident incident,
-                                     WorkflowCallbacks callbacks);
+  // A `session` with a cluster makes that cluster's agent the executor
+  // (see ReflexionWorkflow::Start).
+  absl::StatusOr<std::string> Submit(
+      reflexion::v1::Incident incident, WorkflowCallbacks callbacks,
+      const reflexion::v1::SessionExecutor& session = {});
+
+  // Answers the agent wait of a workflow waiting at checkpoint `wait_step`
+  // (see ReflexionWorkflow::AnswerAgent): with `resume` the workflow then
+  // continues here with `callbacks`; without, it keeps waiting and the new
+  // wait step is returned. kFailedPrecondition while it runs, kAborted for a
+  // stale step, kUnavailable once draining.
+  absl::StatusOr<uint64_t> AnswerAgent(
+      const std::string& workflow_id, uint64_t wait_step,
+      const std::function<void(reflexion::v1::AgentWait&)>& edit, bool resume,
+      WorkflowCallbacks callbacks = {});
+
+  // Called (on an engine thread) whenever a run stops to wait with an agent
+  // wait (WorkflowState.agent_wait): an action or observation request — then
+  // instead of on_result, since the workflow is not waiting for a human —
+  // or an approval, after on_result (WAITING). `step` is the waiting
+  // checkpoint's. Set before any call.
+  using AgentWaitHook = std::function<void(
+      const reflexion::v1::WorkflowState& state, uint64_t step)>;
+  void SetAgentWaitHook(AgentWaitHook hook) { agent_wait_ = std::move(hook); }
 
   // Continues a workflow interrupted by a crash from its latest checkpoint
   // (counted like a submitted one, not subject to the in-flight limit).
@@ -140,6 +162,7 @@ class WorkflowRunner {
   const int max_in_flight_;
   const std::string id_prefix_;
   std::function<absl::Status()> admission_;
+  AgentWaitHook agent_wait_;
   absl::Status Admit() const {
     return admission_ ? admission_() : absl::OkStatus();
   }

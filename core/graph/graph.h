@@ -316,11 +316,16 @@ class CompiledGraph
   // of concurrent updates of one wait exactly one succeeds (the others get
   // kAborted, or kFailedPrecondition once the workflow runs again).
   // kNotFound for an unknown workflow, kFailedPrecondition when it is not
-  // waiting.
+  // waiting. With `phase` kWaiting the workflow keeps waiting (its wait is
+  // now the new step, stored in `new_step` when not null); `keep_last` as
+  // in CheckpointStore::Put.
   static absl::Status UpdateWaiting(
       core::CheckpointStore& store, absl::string_view workflow_id,
       uint64_t wait_step, const std::function<void(State&)>& edit,
-      absl::Time now, bool sync = true) requires SerializableState<State>;
+      absl::Time now, bool sync = true,
+      core::WorkflowPhase phase = core::WorkflowPhase::kRunning,
+      int keep_last = 0,
+      uint64_t* new_step = nullptr) requires SerializableState<State>;
 
   // The graph as a Mermaid flowchart.
   std::string ToMermaid() const;
@@ -1149,7 +1154,8 @@ template <typename State>
 absl::Status CompiledGraph<State>::UpdateWaiting(
     core::CheckpointStore& store, absl::string_view workflow_id,
     uint64_t wait_step, const std::function<void(State&)>& edit, absl::Time now,
-    bool sync) requires SerializableState<State> {
+    bool sync, core::WorkflowPhase phase, int keep_last,
+    uint64_t* new_step) requires SerializableState<State> {
   absl::StatusOr<core::WorkflowRecord> record = store.GetWorkflow(workflow_id);
   if (!record.ok()) return record.status();
   if (record->phase != core::WorkflowPhase::kWaiting) {
@@ -1181,12 +1187,13 @@ absl::Status CompiledGraph<State>::UpdateWaiting(
   state.SerializeToString(&next.state);
   // The store refuses a step that is not past the last one: of two updates
   // that both read wait_step, the second writes nothing.
-  absl::Status put = store.Put(next, core::WorkflowPhase::kRunning, 0, sync);
+  absl::Status put = store.Put(next, phase, keep_last, sync);
   if (absl::IsFailedPrecondition(put)) {
     return absl::AbortedError(absl::StrCat("workflow ", workflow_id,
                                            ": the wait at step ", wait_step,
                                            " was already answered"));
   }
+  if (put.ok() && new_step != nullptr) *new_step = next.step;
   return put;
 }
 

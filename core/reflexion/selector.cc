@@ -42,7 +42,8 @@ SelectionOutcome SelectStrategy(
     const absl::flat_hash_map<std::string, v1::StrategyStats>& stats,
     const std::vector<std::string>& tried, int attempt,
     absl::string_view idempotency_key, uint64_t rng_seed,
-    const SelectorOptions& options) {
+    const SelectorOptions& options,
+    const absl::flat_hash_map<std::string, std::string>& excluded) {
   std::mt19937_64 rng(rng_seed);
   SelectionOutcome out;
   v1::StrategySelection& sel = out.selection;
@@ -78,6 +79,10 @@ SelectionOutcome SelectStrategy(
     cand->set_mean(mean);
     cand->set_trials(trials);
     cand->set_tier(strategy.tier());
+    if (auto ex = excluded.find(name); ex != excluded.end()) {
+      cand->set_excluded_reason(ex->second);
+      continue;
+    }
     if (std::find(tried.begin(), tried.end(), name) != tried.end()) {
       cand->set_excluded_reason("already tried in this workflow");
       continue;
@@ -113,7 +118,27 @@ SelectionOutcome SelectStrategy(
     if (a.ok()) out.recommended_action = *std::move(a);
   };
 
+  // With ask_tier_c: choose the best tier-C candidate, pending approval.
+  auto ask_c = [&]() {
+    if (!options.ask_tier_c || best_c == nullptr) return false;
+    absl::StatusOr<v1::Action> a =
+        BuildAction(*best_c, incident, diagnosis, idempotency_key);
+    if (!a.ok()) return false;
+    out.chosen = true;
+    *sel.mutable_strategy() = *best_c;
+    *sel.mutable_action() = *std::move(a);
+    sel.set_confidence(best_c_mean);
+    sel.set_selection_reason("tier_c_approval");
+    sel.set_needs_approval(true);
+    sel.set_approval_reason(absl::StrFormat(
+        "the most likely fix for %s is %s (tier C, %.0f%% expected "
+        "success): a human must approve it",
+        analysis.signature(), best_c->name(), 100 * best_c_mean));
+    return true;
+  };
+
   if (eligible.empty()) {
+    if (ask_c()) return out;
     out.escalation_reason =
         "no automatable strategy is left for " + analysis.signature();
     recommend_c();
@@ -128,6 +153,10 @@ SelectionOutcome SelectStrategy(
       best_mean_e = &e;
     }
     if (chosen == nullptr || e.sample > chosen->sample) chosen = &e;
+  }
+  if (best_c != nullptr && best_c_mean >= best_mean + options.tier_c_margin &&
+      ask_c()) {
+    return out;
   }
   if (best_c != nullptr && best_c_mean >= best_mean + options.tier_c_margin) {
     out.escalation_reason = absl::StrFormat(
@@ -152,6 +181,15 @@ SelectionOutcome SelectStrategy(
         chosen->strategy->name(), options.confidence_threshold);
     out.recommended_action = chosen->action;
     return out;
+  }
+
+  if (options.ask_below_threshold &&
+      chosen->mean < options.confidence_threshold) {
+    sel.set_needs_approval(true);
+    sel.set_approval_reason(absl::StrFormat(
+        "confidence %.2f in %s is below the threshold %.2f: a human must "
+        "approve it",
+        chosen->mean, chosen->strategy->name(), options.confidence_threshold));
   }
 
   bool any_history = false;

@@ -16,8 +16,15 @@ struct SelectorOptions {
   // (reflexion.strategy_confidence_threshold).
   double confidence_threshold = 0.7;
   // Below the threshold: true = escalate to a human, false = run the
-  // (tier A/B) choice as exploration (reflexion.below_threshold).
+  // (tier A/B) choice as exploration (reflexion.below_threshold: escalate |
+  // explore) ...
   bool escalate_below_threshold = false;
+  // ... or run it once a human approves it (reflexion.below_threshold: ask).
+  bool ask_below_threshold = false;
+  // A tier-C candidate that beats the best eligible one by tier_c_margin:
+  // false = escalate with it as the recommended action, true = ask a human
+  // to approve running it (reflexion.tier_c: escalate | ask).
+  bool ask_tier_c = false;
   // When every eligible candidate's mean is below this, nothing confident is
   // left and the incident is escalated (reflexion.min_candidate_confidence).
   double min_candidate_confidence = 0.1;
@@ -27,7 +34,8 @@ struct SelectorOptions {
 };
 
 struct SelectionOutcome {
-  // Set when a strategy was chosen.
+  // Set when a strategy was chosen (selection.needs_approval says whether a
+  // human must approve it first).
   bool chosen = false;
   reflexion::v1::StrategySelection selection;
   // Set when the incident must go to a human instead.
@@ -42,7 +50,9 @@ uint64_t StableHash(absl::string_view text, uint64_t seed = 0);
 // strategy). `strategies` holds the latest version of every strategy by
 // name; `stats` the stored posteriors of the analysis' signature by
 // strategy name (absent ones start from the catalog prior). Strategies in
-// `tried` are not chosen again. Tier C is never chosen. The draw is seeded by
+// `tried` are not chosen again, nor those in `excluded` (name -> why, e.g.
+// the agent does not execute its action). Tier C is chosen only with
+// options.ask_tier_c, and then needs approval. The draw is seeded by
 // `rng_seed`, so a given state always selects the same way.
 SelectionOutcome SelectStrategy(
     const reflexion::v1::Analysis& analysis,
@@ -52,6 +62,7 @@ SelectionOutcome SelectStrategy(
     const absl::flat_hash_map<std::string, reflexion::v1::StrategyStats>& stats,
     const std::vector<std::string>& tried, int attempt,
     absl::string_view idempotency_key, uint64_t rng_seed,
-    const SelectorOptions& options);
+    const SelectorOptions& options,
+    const absl::flat_hash_map<std::string, std::string>& excluded = {});
 
 }  // namespace reflexion::core

@@ -185,6 +185,40 @@ absl::Status ValidateIncident(const v1::Incident& in,
     if (!(s = check(f + "reason", e.reason(), kMaxShortField)).ok()) return s;
     if (!(s = check(f + "message", e.message(), kMaxMessage)).ok()) return s;
   }
+  if (in.has_executor_facts()) {
+    const v1::Diagnosis& d = in.executor_facts();
+    const std::string f = "executor_facts.";
+    if (!(s = check(f + "logs", d.logs(), kMaxLogs)).ok()) return s;
+    if (!(s = check(f + "last_healthy_image", d.last_healthy_image(),
+                    kMaxShortField))
+             .ok()) {
+      return s;
+    }
+    if (d.container_statuses_size() > kMaxContainers) {
+      return Bad(prefix, f + "container_statuses",
+                 absl::StrCat("at most ", kMaxContainers, " allowed"));
+    }
+    if (d.events_size() > kMaxEvents) {
+      return Bad(prefix, f + "events",
+                 absl::StrCat("at most ", kMaxEvents, " allowed"));
+    }
+    if (d.available_pull_secrets_size() > kMaxContainers) {
+      return Bad(prefix, f + "available_pull_secrets",
+                 absl::StrCat("at most ", kMaxContainers, " allowed"));
+    }
+    for (int i = 0; i < d.available_pull_secrets_size(); ++i) {
+      if (!IsDns1123Subdomain(d.available_pull_secrets(i))) {
+        return Bad(prefix,
+                   absl::StrCat(f, "available_pull_secrets[", i, "]"),
+                   "must be a DNS-1123 subdomain (a Secret name)");
+      }
+    }
+    if (d.memory_limit_bytes() < 0) {
+      return Bad(prefix, f + "memory_limit_bytes", "must not be negative");
+    }
+    // Every other string of it is bounded by the message size limit and
+    // checked for UTF-8 when it is decoded.
+  }
   return absl::OkStatus();
 }
 

@@ -14,6 +14,7 @@
 #include "core/reflexion/analyzer.h"
 #include "core/reflexion/catalog.h"
 #include "core/reflexion/heuristic_reflector.h"
+#include "core/reflexion/pod_object.h"
 #include "core/reflexion/time_util.h"
 #include "core/reflexion/utf8.h"
 #include "core/status_macros.h"
@@ -33,6 +34,19 @@ constexpr char kReflect[] = "reflect";
 constexpr char kMeta[] = "meta_reflect";
 constexpr char kLearn[] = "learn";
 constexpr char kEscalate[] = "human_escalation";
+constexpr char kApproval[] = "approval";
+
+// After a failed attempt whose outcome could not be observed (the agent
+// refused, failed, timed out): the next attempt, or a human.
+std::string AfterAttemptError(const WorkflowState& s) {
+  if (s.execution().dry_run()) return kEscalate;
+  return s.attempt() < s.max_attempts() ? kSelect : kEscalate;
+}
+
+// Bounded copies of what an agent reports.
+constexpr size_t kMaxAgentMessage = 4096;
+constexpr int kMaxAgentChanges = 32;
+constexpr int kMaxSignals = 16;
 
 // Episodes read to build a signature's memory (lessons, recovery baseline).
 constexpr int kMemoryEpisodes = 20;
@@ -114,7 +128,8 @@ absl::Status ReflexionWorkflow::CompileGraph() {
       .AddNode(kReflect, bind(&ReflexionWorkflow::Reflect), io)
       .AddNode(kMeta, bind(&ReflexionWorkflow::MetaReflect), io)
       .AddNode(kLearn, bind(&ReflexionWorkflow::Learn))
-      .AddNode(kEscalate, bind(&ReflexionWorkflow::HumanEscalation));
+      .AddNode(kEscalate, bind(&ReflexionWorkflow::HumanEscalation))
+      .AddNode(kApproval, bind(&ReflexionWorkflow::Approval));
   b.AddEdge(std::string(graph::kStart), kAnalyze);
   b.AddConditionalEdges(
       kAnalyze,
@@ -125,13 +140,39 @@ absl::Status ReflexionWorkflow::CompileGraph() {
   b.AddEdge(kDeep, kSelect);
   b.AddConditionalEdges(kSelect,
                         [](const State& s) {
-                          return std::string(s.no_candidate_reason().empty()
-                                                 ? kExecute
-                                                 : kEscalate);
+                          if (!s.no_candidate_reason().empty()) {
+                            return std::string(kEscalate);
+                          }
+                          return std::string(s.selection().needs_approval()
+                                                 ? kApproval
+                                                 : kExecute);
                         },
-                        {kExecute, kEscalate});
-  b.AddEdge(kExecute, kObserve);
-  b.AddEdge(kObserve, kReflect);
+                        {kExecute, kEscalate, kApproval});
+  b.AddConditionalEdges(
+      kApproval,
+      [](const State& s) {
+        // Denied: choose again without it (it is in denied_strategies).
+        const auto& denied = s.denied_strategies();
+        bool was_denied = std::find(denied.begin(), denied.end(),
+                                    s.selection().strategy().name()) !=
+                          denied.end();
+        return std::string(was_denied ? kSelect : kExecute);
+      },
+      {kExecute, kSelect});
+  b.AddConditionalEdges(
+      kExecute,
+      [](const State& s) {
+        return s.attempt_error().empty() ? std::string(kObserve)
+                                         : AfterAttemptError(s);
+      },
+      {kObserve, kSelect, kEscalate});
+  b.AddConditionalEdges(
+      kObserve,
+      [](const State& s) {
+        return s.attempt_error().empty() ? std::string(kReflect)
+                                         : AfterAttemptError(s);
+      },
+      {kReflect, kSelect, kEscalate});
   const double meta_threshold = config_.meta_quality_threshold;
   const int max_cycles = config_.max_reflection_cycles;
   b.AddConditionalEdges(
@@ -168,11 +209,13 @@ void ReflexionWorkflow::Start(std::string workflow_id, v1::Incident incident,
                               uint64_t ordinal, graph::TaskRunner* runner,
                               WorkflowSink* sink, DoneFn done,
                               std::shared_ptr<const std::atomic<bool>> cancel,
-                              WorkflowGraph::RecordedFn recorded) const {
+                              WorkflowGraph::RecordedFn recorded,
+                              const v1::SessionExecutor& session) const {
   CHECK(graph_ != nullptr) << "ReflexionWorkflow::Init() was not called";
   State state;
   state.set_workflow_id(workflow_id);
   *state.mutable_incident() = std::move(incident);
+  if (!session.cluster().empty()) *state.mutable_session() = session;
   state.set_max_attempts(std::max(1, config_.max_attempts));
   state.set_rng_seed(
       StableHash(absl::StrCat("workflow/", ordinal), config_.seed));
@@ -230,6 +273,12 @@ absl::Status ReflexionWorkflow::Resume(
   }
   REFLEXION_ASSIGN_OR_RETURN(
       State state, WorkflowGraph::GetState(*checkpoints_, workflow_id));
+  if (state.has_session()) {
+    // The agent is the executor: it re-reads the cluster itself, and every
+    // pending request is re-sent to it.
+    return graph_->Resume(Options(workflow_id, std::move(cancel)), runner,
+                          sink, clock_, std::move(done));
+  }
   // The executor may have restarted too (the simulated cluster always
   // does): a fresh diagnosis, a read, re-establishes its view of the pod
   // before the next step acts on it. The checkpointed analysis is kept.
@@ -355,6 +404,16 @@ absl::Status ReflexionWorkflow::LoadMemory(State& s) const {
 }
 
 void ReflexionWorkflow::AnalyzeError(State& s, graph::NodeDone done) const {
+  if (s.has_session()) {
+    // The agent is the executor: what it knows came with the incident.
+    *s.mutable_diagnosis() = s.incident().executor_facts();
+    s.mutable_diagnosis()->set_source(
+        absl::StrCat("agent:", s.session().cluster()));
+    RepairForeign(*s.mutable_diagnosis(), "the agent", s.workflow_id());
+    *s.mutable_analysis() = Analyze(s.incident(), s.diagnosis(), false);
+    std::move(done)(LoadMemory(s));
+    return;
+  }
   executor_->Diagnose(
       s.incident(), [this, &s, done = std::move(done)](
                         absl::StatusOr<v1::Diagnosis> dx) mutable {
@@ -444,13 +503,35 @@ void ReflexionWorkflow::SelectStrategyNode(State& s,
     s.clear_observation();
     s.clear_reflection();
     s.clear_learning();
+    s.clear_attempt_error();
     std::move(done)(absl::OkStatus());
     return;
   }
+  absl::flat_hash_map<std::string, std::string> excluded;
+  for (const std::string& name : s.denied_strategies()) {
+    excluded[name] = "denied by a human for this incident";
+  }
+  if (s.has_session() && s.session().action_types_size() > 0) {
+    for (const auto& [name, strategy] : by_name) {
+      const auto& types = s.session().action_types();
+      if (std::find(types.begin(), types.end(), strategy.action_type()) ==
+          types.end()) {
+        excluded.try_emplace(
+            name, absl::StrCat("the agent of cluster ", s.session().cluster(),
+                               " does not execute this action"));
+      }
+    }
+  }
+  SelectorOptions options = config_.selector;
+  if (checkpoints_ == nullptr) {
+    // No durable wait for an approval: such choices escalate instead.
+    options.ask_below_threshold = false;
+    options.ask_tier_c = false;
+  }
   SelectionOutcome out = SelectStrategy(
       s.analysis(), s.incident(), s.diagnosis(), by_name, stats_by_name, tried,
-      attempt, key, StableHash(absl::StrCat(attempt), s.rng_seed()),
-      config_.selector);
+      attempt, key, StableHash(absl::StrCat(attempt), s.rng_seed()), options,
+      excluded);
   if (!out.chosen) {
     s.set_no_candidate_reason(out.escalation_reason);
     v1::Escalation& esc = *s.mutable_escalation();
@@ -466,7 +547,9 @@ void ReflexionWorkflow::SelectStrategyNode(State& s,
   }
   s.set_attempt(attempt);
   *s.mutable_selection() = std::move(out.selection);
+  s.mutable_selection()->set_attempt(attempt);
   s.add_tried_strategies(s.selection().strategy().name());
+  s.clear_attempt_error();
   v1::FinalStrategy& fin = *s.mutable_final_strategy();
   fin.set_type(s.selection().strategy().name());
   fin.set_confidence(s.selection().confidence());
@@ -487,6 +570,10 @@ void ReflexionWorkflow::ExecuteFix(State& s, graph::NodeDone done) const {
     std::move(done)(valid);
     return;
   }
+  if (s.has_session()) {
+    ExecuteOnAgent(s, std::move(done));
+    return;
+  }
   executor_->Execute(s.selection().action(),
                      [this, &s, done = std::move(done)](
                          absl::StatusOr<v1::ExecutionResult> result) mutable {
@@ -502,6 +589,10 @@ void ReflexionWorkflow::ExecuteFix(State& s, graph::NodeDone done) const {
 }
 
 void ReflexionWorkflow::ObserveOutcome(State& s, graph::NodeDone done) const {
+  if (s.has_session()) {
+    ObserveOnAgent(s, std::move(done));
+    return;
+  }
   executor_->Observe(
       s.selection().action(), config_.observation_window,
       [this, &s,
@@ -513,28 +604,266 @@ void ReflexionWorkflow::ObserveOutcome(State& s, graph::NodeDone done) const {
         v1::Observation& o = *s.mutable_observation();
         o = *std::move(obs);
         RepairForeign(o, executor_->Name(), s.workflow_id());
-        // Anomaly: recovery far outside this signature's history.
-        const auto& f = s.analysis().features();
-        auto mean_it = f.find("history_recovery_mean_s");
-        auto sd_it = f.find("history_recovery_sd_s");
-        double mean = 0, sd = 0;
-        // No exception on a malformed figure (std::stod would throw).
-        if (o.recovered() && mean_it != f.end() && sd_it != f.end() &&
-            absl::SimpleAtod(mean_it->second, &mean) &&
-            absl::SimpleAtod(sd_it->second, &sd)) {
-          sd = std::max(1.0, sd);
-          if (std::abs(o.time_to_recovery_s() - mean) > 3 * sd) {
-            o.add_anomalies(absl::StrFormat(
-                "time to recovery %.0fs is far outside this signature's "
-                "history (mean %.0fs, sd %.0fs)",
-                o.time_to_recovery_s(), mean, sd));
-          }
-        }
-        s.set_executor_seconds(s.executor_seconds() +
-                               (o.recovered() ? o.time_to_recovery_s() : 0) +
-                               o.window_s());
+        FinishObservation(s);
         std::move(done)(absl::OkStatus());
       });
+}
+
+// Anomalies and executor time of a fresh observation.
+void ReflexionWorkflow::FinishObservation(State& s) const {
+  v1::Observation& o = *s.mutable_observation();
+  // Anomaly: recovery far outside this signature's history.
+  const auto& f = s.analysis().features();
+  auto mean_it = f.find("history_recovery_mean_s");
+  auto sd_it = f.find("history_recovery_sd_s");
+  double mean = 0, sd = 0;
+  // No exception on a malformed figure (std::stod would throw).
+  if (o.recovered() && mean_it != f.end() && sd_it != f.end() &&
+      absl::SimpleAtod(mean_it->second, &mean) &&
+      absl::SimpleAtod(sd_it->second, &sd)) {
+    sd = std::max(1.0, sd);
+    if (std::abs(o.time_to_recovery_s() - mean) > 3 * sd) {
+      o.add_anomalies(absl::StrFormat(
+          "time to recovery %.0fs is far outside this signature's "
+          "history (mean %.0fs, sd %.0fs)",
+          o.time_to_recovery_s(), mean, sd));
+    }
+  }
+  s.set_executor_seconds(s.executor_seconds() +
+                         (o.recovered() ? o.time_to_recovery_s() : 0) +
+                         o.window_s());
+}
+
+namespace {
+
+// The pod's controller, from its ownerReferences (controller: true first).
+v1::WorkloadRef OwnerOf(const v1::Incident& incident) {
+  v1::WorkloadRef ref;
+  const google::protobuf::ListValue* owners =
+      ListAt(incident.pod(), "metadata.ownerReferences");
+  if (owners == nullptr) return ref;
+  for (const auto& v : owners->values()) {
+    if (!v.has_struct_value()) continue;
+    const auto& o = v.struct_value();
+    auto kind = StringAt(o, "kind");
+    auto name = StringAt(o, "name");
+    if (!kind || !name) continue;
+    const google::protobuf::Value* ctl = FindPath(o, "controller");
+    bool controller = ctl != nullptr && ctl->has_bool_value() &&
+                      ctl->bool_value();
+    if (ref.kind().empty() || controller) {
+      ref.set_kind(std::string(ClipUtf8(*kind, 64)));
+      ref.set_name(std::string(ClipUtf8(*name, 253)));
+    }
+    if (controller) break;
+  }
+  return ref;
+}
+
+}  // namespace
+
+void ReflexionWorkflow::ExecuteOnAgent(State& s, graph::NodeDone done) const {
+  const v1::Action& action = s.selection().action();
+  if (!s.agent_wait().has_action() ||
+      s.agent_wait().action().action_id() != action.idempotency_key()) {
+    // Ask the agent, and wait for it durably (no thread held): the request
+    // is persisted with the waiting checkpoint and sent to a live session
+    // of the cluster, again after every reconnect, until answered or due.
+    s.clear_agent_wait();
+    v1::AgentWait& w = *s.mutable_agent_wait();
+    const absl::Time now = clock_->Now();
+    v1::ActionRequest& req = *w.mutable_action();
+    req.set_workflow_id(s.workflow_id());
+    req.set_action_id(action.idempotency_key());
+    *req.mutable_action() = action;
+    v1::WorkloadRef owner = OwnerOf(s.incident());
+    if (!owner.kind().empty()) *req.mutable_owner() = std::move(owner);
+    req.set_container(s.analysis().container());
+    req.set_dry_run(s.session().dry_run());
+    *req.mutable_deadline() = ToProto(now + config_.action_timeout);
+    req.set_attempt(s.attempt());
+    req.set_request_id(s.incident().request_id());
+    *w.mutable_deadline() = req.deadline();
+    *w.mutable_since() = ToProto(now);
+    std::move(done)(graph::Interrupt(absl::StrCat(
+        "waiting for an agent of cluster ", s.session().cluster(), " to run ",
+        s.selection().strategy().name(), " (action ", req.action_id(), ")")));
+    return;
+  }
+  const v1::AgentWait& w = s.agent_wait();
+  if (!w.has_result() && !w.expired()) {
+    // Resumed while still waiting (after a restart): keep waiting.
+    std::move(done)(graph::Interrupt(absl::StrCat(
+        "waiting for an agent of cluster ", s.session().cluster(),
+        " (action ", w.action().action_id(), ")")));
+    return;
+  }
+  v1::ExecutionResult& ex = *s.mutable_execution();
+  ex.Clear();
+  *ex.mutable_action() = action;
+  ex.set_executor(absl::StrCat("agent:", s.session().cluster()));
+  if (!w.has_result()) {
+    s.set_attempt_error(absl::StrCat(
+        "DEADLINE_EXCEEDED: no agent of cluster ", s.session().cluster(),
+        " answered action ", w.action().action_id(), " within ",
+        absl::FormatDuration(FromProto(w.deadline()) - FromProto(w.since()))));
+    ex.set_message(s.attempt_error());
+  } else {
+    const v1::ActionResult& r = w.result();
+    std::string message(ClipUtf8(r.message(), kMaxAgentMessage));
+    ex.set_message(message);
+    for (int i = 0; i < r.changes_size() && i < kMaxAgentChanges; ++i) {
+      *ex.add_changes() = r.changes(i);
+    }
+    switch (r.outcome()) {
+      case v1::ActionResult::OUTCOME_APPLIED:
+        ex.set_applied(true);
+        break;
+      case v1::ActionResult::OUTCOME_DRY_RUN:
+        ex.set_dry_run(true);
+        s.set_attempt_error(absl::StrCat("dry run: the agent validated ",
+                                         s.selection().strategy().name(),
+                                         " without applying it: ", message));
+        s.mutable_escalation()->set_reason(s.attempt_error());
+        break;
+      case v1::ActionResult::OUTCOME_REFUSED:
+        s.set_attempt_error(absl::StrCat("the agent refused ",
+                                         s.selection().strategy().name(), ": ",
+                                         message));
+        break;
+      default:
+        s.set_attempt_error(absl::StrCat("the agent failed to run ",
+                                         s.selection().strategy().name(), ": ",
+                                         message));
+        break;
+    }
+  }
+  RepairForeign(ex, "the agent", s.workflow_id());
+  if (!s.attempt_error().empty() && !ex.dry_run() &&
+      s.attempt() >= s.max_attempts()) {
+    s.mutable_escalation()->set_reason(s.attempt_error());
+  }
+  s.clear_agent_wait();
+  std::move(done)(absl::OkStatus());
+}
+
+void ReflexionWorkflow::ObserveOnAgent(State& s, graph::NodeDone done) const {
+  const v1::Action& action = s.selection().action();
+  if (!s.agent_wait().has_observation() ||
+      s.agent_wait().observation().action_id() != action.idempotency_key()) {
+    s.clear_agent_wait();
+    v1::AgentWait& w = *s.mutable_agent_wait();
+    const absl::Time now = clock_->Now();
+    v1::ObservationRequest& req = *w.mutable_observation();
+    req.set_workflow_id(s.workflow_id());
+    req.set_action_id(action.idempotency_key());
+    req.set_namespace_(action.namespace_());
+    req.set_pod_name(action.pod_name());
+    v1::WorkloadRef owner = OwnerOf(s.incident());
+    if (!owner.kind().empty()) *req.mutable_owner() = std::move(owner);
+    req.set_container(s.analysis().container());
+    *req.mutable_window_end() = ToProto(now + config_.observation_window);
+    absl::Duration interval =
+        std::min(config_.report_interval, config_.observation_window / 3);
+    *req.mutable_report_interval() = ToProto(interval);
+    *w.mutable_deadline() = req.window_end();
+    *w.mutable_since() = ToProto(now);
+    std::move(done)(graph::Interrupt(absl::StrCat(
+        "observing ", action.namespace_(), "/", action.pod_name(),
+        " through agents of cluster ", s.session().cluster(), " until ",
+        absl::FormatTime(absl::RFC3339_sec, now + config_.observation_window,
+                         absl::UTCTimeZone()))));
+    return;
+  }
+  const v1::AgentWait w = s.agent_wait();
+  if (!w.expired()) {
+    // The window is still open (resumed after a restart): keep waiting
+    // until its persisted end.
+    std::move(done)(graph::Interrupt(absl::StrCat(
+        "observing through agents of cluster ", s.session().cluster())));
+    return;
+  }
+  if (w.reports() == 0) {
+    // Nothing to judge by: not the strategy's failure.
+    s.set_attempt_error(absl::StrCat(
+        "DEADLINE_EXCEEDED: no agent of cluster ", s.session().cluster(),
+        " reported the pod's status during the observation window"));
+    if (s.attempt() >= s.max_attempts()) {
+      s.mutable_escalation()->set_reason(s.attempt_error());
+    }
+    s.clear_agent_wait();
+    std::move(done)(absl::OkStatus());
+    return;
+  }
+  v1::Observation& o = *s.mutable_observation();
+  o.Clear();
+  const absl::Time since = FromProto(w.since());
+  const absl::Duration window = FromProto(w.deadline()) - since;
+  o.set_window_s(absl::ToDoubleSeconds(window));
+  o.set_recovered(w.has_first_healthy_at());
+  o.set_success(w.has_first_healthy_at() && !w.regressed() && w.healthy_now());
+  if (o.recovered()) {
+    o.set_time_to_recovery_s(std::max(
+        0.0, absl::ToDoubleSeconds(FromProto(w.first_healthy_at()) - since)));
+  }
+  o.set_restarts(std::max(0, w.restarts() - w.first_restarts()));
+  if (!w.healthy_now()) o.set_failure_reason(w.failure_reason());
+  for (const auto& sig : w.signals()) o.add_signals(sig);
+  o.add_signals(absl::StrCat(w.reports(), " status report(s) from agents of ",
+                             s.session().cluster()));
+  if (w.regressed()) {
+    o.add_signals("the pod became unhealthy again after it had recovered");
+  }
+  s.clear_agent_wait();
+  FinishObservation(s);
+  std::move(done)(absl::OkStatus());
+}
+
+void ReflexionWorkflow::Approval(State& s, graph::NodeDone done) const {
+  const v1::HumanDecision::Kind kind = s.decision().kind();
+  if (kind == v1::HumanDecision::KIND_APPROVE ||
+      kind == v1::HumanDecision::KIND_DENY) {
+    v1::HumanDecision d = s.decision();
+    s.clear_decision();
+    s.clear_agent_wait();
+    const std::string name = s.selection().strategy().name();
+    const std::string note =
+        d.note().empty() ? std::string() : absl::StrCat(" (", d.note(), ")");
+    if (kind == v1::HumanDecision::KIND_APPROVE) {
+      s.mutable_selection()->set_selection_reason(
+          absl::StrCat(s.selection().selection_reason(), "+human_approved"));
+      s.mutable_final_strategy()->set_selection_reason(
+          s.selection().selection_reason());
+      s.mutable_escalation()->set_summary(
+          absl::StrCat("a human approved ", name, note));
+    } else {
+      // Not learned as the strategy's failure (nothing ran); it is not
+      // proposed again for this incident, and the attempt is not spent.
+      s.add_denied_strategies(name);
+      s.set_attempt(std::max(0, s.attempt() - 1));
+      s.mutable_escalation()->set_summary(
+          absl::StrCat("a human denied ", name, note));
+    }
+    std::move(done)(absl::OkStatus());
+    return;
+  }
+  v1::ApprovalRequest& req = *s.mutable_agent_wait()->mutable_approval();
+  s.mutable_agent_wait()->clear_action();
+  s.mutable_agent_wait()->clear_observation();
+  req.Clear();
+  req.set_workflow_id(s.workflow_id());
+  req.set_strategy(s.selection().strategy().name());
+  *req.mutable_action() = s.selection().action();
+  req.set_tier(s.selection().strategy().tier());
+  req.set_confidence(s.selection().confidence());
+  req.set_reason(s.selection().approval_reason());
+  for (const auto& e : s.analysis().evidence()) req.add_evidence(e);
+  req.set_request_id(s.incident().request_id());
+  req.set_signature(s.analysis().signature());
+  s.mutable_escalation()->set_reason(req.reason());
+  *s.mutable_escalation()->mutable_recommended_action() = req.action();
+  *s.mutable_agent_wait()->mutable_since() = ToProto(clock_->Now());
+  std::move(done)(graph::Interrupt(req.reason()));
 }
 
 ReflectionRequest ReflexionWorkflow::MakeReflectionRequest(const State& s,
@@ -759,10 +1088,13 @@ absl::Status ReflexionWorkflow::Decide(
       break;
     case v1::HumanDecision::KIND_MARK_RESOLVED:
     case v1::HumanDecision::KIND_GIVE_UP:
+    case v1::HumanDecision::KIND_APPROVE:
+    case v1::HumanDecision::KIND_DENY:
       break;
     default:
       return absl::InvalidArgumentError(
-          "decision.kind: must be RETRY, MARK_RESOLVED or GIVE_UP");
+          "decision.kind: must be RETRY, MARK_RESOLVED, GIVE_UP, APPROVE or "
+          "DENY");
   }
   if (decision.note().size() > 1024) {
     return absl::InvalidArgumentError("decision.note: at most 1024 bytes");
@@ -771,6 +1103,21 @@ absl::Status ReflexionWorkflow::Decide(
     return absl::InvalidArgumentError("decision.note: must be valid UTF-8");
   }
   absl::StatusOr<uint64_t> wait_step = ParseWaitEtag(etag);
+  if (wait_step.ok()) {
+    // Approvals answer the approval node; the other kinds human_escalation.
+    REFLEXION_ASSIGN_OR_RETURN(core::Checkpoint latest,
+                               checkpoints_->Latest(workflow_id));
+    const bool approval = decision.kind() == v1::HumanDecision::KIND_APPROVE ||
+                          decision.kind() == v1::HumanDecision::KIND_DENY;
+    if (latest.step == *wait_step &&
+        (latest.next_node == kApproval) != approval) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "decision.kind: workflow ", workflow_id, " waits in ",
+          latest.next_node, ", which takes ",
+          latest.next_node == kApproval ? "APPROVE or DENY"
+                                        : "RETRY, MARK_RESOLVED or GIVE_UP"));
+    }
+  }
   if (!wait_step.ok()) {
     // A workflow that is not waiting says so, whatever the etag.
     REFLEXION_ASSIGN_OR_RETURN(core::WorkflowRecord record,
@@ -786,6 +1133,23 @@ absl::Status ReflexionWorkflow::Decide(
       *checkpoints_, workflow_id, *wait_step,
       [&](State& s) { *s.mutable_decision() = decision; }, clock_->Now(),
       config_.durability == graph::Durability::kSync);
+}
+
+absl::StatusOr<uint64_t> ReflexionWorkflow::AnswerAgent(
+    const std::string& workflow_id, uint64_t wait_step,
+    const std::function<void(v1::AgentWait&)>& edit, bool resume) const {
+  if (checkpoints_ == nullptr) {
+    return absl::FailedPreconditionError("checkpointing is disabled");
+  }
+  uint64_t step = 0;
+  absl::Status s = WorkflowGraph::UpdateWaiting(
+      *checkpoints_, workflow_id, wait_step,
+      [&](State& st) { edit(*st.mutable_agent_wait()); }, clock_->Now(),
+      config_.durability == graph::Durability::kSync,
+      resume ? WorkflowPhase::kRunning : WorkflowPhase::kWaiting,
+      config_.keep_last_checkpoints, &step);
+  if (!s.ok()) return s;
+  return step;
 }
 
 absl::Status ReflexionWorkflow::Fork(const std::string& source_id,

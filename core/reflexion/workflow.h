@@ -1,10 +1,13 @@
 #pragma once
 
-// The reflexion workflow: nine nodes on the generic graph engine.
+// The reflexion workflow: ten nodes on the generic graph engine.
 //
 //   START -> analyze_error -> (deep_analysis ->) select_strategy
-//   select_strategy -> execute_fix | human_escalation
+//   select_strategy -> execute_fix | approval | human_escalation
+//   approval -> execute_fix (approved) | select_strategy (denied)
 //   execute_fix -> observe_outcome -> reflect -> (meta_reflect ->) learn
+//   execute_fix, observe_outcome -> select_strategy | human_escalation when
+//     the agent refused, failed, timed out or dry-ran (not learned from)
 //   learn -> END (resolved) | select_strategy (attempts left)
 //          | human_escalation (attempts exhausted)
 //   human_escalation -> END
@@ -48,6 +51,12 @@ struct WorkflowConfig {
   SelectorOptions selector;
   // How long a fix is watched before it counts (workflow.observation_window).
   absl::Duration observation_window = absl::Seconds(120);
+  // Agent sessions: how long an action request waits for its result before
+  // the attempt fails with DEADLINE_EXCEEDED (executor.action_timeout) ...
+  absl::Duration action_timeout = absl::Seconds(300);
+  // ... and how often the agent reports pod status in an observation window
+  // (executor.report_interval; at most a third of the window is asked for).
+  absl::Duration report_interval = absl::Seconds(10);
   // Seed of Thompson sampling (reflexion.seed): with a fixed seed and the
   // same history, selections are reproducible.
   uint64_t seed = 0;
@@ -115,11 +124,15 @@ class ReflexionWorkflow {
   // `cancel` (may be null) cancels the run when set. `recorded` (may be
   // null) is called once the workflow is durably recorded, before its first
   // event (see CompiledGraph::Start); on an error the run ends with it.
+  // A `session` with a cluster makes that cluster's agent the executor:
+  // execute_fix and observe_outcome wait durably (interrupts with
+  // WorkflowState.agent_wait) for its answers, delivered with AnswerAgent.
   void Start(std::string workflow_id, reflexion::v1::Incident incident,
              uint64_t ordinal, graph::TaskRunner* runner, WorkflowSink* sink,
              DoneFn done,
              std::shared_ptr<const std::atomic<bool>> cancel = nullptr,
-             WorkflowGraph::RecordedFn recorded = nullptr) const;
+             WorkflowGraph::RecordedFn recorded = nullptr,
+             const reflexion::v1::SessionExecutor& session = {}) const;
 
   // Continues an interrupted workflow from its latest checkpoint (after a
   // crash). Errors as CompiledGraph::Resume; kFailedPrecondition when
@@ -139,6 +152,17 @@ class ReflexionWorkflow {
   // kNotFound for an unknown id.
   absl::Status Decide(const std::string& workflow_id, absl::string_view etag,
                       const reflexion::v1::HumanDecision& decision) const;
+
+  // Edits the agent wait of a workflow waiting at checkpoint `wait_step`
+  // (an action result, a pod status report, the deadline) and records it as
+  // a new checkpoint — kRunning when `resume` (Resume then continues it),
+  // else still kWaiting (a report inside an observation window). Returns the
+  // new checkpoint's step. kAborted for a stale step (answered meanwhile),
+  // kFailedPrecondition when not waiting.
+  absl::StatusOr<uint64_t> AnswerAgent(
+      const std::string& workflow_id, uint64_t wait_step,
+      const std::function<void(reflexion::v1::AgentWait&)>& edit,
+      bool resume) const;
 
   // Creates workflow `new_id` from checkpoint `step` of `source_id` (see
   // CompiledGraph::Fork) as a workflow of its own: its id, start time and
@@ -183,6 +207,12 @@ class ReflexionWorkflow {
   void MetaReflect(State& s, graph::NodeDone done) const;
   void Learn(State& s, graph::NodeDone done) const;
   void HumanEscalation(State& s, graph::NodeDone done) const;
+  void Approval(State& s, graph::NodeDone done) const;
+  // execute_fix / observe_outcome when the agent is the executor: durable
+  // waits on the agent's answers (WorkflowState.agent_wait).
+  void ExecuteOnAgent(State& s, graph::NodeDone done) const;
+  void ObserveOnAgent(State& s, graph::NodeDone done) const;
+  void FinishObservation(State& s) const;
 
   // Fills lessons and the recovery-time baseline of the signature.
   absl::Status LoadMemory(State& s) const;

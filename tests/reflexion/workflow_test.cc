@@ -428,14 +428,15 @@ TEST_F(WorkflowTest, InvalidUtf8FromTheExecutorIsRepairedBeforeItIsStored) {
   }
 }
 
-TEST_F(WorkflowTest, GraphHasAllNineNodes) {
+TEST_F(WorkflowTest, GraphHasAllTenNodes) {
   std::string mermaid = workflow_->graph().ToMermaid();
   for (const char* node : {"analyze_error", "deep_analysis", "select_strategy",
-                           "execute_fix", "observe_outcome", "reflect",
-                           "meta_reflect", "learn", "human_escalation"}) {
+                           "approval", "execute_fix", "observe_outcome",
+                           "reflect", "meta_reflect", "learn",
+                           "human_escalation"}) {
     EXPECT_THAT(mermaid, HasSubstr(node));
   }
-  EXPECT_EQ(workflow_->graph().NodeNames().size(), 9u);
+  EXPECT_EQ(workflow_->graph().NodeNames().size(), 10u);
 }
 
 }  // namespace
