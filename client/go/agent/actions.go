@@ -422,7 +422,7 @@ func (x *run) patchImage(ctx context.Context) error {
 		return err
 	}
 	x.change(t.field(c.Name, "image"), c.Image, image)
-	x.summary = fmt.Sprintf("set %s/%s container %s image %s -> %s", x.ns, t.name, c.Name, c.Image, image)
+	x.summary = fmt.Sprintf("set %s in %s: container %s image %s -> %s", t.name, x.ns, c.Name, c.Image, image)
 	return nil
 }
 
@@ -458,7 +458,7 @@ func (x *run) increaseMemory(ctx context.Context) error {
 		return err
 	}
 	x.change(t.field(c.Name, "resources.limits.memory"), old, now)
-	x.summary = fmt.Sprintf("raised %s/%s container %s memory limit %s -> %s (x%g)", x.ns, t.name, c.Name, old, now, factor)
+	x.summary = fmt.Sprintf("raised %s in %s: container %s memory limit %s -> %s (x%g)", t.name, x.ns, c.Name, old, now, factor)
 	return nil
 }
 
@@ -520,7 +520,7 @@ func (x *run) relaxProbes(ctx context.Context) error {
 		x.changes = nil
 		return err
 	}
-	x.summary = fmt.Sprintf("relaxed %s/%s container %s probes (x%g): %s", x.ns, t.name, c.Name, factor, strings.Join(changed, ", "))
+	x.summary = fmt.Sprintf("relaxed %s in %s: container %s probes (x%g): %s", t.name, x.ns, c.Name, factor, strings.Join(changed, ", "))
 	return nil
 }
 
@@ -569,7 +569,7 @@ func (x *run) lowerRequests(ctx context.Context) error {
 		x.changes = nil
 		return err
 	}
-	x.summary = fmt.Sprintf("lowered %s/%s container %s requests (x%g): %s", x.ns, t.name, c.Name, factor, strings.Join(changed, ", "))
+	x.summary = fmt.Sprintf("lowered %s in %s: container %s requests (x%g): %s", t.name, x.ns, c.Name, factor, strings.Join(changed, ", "))
 	return nil
 }
 
