@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"math/rand"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/reflexion-dev/reflexion/client/go/agent/kubefake"
+	"github.com/reflexion-dev/reflexion/client/go/reflexion"
 	reflexionv1 "github.com/reflexion-dev/reflexion/client/go/reflexionv1"
 )
 
@@ -256,5 +258,161 @@ func TestAgentResolvesPodsThroughTheRealServer(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "secret-") {
 		t.Error("log shows a token")
+	}
+}
+
+// cutProxy forwards TCP connections to target until Cut closes them all
+// (the listener stays: the next dial gets through again).
+type cutProxy struct {
+	l      net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{l: l, target: target}
+	t.Cleanup(func() { l.Close(); p.Cut() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { io.Copy(u, c); u.Close() }()
+			go func() { io.Copy(c, u); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *cutProxy) Addr() string { return p.l.Addr().String() }
+
+// Cut closes every connection made so far.
+func (p *cutProxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func TestAReSentActionAfterAReconnectRunsOnce(t *testing.T) {
+	addr := startServer(t)
+	proxy := newCutProxy(t, addr)
+	fake := kubefake.New(e2eRule, time.Now())
+	fake.AddServiceAccount("shop", "default")
+	tmpl := func(image string) kubefake.Object {
+		return kubefake.Template(map[string]string{"app": "web"}, kubefake.OneContainer(image, nil))
+	}
+	fake.AddDeployment("shop", "web", 1, []kubefake.Object{tmpl("web:1.2"), tmpl("web:1.3-typo")}, nil)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once, relOnce sync.Once
+	fake.BeforeMutation(func(method, path string) {
+		if method == "PATCH" {
+			once.Do(func() { close(entered) })
+			<-release // held until the server re-sent the action on the new session
+		}
+	})
+	fake.Start()
+	defer fake.Close()
+	defer relOnce.Do(func() { close(release) })
+
+	var mu sync.Mutex
+	seen := map[string]int{} // action_request by action id
+	workflow := make(chan string, 1)
+	var logs syncBuffer
+	a, err := New(Config{Server: proxy.Addr(), Cluster: "e2e", AgentID: "agent-reconnect", Namespaces: []string{"shop"},
+		PollInterval: 200 * time.Millisecond, Kube: NewKube(fake.URL(), "", nil),
+		Log: NewLogger(&logs, "text", RealClock{}), Rand: rand.New(rand.NewSource(1)),
+		OnResponse: func(r *reflexionv1.ResolveResponse) {
+			if ar := r.GetActionRequest(); ar != nil {
+				mu.Lock()
+				seen[ar.GetActionId()]++
+				if seen[ar.GetActionId()] == 2 {
+					relOnce.Do(func() { close(release) })
+				}
+				mu.Unlock()
+			}
+			if acc := r.GetAccepted(); acc != nil {
+				workflow <- acc.GetWorkflowId()
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+		if t.Failed() || testing.Verbose() {
+			t.Logf("agent log:\n%s", logs.String())
+		}
+	}()
+	var wf string
+	select {
+	case wf = <-workflow:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no incident accepted")
+	}
+	select {
+	case <-entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the action never reached the API")
+	}
+	proxy.Cut() // the session breaks while the PATCH is held
+
+	// Follow the workflow to its end on a separate connection.
+	c, err := reflexion.Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
+	defer wcancel()
+	w, err := c.Reflexion.WatchWorkflow(wctx, &reflexionv1.WatchWorkflowRequest{WorkflowId: wf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var result *reflexionv1.IncidentResult
+	for result == nil {
+		m, err := w.Recv()
+		if err != nil {
+			t.Fatalf("WatchWorkflow %s: %v", wf, err)
+		}
+		result = m.GetResult()
+	}
+	// Both catalog fixes of a bad tag with a good previous revision work here.
+	if s := result.GetFinalStrategy().GetType(); !result.GetSuccess() || result.GetAttempts() != 1 ||
+		(s != "patch_image" && s != "rollback_deployment") {
+		t.Errorf("result = %v, want resolved by patch_image or rollback_deployment in one attempt", result)
+	}
+	mu.Lock()
+	for id, n := range seen {
+		if n < 2 {
+			t.Errorf("action %s was not re-sent after the reconnect (%d)", id, n)
+		}
+	}
+	mu.Unlock()
+	if calls := fake.Calls(); len(calls) != 1 {
+		t.Errorf("mutating calls = %v, want exactly one PATCH", calls)
+	}
+	if !fake.WorkloadHealthy("shop/web") {
+		t.Error("web not healthy")
 	}
 }

@@ -98,6 +98,7 @@ type Server struct {
 	now      time.Time // fake creation times: strictly increasing
 	changed  chan struct{}
 	onCall   func(Call)
+	before   func(method, path string)
 	ts       *httptest.Server
 }
 
@@ -122,6 +123,14 @@ func (s *Server) OnCall(f func(Call)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.onCall = f
+}
+
+// BeforeMutation sets a function called (without the lock) before each
+// PATCH or DELETE is applied; it may block to hold the call (tests).
+func (s *Server) BeforeMutation(f func(method, path string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.before = f
 }
 
 // Start serves on a fresh 127.0.0.1 port; StartOn on l. Close stops.
@@ -579,6 +588,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) record(w http.ResponseWriter, r *http.Request, body []byte, dry bool, f func() (int, interface{})) {
+	s.mu.Lock()
+	before := s.before
+	s.mu.Unlock()
+	if before != nil {
+		before(r.Method, r.URL.Path)
+	}
 	s.mu.Lock()
 	code, out := f()
 	c := Call{Method: r.Method, Path: r.URL.Path, Body: string(body), DryRun: dry, Code: code}
