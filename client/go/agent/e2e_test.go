@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"math/rand"
 	"net"
@@ -159,6 +160,7 @@ func TestAgentResolvesPodsThroughTheRealServer(t *testing.T) {
 	results := make(chan *reflexionv1.IncidentResult, 16)
 	var mu sync.Mutex
 	accepted := 0
+	var workflows []string
 	a, err := New(Config{Server: addr, Cluster: "e2e", AgentID: "agent-e2e", Namespaces: []string{"shop"},
 		PollInterval: 200 * time.Millisecond, Kube: NewKube(fake.URL(), "", nil),
 		Log: NewLogger(io.MultiWriter(&logs), "text", RealClock{}), Rand: rand.New(rand.NewSource(1)),
@@ -169,6 +171,7 @@ func TestAgentResolvesPodsThroughTheRealServer(t *testing.T) {
 			case r.GetAccepted() != nil:
 				mu.Lock()
 				accepted++
+				workflows = append(workflows, r.GetAccepted().GetWorkflowId())
 				mu.Unlock()
 			}
 		}})
@@ -192,7 +195,7 @@ func TestAgentResolvesPodsThroughTheRealServer(t *testing.T) {
 	}()
 
 	got := map[string]*reflexionv1.IncidentResult{} // by pod's app
-	timeout := time.After(90 * time.Second)
+	timeout := time.After(45 * time.Second)
 	for len(got) < 2 {
 		select {
 		case r := <-results:
@@ -202,7 +205,10 @@ func TestAgentResolvesPodsThroughTheRealServer(t *testing.T) {
 			}
 			got[app] = r
 		case <-timeout:
-			t.Fatalf("results after 90 s: %v", got)
+			mu.Lock()
+			wfs := append([]string(nil), workflows...)
+			mu.Unlock()
+			t.Fatalf("results after 45 s: %v; workflows now: %s", got, describeWorkflows(addr, wfs))
 		}
 	}
 	for app, strategy := range map[string]string{"web": "patch_image", "cart": "increase_memory_limit"} {
@@ -259,6 +265,28 @@ func TestAgentResolvesPodsThroughTheRealServer(t *testing.T) {
 	if strings.Contains(logs.String(), "secret-") {
 		t.Error("log shows a token")
 	}
+}
+
+// describeWorkflows says where each workflow is (GetWorkflow), for a
+// failure message.
+func describeWorkflows(addr string, ids []string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := reflexion.Dial(ctx, addr)
+	if err != nil {
+		return err.Error()
+	}
+	defer c.Close()
+	var out []string
+	for _, id := range ids {
+		r, err := c.Reflexion.GetWorkflow(ctx, &reflexionv1.GetWorkflowRequest{WorkflowId: id})
+		if err != nil {
+			out = append(out, id+": "+err.Error())
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s: phase %s, node %q, steps %d", id, r.GetPhase(), r.GetCurrentNode(), r.GetSteps()))
+	}
+	return strings.Join(out, "; ")
 }
 
 // cutProxy forwards TCP connections to target until Cut closes them all
@@ -383,7 +411,7 @@ func TestAReSentActionAfterAReconnectRunsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
+	wctx, wcancel := context.WithTimeout(ctx, 45*time.Second)
 	defer wcancel()
 	w, err := c.Reflexion.WatchWorkflow(wctx, &reflexionv1.WatchWorkflowRequest{WorkflowId: wf})
 	if err != nil {
@@ -393,7 +421,7 @@ func TestAReSentActionAfterAReconnectRunsOnce(t *testing.T) {
 	for result == nil {
 		m, err := w.Recv()
 		if err != nil {
-			t.Fatalf("WatchWorkflow %s: %v", wf, err)
+			t.Fatalf("WatchWorkflow %s: %v; now: %s", wf, err, describeWorkflows(addr, []string{wf}))
 		}
 		result = m.GetResult()
 	}
