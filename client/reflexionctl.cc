@@ -48,9 +48,10 @@ ABSL_FLAG(std::string, decision, "",
 ABSL_FLAG(std::string, strategy, "",
           "resume, fork: the strategy a human approves");
 ABSL_FLAG(int64_t, step, -1, "fork: the checkpoint step to fork from");
-ABSL_FLAG(std::string, note, "", "resume: a note kept with the decision");
+ABSL_FLAG(std::string, note, "",
+          "resume, approve, deny: a note kept with the decision");
 ABSL_FLAG(std::string, etag, "",
-          "resume: the wait the decision answers (GetWorkflow's etag); "
+          "resume, approve, deny: the wait the decision answers (GetWorkflow's etag); "
           "default: the wait `status` shows now");
 ABSL_FLAG(std::string, f, "",
           "diagnose: a v1.Pod as JSON (kubectl get pod P -o json); - reads "
@@ -92,6 +93,10 @@ constexpr char kUsage[] =
     "  resume ID   --decision retry --strategy NAME | resolved | give_up\n"
     "              [--note TEXT] [--etag E]: the human decision for a waiting\n"
     "              workflow (for the wait it is in now, or the one E names).\n"
+    "  approve ID  [--note TEXT] [--etag E]: approve the action a workflow\n"
+    "              waiting in `approval` asks for; it runs at once.\n"
+    "  deny ID     [--note TEXT] [--etag E]: deny it; that strategy is not\n"
+    "              proposed again for the incident.\n"
     "  cancel ID   Cancel a running workflow.\n"
     "  history ID  The workflow's checkpoints, newest first ([--limit N]).\n"
     "  fork ID     --step N [--strategy NAME]: a new workflow from checkpoint\n"
@@ -598,12 +603,19 @@ int Watch(ReflexionService::Stub& stub, const std::string& id) {
   return exit_code;
 }
 
-int Resume(ReflexionService::Stub& stub, const std::string& id) {
+// `approval`: "approve" / "deny" (reflexionctl approve|deny), else "" and
+// --decision says what.
+int Resume(ReflexionService::Stub& stub, const std::string& id,
+           const std::string& approval = "") {
   reflexion::v1::ResumeWorkflowRequest req;
   req.set_workflow_id(id);
   auto* d = req.mutable_decision();
   std::string decision = absl::GetFlag(FLAGS_decision);
-  if (decision == "retry") {
+  if (approval == "approve") {
+    d->set_kind(reflexion::v1::HumanDecision::KIND_APPROVE);
+  } else if (approval == "deny") {
+    d->set_kind(reflexion::v1::HumanDecision::KIND_DENY);
+  } else if (decision == "retry") {
     d->set_kind(reflexion::v1::HumanDecision::KIND_RETRY);
     d->set_strategy(absl::GetFlag(FLAGS_strategy));
   } else if (decision == "resolved") {
@@ -639,6 +651,13 @@ int Resume(ReflexionService::Stub& stub, const std::string& id) {
   absl::Status s =
       reflexion::client::FromGrpc(stub.ResumeWorkflow(&ctx, req, &resp));
   if (!s.ok()) return Error(s);
+  if (!approval.empty()) {
+    const char* verb = approval == "approve" ? "approved" : "denied";
+    std::printf(Json() ? "{\"%s\": \"%s\"}\n"
+                       : "%s %s (follow it with: reflexionctl watch %s)\n",
+                verb, id.c_str(), id.c_str());
+    return 0;
+  }
   std::printf(Json() ? "{\"resumed\": \"%s\"}\n"
                      : "resumed %s (follow it with: reflexionctl watch %s)\n",
               id.c_str(), id.c_str());
@@ -773,7 +792,8 @@ int main(int argc, char** argv) {
   if (command == "health") return Health(channel);
   if (command == "start") return Start(*stub);
   if (command == "status" || command == "cancel" || command == "history" ||
-      command == "watch" || command == "resume" || command == "fork") {
+      command == "watch" || command == "resume" || command == "fork" ||
+      command == "approve" || command == "deny") {
     if (args.size() != 3) {
       std::cerr << "reflexionctl: " << command << " needs a workflow id\n";
       return 2;
@@ -783,6 +803,9 @@ int main(int argc, char** argv) {
     if (command == "cancel") return Cancel(*stub, id);
     if (command == "watch") return Watch(*stub, id);
     if (command == "resume") return Resume(*stub, id);
+    if (command == "approve" || command == "deny") {
+      return Resume(*stub, id, command);
+    }
     if (command == "fork") return Fork(*stub, id);
     return History(*stub, id);
   }

@@ -56,6 +56,11 @@ AgentSessions::AgentSessions(WorkflowRunner* runner, graph::TaskRunner* pool,
 AgentSessions::~AgentSessions() { Shutdown(); }
 
 void AgentSessions::Shutdown() {
+  {
+    // After this no deadline touches the registry or the pool.
+    absl::MutexLock a(&alive_->mu);
+    alive_->alive = false;
+  }
   absl::MutexLock lock(&mu_);
   stopping_ = true;
   // Deadlines must not fire into a registry that is gone; they are re-armed
@@ -376,7 +381,9 @@ void AgentSessions::OnWait(const v1::WorkflowState& state, uint64_t step) {
         std::max(absl::ZeroDuration(),
                  core::FromProto(w.deadline()) - clock_->Now());
     const std::string action_id = p.action_id;
-    p.timer = timer_->After(due, [this, id, action_id] {
+    p.timer = timer_->After(due, [this, alive = alive_, id, action_id] {
+      absl::MutexLock a(&alive->mu);
+      if (!alive->alive) return;
       pool_->Post([this, id, action_id] { Expire(id, action_id); });
     });
   }
@@ -489,6 +496,13 @@ void AgentSessions::Deliver(const std::string& id, const std::string& action_id,
       },
       /*resume=*/true, Callbacks(cluster, "", request_id));
   absl::MutexLock lock(&mu_);
+  // The continuation may already wait on its next request: erase only the
+  // one answered.
+  auto same = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = pending_.find(id);
+    return it != pending_.end() && it->second.kind == Kind::kAction &&
+           it->second.action_id == action_id;
+  };
   if (s.ok() || absl::IsAborted(s.status()) ||
       absl::IsFailedPrecondition(s.status()) || absl::IsNotFound(s.status())) {
     if (s.ok()) {
@@ -497,7 +511,7 @@ void AgentSessions::Deliver(const std::string& id, const std::string& action_id,
       LOG(WARNING) << "action result for " << id << " not applied: "
                    << s.status();
     }
-    ErasePendingLocked(id);
+    if (same()) ErasePendingLocked(id);
     return;
   }
   // Storage or shutdown: keep the request; a re-sent result is accepted.
@@ -543,7 +557,11 @@ void AgentSessions::Expire(const std::string& id,
         return;  // storage or shutdown: re-armed at the next start
       }
     }
-    ErasePendingLocked(id);
+    auto it = pending_.find(id);
+    if (it != pending_.end() && it->second.kind == kind &&
+        it->second.action_id == action_id) {
+      ErasePendingLocked(id);
+    }
   });
 }
 

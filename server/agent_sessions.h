@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -203,6 +204,12 @@ class AgentSessions {
       ABSL_GUARDED_BY(mu_);
   AgentSessionsStats stats_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Lets a deadline reach this registry only while it is not shut down.
+  struct Alive {
+    absl::Mutex mu;
+    bool alive ABSL_GUARDED_BY(mu) = true;
+  };
+  std::shared_ptr<Alive> alive_ = std::make_shared<Alive>();
 };
 
 }  // namespace reflexion::server

@@ -144,8 +144,12 @@ void WorkflowRunner::Finished(Sink* sink, core::WorkflowRunResult run) {
     LOG(WARNING) << "workflow " << result.workflow_id()
                  << " failed: " << run.status;
   } else if (result.status() == reflexion::v1::WORKFLOW_STATUS_WAITING) {
+    const auto& w = run.state.agent_wait();
     LOG(INFO) << "workflow " << result.workflow_id()
-              << " waits for a human decision: " << run.status.message();
+              << (w.has_action() || w.has_observation()
+                      ? " waits on its agent: "
+                      : " waits for a human decision: ")
+              << run.status.message();
   }
   std::unique_ptr<Sink> owned(sink);
   {

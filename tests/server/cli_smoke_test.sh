@@ -152,4 +152,27 @@ kill -TERM "$pid"
 wait "$pid" || fail "server exited non-zero after SIGTERM"
 pid=
 grep -q "stopped cleanly" "$work/server.log" || fail "no clean stop"
+if [[ $mode == cli ]]; then
+  # Approvals: every choice is below this threshold, so each asks a human.
+  printf 'reflexion:\n  below_threshold: ask\n  strategy_confidence_threshold: 0.999\n' \
+    >"$work/ask.yaml"
+  "$server" --host 127.0.0.1 --port 0 --data_dir "$work/ask-data" \
+    --config "$work/ask.yaml" --port_file "$work/ask-port" 2>"$work/ask.log" &
+  pid=$!
+  for _ in $(seq 1 100); do [[ -s $work/ask-port ]] && break; sleep 0.1; done
+  [[ -s $work/ask-port ]] || fail "approval server did not start"
+  addr=127.0.0.1:$(cat "$work/ask-port")
+  for verb in approve deny; do
+    id=$("$ctl" --server "$addr" start --pod "ask-$verb" --namespace default \
+      --error_type OOMKilled) || fail "start ($verb)"
+    settle
+    grep -q "^$id: WAITING" "$work/status.txt" || fail "no approval wait: $(cat "$work/status.txt")"
+    grep -q "approval" "$work/status.txt" || fail "status does not name the approval: $(cat "$work/status.txt")"
+    past=$([[ $verb == approve ]] && echo approved || echo denied)
+    expect "$past $id" "$verb" "$ctl" --server "$addr" "$verb" "$id" --note "smoke test"
+  done
+  kill -TERM "$pid"
+  wait "$pid" || fail "approval server exited non-zero after SIGTERM"
+  pid=
+fi
 echo "PASS ($mode)"
