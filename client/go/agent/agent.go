@@ -371,7 +371,7 @@ func (a *Agent) dispatch(ctx, sctx context.Context, resp *reflexionv1.ResolveRes
 			"action", r.GetAction().GetType(), "tier", r.GetTier(), "namespace", r.GetAction().GetNamespace(),
 			"pod", r.GetAction().GetPodName(), "confidence", fmt.Sprintf("%.2f", r.GetConfidence()),
 			"reason", r.GetReason(), "request_id", r.GetRequestId(),
-			"hint", "reflexionctl approve "+r.GetWorkflowId())
+			"hint", "reflexionctl approve "+r.GetWorkflowId()+" --etag "+r.GetEtag()+" (or deny)")
 	case *reflexionv1.ResolveResponse_Accepted:
 		key := a.episodes.Accepted(m.Accepted.GetRequestId(), m.Accepted.GetWorkflowId())
 		a.log.Info("incident accepted", "request_id", m.Accepted.GetRequestId(),

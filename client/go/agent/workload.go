@@ -14,12 +14,11 @@ import (
 
 // Limits of the incident (Incident field comments).
 const (
-	maxPodEvents   = 256
-	maxPodJSON     = 1 << 20
-	recentRollout  = time.Hour
-	dockerCfgJSON  = "kubernetes.io/dockerconfigjson"
-	dockerCfgOld   = "kubernetes.io/dockercfg"
-	revisionAnnKey = "deployment.kubernetes.io/revision"
+	maxPodEvents  = 256
+	maxPodJSON    = 1 << 20
+	recentRollout = time.Hour
+	dockerCfgJSON = "kubernetes.io/dockerconfigjson"
+	dockerCfgOld  = "kubernetes.io/dockercfg"
 )
 
 // workload is a pod's Deployment with its ReplicaSets, as far as found.

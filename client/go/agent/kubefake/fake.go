@@ -84,15 +84,16 @@ func (c Call) String() string {
 var coreResources = map[string]bool{"pods": true, "events": true, "serviceaccounts": true, "secrets": true}
 var appsResources = map[string]bool{"deployments": true, "replicasets": true}
 
-// Bound of the request log (Requests): the oldest entries are dropped.
+// Bound of the request and call logs (Requests, Calls): the oldest entries
+// are dropped.
 const maxRequestLog = 100000
 
 // Server is the fake API server. Safe for concurrent use.
 type Server struct {
 	mu       sync.Mutex
 	objs     map[string]map[string]Object // resource -> "ns/name" -> object
-	calls    []Call
-	requests []string // "GET /path?query", bounded by maxRequestLog
+	calls    []Call                       // bounded by maxRequestLog
+	requests []string                     // "GET /path?query", bounded by maxRequestLog
 	rule     HealthRule
 	seq      int64
 	now      time.Time // fake creation times: strictly increasing
@@ -598,6 +599,9 @@ func (s *Server) record(w http.ResponseWriter, r *http.Request, body []byte, dry
 	code, out := f()
 	c := Call{Method: r.Method, Path: r.URL.Path, Body: string(body), DryRun: dry, Code: code}
 	s.calls = append(s.calls, c)
+	if len(s.calls) > maxRequestLog {
+		s.calls = s.calls[len(s.calls)-maxRequestLog:]
+	}
 	onCall := s.onCall
 	s.notifyLocked()
 	s.mu.Unlock()

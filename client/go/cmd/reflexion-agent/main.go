@@ -35,7 +35,7 @@ func main() {
 	fs := flag.NewFlagSet("reflexion-agent", flag.ContinueOnError)
 	server := fs.String("server", envOr("REFLEXION_SERVER", "127.0.0.1:50051"), "reflexion-server host:port (env REFLEXION_SERVER)")
 	cluster := fs.String("cluster", os.Getenv("REFLEXION_CLUSTER"), "required: this cluster's name, a DNS-1123 label (env REFLEXION_CLUSTER)")
-	agentID := fs.String("agent-id", host, "this agent instance, [A-Za-z0-9._-]{1,128} (default: the hostname)")
+	agentID := fs.String("agent-id", host, "this agent instance, [A-Za-z0-9._-]{1,128}")
 	namespaces := fs.String("namespaces", os.Getenv("REFLEXION_NAMESPACES"), "comma-separated namespaces to watch and act in; required unless --all-namespaces (env REFLEXION_NAMESPACES)")
 	all := fs.Bool("all-namespaces", false, "watch and act in every namespace (needs the ClusterRoleBinding)")
 	kubeAPI := fs.String("kube-api", "", "Kubernetes API URL (http:// or https://); default: in-cluster config from the service account")
@@ -44,7 +44,9 @@ func main() {
 	poll := fs.Duration("poll-interval", 10*time.Second, "how often to list pods")
 	dryRun := fs.Bool("dry-run", false, "validate every action with dryRun=All and change nothing")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
-	if err := fs.Parse(os.Args[1:]); err != nil {
+	if err := fs.Parse(os.Args[1:]); err == flag.ErrHelp {
+		os.Exit(0)
+	} else if err != nil {
 		os.Exit(2)
 	}
 	if fs.NArg() > 0 {
