@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,13 +14,25 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// fakeClock is a settable clock; After fires when Advance passes it.
-type fakeClock struct{ now time.Time }
+// fakeClock is a clock in which waiting takes no time: After(d) moves the
+// clock forward by d and fires at once.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
 
-func (c *fakeClock) Now() time.Time { return c.now }
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
 func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
 	ch := make(chan time.Time, 1)
-	ch <- c.now.Add(d) // tests drive single steps only
+	ch <- c.now
 	return ch
 }
 
