@@ -57,10 +57,14 @@ func (o *offline) drain() []*reflexionv1.ResolveRequest {
 	}
 }
 
-func incidentPods(ms []*reflexionv1.ResolveRequest) map[string]string {
+func incidentPods(t *testing.T, ms []*reflexionv1.ResolveRequest) map[string]string {
+	t.Helper()
 	got := map[string]string{} // request id -> ns/app
 	for _, m := range ms {
 		if inc := m.GetIncident(); inc != nil {
+			if k := inc.GetPod().GetFields()["kind"].GetStringValue(); k != "Pod" {
+				t.Errorf("incident.pod.kind = %q, want Pod", k)
+			}
 			md := inc.GetPod().GetFields()["metadata"].GetStructValue().GetFields()
 			app := md["labels"].GetStructValue().GetFields()["app"].GetStringValue()
 			got[inc.GetRequestId()] = md["namespace"].GetStringValue() + "/" + app
@@ -72,7 +76,7 @@ func incidentPods(ms []*reflexionv1.ResolveRequest) map[string]string {
 func TestPollSendsOneIncidentPerFailingWorkloadOfTheAllowedNamespaces(t *testing.T) {
 	o := newOffline(t, false)
 	o.PollOnce(context.Background())
-	got := incidentPods(o.drain())
+	got := incidentPods(t, o.drain())
 	want := map[string]bool{"data/etl": true, "data/ingest": true, "data/worker": true, "shop/api": true,
 		"shop/batch": true, "shop/cart": true, "shop/checkout": true, "shop/search": true, "shop/web": true, "shop/reports": true}
 	seen := map[string]bool{}
@@ -107,7 +111,7 @@ func TestAllNamespacesWatchesEveryNamespace(t *testing.T) {
 	o := newOffline(t, true)
 	o.PollOnce(context.Background())
 	found := false
-	for _, w := range incidentPods(o.drain()) {
+	for _, w := range incidentPods(t, o.drain()) {
 		found = found || w == "finance/ledger"
 	}
 	if !found {
@@ -210,7 +214,7 @@ func TestATransientRejectionReportsThePodAgain(t *testing.T) {
 	o := newOffline(t, false)
 	ctx := context.Background()
 	o.PollOnce(ctx)
-	ids := incidentPods(o.drain())
+	ids := incidentPods(t, o.drain())
 	n := o.Episodes().Len()
 	var anyID string
 	for id := range ids {
@@ -223,7 +227,7 @@ func TestATransientRejectionReportsThePodAgain(t *testing.T) {
 		t.Errorf("RESOURCE_EXHAUSTED: episode kept (%d of %d)", o.Episodes().Len(), n)
 	}
 	o.PollOnce(ctx)
-	if again := incidentPods(o.drain()); len(again) != 1 {
+	if again := incidentPods(t, o.drain()); len(again) != 1 {
 		t.Errorf("after a transient rejection the next poll sent %v", again)
 	}
 }

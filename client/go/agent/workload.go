@@ -107,6 +107,10 @@ func BuildIncident(ctx context.Context, k *Kube, now time.Time, podJSON []byte, 
 	if err := json.Unmarshal(podJSON, &raw); err != nil {
 		return nil, nil, fmt.Errorf("pod %s/%s: %w", ns, name, err)
 	}
+	// Items of a list carry no kind/apiVersion; the incident holds a v1.Pod.
+	if raw["kind"] == nil {
+		raw["kind"], raw["apiVersion"] = "Pod", "v1"
+	}
 	podStruct, err := structpb.NewStruct(raw)
 	if err != nil {
 		return nil, nil, fmt.Errorf("pod %s/%s as Struct: %w", ns, name, err)
