@@ -5,10 +5,18 @@
 //
 //   resolve_bench [--n 20000] [--streams 4] [--window 256]
 //                 [--durability async|sync|exit|off] [--json]
+//                 [--stalled 10] [--stalled_timeout 5] [--per_stream N]
+//
+// --stalled K adds K clients (each on its own connection) that send
+// incidents as fast as they can and never read, as a broken client would:
+// the server pauses each (service.stream_buffer_bytes) and cancels it after
+// --stalled_timeout seconds (service.stalled_stream_timeout). Compare the
+// normal streams' latency with and without them.
 
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -24,6 +32,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
+#include "grpcpp/create_channel.h"
 #include "server/app.h"
 
 ABSL_FLAG(int, n, 20000, "incidents");
@@ -31,6 +40,13 @@ ABSL_FLAG(int, streams, 4, "concurrent Resolve streams");
 ABSL_FLAG(int, window, 256, "incidents in flight per stream");
 ABSL_FLAG(std::string, durability, "async", "async | sync | exit | off");
 ABSL_FLAG(bool, json, false, "print one JSON line");
+ABSL_FLAG(int, stalled, 0, "clients that send and never read");
+ABSL_FLAG(int, stalled_incidents, 10000,
+          "incidents each stalled client sends (0: until it is cut)");
+ABSL_FLAG(int, per_stream, 100000,
+          "service.max_in_flight_per_stream (>= --window)");
+ABSL_FLAG(double, stalled_timeout, 5,
+          "service.stalled_stream_timeout in seconds");
 
 namespace {
 
@@ -145,7 +161,9 @@ int main(int argc, char** argv) {
   config.port = 0;
   config.data_dir = dir;
   config.max_in_flight = 1'000'000;
-  config.max_in_flight_per_stream = 100'000;
+  config.max_in_flight_per_stream = absl::GetFlag(FLAGS_per_stream);
+  config.stalled_stream_timeout =
+      absl::Seconds(absl::GetFlag(FLAGS_stalled_timeout));
   if (durability == "off") {
     config.checkpointing = false;
   } else if (durability == "sync") {
@@ -163,6 +181,48 @@ int main(int argc, char** argv) {
     auto channel =
         reflexion::client::Connect(absl::StrCat("127.0.0.1:", app.port()));
     auto stub = reflexion::v1::ReflexionService::NewStub(channel);
+    // Stalled clients first, so they are paused while the others run.
+    const int stalled = absl::GetFlag(FLAGS_stalled);
+    std::mutex done_mu;
+    std::condition_variable done_cv;
+    bool normal_done = false;
+    std::vector<std::thread> stalled_threads;
+    std::atomic<long> stalled_sent{0};
+    for (int k = 0; k < stalled; ++k) {
+      stalled_threads.emplace_back([&, k] {
+        grpc::ChannelArguments args;
+        args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+        args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 10);
+        args.SetInt("grpc.reflexion_bench_stalled", k);  // own connection
+        auto st = reflexion::v1::ReflexionService::NewStub(
+            grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", app.port()),
+                                      grpc::InsecureChannelCredentials(),
+                                      args));
+        grpc::ClientContext ctx;
+        auto stream = st->Resolve(&ctx);
+        const int limit = absl::GetFlag(FLAGS_stalled_incidents);
+        for (int i = 0; limit == 0 || i < limit; ++i) {
+          reflexion::v1::ResolveRequest req;
+          auto* in = req.mutable_incident();
+          in->set_pod_name(absl::StrCat("stalled-", k, "-", i));
+          in->set_namespace_("bench");
+          in->set_error_type("OOMKilled");
+          if (!stream->Write(req)) break;
+          ++stalled_sent;
+        }
+        // Still not reading: hold the stream until the measured run is
+        // over (or the server cut it), then give up like a client would.
+        {
+          std::unique_lock<std::mutex> lock(done_mu);
+          done_cv.wait(lock, [&] { return normal_done; });
+        }
+        ctx.TryCancel();
+        reflexion::v1::ResolveResponse drop;
+        while (stream->Read(&drop)) {
+        }
+        stream->Finish();
+      });
+    }
     std::vector<StreamStats> stats(streams);
     std::vector<std::thread> threads;
     auto t0 = Clock::now();
@@ -175,6 +235,20 @@ int main(int argc, char** argv) {
     }
     for (auto& t : threads) t.join();
     double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+    {
+      std::lock_guard<std::mutex> lock(done_mu);
+      normal_done = true;
+    }
+    done_cv.notify_all();
+    const int cut = app.service()->Streams().stalled_cancelled;
+    for (auto& t : stalled_threads) t.join();
+    if (stalled > 0) {
+      std::printf(
+          "%d stalled client(s): %ld incidents sent; %d cancelled by the "
+          "server after %.1f s stalled\n",
+          stalled, stalled_sent.load(), cut,
+          absl::GetFlag(FLAGS_stalled_timeout));
+    }
     int results = 0, errors = 0;
     long events = 0;
     std::vector<double> lat;

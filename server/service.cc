@@ -743,6 +743,15 @@ bool ReflexionServiceImpl::AwaitPausedStreams(int n, absl::Duration timeout) {
   return streams_mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
 }
 
+bool ReflexionServiceImpl::AwaitStalledCancels(int64_t n,
+                                               absl::Duration timeout) {
+  absl::MutexLock lock(&streams_mu_);
+  auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_) {
+    return stalled_cancelled_ >= n;
+  };
+  return streams_mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
+}
+
 void ReflexionServiceImpl::CountStalledCancel() {
   absl::MutexLock lock(&streams_mu_);
   ++stalled_cancelled_;

@@ -100,6 +100,9 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
   // Blocks until at least `n` Resolve streams have reading paused, or
   // `timeout`; true when they have (for tests and operators' tools).
   bool AwaitPausedStreams(int n, absl::Duration timeout);
+  // Blocks until at least `n` streams were cancelled for staying paused
+  // past stalled_stream_timeout, or `timeout`; true when they were.
+  bool AwaitStalledCancels(int64_t n, absl::Duration timeout);
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Resolve(
       grpc::CallbackServerContext* context) override;

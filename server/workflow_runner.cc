@@ -111,15 +111,25 @@ absl::StatusOr<uint64_t> WorkflowRunner::AnswerAgent(
   // decision or cancel never both apply.
   auto cancel = std::make_shared<std::atomic<bool>>(false);
   if (absl::Status s = Reserve(workflow_id, cancel); !s.ok()) return s;
+  {
+    // A continuation, not a new workflow: workflows_started counts
+    // incidents, forks and restarts only.
+    absl::MutexLock lock(&mu_);
+    --counters_.started;
+  }
   absl::StatusOr<uint64_t> step =
       workflow_->AnswerAgent(workflow_id, wait_step, edit, resume);
   if (!step.ok() || !resume) {
     Unreserve(workflow_id);
+    absl::MutexLock lock(&mu_);
+    ++counters_.started;  // Unreserve took one off
     return step;
   }
   if (absl::Status s = ResumeReserved(workflow_id, std::move(cancel),
                                       std::move(callbacks));
       !s.ok()) {
+    absl::MutexLock lock(&mu_);
+    ++counters_.started;  // Unreserve took one off
     return s;
   }
   return step;

@@ -116,9 +116,16 @@ WorkflowEvent MakeWorkflowEvent(const graph::StepEvent<WorkflowState>& event) {
     case graph::NodePhase::kInterrupted:
       ev.set_phase(v1::NODE_PHASE_INTERRUPTED);
       *ev.mutable_duration() = ToProto(event.duration);
-      *ev.mutable_escalation() = s.escalation();
-      ev.set_summary(absl::StrCat("waiting for a human decision: ",
-                                  s.escalation().reason()));
+      if (s.agent_wait().has_action() || s.agent_wait().has_observation()) {
+        // A durable wait on the cluster's agent, not on a human.
+        ev.set_summary(ToValidUtf8(event.status.message()));
+      } else {
+        *ev.mutable_escalation() = s.escalation();
+        ev.set_summary(absl::StrCat(
+            s.agent_wait().has_approval() ? "waiting for a human's approval: "
+                                          : "waiting for a human decision: ",
+            s.escalation().reason()));
+      }
       break;
     case graph::NodePhase::kFailed:
       ev.set_phase(v1::NODE_PHASE_FAILED);

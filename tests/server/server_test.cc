@@ -1114,6 +1114,50 @@ TEST_F(ServerTest, DiagnoseIncidentRunsNothingLearnsNothingStoresNothing) {
 // outbound queue passes service.stream_buffer_bytes the server stops
 // reading it, so what it holds stays bounded; when the client reads again,
 // everything is answered.
+TEST(BackPressureTest, AStreamStalledPastTheDeadlineIsCancelled) {
+  TempDir dir;
+  ServerConfig config;
+  config.host = "127.0.0.1";
+  config.port = 0;
+  config.data_dir = dir.path();
+  config.worker_threads = 2;
+  config.stream_buffer_bytes = 64 << 10;
+  config.max_in_flight_per_stream = 50;
+  config.stalled_stream_timeout = absl::Milliseconds(300);
+  App app(config);
+  ASSERT_THAT(app.Start(), IsOk());
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 10);
+  auto stub = v1::ReflexionService::NewStub(
+      grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", app.port()),
+                                grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext ctx;
+  auto stream = stub->Resolve(&ctx);
+  std::thread writer([&] {
+    for (int i = 0; i < 3000; ++i) {
+      v1::ResolveRequest req;
+      *req.mutable_incident() = MakeIncident(
+          absl::StrCat("st-", i), "shop", kTypes[i % 8], absl::StrCat("r", i));
+      if (!stream->Write(req)) return;
+    }
+    stream->WritesDone();
+  });
+  // It never reads: paused, then cut.
+  ASSERT_TRUE(app.service()->AwaitStalledCancels(1, absl::Seconds(60)));
+  writer.join();
+  v1::ResolveResponse m;
+  while (stream->Read(&m)) {
+  }
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  // The stream is gone with its queue; other calls are served.
+  EXPECT_EQ(app.service()->Streams().queued_bytes, 0u);
+  v1::GetMetricsResponse metrics;
+  grpc::ClientContext mctx;
+  ASSERT_TRUE(stub->GetMetrics(&mctx, v1::GetMetricsRequest(), &metrics).ok());
+  EXPECT_GT(metrics.workflows_started(), 0);
+}
+
 TEST(BackPressureTest, AStreamThatIsNotReadStopsBeingReadAndResumes) {
   TempDir dir;
   ServerConfig config;
