@@ -46,7 +46,6 @@ std::string AfterAttemptError(const WorkflowState& s) {
 // Bounded copies of what an agent reports.
 constexpr size_t kMaxAgentMessage = 4096;
 constexpr int kMaxAgentChanges = 32;
-constexpr int kMaxSignals = 16;
 
 // Episodes read to build a signature's memory (lessons, recovery baseline).
 constexpr int kMemoryEpisodes = 20;
