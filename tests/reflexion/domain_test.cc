@@ -548,6 +548,51 @@ TEST(SelectorTest, EscalatesWhenOnlyTierCIsLikelyToWork) {
             v1::ACTION_TYPE_CREATE_MISSING_CONFIG);
 }
 
+TEST(SelectorTest, TierCAskChoosesTheTierCActionPendingApproval) {
+  SelectorFixture f;
+  v1::Analysis a;
+  a.set_error_family("CreateContainerConfigError");
+  a.set_cause("missing_secret");
+  a.set_signature("CreateContainerConfigError/missing_secret");
+  SelectorOptions opts;
+  opts.ask_tier_c = true;
+  SelectionOutcome out =
+      SelectStrategy(a, MakeIncident("w", "d", "CreateContainerConfigError"),
+                     {}, f.strategies, {}, {}, 1, "k", 1, opts);
+  ASSERT_TRUE(out.chosen);
+  EXPECT_EQ(out.selection.strategy().name(), "create_missing_config");
+  EXPECT_TRUE(out.selection.needs_approval());
+  EXPECT_THAT(out.selection.approval_reason(), HasSubstr("tier C"));
+  EXPECT_EQ(out.selection.action().tier(), v1::SAFETY_TIER_C);
+}
+
+TEST(SelectorTest, AskBelowThresholdNeedsApprovalAndExcludedAreSkipped) {
+  SelectorFixture f;
+  v1::Analysis a;
+  a.set_error_family("OOMKilled");
+  a.set_cause("memory_limit_too_low");
+  a.set_signature("OOMKilled/memory_limit_too_low");
+  SelectorOptions opts;
+  opts.ask_below_threshold = true;
+  opts.confidence_threshold = 0.999;
+  absl::flat_hash_map<std::string, std::string> excluded = {
+      {"increase_memory_limit", "denied by a human for this incident"}};
+  SelectionOutcome out =
+      SelectStrategy(a, MakeIncident("w", "d", "OOMKilled"), {}, f.strategies,
+                     {}, {}, 1, "k", 1, opts, excluded);
+  ASSERT_TRUE(out.chosen);
+  EXPECT_NE(out.selection.strategy().name(), "increase_memory_limit");
+  EXPECT_TRUE(out.selection.needs_approval());
+  bool saw = false;
+  for (const auto& c : out.selection.candidates()) {
+    if (c.strategy() == "increase_memory_limit") {
+      saw = true;
+      EXPECT_EQ(c.excluded_reason(), "denied by a human for this incident");
+    }
+  }
+  EXPECT_TRUE(saw);
+}
+
 TEST(SelectorTest, EscalatePolicyBelowThresholdEscalates) {
   SelectorFixture f;
   v1::Analysis a;

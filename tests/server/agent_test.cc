@@ -369,6 +369,53 @@ TEST_F(AgentTest, PendingActionIsResentToTheNextSessionWithTheSameId) {
   EXPECT_EQ(app_->sessions()->Stats().answers, 1);
 }
 
+TEST_F(AgentTest, AResultThatEndedWithNoSessionIsDeliveredOnReconnect) {
+  Start();
+  std::string workflow_id;
+  {
+    TestAgent first(stub_.get(), "prod-eu", "agent-a");
+    first.SendIncident(OomIncident("web-gone", "gone"));
+    // Answer the action and one report, then go away inside the window.
+    int i = first.WaitFor(
+        [](const v1::ResolveResponse& m) { return m.has_action_request(); });
+    ASSERT_GE(i, 0);
+    const v1::ActionRequest a = first.At(i).action_request();
+    workflow_id = a.workflow_id();
+    v1::ResolveRequest r;
+    r.mutable_action_result()->set_workflow_id(a.workflow_id());
+    r.mutable_action_result()->set_action_id(a.action_id());
+    r.mutable_action_result()->set_outcome(v1::ActionResult::OUTCOME_APPLIED);
+    first.Send(r);
+    int o = first.WaitFor(
+        [](const v1::ResolveResponse& m) {
+          return m.has_observation_request();
+        },
+        i + 1);
+    ASSERT_GE(o, 0);
+    v1::ResolveRequest st;
+    st.mutable_pod_status()->set_workflow_id(a.workflow_id());
+    st.mutable_pod_status()->set_action_id(a.action_id());
+    st.mutable_pod_status()->set_healthy(true);
+    first.Send(st);
+    ASSERT_TRUE(app_->sessions()->AwaitStats(
+        [](const AgentSessionsStats& s) { return s.reports == 1; }, kWait));
+    first.Cancel();
+  }
+  // The window ends with nobody connected: the result waits for the cluster.
+  ASSERT_TRUE(app_->sessions()->AwaitStats(
+      [](const AgentSessionsStats& s) {
+        return s.sessions == 0 && s.undelivered == 1;
+      },
+      kWait));
+  TestAgent second(stub_.get(), "prod-eu", "agent-b");
+  int r = second.WaitFor(
+      [](const v1::ResolveResponse& m) { return m.has_result(); });
+  ASSERT_GE(r, 0);
+  EXPECT_EQ(second.At(r).result().workflow_id(), workflow_id);
+  EXPECT_EQ(second.At(r).result().status(), v1::WORKFLOW_STATUS_RESOLVED);
+  EXPECT_EQ(app_->sessions()->Stats().undelivered, 0);
+}
+
 TEST_F(AgentTest, TwoSessionsOfOneClusterEachGetDistinctRequests) {
   Start();
   TestAgent a(stub_.get(), "prod-eu", "agent-a");
@@ -451,7 +498,8 @@ TEST(AgentProcessTest, KillNineWithActionsPendingResendsThemAfterRestart) {
   auto HasFailure = [] { return ::testing::Test::HasFailure(); };
   std::string dir = MakeTempDir();
   std::string config = dir + "/config.yaml";
-  std::ofstream(config) << "workflow:\n  observation_window: 1\n"
+  std::ofstream(config) << "service:\n  shutdown_drain: 0\n"
+                           "workflow:\n  observation_window: 1\n"
                            "  durability: sync\n"
                            "executor:\n  report_interval: 0.1\n"
                            "reflexion:\n  seed: 3\n";
