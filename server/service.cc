@@ -1,5 +1,6 @@
 #include "server/service.h"
 
+#include <atomic>
 #include <algorithm>
 #include <deque>
 #include <memory>
@@ -153,6 +154,13 @@ class ReflexionServiceImpl::ResolveReactor final
         // (HTTP/2 flow control then stops its writes) until its queue has
         // drained to half the budget (OnWriteDone resumes).
         read_paused_ = true;
+      } else if (AtLimitLocked()) {
+        // At its in-flight limit the stream is not read either, until one
+        // of its workflows ends (WorkflowFinished resumes): a client that
+        // sends faster than its incidents resolve is slowed down, not
+        // answered with a flood of rejections.
+        read_held_ = true;
+        return;
       }
     }
     if (read_paused()) {
@@ -177,6 +185,7 @@ class ReflexionServiceImpl::ResolveReactor final
     bool start = false;
     bool more = false;
     bool resume = false;
+    bool unpaused = false;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
@@ -196,13 +205,16 @@ class ReflexionServiceImpl::ResolveReactor final
           queued_bytes_ <= budget_ / 2) {
         read_paused_ = false;
         ++pause_epoch_;
-        resume = true;
+        unpaused = true;
+        if (AtLimitLocked()) {
+          read_held_ = true;  // WorkflowFinished resumes
+        } else {
+          resume = true;
+        }
       }
     }
-    if (resume) {
-      service_->AddPaused(-1);
-      StartRead(&read_buffer_);
-    }
+    if (unpaused) service_->AddPaused(-1);
+    if (resume) StartRead(&read_buffer_);
     if (start) {
       // While more messages are queued, let gRPC coalesce them into fewer
       // frames and syscalls; the last one of a burst is flushed at once.
@@ -578,16 +590,29 @@ class ReflexionServiceImpl::ResolveReactor final
 
   void WorkflowFinished() {
     bool destroy;
+    bool resume = false;
     {
       absl::MutexLock lock(&mu_);
       --active_;
       destroy = done_ && active_ == 0;
+      if (read_held_ && !AtLimitLocked() && !finished_ && !broken_ &&
+          !done_) {
+        read_held_ = false;
+        resume = true;
+      }
     }
     if (destroy) {
       Destroy();
       return;
     }
+    if (resume) StartRead(&read_buffer_);
     MaybeFinish();
+  }
+
+  // Whether a plain stream has as many workflows in flight as it may.
+  // Sessions are limited per session when an incident is submitted.
+  bool AtLimitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !session_ && active_ >= max_in_flight_;
   }
 
   // Finishes once the client closed its side and everything was written;
@@ -706,9 +731,11 @@ class ReflexionServiceImpl::ResolveReactor final
   std::string session_id_ ABSL_GUARDED_BY(mu_);
   // Read path only.
   bool first_message_ = true;
-  bool session_ = false;
+  std::atomic<bool> session_{false};  // set once, by hello (read path)
   reflexion::v1::AgentHello hello_;
   uint64_t pause_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  // Reading is held because the stream is at its in-flight limit.
+  bool read_held_ ABSL_GUARDED_BY(mu_) = false;
   // Lets a timer reach this stream only while it exists.
   struct Guard {
     absl::Mutex mu;

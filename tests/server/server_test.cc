@@ -1226,6 +1226,9 @@ TEST(BackPressureTest, AStreamThatIsNotReadStopsBeingReadAndResumes) {
   EXPECT_TRUE(stream->Finish().ok());
   EXPECT_EQ(written.load(), kIncidents);
   EXPECT_EQ(results + rejected, kIncidents);
+  // At its in-flight limit the stream was not read (flow control), so
+  // nothing was refused for the limit.
+  EXPECT_EQ(rejected, 0);
   EXPECT_EQ(app.service()->Streams().queued_bytes, 0u);
   app.Stop(absl::ZeroDuration(), absl::ZeroDuration());
 }
