@@ -194,10 +194,10 @@ int main(int argc, char** argv) {
         args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
         args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 10);
         args.SetInt("grpc.reflexion_bench_stalled", k);  // own connection
-        auto st = reflexion::v1::ReflexionService::NewStub(
-            grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", app.port()),
-                                      grpc::InsecureChannelCredentials(),
-                                      args));
+        auto st =
+            reflexion::v1::ReflexionService::NewStub(grpc::CreateCustomChannel(
+                absl::StrCat("127.0.0.1:", app.port()),
+                grpc::InsecureChannelCredentials(), args));
         grpc::ClientContext ctx;
         auto stream = st->Resolve(&ctx);
         const int limit = absl::GetFlag(FLAGS_stalled_incidents);

@@ -51,7 +51,8 @@ ABSL_FLAG(int64_t, step, -1, "fork: the checkpoint step to fork from");
 ABSL_FLAG(std::string, note, "",
           "resume, approve, deny: a note kept with the decision");
 ABSL_FLAG(std::string, etag, "",
-          "resume, approve, deny: the wait the decision answers (GetWorkflow's etag); "
+          "resume, approve, deny: the wait the decision answers (GetWorkflow's "
+          "etag); "
           "default: the wait `status` shows now");
 ABSL_FLAG(std::string, f, "",
           "diagnose: a v1.Pod as JSON (kubectl get pod P -o json); - reads "

@@ -73,9 +73,8 @@ void AgentSessions::Shutdown() {
   for (auto& [id, q] : ops_) {
     while (q.size() > 1) q.pop_back();
   }
-  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return ops_.empty();
-  };
+  auto idle = [this]()
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return ops_.empty(); };
   mu_.Await(absl::Condition(&idle));
 }
 
@@ -119,8 +118,8 @@ absl::Status AgentSessions::ValidateHello(const v1::AgentHello& hello) {
 std::string AgentSessions::Open(AgentStream* stream,
                                 const v1::AgentHello& hello) {
   absl::MutexLock lock(&mu_);
-  std::string id =
-      absl::StrCat(hello.cluster(), "/", hello.agent_id(), "#", ++next_session_);
+  std::string id = absl::StrCat(hello.cluster(), "/", hello.agent_id(), "#",
+                                ++next_session_);
   Session& s = sessions_[id];
   s.id = id;
   s.cluster = hello.cluster();
@@ -377,9 +376,8 @@ void AgentSessions::OnWait(const v1::WorkflowState& state, uint64_t step) {
   absl::MutexLock lock(&mu_);
   ErasePendingLocked(id);
   if (p.kind != Kind::kApproval && !stopping_) {
-    const absl::Duration due =
-        std::max(absl::ZeroDuration(),
-                 core::FromProto(w.deadline()) - clock_->Now());
+    const absl::Duration due = std::max(
+        absl::ZeroDuration(), core::FromProto(w.deadline()) - clock_->Now());
     const std::string action_id = p.action_id;
     p.timer = timer_->After(due, [this, alive = alive_, id, action_id] {
       absl::MutexLock a(&alive->mu);
@@ -428,9 +426,8 @@ void AgentSessions::RunOps(const std::string& workflow_id) {
 
 absl::Status AgentSessions::OnActionResult(const std::string& session_id,
                                            v1::ActionResult result) {
-  REFLEXION_RETURN_IF_ERROR(CheckIds("action_result.",
-                                           result.workflow_id(),
-                                           result.action_id(), true));
+  REFLEXION_RETURN_IF_ERROR(CheckIds("action_result.", result.workflow_id(),
+                                     result.action_id(), true));
   if (result.outcome() == v1::ActionResult::OUTCOME_UNSPECIFIED ||
       !v1::ActionResult::Outcome_IsValid(result.outcome())) {
     return Bad("action_result.outcome",
@@ -457,9 +454,8 @@ absl::Status AgentSessions::OnActionResult(const std::string& session_id,
     auto sit = sessions_.find(session_id);
     auto it = pending_.find(id);
     if (sit == sessions_.end() || it == pending_.end() ||
-        it->second.kind != Kind::kAction ||
-        it->second.action_id != action_id || it->second.answering ||
-        it->second.cluster != sit->second.cluster) {
+        it->second.kind != Kind::kAction || it->second.action_id != action_id ||
+        it->second.answering || it->second.cluster != sit->second.cluster) {
       ++stats_.duplicates;
       LOG(INFO) << "ignored action result for " << core::ClipUtf8(id, 128)
                 << " action " << core::ClipUtf8(action_id, 256) << " from "
@@ -508,15 +504,15 @@ void AgentSessions::Deliver(const std::string& id, const std::string& action_id,
     if (s.ok()) {
       ++stats_.answers;
     } else {
-      LOG(WARNING) << "action result for " << id << " not applied: "
-                   << s.status();
+      LOG(WARNING) << "action result for " << id
+                   << " not applied: " << s.status();
     }
     if (same()) ErasePendingLocked(id);
     return;
   }
   // Storage or shutdown: keep the request; a re-sent result is accepted.
-  LOG(WARNING) << "action result for " << id << " not applied yet: "
-               << s.status();
+  LOG(WARNING) << "action result for " << id
+               << " not applied yet: " << s.status();
   if (auto it = pending_.find(id); it != pending_.end()) {
     it->second.answering = false;
   }
@@ -567,8 +563,8 @@ void AgentSessions::Expire(const std::string& id,
 
 absl::Status AgentSessions::OnPodStatus(const std::string& session_id,
                                         v1::PodStatusReport report) {
-  REFLEXION_RETURN_IF_ERROR(CheckIds(
-      "pod_status.", report.workflow_id(), report.action_id(), true));
+  REFLEXION_RETURN_IF_ERROR(
+      CheckIds("pod_status.", report.workflow_id(), report.action_id(), true));
   if (report.pod_name().size() > core::kMaxPodName) {
     return Bad("pod_status.pod_name", "at most 253 bytes");
   }
@@ -664,8 +660,7 @@ void AgentSessions::ApplyReport(const std::string& id,
     it->second.wait_step = *s;
     ++stats_.reports;
   } else {
-    LOG(WARNING) << "status report for " << id << " not stored: "
-                 << s.status();
+    LOG(WARNING) << "status report for " << id << " not stored: " << s.status();
   }
 }
 
@@ -684,7 +679,8 @@ absl::Status AgentSessions::Recover(core::CheckpointStore* checkpoints) {
     ++n;
   }
   if (n > 0) {
-    LOG(INFO) << n << " workflow(s) wait on agents: their requests are re-sent "
+    LOG(INFO) << n
+              << " workflow(s) wait on agents: their requests are re-sent "
                  "when a session of their cluster connects";
   }
   return absl::OkStatus();
@@ -705,9 +701,7 @@ bool AgentSessions::AwaitStats(
     const std::function<bool(const AgentSessionsStats&)>& pred,
     absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
-  auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return pred(stats_);
-  };
+  auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return pred(stats_); };
   return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
 }
 

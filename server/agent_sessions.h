@@ -55,14 +55,14 @@ struct AgentSessionsOptions {
 
 struct AgentSessionsStats {
   int64_t sessions = 0;
-  int64_t pending = 0;             // requests waiting on agents
-  int64_t unassigned = 0;          // ... of which no live session holds
-  int64_t answers = 0;             // action results applied
-  int64_t duplicates = 0;          // results ignored (duplicate or stale)
-  int64_t timeouts = 0;            // action requests that expired
-  int64_t reports = 0;             // pod status reports applied
-  int64_t undelivered = 0;         // results queued for absent clusters
-  int64_t dropped_results = 0;     // ... dropped at the bound
+  int64_t pending = 0;          // requests waiting on agents
+  int64_t unassigned = 0;       // ... of which no live session holds
+  int64_t answers = 0;          // action results applied
+  int64_t duplicates = 0;       // results ignored (duplicate or stale)
+  int64_t timeouts = 0;         // action requests that expired
+  int64_t reports = 0;          // pod status reports applied
+  int64_t undelivered = 0;      // results queued for absent clusters
+  int64_t dropped_results = 0;  // ... dropped at the bound
 };
 
 // Thread-safe.

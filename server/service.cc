@@ -1,7 +1,7 @@
 #include "server/service.h"
 
-#include <atomic>
 #include <algorithm>
+#include <atomic>
 #include <deque>
 #include <memory>
 #include <utility>
@@ -329,7 +329,8 @@ class ReflexionServiceImpl::ResolveReactor final
         }
         const bool result =
             request.message_case() == ResolveRequest::kActionResult;
-        if (!session_ || id.empty() || !hello_.capabilities().executes_actions()) {
+        if (!session_ || id.empty() ||
+            !hello_.capabilities().executes_actions()) {
           Reject("", absl::FailedPreconditionError(absl::StrCat(
                          result ? "action_result" : "pod_status",
                          ": only an agent session that executes actions (a "
@@ -503,9 +504,9 @@ class ReflexionServiceImpl::ResolveReactor final
         }
         pool_->Post([this, decision = std::move(decision),
                      cb = *std::move(cb)]() mutable {
-          absl::Status s = runner_->Decide(decision.workflow_id(),
-                                           decision.etag(),
-                                           decision.decision(), std::move(cb));
+          absl::Status s =
+              runner_->Decide(decision.workflow_id(), decision.etag(),
+                              decision.decision(), std::move(cb));
           if (!s.ok()) RejectDecision(decision.workflow_id(), s);
           WorkflowFinished();
         });
@@ -595,8 +596,7 @@ class ReflexionServiceImpl::ResolveReactor final
       absl::MutexLock lock(&mu_);
       --active_;
       destroy = done_ && active_ == 0;
-      if (read_held_ && !AtLimitLocked() && !finished_ && !broken_ &&
-          !done_) {
+      if (read_held_ && !AtLimitLocked() && !finished_ && !broken_ && !done_) {
         read_held_ = false;
         resume = true;
       }
@@ -1200,13 +1200,14 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ResumeWorkflow(
     // sessions (its action request, events and result go there).
     WorkflowCallbacks cb;
     if (options_.sessions != nullptr) {
-      if (auto c = options_.sessions->CallbacksIfWaiting(request->workflow_id())) {
+      if (auto c =
+              options_.sessions->CallbacksIfWaiting(request->workflow_id())) {
         cb = *std::move(c);
       }
     }
-    reactor->Finish(ToGrpcStatus(
-        runner_->Decide(request->workflow_id(), request->etag(),
-                        request->decision(), std::move(cb))));
+    reactor->Finish(
+        ToGrpcStatus(runner_->Decide(request->workflow_id(), request->etag(),
+                                     request->decision(), std::move(cb))));
   });
   return reactor;
 }

@@ -125,8 +125,8 @@ absl::StatusOr<uint64_t> WorkflowRunner::AnswerAgent(
     ++counters_.started;  // Unreserve took one off
     return step;
   }
-  if (absl::Status s = ResumeReserved(workflow_id, std::move(cancel),
-                                      std::move(callbacks));
+  if (absl::Status s =
+          ResumeReserved(workflow_id, std::move(cancel), std::move(callbacks));
       !s.ok()) {
     absl::MutexLock lock(&mu_);
     ++counters_.started;  // Unreserve took one off

@@ -121,10 +121,10 @@ WorkflowEvent MakeWorkflowEvent(const graph::StepEvent<WorkflowState>& event) {
         ev.set_summary(ToValidUtf8(event.status.message()));
       } else {
         *ev.mutable_escalation() = s.escalation();
-        ev.set_summary(absl::StrCat(
-            s.agent_wait().has_approval() ? "waiting for a human's approval: "
-                                          : "waiting for a human decision: ",
-            s.escalation().reason()));
+        ev.set_summary(absl::StrCat(s.agent_wait().has_approval()
+                                        ? "waiting for a human's approval: "
+                                        : "waiting for a human decision: ",
+                                    s.escalation().reason()));
       }
       break;
     case graph::NodePhase::kFailed:

@@ -208,8 +208,7 @@ absl::Status ValidateIncident(const v1::Incident& in,
     }
     for (int i = 0; i < d.available_pull_secrets_size(); ++i) {
       if (!IsDns1123Subdomain(d.available_pull_secrets(i))) {
-        return Bad(prefix,
-                   absl::StrCat(f, "available_pull_secrets[", i, "]"),
+        return Bad(prefix, absl::StrCat(f, "available_pull_secrets[", i, "]"),
                    "must be a DNS-1123 subdomain (a Secret name)");
       }
     }

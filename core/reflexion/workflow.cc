@@ -147,31 +147,32 @@ absl::Status ReflexionWorkflow::CompileGraph() {
                                                  : kExecute);
                         },
                         {kExecute, kEscalate, kApproval});
-  b.AddConditionalEdges(
-      kApproval,
-      [](const State& s) {
-        // Denied: choose again without it (it is in denied_strategies).
-        const auto& denied = s.denied_strategies();
-        bool was_denied = std::find(denied.begin(), denied.end(),
-                                    s.selection().strategy().name()) !=
-                          denied.end();
-        return std::string(was_denied ? kSelect : kExecute);
-      },
-      {kExecute, kSelect});
-  b.AddConditionalEdges(
-      kExecute,
-      [](const State& s) {
-        return s.attempt_error().empty() ? std::string(kObserve)
-                                         : AfterAttemptError(s);
-      },
-      {kObserve, kSelect, kEscalate});
-  b.AddConditionalEdges(
-      kObserve,
-      [](const State& s) {
-        return s.attempt_error().empty() ? std::string(kReflect)
-                                         : AfterAttemptError(s);
-      },
-      {kReflect, kSelect, kEscalate});
+  b.AddConditionalEdges(kApproval,
+                        [](const State& s) {
+                          // Denied: choose again without it (it is in
+                          // denied_strategies).
+                          const auto& denied = s.denied_strategies();
+                          bool was_denied =
+                              std::find(denied.begin(), denied.end(),
+                                        s.selection().strategy().name()) !=
+                              denied.end();
+                          return std::string(was_denied ? kSelect : kExecute);
+                        },
+                        {kExecute, kSelect});
+  b.AddConditionalEdges(kExecute,
+                        [](const State& s) {
+                          return s.attempt_error().empty()
+                                     ? std::string(kObserve)
+                                     : AfterAttemptError(s);
+                        },
+                        {kObserve, kSelect, kEscalate});
+  b.AddConditionalEdges(kObserve,
+                        [](const State& s) {
+                          return s.attempt_error().empty()
+                                     ? std::string(kReflect)
+                                     : AfterAttemptError(s);
+                        },
+                        {kReflect, kSelect, kEscalate});
   const double meta_threshold = config_.meta_quality_threshold;
   const int max_cycles = config_.max_reflection_cycles;
   b.AddConditionalEdges(
@@ -275,8 +276,8 @@ absl::Status ReflexionWorkflow::Resume(
   if (state.has_session()) {
     // The agent is the executor: it re-reads the cluster itself, and every
     // pending request is re-sent to it.
-    return graph_->Resume(Options(workflow_id, std::move(cancel)), runner,
-                          sink, clock_, std::move(done));
+    return graph_->Resume(Options(workflow_id, std::move(cancel)), runner, sink,
+                          clock_, std::move(done));
   }
   // The executor may have restarted too (the simulated cluster always
   // does): a fresh diagnosis, a read, re-establishes its view of the pod
@@ -592,20 +593,19 @@ void ReflexionWorkflow::ObserveOutcome(State& s, graph::NodeDone done) const {
     ObserveOnAgent(s, std::move(done));
     return;
   }
-  executor_->Observe(
-      s.selection().action(), config_.observation_window,
-      [this, &s,
-       done = std::move(done)](absl::StatusOr<v1::Observation> obs) mutable {
-        if (!obs.ok()) {
-          std::move(done)(ForeignStatus(obs.status()));
-          return;
-        }
-        v1::Observation& o = *s.mutable_observation();
-        o = *std::move(obs);
-        RepairForeign(o, executor_->Name(), s.workflow_id());
-        FinishObservation(s);
-        std::move(done)(absl::OkStatus());
-      });
+  executor_->Observe(s.selection().action(), config_.observation_window,
+                     [this, &s, done = std::move(done)](
+                         absl::StatusOr<v1::Observation> obs) mutable {
+                       if (!obs.ok()) {
+                         std::move(done)(ForeignStatus(obs.status()));
+                         return;
+                       }
+                       v1::Observation& o = *s.mutable_observation();
+                       o = *std::move(obs);
+                       RepairForeign(o, executor_->Name(), s.workflow_id());
+                       FinishObservation(s);
+                       std::move(done)(absl::OkStatus());
+                     });
 }
 
 // Anomalies and executor time of a fresh observation.
@@ -648,8 +648,8 @@ v1::WorkloadRef OwnerOf(const v1::Incident& incident) {
     auto name = StringAt(o, "name");
     if (!kind || !name) continue;
     const google::protobuf::Value* ctl = FindPath(o, "controller");
-    bool controller = ctl != nullptr && ctl->has_bool_value() &&
-                      ctl->bool_value();
+    bool controller =
+        ctl != nullptr && ctl->has_bool_value() && ctl->bool_value();
     if (ref.kind().empty() || controller) {
       ref.set_kind(std::string(ClipUtf8(*kind, 64)));
       ref.set_name(std::string(ClipUtf8(*name, 253)));
@@ -692,9 +692,9 @@ void ReflexionWorkflow::ExecuteOnAgent(State& s, graph::NodeDone done) const {
   const v1::AgentWait& w = s.agent_wait();
   if (!w.has_result() && !w.expired()) {
     // Resumed while still waiting (after a restart): keep waiting.
-    std::move(done)(graph::Interrupt(absl::StrCat(
-        "waiting for an agent of cluster ", s.session().cluster(),
-        " (action ", w.action().action_id(), ")")));
+    std::move(done)(graph::Interrupt(
+        absl::StrCat("waiting for an agent of cluster ", s.session().cluster(),
+                     " (action ", w.action().action_id(), ")")));
     return;
   }
   v1::ExecutionResult& ex = *s.mutable_execution();

@@ -430,10 +430,10 @@ TEST_F(WorkflowTest, InvalidUtf8FromTheExecutorIsRepairedBeforeItIsStored) {
 
 TEST_F(WorkflowTest, GraphHasAllTenNodes) {
   std::string mermaid = workflow_->graph().ToMermaid();
-  for (const char* node : {"analyze_error", "deep_analysis", "select_strategy",
-                           "approval", "execute_fix", "observe_outcome",
-                           "reflect", "meta_reflect", "learn",
-                           "human_escalation"}) {
+  for (const char* node :
+       {"analyze_error", "deep_analysis", "select_strategy", "approval",
+        "execute_fix", "observe_outcome", "reflect", "meta_reflect", "learn",
+        "human_escalation"}) {
     EXPECT_THAT(mermaid, HasSubstr(node));
   }
   EXPECT_EQ(workflow_->graph().NodeNames().size(), 10u);

@@ -161,8 +161,8 @@ class TestAgent {
 
  private:
   grpc::ClientContext ctx_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::ResolveRequest,
-                                           v1::ResolveResponse>>
+  std::unique_ptr<
+      grpc::ClientReaderWriter<v1::ResolveRequest, v1::ResolveResponse>>
       stream_;
   std::thread reader_;
   absl::Mutex write_mu_;
@@ -201,12 +201,12 @@ class AgentTest : public ::testing::Test {
 TEST_F(AgentTest, AgentExecutesRequestedActionsAndIncidentsResolve) {
   Start();
   TestAgent agent(stub_.get(), "prod-eu", "agent-a");
-  ASSERT_GE(agent.WaitFor([](const v1::ResolveResponse& m) {
-    return m.has_welcome();
-  }),
+  ASSERT_GE(agent.WaitFor(
+                [](const v1::ResolveResponse& m) { return m.has_welcome(); }),
             0);
   for (int i = 0; i < 3; ++i) {
-    agent.SendIncident(OomIncident(absl::StrCat("web-", i), absl::StrCat("r", i)));
+    agent.SendIncident(
+        OomIncident(absl::StrCat("web-", i), absl::StrCat("r", i)));
   }
   std::map<std::string, int> executed;
   std::vector<v1::IncidentResult> results = agent.Serve(3, &executed);
@@ -240,9 +240,8 @@ TEST_F(AgentTest, ApprovalRequestsAreApprovedOrDeniedOnTheSession) {
   });
   TestAgent agent(stub_.get(), "prod-eu", "agent-a");
   agent.SendIncident(OomIncident("web-approve", "approve"));
-  int a = agent.WaitFor([](const v1::ResolveResponse& m) {
-    return m.has_approval_request();
-  });
+  int a = agent.WaitFor(
+      [](const v1::ResolveResponse& m) { return m.has_approval_request(); });
   ASSERT_GE(a, 0);
   v1::ApprovalRequest first = agent.At(a).approval_request();
   EXPECT_FALSE(first.etag().empty());
@@ -421,9 +420,8 @@ TEST_F(AgentTest, TwoSessionsOfOneClusterEachGetDistinctRequests) {
   TestAgent a(stub_.get(), "prod-eu", "agent-a");
   TestAgent b(stub_.get(), "prod-eu", "agent-b");
   for (TestAgent* t : {&a, &b}) {
-    ASSERT_GE(t->WaitFor([](const v1::ResolveResponse& m) {
-      return m.has_welcome();
-    }),
+    ASSERT_GE(t->WaitFor(
+                  [](const v1::ResolveResponse& m) { return m.has_welcome(); }),
               0);
   }
   constexpr int kIncidents = 6;
@@ -511,7 +509,8 @@ TEST(AgentProcessTest, KillNineWithActionsPendingResendsThemAfterRestart) {
     auto stub = v1::ReflexionService::NewStub(channel);
     TestAgent agent(stub.get(), "prod-eu", "agent-a");
     for (int i = 0; i < kIncidents; ++i) {
-      agent.SendIncident(OomIncident(absl::StrCat("k9-", i), absl::StrCat("k", i)));
+      agent.SendIncident(
+          OomIncident(absl::StrCat("k9-", i), absl::StrCat("k", i)));
     }
     size_t from = 0;
     while (pending.size() < kIncidents) {
