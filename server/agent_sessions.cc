@@ -11,6 +11,7 @@
 #include "core/reflexion/workflow.h"
 #include "core/status_macros.h"
 #include "glog/logging.h"
+#include "server/wire.h"
 
 namespace reflexion::server {
 namespace v1 = reflexion::v1;
@@ -27,6 +28,14 @@ bool IdChar(char c) {
 
 absl::Status Bad(absl::string_view field, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
+}
+
+// After AnswerAgent failed: the workflow no longer waits for that answer
+// (answered, cancelled, ended or unknown), so the request is dropped; any
+// other error (storage, shutdown) keeps it for a later answer or start.
+bool NoLongerWaiting(const absl::Status& s) {
+  return absl::IsAborted(s) || absl::IsFailedPrecondition(s) ||
+         absl::IsNotFound(s);
 }
 
 absl::Status CheckIds(absl::string_view prefix, const std::string& workflow_id,
@@ -268,7 +277,6 @@ WorkflowCallbacks AgentSessions::Callbacks(const std::string& cluster,
   cb.retain_events = true;
   cb.on_accepted = [this, cluster, session_id, request_id](
                        const std::string& workflow_id, const absl::Status& s) {
-    v1::ResolveResponse r;
     absl::MutexLock lock(&mu_);
     auto sit = sessions_.find(session_id);
     if (s.ok()) {
@@ -277,17 +285,10 @@ WorkflowCallbacks AgentSessions::Callbacks(const std::string& cluster,
       route.origin = session_id;
       route.request_id = request_id;
       if (sit != sessions_.end()) ++sit->second.open;
-      auto* a = r.mutable_accepted();
-      a->set_request_id(request_id);
-      a->set_workflow_id(workflow_id);
-    } else {
-      auto* rej = r.mutable_rejected();
-      rej->set_request_id(request_id);
-      rej->set_workflow_id(workflow_id);
-      rej->set_code(static_cast<int>(s.code()));
-      rej->set_message(std::string(s.message()));
     }
-    if (sit != sessions_.end()) SendLocked(&sit->second, r);
+    if (sit != sessions_.end()) {
+      SendLocked(&sit->second, AcknowledgeIncident(request_id, workflow_id, s));
+    }
   };
   cb.on_event = [this, cluster](v1::WorkflowEvent ev) {
     v1::ResolveResponse r;
@@ -499,8 +500,7 @@ void AgentSessions::Deliver(const std::string& id, const std::string& action_id,
     return it != pending_.end() && it->second.kind == Kind::kAction &&
            it->second.action_id == action_id;
   };
-  if (s.ok() || absl::IsAborted(s.status()) ||
-      absl::IsFailedPrecondition(s.status()) || absl::IsNotFound(s.status())) {
+  if (s.ok() || NoLongerWaiting(s.status())) {
     if (s.ok()) {
       ++stats_.answers;
     } else {
@@ -547,9 +547,7 @@ void AgentSessions::Expire(const std::string& id,
                    << " answered action " << action_id << " in time";
     } else if (!s.ok()) {
       LOG(WARNING) << "deadline of " << id << " not applied: " << s.status();
-      if (!absl::IsAborted(s.status()) &&
-          !absl::IsFailedPrecondition(s.status()) &&
-          !absl::IsNotFound(s.status())) {
+      if (!NoLongerWaiting(s.status())) {
         return;  // storage or shutdown: re-armed at the next start
       }
     }

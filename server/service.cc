@@ -390,25 +390,14 @@ class ReflexionServiceImpl::ResolveReactor final
     WorkflowCallbacks cb;
     cb.on_accepted = [this, request_id](const std::string& workflow_id,
                                         const absl::Status& s) {
-      ResolveResponse r;
       if (s.ok()) {
         {
           absl::MutexLock lock(&mu_);
           open_[workflow_id].request_id = request_id;
         }
         service_->AddOpen(1);
-        auto* a = r.mutable_accepted();
-        a->set_request_id(request_id);
-        a->set_workflow_id(workflow_id);
-      } else {
-        // Not recorded, so it will not run: no events, no result.
-        auto* rej = r.mutable_rejected();
-        rej->set_request_id(request_id);
-        rej->set_workflow_id(workflow_id);
-        rej->set_code(static_cast<int>(s.code()));
-        rej->set_message(std::string(s.message()));
       }
-      Enqueue(std::move(r));
+      Enqueue(AcknowledgeIncident(request_id, workflow_id, s));
       if (!s.ok()) WorkflowFinished();
     };
     cb.on_event = [this](reflexion::v1::WorkflowEvent ev) {

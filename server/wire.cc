@@ -46,4 +46,23 @@ grpc::ByteBuffer EncodeMessage(const google::protobuf::Message& message) {
   return grpc::ByteBuffer(&slice, 1);
 }
 
+reflexion::v1::ResolveResponse AcknowledgeIncident(
+    const std::string& request_id, const std::string& workflow_id,
+    const absl::Status& recorded) {
+  reflexion::v1::ResolveResponse r;
+  if (recorded.ok()) {
+    auto* a = r.mutable_accepted();
+    a->set_request_id(request_id);
+    a->set_workflow_id(workflow_id);
+  } else {
+    // Not recorded, so it will not run: no events, no result.
+    auto* rej = r.mutable_rejected();
+    rej->set_request_id(request_id);
+    rej->set_workflow_id(workflow_id);
+    rej->set_code(static_cast<int>(recorded.code()));
+    rej->set_message(std::string(recorded.message()));
+  }
+  return r;
+}
+
 }  // namespace reflexion::server

@@ -4,9 +4,12 @@
 // as raw bytes (Resolve), so that a message that does not parse is answered
 // instead of ending the call.
 
+#include <string>
+
 #include "absl/status/status.h"
 #include "google/protobuf/message.h"
 #include "grpcpp/support/byte_buffer.h"
+#include "reflexion/v1/reflexion.pb.h"
 
 namespace reflexion::server {
 
@@ -20,5 +23,11 @@ absl::Status DecodeMessage(const grpc::ByteBuffer& bytes,
 
 // Serializes `message` into a byte buffer.
 grpc::ByteBuffer EncodeMessage(const google::protobuf::Message& message);
+
+// The answer to an incident on Resolve once its workflow is (or could not
+// be) recorded: `accepted`, or `rejected` with the status.
+reflexion::v1::ResolveResponse AcknowledgeIncident(
+    const std::string& request_id, const std::string& workflow_id,
+    const absl::Status& recorded);
 
 }  // namespace reflexion::server

@@ -396,19 +396,9 @@ absl::StatusOr<Action> BuildAction(const Strategy& strategy,
     // What the pod object says about its controller: deleting a bare pod
     // loses it, and only a Deployment's ReplicaSet can be rolled back.
     bool controlled = false, deployment = false;
-    if (const google::protobuf::ListValue* owners =
-            ListAt(incident.pod(), "metadata.ownerReferences")) {
-      for (const google::protobuf::Value& o : owners->values()) {
-        if (!o.has_struct_value()) continue;
-        const google::protobuf::Value* c =
-            FindPath(o.struct_value(), "controller");
-        if (c == nullptr || (c->has_bool_value() && c->bool_value())) {
-          controlled = true;
-        }
-        if (StringAt(o.struct_value(), "kind").value_or("") == "ReplicaSet") {
-          deployment = true;
-        }
-      }
+    for (const PodOwner& o : ReadPodOwners(incident.pod())) {
+      if (o.controller.value_or(true)) controlled = true;
+      if (o.kind == "ReplicaSet") deployment = true;
     }
     if (spec->type == v1::ACTION_TYPE_DELETE_POD && !controlled) {
       return absl::FailedPreconditionError(

@@ -73,6 +73,24 @@ std::string FailureOf(const Struct& status) {
 
 }  // namespace
 
+std::vector<PodOwner> ReadPodOwners(const Struct& pod) {
+  std::vector<PodOwner> out;
+  const google::protobuf::ListValue* owners =
+      ListAt(pod, "metadata.ownerReferences");
+  if (owners == nullptr) return out;
+  for (const google::protobuf::Value& v : owners->values()) {
+    if (!v.has_struct_value()) continue;
+    const Struct& o = v.struct_value();
+    PodOwner owner;
+    owner.kind = StringAt(o, "kind").value_or("");
+    owner.name = StringAt(o, "name").value_or("");
+    const google::protobuf::Value* c = FindPath(o, "controller");
+    if (c != nullptr && c->has_bool_value()) owner.controller = c->bool_value();
+    out.push_back(std::move(owner));
+  }
+  return out;
+}
+
 PodIdentity ReadPodIdentity(const Struct& pod) {
   PodIdentity id;
   id.name = StringAt(pod, "metadata.name").value_or("");

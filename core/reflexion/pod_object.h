@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 #include "google/protobuf/struct.pb.h"
@@ -45,5 +46,15 @@ struct PodIdentity {
   std::string error_type;
 };
 PodIdentity ReadPodIdentity(const google::protobuf::Struct& pod);
+
+// One entry of metadata.ownerReferences (entries that are not objects are
+// skipped; missing strings read as "").
+struct PodOwner {
+  std::string kind;
+  std::string name;
+  // The `controller` flag; nullopt when absent or not a bool.
+  std::optional<bool> controller;
+};
+std::vector<PodOwner> ReadPodOwners(const google::protobuf::Struct& pod);
 
 }  // namespace reflexion::core

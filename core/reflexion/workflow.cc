@@ -638,21 +638,12 @@ namespace {
 // The pod's controller, from its ownerReferences (controller: true first).
 v1::WorkloadRef OwnerOf(const v1::Incident& incident) {
   v1::WorkloadRef ref;
-  const google::protobuf::ListValue* owners =
-      ListAt(incident.pod(), "metadata.ownerReferences");
-  if (owners == nullptr) return ref;
-  for (const auto& v : owners->values()) {
-    if (!v.has_struct_value()) continue;
-    const auto& o = v.struct_value();
-    auto kind = StringAt(o, "kind");
-    auto name = StringAt(o, "name");
-    if (!kind || !name) continue;
-    const google::protobuf::Value* ctl = FindPath(o, "controller");
-    bool controller =
-        ctl != nullptr && ctl->has_bool_value() && ctl->bool_value();
+  for (const PodOwner& o : ReadPodOwners(incident.pod())) {
+    if (o.kind.empty() || o.name.empty()) continue;
+    const bool controller = o.controller.value_or(false);
     if (ref.kind().empty() || controller) {
-      ref.set_kind(std::string(ClipUtf8(*kind, 64)));
-      ref.set_name(std::string(ClipUtf8(*name, 253)));
+      ref.set_kind(std::string(ClipUtf8(o.kind, 64)));
+      ref.set_name(std::string(ClipUtf8(o.name, 253)));
     }
     if (controller) break;
   }
