@@ -6,12 +6,17 @@
 //   resolve_bench [--n 20000] [--streams 4] [--window 256]
 //                 [--durability async|sync|exit|off] [--json]
 //                 [--stalled 10] [--stalled_timeout 5] [--per_stream N]
+//                 [--stalled_ramp]
 //
 // --stalled K adds K clients (each on its own connection) that send
 // incidents as fast as they can and never read, as a broken client would:
 // the server pauses each (service.stream_buffer_bytes) and cancels it after
-// --stalled_timeout seconds (service.stalled_stream_timeout). Compare the
-// normal streams' latency with and without them.
+// --stalled_timeout seconds (service.stalled_stream_timeout). The measured
+// streams start once all K are paused (ten stalled readers, then a normal
+// client), or with --stalled_ramp at the same time as them (their first
+// burst of incidents, before the server sees they do not read, is then part
+// of the measured run). Compare the normal streams' latency with and
+// without them.
 
 #include <unistd.h>
 
@@ -47,6 +52,9 @@ ABSL_FLAG(int, per_stream, 100000,
           "service.max_in_flight_per_stream (>= --window)");
 ABSL_FLAG(double, stalled_timeout, 5,
           "service.stalled_stream_timeout in seconds");
+ABSL_FLAG(bool, stalled_ramp, false,
+          "start the measured streams with the stalled clients, not once "
+          "they are paused");
 
 namespace {
 
@@ -222,6 +230,18 @@ int main(int argc, char** argv) {
         }
         stream->Finish();
       });
+    }
+    if (stalled > 0 && !absl::GetFlag(FLAGS_stalled_ramp) &&
+        !app.service()->AwaitPausedStreams(stalled, absl::Seconds(120))) {
+      fprintf(stderr, "the %d stalled clients were not all paused in 120 s\n",
+              stalled);
+      {
+        std::lock_guard<std::mutex> lock(done_mu);
+        normal_done = true;
+      }
+      done_cv.notify_all();
+      for (auto& t : stalled_threads) t.join();
+      return 1;
     }
     std::vector<StreamStats> stats(streams);
     std::vector<std::thread> threads;

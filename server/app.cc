@@ -129,6 +129,7 @@ absl::Status App::Start() {
   options.sessions = sessions_.get();
   options.stalled_stream_timeout = config_.stalled_stream_timeout;
   options.timer = timer_.get();
+  options.lanes = pool_.get();
   service_ = std::make_unique<ReflexionServiceImpl>(
       workflow_.get(), runner_.get(), hub_.get(), store_.get(),
       checkpoints_.get(), pool_.get(), &clock_, options);

@@ -125,6 +125,9 @@ class ReflexionServiceImpl::ResolveReactor final
         context_(context),
         max_in_flight_(max_in_flight),
         budget_(budget),
+        lane_(service->options_.lanes != nullptr
+                  ? service->options_.lanes->NewLane()
+                  : nullptr),
         guard_(std::make_shared<Guard>()) {
     guard_->stream = this;
     service_->Register(this);
@@ -180,6 +183,10 @@ class ReflexionServiceImpl::ResolveReactor final
     absl::MutexLock lock(&mu_);
     return read_paused_;
   }
+  bool background() {
+    absl::MutexLock lock(&mu_);
+    return lane_background_;
+  }
 
   void OnWriteDone(bool ok) override {
     bool start = false;
@@ -201,6 +208,7 @@ class ReflexionServiceImpl::ResolveReactor final
         start = true;
         more = !queue_.empty();
       }
+      UpdateLaneLocked();
       if (read_paused_ && !finished_ && !broken_ &&
           queued_bytes_ <= budget_ / 2) {
         read_paused_ = false;
@@ -232,6 +240,7 @@ class ReflexionServiceImpl::ResolveReactor final
       broken_ = true;
       queue_.clear();
       queued_bytes_ = 0;
+      UpdateLaneLocked();
     }
     MaybeFinish();
   }
@@ -388,6 +397,7 @@ class ReflexionServiceImpl::ResolveReactor final
   // incident's ("" for a workflow continued by a decision).
   WorkflowCallbacks StreamCallbacks(std::string request_id) {
     WorkflowCallbacks cb;
+    cb.lane = lane_;
     cb.on_accepted = [this, request_id](const std::string& workflow_id,
                                         const absl::Status& s) {
       if (s.ok()) {
@@ -473,9 +483,11 @@ class ReflexionServiceImpl::ResolveReactor final
     exec.set_cluster(hello_.cluster());
     *exec.mutable_action_types() = hello_.capabilities().action_types();
     exec.set_dry_run(hello_.capabilities().dry_run());
-    absl::StatusOr<std::string> wf = runner_->Submit(
-        std::move(incident),
-        sessions_->Callbacks(hello_.cluster(), id, request_id), exec);
+    WorkflowCallbacks cb =
+        sessions_->Callbacks(hello_.cluster(), id, request_id);
+    cb.lane = lane_;
+    absl::StatusOr<std::string> wf =
+        runner_->Submit(std::move(incident), std::move(cb), exec);
     if (!wf.ok()) Reject(request_id, wf.status());
   }
 
@@ -571,6 +583,7 @@ class ReflexionServiceImpl::ResolveReactor final
     if (writing_) {
       queued_bytes_ += bytes.Length();
       queue_.push_back(std::move(bytes));
+      UpdateLaneLocked();
       return false;
     }
     writing_ = true;
@@ -598,6 +611,26 @@ class ReflexionServiceImpl::ResolveReactor final
     MaybeFinish();
   }
 
+  // Fair scheduling: this stream's workflows run in the background
+  // (graph::Lane) while its client is not keeping up with their output —
+  // more than kLaneBacklog bytes queued (half the budget if that is less),
+  // until it is back under a quarter of that — and once the client is gone:
+  // their work goes on, but never ahead of a client that reads.
+  static constexpr size_t kLaneBacklog = 64 << 10;
+  void UpdateLaneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (lane_ == nullptr) return;
+    const size_t backlog = std::min(kLaneBacklog, budget_ / 2);
+    bool background = lane_background_;
+    if (broken_ || finished_ || queued_bytes_ > backlog) {
+      background = true;
+    } else if (queued_bytes_ <= backlog / 4) {
+      background = false;
+    }
+    if (background == lane_background_) return;
+    lane_background_ = background;
+    lane_->SetBackground(background);
+  }
+
   // Whether a plain stream has as many workflows in flight as it may.
   // Sessions are limited per session when an incident is submitted.
   bool AtLimitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -623,6 +656,7 @@ class ReflexionServiceImpl::ResolveReactor final
         return;
       }
       finished_ = true;
+      UpdateLaneLocked();
     }
     CloseSession();
     Finish(status);
@@ -696,6 +730,9 @@ class ReflexionServiceImpl::ResolveReactor final
   const int max_in_flight_;
   // Bytes of queued outbound messages above which reading pauses.
   const size_t budget_;
+  // This stream's workflows' lane of the pool (null: no lanes).
+  const std::shared_ptr<graph::Lane> lane_;
+  bool lane_background_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ByteBuffer read_buffer_;  // only touched by the read path
 
   absl::Mutex mu_;
@@ -794,6 +831,7 @@ ReflexionServiceImpl::StreamStats ReflexionServiceImpl::Streams() {
     ++stats.streams;
     stats.queued_bytes += stream->queued_bytes();
     stats.paused += stream->read_paused() ? 1 : 0;
+    stats.background += stream->background() ? 1 : 0;
   }
   return stats;
 }

@@ -40,6 +40,9 @@ struct ServiceOptions {
   absl::Duration stalled_stream_timeout = absl::ZeroDuration();
   // Runs the stalled-stream check (needed when stalled_stream_timeout > 0).
   graph::Timer* timer = nullptr;
+  // Makes one pool lane per Resolve stream (the pool the workflows run on);
+  // null: every stream's workflows share the pool's one queue.
+  graph::LaneFactory* lanes = nullptr;
 };
 
 namespace internal {
@@ -92,6 +95,9 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
     int streams = 0;
     size_t queued_bytes = 0;
     int paused = 0;
+    // Streams whose workflows run in the background: their client is not
+    // keeping up with their output, or is gone (graph::Lane).
+    int background = 0;
     // Streams cancelled because they stayed paused past
     // stalled_stream_timeout, since the start.
     int64_t stalled_cancelled = 0;

@@ -33,6 +33,8 @@ class WorkflowRunner::Sink final : public core::WorkflowSink {
     if (callbacks_.on_event) callbacks_.on_event(std::move(ev));
   }
   WorkflowCallbacks& callbacks() { return callbacks_; }
+  // The lane its node work runs on, or null.
+  graph::TaskRunner* lane() const { return callbacks_.lane.get(); }
   // The acknowledgement (WorkflowCallbacks::on_accepted).
   void Accepted(const absl::Status& s) {
     accepted_ = s.ok();
@@ -94,7 +96,8 @@ absl::StatusOr<std::string> WorkflowRunner::Submit(
     active_[id] = Active{cancel, sink};
   }
   workflow_->Start(
-      id, std::move(incident), ordinal, runner_, sink,
+      id, std::move(incident), ordinal,
+      sink->lane() != nullptr ? sink->lane() : runner_, sink,
       [this, sink](core::WorkflowRunResult run) {
         Finished(sink, std::move(run));
       },
@@ -238,7 +241,7 @@ absl::Status WorkflowRunner::ResumeReserved(
     active_[workflow_id].sink = sink;
   }
   absl::Status s = workflow_->Resume(
-      workflow_id, runner_, sink,
+      workflow_id, sink->lane() != nullptr ? sink->lane() : runner_, sink,
       [this, sink](core::WorkflowRunResult run) {
         Finished(sink, std::move(run));
       },

@@ -34,6 +34,11 @@ struct WorkflowCallbacks {
   // workflows started or resumed through the workflow RPCs; a Resolve or
   // ProcessIncident caller already receives them).
   bool retain_events = false;
+  // Where the workflow's node work runs (null: the runner's pool); kept
+  // alive by the workflow while it runs. A Resolve stream gives its
+  // workflows its own lane, so that they are scheduled fairly against other
+  // streams' (graph::Lane).
+  std::shared_ptr<graph::TaskRunner> lane;
 };
 
 // Live counters since the process started.

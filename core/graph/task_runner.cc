@@ -20,7 +20,31 @@ inline void CpuRelax() {
 
 }  // namespace
 
-ThreadPool::ThreadPool(int threads) {
+class ThreadPool::PoolLane final
+    : public Lane,
+      public std::enable_shared_from_this<PoolLane> {
+ public:
+  explicit PoolLane(ThreadPool* pool) : pool_(pool) {}
+
+  void Post(absl::AnyInvocable<void() &&> task) override {
+    pool_->PostTo(shared_from_this(), std::move(task));
+  }
+  void SetBackground(bool background) override {
+    pool_->SetBackground(shared_from_this(), background);
+  }
+
+ private:
+  friend class ThreadPool;
+  ThreadPool* const pool_;
+  // Guarded by pool_->mu_.
+  std::deque<absl::AnyInvocable<void() &&>> tasks;
+  bool background = false;
+  // In a ready deque (exactly while tasks is not empty).
+  bool ready = false;
+};
+
+ThreadPool::ThreadPool(int threads)
+    : default_lane_(std::make_shared<PoolLane>(this)) {
   CHECK_GE(threads, 1);
   threads_.reserve(threads);
   for (int i = 0; i < threads; ++i) {
@@ -33,7 +57,7 @@ ThreadPool::~ThreadPool() {
     absl::MutexLock lock(&mu_);
     // Drain: a running task may still post follow-up work.
     auto drained = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return queue_.empty() && busy_ == 0;
+      return queued_total_ == 0 && busy_ == 0;
     };
     mu_.Await(absl::Condition(&drained));
     stopping_ = true;
@@ -42,14 +66,70 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::Post(absl::AnyInvocable<void() &&> task) {
+  PostTo(default_lane_, std::move(task));
+}
+
+std::shared_ptr<Lane> ThreadPool::NewLane() {
+  return std::make_shared<PoolLane>(this);
+}
+
+void ThreadPool::PostTo(const std::shared_ptr<PoolLane>& lane,
+                        absl::AnyInvocable<void() &&> task) {
   absl::MutexLock lock(&mu_);
-  queue_.push_back(std::move(task));
-  queued_.store(queue_.size(), std::memory_order_release);
+  lane->tasks.push_back(std::move(task));
+  if (!lane->ready) {
+    lane->ready = true;
+    (lane->background ? background_ : foreground_).push_back(lane);
+  }
+  ++queued_total_;
+  queued_.store(queued_total_, std::memory_order_release);
+}
+
+void ThreadPool::SetBackground(const std::shared_ptr<PoolLane>& lane,
+                               bool background) {
+  absl::MutexLock lock(&mu_);
+  if (lane->background == background) return;
+  lane->background = background;
+  if (!lane->ready) return;
+  // Move it to the back of its new class's turn order.
+  auto& from = background ? foreground_ : background_;
+  for (auto it = from.begin(); it != from.end(); ++it) {
+    if (*it == lane) {
+      from.erase(it);
+      break;
+    }
+  }
+  (background ? background_ : foreground_).push_back(lane);
 }
 
 size_t ThreadPool::QueueSize() const {
   absl::MutexLock lock(&mu_);
-  return queue_.size();
+  return queued_total_;
+}
+
+absl::AnyInvocable<void() &&> ThreadPool::NextLocked() {
+  bool from_background;
+  if (foreground_.empty()) {
+    from_background = true;
+  } else if (background_.empty()) {
+    from_background = false;
+  } else {
+    from_background = ++since_background_ >= kBackgroundEvery;
+  }
+  if (from_background) since_background_ = 0;
+  auto& ready = from_background ? background_ : foreground_;
+  std::shared_ptr<PoolLane> lane = std::move(ready.front());
+  ready.pop_front();
+  absl::AnyInvocable<void()&&> task = std::move(lane->tasks.front());
+  lane->tasks.pop_front();
+  if (lane->tasks.empty()) {
+    lane->ready = false;  // the lane may now go away with its last task
+  } else {
+    ready.push_back(std::move(lane));
+  }
+  --queued_total_;
+  queued_.store(queued_total_, std::memory_order_release);
+  return task;
 }
 
 void ThreadPool::WorkerLoop() {
@@ -64,13 +144,11 @@ void ThreadPool::WorkerLoop() {
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !queue_.empty() || stopping_;
+        return queued_total_ > 0 || stopping_;
       };
       mu_.Await(absl::Condition(&ready));
-      if (queue_.empty()) return;  // stopping and drained
-      task = std::move(queue_.front());
-      queue_.pop_front();
-      queued_.store(queue_.size(), std::memory_order_release);
+      if (queued_total_ == 0) return;  // stopping and drained
+      task = NextLocked();
       ++busy_;
     }
     std::move(task)();

@@ -1,9 +1,12 @@
 #include "core/graph/graph.h"
 
+#include <atomic>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -299,6 +302,133 @@ TEST(GraphRunTest, MermaidListsEveryEdge) {
   EXPECT_THAT(m, HasSubstr("a -.-> b"));
   EXPECT_THAT(m, HasSubstr("a -.-> __end__([END])"));
   EXPECT_THAT(m, HasSubstr("b --> __end__([END])"));
+}
+
+// Lanes of a one-thread pool, filled while its worker is held by a gate
+// task: what runs after the gate, in order.
+class LaneOrderTest : public ::testing::Test {
+ protected:
+  LaneOrderTest() : pool_(std::make_unique<ThreadPool>(1)) {
+    absl::Notification started;
+    pool_->Post([this, &started] {
+      started.Notify();
+      release_.WaitForNotification();
+    });
+    started.WaitForNotification();  // the worker is inside the gate
+  }
+  // Queues a task that records `name` on `lane`.
+  void Add(TaskRunner& lane, std::string name) {
+    lane.Post([this, name = std::move(name)] {
+      absl::MutexLock lock(&mu_);
+      order_.push_back(name);
+    });
+  }
+  // Releases the gate and waits for every queued task.
+  std::vector<std::string> Run() {
+    release_.Notify();
+    pool_.reset();
+    return order_;
+  }
+
+  std::unique_ptr<ThreadPool> pool_;
+  absl::Notification release_;
+  absl::Mutex mu_;
+  std::vector<std::string> order_;
+};
+
+TEST_F(LaneOrderTest, LanesAreServedRoundRobinEachInItsOwnOrder) {
+  std::shared_ptr<Lane> a = pool_->NewLane();
+  std::shared_ptr<Lane> b = pool_->NewLane();
+  for (int i = 0; i < 3; ++i) Add(*a, absl::StrCat("a", i));
+  Add(*b, "b0");
+  Add(*pool_, "d0");  // the default lane is one lane among the others
+  EXPECT_THAT(Run(), ElementsAre("a0", "b0", "d0", "a1", "a2"));
+}
+
+TEST_F(LaneOrderTest,
+       BackgroundLaneGetsOneDispatchInSixteenWhileForegroundWaits) {
+  std::shared_ptr<Lane> fg = pool_->NewLane();
+  std::shared_ptr<Lane> bg = pool_->NewLane();
+  bg->SetBackground(true);
+  for (int i = 0; i < 3; ++i) Add(*bg, absl::StrCat("bg", i));
+  for (int i = 0; i < 20; ++i) Add(*fg, absl::StrCat("fg", i));
+  std::vector<std::string> order = Run();
+  ASSERT_EQ(order.size(), 23u);
+  // 15 foreground dispatches, then one background; again; then the rest
+  // of the background once the foreground is empty.
+  std::vector<std::string> expected;
+  for (int i = 0; i < ThreadPool::kBackgroundEvery - 1; ++i) {
+    expected.push_back(absl::StrCat("fg", i));
+  }
+  expected.push_back("bg0");
+  for (int i = ThreadPool::kBackgroundEvery - 1; i < 20; ++i) {
+    expected.push_back(absl::StrCat("fg", i));
+  }
+  expected.push_back("bg1");
+  expected.push_back("bg2");
+  EXPECT_EQ(order, expected);
+}
+
+TEST_F(LaneOrderTest, ALaneMovedWhileQueuedKeepsItsTasksAndTheirOrder) {
+  std::shared_ptr<Lane> a = pool_->NewLane();
+  std::shared_ptr<Lane> b = pool_->NewLane();
+  Add(*a, "a0");
+  Add(*a, "a1");
+  Add(*b, "b0");
+  Add(*b, "b1");
+  a->SetBackground(true);  // a now waits behind foreground work
+  a->SetBackground(true);  // idempotent
+  EXPECT_THAT(Run(), ElementsAre("b0", "b1", "a0", "a1"));
+}
+
+TEST_F(LaneOrderTest, BackInTheForegroundALaneTakesItsTurnsAgain) {
+  std::shared_ptr<Lane> a = pool_->NewLane();
+  std::shared_ptr<Lane> b = pool_->NewLane();
+  a->SetBackground(true);
+  Add(*a, "a0");
+  Add(*b, "b0");
+  Add(*b, "b1");
+  a->SetBackground(false);
+  EXPECT_THAT(Run(), ElementsAre("b0", "a0", "b1"));
+}
+
+TEST_F(LaneOrderTest, ADroppedLaneStillRunsWhatItHadQueued) {
+  std::shared_ptr<Lane> a = pool_->NewLane();
+  Add(*a, "a0");
+  Add(*a, "a1");
+  a.reset();
+  EXPECT_THAT(Run(), ElementsAre("a0", "a1"));
+}
+
+TEST(ThreadPoolTest, TasksPostedFromTasksOfManyLanesAllRun) {
+  std::atomic<int> ran{0};
+  {
+    ThreadPool pool(2);
+    std::vector<std::shared_ptr<Lane>> lanes;
+    for (int i = 0; i < 8; ++i) lanes.push_back(pool.NewLane());
+    lanes[3]->SetBackground(true);
+    for (int i = 0; i < 8; ++i) {
+      // Each lane chains 100 tasks, each posting the next on its lane (the
+      // way a workflow's nodes follow one another); the lane itself is
+      // dropped by the test meanwhile.
+      struct Chain {
+        static void Step(std::shared_ptr<Lane> lane, int left,
+                         std::atomic<int>* ran) {
+          ran->fetch_add(1);
+          if (left == 0) return;
+          Lane* l = lane.get();
+          l->Post([lane = std::move(lane), left, ran]() mutable {
+            Step(std::move(lane), left - 1, ran);
+          });
+        }
+      };
+      lanes[i]->Post([lane = lanes[i], &ran]() mutable {
+        Chain::Step(std::move(lane), 99, &ran);
+      });
+    }
+    lanes.clear();
+  }  // drains
+  EXPECT_EQ(ran.load(), 800);
 }
 
 }  // namespace

@@ -1197,6 +1197,8 @@ TEST(BackPressureTest, AStreamThatIsNotReadStopsBeingReadAndResumes) {
       << "reading never paused";
   ReflexionServiceImpl::StreamStats stats = app.service()->Streams();
   EXPECT_EQ(stats.paused, 1);
+  // Its workflows yield to streams whose clients read.
+  EXPECT_EQ(stats.background, 1);
   if (stats.paused != 1) {
     ctx.TryCancel();
     writer.join();
