@@ -85,8 +85,7 @@ const char* StateName(UpstreamStats::State state);
 class HttpClient {
  public:
   virtual ~HttpClient() = default;
-  virtual void Send(HttpRequest request,
-                    core::Callback<HttpResponse> done) = 0;
+  virtual void Send(HttpRequest request, core::Callback<HttpResponse> done) = 0;
   // Every upstream seen so far, sorted by name.
   virtual std::vector<UpstreamStats> Upstreams() const = 0;
 };
