@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "client/client.h"
 #include "core/reflexion/workflow.h"
 #include "google/protobuf/util/json_util.h"
@@ -30,8 +31,8 @@ ABSL_FLAG(std::string, namespace, "",
           "process, start: namespace (default: default); diagnose: default: "
           "the pod object's");
 ABSL_FLAG(std::string, error_type, "",
-          "process: error type (e.g. ImagePullBackOff); strategies/episodes: "
-          "filter");
+          "process, reflect: error type (e.g. ImagePullBackOff); "
+          "strategies/episodes: filter");
 ABSL_FLAG(std::string, message, "", "process: error message");
 ABSL_FLAG(std::string, logs_file, "", "process: file with the log tail");
 ABSL_FLAG(std::string, request_id, "", "process: correlation id");
@@ -46,7 +47,8 @@ ABSL_FLAG(int, timeout, 600, "Deadline of the call in seconds");
 ABSL_FLAG(std::string, decision, "",
           "resume: retry (with --strategy NAME) | resolved | give_up");
 ABSL_FLAG(std::string, strategy, "",
-          "resume, fork: the strategy a human approves");
+          "resume, fork: the strategy a human approves; reflect: the "
+          "strategy tried");
 ABSL_FLAG(int64_t, step, -1, "fork: the checkpoint step to fork from");
 ABSL_FLAG(std::string, note, "",
           "resume, approve, deny: a note kept with the decision");
@@ -60,6 +62,11 @@ ABSL_FLAG(std::string, f, "",
 ABSL_FLAG(std::string, events, "",
           "diagnose: v1.Event objects as JSON (kubectl get events -o json, a "
           "list, or one event)");
+ABSL_FLAG(bool, success, false, "reflect: whether the attempt resolved it");
+ABSL_FLAG(double, resolution_time, 0,
+          "reflect: seconds to recovery of a successful attempt");
+ABSL_FLAG(std::string, depth, "",
+          "reflect: shallow | medium | deep (default: the server's)");
 ABSL_FLAG(uint64_t, from, 0,
           "watch: first sequence number to show (re-attach after the last "
           "one seen)");
@@ -102,6 +109,12 @@ constexpr char kUsage[] =
     "  history ID  The workflow's checkpoints, newest first ([--limit N]).\n"
     "  fork ID     --step N [--strategy NAME]: a new workflow from checkpoint\n"
     "              N of ID (time travel), optionally trying NAME next.\n"
+    "  reflect     --error_type T [--success] [--resolution_time S]\n"
+    "              [--strategy NAME] [--depth D] [--message M] [--logs_file "
+    "F]\n"
+    "              Run only the active reflector on a synthetic attempt (the\n"
+    "              message and log lines are its evidence); nothing is "
+    "stored.\n"
     "  health      Exit 0 when the service is SERVING (for health checks).\n"
     "  graph       Print the reflexion workflow graph as Mermaid (offline).\n";
 
@@ -437,6 +450,50 @@ int Episodes(ReflexionService::Stub& stub) {
   return 0;
 }
 
+int Reflect(ReflexionService::Stub& stub) {
+  reflexion::v1::SimulateReflectionRequest req;
+  req.set_error_type(absl::GetFlag(FLAGS_error_type));
+  req.set_success(absl::GetFlag(FLAGS_success));
+  req.set_resolution_time_s(absl::GetFlag(FLAGS_resolution_time));
+  req.set_strategy(absl::GetFlag(FLAGS_strategy));
+  req.set_depth(absl::GetFlag(FLAGS_depth));
+  if (std::string m = absl::GetFlag(FLAGS_message); !m.empty()) {
+    req.add_evidence(m);
+  }
+  if (std::string path = absl::GetFlag(FLAGS_logs_file); !path.empty()) {
+    absl::StatusOr<std::string> logs = ReadAll(path);
+    if (!logs.ok()) return Error(logs.status());
+    for (absl::string_view line : absl::StrSplit(*logs, '\n')) {
+      if (!line.empty()) req.add_evidence(std::string(line));
+    }
+  }
+  reflexion::v1::SimulateReflectionResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::seconds(absl::GetFlag(FLAGS_timeout)));
+  absl::Status s =
+      reflexion::client::FromGrpc(stub.SimulateReflection(&ctx, req, &resp));
+  if (!s.ok()) return Error(s);
+  if (Json()) {
+    std::printf("%s\n", ToJson(resp, true).c_str());
+    return 0;
+  }
+  const reflexion::v1::Reflection& r = resp.reflection();
+  std::printf("reflector %s, depth %s, quality %.2f\n", r.reflector().c_str(),
+              r.depth().c_str(), r.quality());
+  if (!r.fallback_reason().empty()) {
+    std::printf("fallback: %s\n", r.fallback_reason().c_str());
+  }
+  std::printf("\n%s\n", r.text().c_str());
+  for (const auto& l : r.lessons()) std::printf("lesson: %s\n", l.c_str());
+  for (const auto& c : r.proposed_changes()) {
+    std::printf("proposes: %s (%s)\n", c.strategy().c_str(),
+                c.reason().c_str());
+  }
+  for (const auto& d : r.dropped()) std::printf("dropped: %s\n", d.c_str());
+  return 0;
+}
+
 int Metrics(ReflexionService::Stub& stub) {
   reflexion::v1::GetMetricsResponse resp;
   grpc::ClientContext ctx;
@@ -456,6 +513,18 @@ int Metrics(ReflexionService::Stub& stub) {
       static_cast<long long>(resp.workflows_resolved()),
       static_cast<long long>(resp.workflows_escalated()),
       static_cast<long long>(resp.workflows_failed()));
+  for (const auto& u : resp.upstreams()) {
+    std::printf(
+        "upstream %s: breaker %s (%d consecutive failures); %lld requests, "
+        "%lld failed attempts, %lld failed fast, opened %lld times, %lld in "
+        "flight\n",
+        u.upstream().c_str(), u.breaker().c_str(), u.consecutive_failures(),
+        static_cast<long long>(u.requests()),
+        static_cast<long long>(u.failures()),
+        static_cast<long long>(u.rejected()),
+        static_cast<long long>(u.opened()),
+        static_cast<long long>(u.in_flight()));
+  }
   if (resp.storage_read_only()) {
     std::printf(
         "storage: READ-ONLY (disk full or I/O error): new work is refused\n");
@@ -790,6 +859,7 @@ int main(int argc, char** argv) {
   if (command == "strategies") return Strategies(*stub);
   if (command == "episodes") return Episodes(*stub);
   if (command == "metrics") return Metrics(*stub);
+  if (command == "reflect") return Reflect(*stub);
   if (command == "health") return Health(channel);
   if (command == "start") return Start(*stub);
   if (command == "status" || command == "cancel" || command == "history" ||

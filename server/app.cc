@@ -1,8 +1,11 @@
 #include "server/app.h"
 
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
 #include "grpc/health/v1/health.pb.h"
@@ -61,6 +64,8 @@ absl::Status App::Start() {
     if (!s.ok()) return s;
   }
 
+  if (absl::Status s = StartReflector(); !s.ok()) return s;
+
   threads_ =
       config_.worker_threads > 0
           ? config_.worker_threads
@@ -68,7 +73,7 @@ absl::Status App::Start() {
   timer_ = std::make_unique<graph::TimerThread>();
   pool_ = std::make_unique<graph::ThreadPool>(threads_);
   workflow_ = std::make_unique<core::ReflexionWorkflow>(
-      config_.workflow, store_.get(), cluster_.get(), &reflector_, &clock_,
+      config_.workflow, store_.get(), cluster_.get(), reflector_, &clock_,
       checkpoints_.get(), timer_.get());
   if (absl::Status s = workflow_->Init(); !s.ok()) return s;
   hub_ = std::make_unique<EventHub>(config_.watch_retained_workflows,
@@ -121,7 +126,12 @@ absl::Status App::Start() {
   options.stream_buffer_bytes =
       static_cast<size_t>(config_.stream_buffer_bytes);
   options.executor_name = cluster_->Name();
-  options.reflector_name = reflector_.Name();
+  options.reflector_name = reflector_->Name();
+  options.reflector = reflector_;
+  options.depth = config_.workflow.depth;
+  if (http_ != nullptr) {
+    options.upstreams = [http = http_.get()] { return http->Upstreams(); };
+  }
   options.storage_writable = [db = db_.get()] { return db->Writable(); };
   options.storage_recovered_with_loss = db_->recovery().data_loss;
   options.storage_lost_sequences =
@@ -226,11 +236,74 @@ void App::Stop(absl::Duration drain, absl::Duration grace) {
   sessions_.reset();
   timer_.reset();
   hub_.reset();  // joins the engine's threads after their last task
+  // Nothing calls out any more (every workflow and RPC ended).
+  http_.reset();
   workflow_.reset();
+  openai_.reset();
+  reflector_ = &heuristic_;
   checkpoints_.reset();
   events_.reset();
   store_.reset();
   db_.reset();
+}
+
+absl::Status App::StartReflector() {
+  const bool configured = !config_.openai.api_key.empty() ||
+                          !config_.openai_api_key_file.empty() ||
+                          config_.openai_base_url_set;
+  const bool use_openai = config_.reflector == "openai" ||
+                          (config_.reflector == "auto" && configured);
+  if (!use_openai) {
+    reflector_ = &heuristic_;
+    reflector_why_ =
+        config_.reflector == "heuristic"
+            ? "rule-based; reflector.type: heuristic"
+            : "rule-based; no OpenAI-compatible server configured "
+              "(OPENAI_API_KEY, OPENAI_BASE_URL or openai.base_url)";
+    return absl::OkStatus();
+  }
+  upstream::OpenAiOptions o = config_.openai;
+  if (!config_.openai_api_key_file.empty() && o.api_key.empty()) {
+    std::ifstream f(config_.openai_api_key_file);
+    if (!f) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "openai.api_key_file: cannot read ", config_.openai_api_key_file));
+    }
+    std::stringstream buf;
+    buf << f.rdbuf();
+    o.api_key = std::string(absl::StripAsciiWhitespace(buf.str()));
+  }
+  // The reflect node must outlast the reflector's own deadline, so that a
+  // slow LLM ends in the heuristic fallback, never in a failed workflow.
+  const absl::Duration budget = upstream::OpenAiCallBudget(o);
+  if (config_.workflow.node_timeout <= budget) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "openai.timeout: ", upstream::kOpenAiAttempts, " attempts of ",
+        absl::FormatDuration(o.timeout),
+        " plus backoff must end before workflow.execution_timeout (",
+        absl::FormatDuration(config_.workflow.node_timeout), ")"));
+  }
+  if (absl::Status s = StartHttp(); !s.ok()) return s;
+  openai_ = std::make_unique<upstream::OpenAiReflector>(o, http_.get());
+  reflector_ = openai_.get();
+  reflector_why_ = absl::StrCat(
+      "model ", o.model, " at ", o.base_url,
+      o.api_key.empty() ? ", no API key" : ", API key set",
+      o.json_schema ? ", json_schema output" : ", plain JSON output",
+      "; the heuristic reflector takes over whenever it fails");
+  return absl::OkStatus();
+}
+
+absl::Status App::StartHttp() {
+  if (http_ != nullptr) return absl::OkStatus();
+  upstream::CurlHttpClient::Options o;
+  o.clock = &clock_;
+  o.rng_seed = config_.simulator_seed;
+  absl::StatusOr<std::unique_ptr<upstream::CurlHttpClient>> http =
+      upstream::CurlHttpClient::Create(std::move(o));
+  if (!http.ok()) return http.status();
+  http_ = *std::move(http);
+  return absl::OkStatus();
 }
 
 std::vector<std::string> App::StartupReport() const {
@@ -243,8 +316,8 @@ std::vector<std::string> App::StartupReport() const {
                        : "scenarios from " + config_.simulator_scenarios,
                    ", seed ", config_.simulator_seed,
                    "; the only executor in this build)"),
-      absl::StrCat("reflector: ", reflector_.Name(),
-                   " (rule-based; the only reflector in this build)"),
+      absl::StrCat("reflector: ", reflector_->Name(), " (", reflector_why_,
+                   ")"),
       checkpoints_ == nullptr
           ? std::string("checkpoints: disabled")
           : absl::StrCat(

@@ -15,6 +15,8 @@
 #include "grpcpp/server.h"
 #include "server/config.h"
 #include "server/service.h"
+#include "server/upstream/curl_http_client.h"
+#include "server/upstream/openai_reflector.h"
 #include "server/workflow_runner.h"
 #include "storage/rocksdb_checkpoint_store.h"
 #include "storage/rocksdb_db.h"
@@ -74,6 +76,10 @@ class App {
 
  private:
   void RetentionLoop();
+  // Picks the reflector (reflector.type, openai.*); starts http_ for it.
+  absl::Status StartReflector();
+  // Starts the outbound HTTP client once.
+  absl::Status StartHttp();
 
   ServerConfig config_;
   storage::RocksDbOptions storage_options_;
@@ -91,7 +97,15 @@ class App {
   bool stopped_ = false;
   std::thread retention_;
   std::unique_ptr<sim::SimulatedCluster> cluster_;
-  core::HeuristicReflector reflector_;
+  core::HeuristicReflector heuristic_;
+  // Outbound HTTP (created when an upstream is configured), and the LLM
+  // reflector on it.
+  std::unique_ptr<upstream::CurlHttpClient> http_;
+  std::unique_ptr<upstream::OpenAiReflector> openai_;
+  // The active reflector: openai_ or heuristic_.
+  core::Reflector* reflector_ = &heuristic_;
+  // Why this reflector (for the startup report).
+  std::string reflector_why_;
   std::unique_ptr<graph::TimerThread> timer_;
   std::unique_ptr<graph::ThreadPool> pool_;
   std::unique_ptr<core::ReflexionWorkflow> workflow_;

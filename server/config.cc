@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "yaml-cpp/yaml.h"
@@ -16,9 +17,6 @@ namespace {
 // without using them (so an existing file loads), reported at startup.
 constexpr const char* kAcceptedUnused[] = {
     "service.debug",
-    "openai.model",
-    "openai.temperature",
-    "openai.max_tokens",
 
     "workflow.checkpointing_enabled",
 };
@@ -163,6 +161,48 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
     w.selector.ask_tier_c = policy == "ask";
     return absl::OkStatus();
   }
+  if (key == "reflector.type") {
+    std::string type;
+    absl::Status s = Read(v, key, type);
+    if (!s.ok()) return s;
+    if (type != "auto" && type != "openai" && type != "heuristic") {
+      return Bad(key, "must be auto, openai or heuristic");
+    }
+    c.reflector = type;
+    return absl::OkStatus();
+  }
+  if (key == "openai.base_url") {
+    std::string url;
+    absl::Status s = Read(v, key, url);
+    if (!s.ok()) return s;
+    if (!absl::StartsWith(url, "http://") &&
+        !absl::StartsWith(url, "https://")) {
+      return Bad(key, "must start with http:// or https://");
+    }
+    c.openai.base_url = url;
+    c.openai_base_url_set = true;
+    return absl::OkStatus();
+  }
+  if (key == "openai.model") {
+    absl::Status s = Read(v, key, c.openai.model);
+    if (s.ok() && c.openai.model.empty()) return Bad(key, "must not be empty");
+    return s;
+  }
+  if (key == "openai.temperature") {
+    return ReadDouble(v, key, 0, 2, c.openai.temperature);
+  }
+  if (key == "openai.max_tokens") {
+    return ReadInt(v, key, 16, 32768, c.openai.max_tokens);
+  }
+  if (key == "openai.timeout") {
+    double seconds = 0;
+    absl::Status s = ReadDouble(v, key, 0.1, 600, seconds);
+    if (!s.ok()) return s;
+    c.openai.timeout = absl::Seconds(seconds);
+    return absl::OkStatus();
+  }
+  if (key == "openai.api_key_file") return Read(v, key, c.openai_api_key_file);
+  if (key == "openai.json_schema") return Read(v, key, c.openai.json_schema);
   if (key == "executor.type") {
     std::string type;
     absl::Status s = Read(v, key, type);
@@ -365,13 +405,18 @@ absl::Status ApplyEnvironment(
           "REFLECTION_DEPTH must be shallow, medium or deep");
     }
   }
-  for (const char* name : {"OPENAI_API_KEY", "OPENAI_BASE_URL"}) {
-    if (const char* v = getenv(name); v && *v) {
-      config.notes.push_back(absl::StrCat(
-          name,
-          " is set, but this build has no OpenAI reflector: using the "
-          "heuristic reflector"));
+  if (const char* v = getenv("OPENAI_API_KEY"); v && *v) {
+    config.openai.api_key = v;
+  }
+  if (const char* v = getenv("OPENAI_BASE_URL"); v && *v) {
+    absl::string_view url = v;
+    if (!absl::StartsWith(url, "http://") &&
+        !absl::StartsWith(url, "https://")) {
+      return absl::InvalidArgumentError(
+          "OPENAI_BASE_URL must start with http:// or https://");
     }
+    config.openai.base_url = std::string(url);
+    config.openai_base_url_set = true;
   }
   if (const char* v = getenv("GO_SERVICE_URL"); v && *v) {
     config.notes.push_back(

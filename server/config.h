@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/reflexion/workflow.h"
+#include "server/upstream/openai_reflector.h"
 
 namespace reflexion::server {
 
@@ -40,8 +41,16 @@ struct ServerConfig {
   // service.stalled_stream_timeout, seconds).
   absl::Duration stalled_stream_timeout = absl::Seconds(60);
   std::string executor = "simulated";  // executor.type
-  uint64_t simulator_seed = 42;        // simulator.seed
-  std::string simulator_scenarios;     // simulator.scenarios ("" = embedded)
+  // reflector.type: "auto" (openai when an API key, a key file or a base
+  // URL is configured, else heuristic), "openai" or "heuristic".
+  std::string reflector = "auto";
+  // openai.* and OPENAI_API_KEY / OPENAI_BASE_URL (api_key is never
+  // logged; openai.api_key_file is read at start).
+  upstream::OpenAiOptions openai;
+  std::string openai_api_key_file;
+  bool openai_base_url_set = false;
+  uint64_t simulator_seed = 42;     // simulator.seed
+  std::string simulator_scenarios;  // simulator.scenarios ("" = embedded)
   // simulator.latency_ms: every simulated call completes this much later.
   absl::Duration simulator_latency = absl::ZeroDuration();
   // simulator.journal: executed actions are journaled in the data dir, so
@@ -72,8 +81,8 @@ absl::Status ApplyYaml(const std::string& yaml_text, ServerConfig& config);
 // exist, kInvalidArgument naming the file and key when it is wrong).
 absl::Status ApplyYamlFile(const std::string& path, ServerConfig& config);
 
-// Applies environment variables (REFLECTION_DEPTH; OPENAI_API_KEY,
-// OPENAI_BASE_URL and GO_SERVICE_URL are noted as not used by this build).
+// Applies environment variables: REFLECTION_DEPTH, OPENAI_API_KEY,
+// OPENAI_BASE_URL (GO_SERVICE_URL is noted as not used by this build).
 // `getenv` is injectable for tests.
 absl::Status ApplyEnvironment(
     const std::function<const char*(const char*)>& getenv,

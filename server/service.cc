@@ -1013,8 +1013,17 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetWorkflow(
       return;
     }
     response->set_workflow_id(id);
-    response->set_phase(ToProtoPhase(record->phase));
-    if (!core::IsTerminal(record->phase)) {
+    // Stored as waiting, but still held here: its run is completing (the
+    // waiting checkpoint is written before the run lets go of the id) or a
+    // decision has just continued it. It is running until then, so a
+    // decision made on what this answer says is never refused as "it is
+    // running".
+    core::WorkflowPhase phase = record->phase;
+    if (phase == core::WorkflowPhase::kWaiting && runner_->IsActive(id)) {
+      phase = core::WorkflowPhase::kRunning;
+    }
+    response->set_phase(ToProtoPhase(phase));
+    if (!core::IsTerminal(phase)) {
       response->set_current_node(cp->next_node);
     }
     response->set_steps(cp->step);
@@ -1023,7 +1032,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetWorkflow(
     *response->mutable_incident() = state.incident();
     response->set_signature(state.analysis().signature());
     *response->mutable_updated_at() = core::ToProto(cp->time);
-    if (record->phase == core::WorkflowPhase::kWaiting) {
+    if (phase == core::WorkflowPhase::kWaiting) {
       core::WorkflowRunResult run{graph::Interrupt(state.escalation().reason()),
                                   state,
                                   cp->last_sequence,
@@ -1033,10 +1042,10 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetWorkflow(
       *response->mutable_result() = core::MakeIncidentResult(run, cp->time);
       response->set_etag(core::WaitEtag(cp->step));
     }
-    if (core::IsTerminal(record->phase)) {
+    if (core::IsTerminal(phase)) {
       absl::Status status =
-          record->phase == core::WorkflowPhase::kCompleted ? absl::OkStatus()
-          : record->phase == core::WorkflowPhase::kCancelled
+          phase == core::WorkflowPhase::kCompleted ? absl::OkStatus()
+          : phase == core::WorkflowPhase::kCancelled
               ? absl::CancelledError("the workflow was cancelled")
               : absl::InternalError(absl::StrCat(
                     "the workflow failed at node '", cp->next_node, "': ",
@@ -1491,8 +1500,48 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetMetrics(
     response->set_storage_recovered_with_loss(
         options_.storage_recovered_with_loss);
     response->set_storage_lost_sequences(options_.storage_lost_sequences);
+    if (options_.upstreams) {
+      for (const upstream::UpstreamStats& u : options_.upstreams()) {
+        reflexion::v1::UpstreamMetrics* m = response->add_upstreams();
+        m->set_upstream(u.upstream);
+        m->set_breaker(upstream::StateName(u.state));
+        m->set_consecutive_failures(u.consecutive_failures);
+        m->set_requests(u.requests);
+        m->set_failures(u.failures);
+        m->set_rejected(u.rejected);
+        m->set_opened(u.opened);
+        m->set_in_flight(u.in_flight);
+      }
+    }
     reactor->Finish(grpc::Status::OK);
   });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ReflexionServiceImpl::SimulateReflection(
+    grpc::CallbackServerContext* context,
+    const reflexion::v1::SimulateReflectionRequest* request,
+    reflexion::v1::SimulateReflectionResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (RefuseUndecodable(*request, reactor)) return reactor;
+  if (options_.reflector == nullptr) {
+    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(
+        "this server has no reflector configured")));
+    return reactor;
+  }
+  absl::StatusOr<core::ReflectionRequest> r =
+      core::SyntheticReflectionRequest(*request, options_.depth);
+  if (!r.ok()) {
+    reactor->Finish(ToGrpcStatus(r.status()));
+    return reactor;
+  }
+  // The reflector answers on its own thread (an HTTP client's) or inline.
+  core::ReflectOrFallBack(
+      options_.reflector, *r,
+      [reactor, response](reflexion::v1::Reflection reflection) {
+        *response->mutable_reflection() = std::move(reflection);
+        reactor->Finish(grpc::Status::OK);
+      });
   return reactor;
 }
 

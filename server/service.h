@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
@@ -11,9 +12,11 @@
 #include "core/ports/checkpoint_store.h"
 #include "core/ports/clock.h"
 #include "core/ports/knowledge_store.h"
+#include "core/ports/reflector.h"
 #include "reflexion/v1/reflexion.grpc.pb.h"
 #include "server/agent_sessions.h"
 #include "server/event_hub.h"
+#include "server/upstream/http_client.h"
 #include "server/workflow_runner.h"
 
 namespace reflexion::server {
@@ -43,6 +46,13 @@ struct ServiceOptions {
   // Makes one pool lane per Resolve stream (the pool the workflows run on);
   // null: every stream's workflows share the pool's one queue.
   graph::LaneFactory* lanes = nullptr;
+  // SimulateReflection: the active reflector (null: the RPC answers
+  // FAILED_PRECONDITION) and the configured depth.
+  core::Reflector* reflector = nullptr;
+  core::ReflectionDepth depth = core::ReflectionDepth::kMedium;
+  // Outbound HTTP upstreams with their breakers, for GetMetrics (unset:
+  // none).
+  std::function<std::vector<upstream::UpstreamStats>()> upstreams;
 };
 
 namespace internal {
@@ -50,20 +60,19 @@ using RS = reflexion::v1::ReflexionService;
 // ReflexionService::CallbackService with Resolve on raw bytes (so the
 // service parses its messages itself and answers one that does not parse).
 // Lists every RPC of the service: add a new one here too.
-using ServiceBase =
-    RS::WithRawCallbackMethod_Resolve<RS::WithCallbackMethod_ProcessIncident<
-        RS::WithCallbackMethod_DiagnoseIncident<
-            RS::WithCallbackMethod_StartWorkflow<
-                RS::WithCallbackMethod_GetWorkflow<
-                    RS::WithCallbackMethod_WatchWorkflow<
-                        RS::WithCallbackMethod_ResumeWorkflow<
-                            RS::WithCallbackMethod_CancelWorkflow<
-                                RS::WithCallbackMethod_ListCheckpoints<
-                                    RS::WithCallbackMethod_ForkWorkflow<
-                                        RS::WithCallbackMethod_ListStrategies<
-                                            RS::WithCallbackMethod_ListEpisodes<
-                                                RS::WithCallbackMethod_GetMetrics<
-                                                    RS::Service>>>>>>>>>>>>>;
+using ServiceBase = RS::WithRawCallbackMethod_Resolve<
+    RS::WithCallbackMethod_ProcessIncident<RS::WithCallbackMethod_DiagnoseIncident<
+        RS::WithCallbackMethod_StartWorkflow<RS::WithCallbackMethod_GetWorkflow<
+            RS::WithCallbackMethod_WatchWorkflow<
+                RS::WithCallbackMethod_ResumeWorkflow<
+                    RS::WithCallbackMethod_CancelWorkflow<
+                        RS::WithCallbackMethod_ListCheckpoints<
+                            RS::WithCallbackMethod_ForkWorkflow<
+                                RS::WithCallbackMethod_ListStrategies<
+                                    RS::WithCallbackMethod_ListEpisodes<
+                                        RS::WithCallbackMethod_GetMetrics<
+                                            RS::WithCallbackMethod_SimulateReflection<
+                                                RS::Service>>>>>>>>>>>>>>;
 }  // namespace internal
 
 // The gRPC service (callback API). Reactions never block: storage reads run
@@ -170,6 +179,10 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
       grpc::CallbackServerContext* context,
       const reflexion::v1::GetMetricsRequest* request,
       reflexion::v1::GetMetricsResponse* response) override;
+  grpc::ServerUnaryReactor* SimulateReflection(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::SimulateReflectionRequest* request,
+      reflexion::v1::SimulateReflectionResponse* response) override;
 
  private:
   // The preconditions of the workflow RPCs: checkpointing on, a valid id.

@@ -202,6 +202,11 @@ void WorkflowRunner::Finished(Sink* sink, core::WorkflowRunResult run) {
   }
 }
 
+bool WorkflowRunner::IsActive(const std::string& workflow_id) const {
+  absl::MutexLock lock(&mu_);
+  return active_.contains(workflow_id);
+}
+
 absl::Status WorkflowRunner::Reserve(
     const std::string& workflow_id,
     const std::shared_ptr<std::atomic<bool>>& cancel) {

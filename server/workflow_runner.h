@@ -136,6 +136,10 @@ class WorkflowRunner {
 
   RunnerCounters Counters() const;
 
+  // Whether a run of `workflow_id` is held here (running, or reserved by a
+  // decision or an answer that is continuing it).
+  bool IsActive(const std::string& workflow_id) const;
+
   // Admission: when set, checked first by Submit, Resume, Decide and Fork;
   // a non-OK status is returned as is (App: storage read-only, e.g.
   // kResourceExhausted "disk full at DIR"). Set before any call; must be

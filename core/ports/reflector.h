@@ -31,6 +31,11 @@ struct ReflectionRequest {
   // For meta-reflection: the reflection being re-examined.
   bool meta = false;
   reflexion::v1::Reflection previous;
+  // Text copied from the pod (its error message, event messages, the tail
+  // of its logs), as the incident carried it: untrusted data. A reflector
+  // that sends it anywhere redacts it first and passes it as quoted data,
+  // never as instructions.
+  std::string pod_data;
 };
 
 // Writes a verbal reflection on one attempt. Adapters: the heuristic

@@ -361,6 +361,26 @@ Prior PriorFor(absl::string_view family, absl::string_view cause,
   return {1.0, 3.0};
 }
 
+const std::vector<ParamSpec>& ParamSpecs() {
+  static const auto* specs = new std::vector<ParamSpec>{
+      {"memory_factor", v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT, kMemoryMin,
+       kMemoryMax, kMemoryDefault, "new memory limit = old limit x factor"},
+      {"probe_factor", v1::ACTION_TYPE_RELAX_PROBES, kProbeMin, kProbeMax,
+       kProbeDefault, "probe timeouts and initial delay x factor"},
+      {"requests_factor", v1::ACTION_TYPE_LOWER_RESOURCE_REQUESTS, kRequestsMin,
+       kRequestsMax, kRequestsDefault,
+       "new CPU/memory requests = old requests x factor"},
+  };
+  return *specs;
+}
+
+const ParamSpec* ParamOf(v1::ActionType action) {
+  for (const ParamSpec& p : ParamSpecs()) {
+    if (p.action == action) return &p;
+  }
+  return nullptr;
+}
+
 StrategyParams ClampParams(const StrategyParams& params) {
   auto clamp = [](double v, double lo, double hi, double def) {
     if (!(v > 0)) return def;  // unset, zero, negative or NaN

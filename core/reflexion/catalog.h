@@ -71,6 +71,21 @@ struct Prior {
 Prior PriorFor(absl::string_view family, absl::string_view cause,
                absl::string_view strategy);
 
+// One bounded strategy parameter (a StrategyParams field) and the one
+// action it shapes.
+struct ParamSpec {
+  const char* name;  // the StrategyParams field, e.g. "memory_factor"
+  reflexion::v1::ActionType action;
+  double min;
+  double max;
+  double default_value;
+  const char* meaning;
+};
+// Every strategy parameter, in StrategyParams field order.
+const std::vector<ParamSpec>& ParamSpecs();
+// The parameter of `action`, or null for an action without one.
+const ParamSpec* ParamOf(reflexion::v1::ActionType action);
+
 // Clamps every parameter to its bounds and fills unset ones with defaults.
 reflexion::v1::StrategyParams ClampParams(
     const reflexion::v1::StrategyParams& params);

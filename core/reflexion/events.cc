@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "core/reflexion/catalog.h"
 #include "core/reflexion/time_util.h"
 #include "core/reflexion/utf8.h"
@@ -60,14 +61,22 @@ void FillCompleted(absl::string_view node, const WorkflowState& s,
       ev.set_summary(absl::StrCat("still failing: ", o.failure_reason()));
     }
   } else if (node == "reflect" || node == "meta_reflect") {
-    *ev.mutable_reflection() = s.reflection();
-    ev.set_summary(absl::StrFormat(
-        "quality %.2f by %s%s", s.reflection().quality(),
-        s.reflection().reflector(),
-        s.reflection().proposed_changes_size() > 0
-            ? absl::StrCat(", proposes ",
-                           s.reflection().proposed_changes_size(), " change(s)")
-            : ""));
+    const reflexion::v1::Reflection& r = s.reflection();
+    *ev.mutable_reflection() = r;
+    std::string summary =
+        absl::StrFormat("quality %.2f by %s", r.quality(), r.reflector());
+    if (!r.fallback_reason().empty()) {
+      absl::StrAppend(&summary, " (fallback: ", r.fallback_reason(), ")");
+    }
+    if (r.proposed_changes_size() > 0) {
+      absl::StrAppend(&summary, ", proposes ", r.proposed_changes_size(),
+                      " change(s)");
+    }
+    if (r.dropped_size() > 0) {
+      absl::StrAppend(&summary,
+                      ", dropped: ", absl::StrJoin(r.dropped(), "; "));
+    }
+    ev.set_summary(std::move(summary));
   } else if (node == "learn") {
     const auto& u = s.learning();
     *ev.mutable_learning() = u;

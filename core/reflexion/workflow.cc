@@ -15,6 +15,7 @@
 #include "core/reflexion/catalog.h"
 #include "core/reflexion/heuristic_reflector.h"
 #include "core/reflexion/pod_object.h"
+#include "core/reflexion/redact.h"
 #include "core/reflexion/time_util.h"
 #include "core/reflexion/utf8.h"
 #include "core/status_macros.h"
@@ -856,6 +857,129 @@ void ReflexionWorkflow::Approval(State& s, graph::NodeDone done) const {
   std::move(done)(graph::Interrupt(req.reason()));
 }
 
+namespace {
+void RedactReflectionStrings(v1::Reflection& r) {
+  r.set_text(RedactSecrets(r.text()));
+  for (std::string& l : *r.mutable_lessons()) l = RedactSecrets(l);
+  for (v1::StrategyChange& c : *r.mutable_proposed_changes()) {
+    c.set_reason(RedactSecrets(c.reason()));
+  }
+  for (std::string& d : *r.mutable_dropped()) d = RedactSecrets(d);
+}
+}  // namespace
+
+void ReflectOrFallBack(Reflector* reflector, const ReflectionRequest& request,
+                       absl::AnyInvocable<void(v1::Reflection) &&> done) {
+  reflector->Reflect(
+      request, [reflector, request, done = std::move(done)](
+                   absl::StatusOr<v1::Reflection> result) mutable {
+        v1::Reflection r;
+        if (result.ok()) {
+          r = *std::move(result);
+          std::vector<std::string> paths;
+          if (RepairUtf8(&r, &paths) > 0) {
+            LOG(WARNING) << "invalid UTF-8 from reflector " << reflector->Name()
+                         << " replaced in " << absl::StrJoin(paths, ", ");
+          }
+          if (r.reflector().empty()) r.set_reflector(reflector->Name());
+        } else {
+          // Any reflector failure falls back to the heuristic, and says so: a
+          // workflow never fails because the LLM did.
+          r = HeuristicReflector::ReflectNow(request);
+          r.set_reflector(HeuristicReflector().Name());
+          r.set_fallback_reason(ToValidUtf8Clipped(
+              absl::StrCat(reflector->Name(), ": ", result.status().message()),
+              kMaxQuoted));
+        }
+        // What is stored and sent on holds no secret quoted from the pod,
+        // whichever reflector wrote it.
+        RedactReflectionStrings(r);
+        std::move(done)(std::move(r));
+      });
+}
+
+absl::StatusOr<ReflectionRequest> SyntheticReflectionRequest(
+    const v1::SimulateReflectionRequest& in, ReflectionDepth default_depth) {
+  if (in.error_type().empty()) {
+    return absl::InvalidArgumentError("error_type: required");
+  }
+  if (in.error_type().size() > 128) {
+    return absl::InvalidArgumentError("error_type: longer than 128 bytes");
+  }
+  if (in.evidence_size() > 100) {
+    return absl::InvalidArgumentError("evidence: more than 100 lines");
+  }
+  for (const std::string& line : in.evidence()) {
+    if (line.size() > 4096) {
+      return absl::InvalidArgumentError("evidence: a line over 4096 bytes");
+    }
+  }
+  if (!(in.resolution_time_s() >= 0 && in.resolution_time_s() <= 86400)) {
+    return absl::InvalidArgumentError(
+        "resolution_time_s: must be between 0 and 86400");
+  }
+  const int attempt = in.attempt() == 0 ? 1 : in.attempt();
+  const int max_attempts =
+      in.max_attempts() == 0 ? std::max(3, attempt) : in.max_attempts();
+  if (attempt < 1 || attempt > 20) {
+    return absl::InvalidArgumentError("attempt: must be between 1 and 20");
+  }
+  if (max_attempts < attempt || max_attempts > 20) {
+    return absl::InvalidArgumentError(
+        "max_attempts: must be between attempt and 20");
+  }
+  ReflectionRequest r;
+  r.depth = default_depth;
+  if (!in.depth().empty() && !ParseDepth(in.depth(), &r.depth)) {
+    return absl::InvalidArgumentError("depth: must be shallow, medium or deep");
+  }
+  v1::Incident incident;
+  incident.set_pod_name("simulated");
+  incident.set_namespace_("default");
+  incident.set_error_type(in.error_type());
+  incident.set_logs(absl::StrJoin(in.evidence(), "\n"));
+  // Analysed as the workflow would: deep when the shallow rules fall short.
+  r.analysis = Analyze(incident, v1::Diagnosis(), false);
+  if (NeedsDeepAnalysis(r.analysis)) {
+    r.analysis = Analyze(incident, v1::Diagnosis(), true);
+  }
+  std::string name = in.strategy();
+  if (name.empty()) {
+    std::vector<std::string> fits = StrategiesFor(r.analysis.error_family());
+    if (!fits.empty()) name = fits.front();
+  }
+  const ActionSpec* spec = FindActionByName(name);
+  if (spec == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("strategy: '", ToValidUtf8Clipped(name, 64),
+                     "' is not in the action catalog"));
+  }
+  for (v1::Strategy& st : DefaultStrategies(absl::UnixEpoch())) {
+    if (st.name() == spec->name) *r.selection.mutable_strategy() = st;
+  }
+  r.selection.mutable_action()->set_type(spec->type);
+  r.selection.mutable_action()->set_tier(spec->tier);
+  *r.selection.mutable_action()->mutable_params() =
+      r.selection.strategy().params();
+  r.selection.set_confidence(0.5);
+  r.selection.set_selection_reason("simulated attempt");
+  r.selection.set_attempt(attempt);
+  r.execution.set_applied(true);
+  r.execution.set_message("simulated attempt");
+  r.execution.set_executor("simulated");
+  r.observation.set_success(in.success());
+  r.observation.set_recovered(in.success());
+  if (in.success()) {
+    r.observation.set_time_to_recovery_s(in.resolution_time_s());
+  } else {
+    r.observation.set_failure_reason(r.analysis.error_family());
+  }
+  r.attempt = attempt;
+  r.max_attempts = max_attempts;
+  r.pod_data = incident.logs();
+  return r;
+}
+
 ReflectionRequest ReflexionWorkflow::MakeReflectionRequest(const State& s,
                                                            bool meta) const {
   ReflectionRequest r;
@@ -870,26 +994,30 @@ ReflectionRequest ReflexionWorkflow::MakeReflectionRequest(const State& s,
   r.depth = config_.depth;
   r.meta = meta;
   if (meta) r.previous = s.reflection();
+  // The pod's own words, newest last: its message, its events, then the
+  // tail of its logs (bounded; the reflector clips further by depth).
+  const v1::Incident& in = s.incident();
+  std::string& d = r.pod_data;
+  if (!in.error_message().empty()) {
+    absl::StrAppend(&d, "error_message: ", in.error_message(), "\n");
+  }
+  for (const v1::PodEvent& e : in.events()) {
+    absl::StrAppend(&d, "event ", e.type(), " ", e.reason(), ": ", e.message(),
+                    "\n");
+  }
+  constexpr size_t kMaxLogTail = 16 << 10;
+  absl::string_view logs = in.logs();
+  if (logs.size() > kMaxLogTail) logs = logs.substr(logs.size() - kMaxLogTail);
+  if (!logs.empty()) absl::StrAppend(&d, "logs:\n", logs);
   return r;
 }
 
 void ReflexionWorkflow::RunReflector(State& s, bool meta,
                                      graph::NodeDone done) const {
   ReflectionRequest request = MakeReflectionRequest(s, meta);
-  reflector_->Reflect(
-      request, [this, &s, meta, request, done = std::move(done)](
-                   absl::StatusOr<v1::Reflection> result) mutable {
-        v1::Reflection r;
-        if (result.ok()) {
-          r = *std::move(result);
-          RepairForeign(r, reflector_->Name(), s.workflow_id());
-        } else {
-          // Any reflector failure falls back to the heuristic, and says so.
-          r = HeuristicReflector::ReflectNow(request);
-          r.set_reflector(absl::StrCat(
-              "heuristic (fallback: ",
-              ToValidUtf8Clipped(result.status().message(), kMaxQuoted), ")"));
-        }
+  ReflectOrFallBack(
+      reflector_, request,
+      [&s, meta, done = std::move(done)](v1::Reflection r) mutable {
         if (meta) {
           // Keep the first reflection's proposals; add the meta lessons.
           v1::Reflection merged = s.reflection();
@@ -899,6 +1027,14 @@ void ReflexionWorkflow::RunReflector(State& s, bool meta,
           for (const auto& l : r.lessons()) merged.add_lessons(l);
           for (const auto& c : r.proposed_changes()) {
             *merged.add_proposed_changes() = c;
+          }
+          for (const auto& d : r.dropped()) merged.add_dropped(d);
+          if (r.reflector() != merged.reflector()) {
+            merged.set_reflector(
+                absl::StrCat(merged.reflector(), ", meta: ", r.reflector()));
+          }
+          if (!r.fallback_reason().empty()) {
+            merged.set_fallback_reason(r.fallback_reason());
           }
           r = std::move(merged);
           s.set_meta_reflections(s.meta_reflections() + 1);

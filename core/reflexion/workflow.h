@@ -18,7 +18,9 @@
 #include <memory>
 #include <string>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/graph/graph.h"
 #include "core/ports/checkpoint_store.h"
@@ -31,6 +33,22 @@
 #include "reflexion/v1/types.pb.h"
 
 namespace reflexion::core {
+
+// Runs `reflector` on `request`; on any failure writes the heuristic
+// reflection instead, with fallback_reason saying why. The reflection's
+// strings are made valid UTF-8 and redacted (core/reflexion/redact.h)
+// whichever reflector wrote them. `done` runs exactly once, on any thread.
+void ReflectOrFallBack(
+    Reflector* reflector, const ReflectionRequest& request,
+    absl::AnyInvocable<void(reflexion::v1::Reflection) &&> done);
+
+// What SimulateReflection reflects on: a synthetic attempt at the request's
+// error type, its evidence taken as the pod's logs and analysed like a real
+// incident's. kInvalidArgument naming the field (error_type required,
+// strategy from the catalog, bounded sizes).
+absl::StatusOr<ReflectionRequest> SyntheticReflectionRequest(
+    const reflexion::v1::SimulateReflectionRequest& request,
+    ReflectionDepth default_depth);
 
 using WorkflowGraph = graph::CompiledGraph<reflexion::v1::WorkflowState>;
 using WorkflowSink = graph::EventSink<reflexion::v1::WorkflowState>;

@@ -1272,7 +1272,54 @@ workflow:
   EXPECT_EQ(c.workflow.max_reflection_cycles, 2);
   EXPECT_EQ(c.workflow.max_attempts, 4);
   EXPECT_EQ(c.workflow.observation_window, absl::Seconds(60));
-  EXPECT_EQ(c.notes.size(), 2u);
+  EXPECT_EQ(c.openai.model, "gpt-4");
+  EXPECT_EQ(c.notes.size(), 1u);  // service.debug
+}
+
+TEST(ConfigTest, OpenAiKeysAndVariablesAct) {
+  ServerConfig c;
+  ASSERT_THAT(ApplyYaml(R"(
+reflector:
+  type: openai
+openai:
+  base_url: http://127.0.0.1:8080/v1
+  temperature: 0.7
+  max_tokens: 300
+  timeout: 12.5
+  api_key_file: /run/secrets/openai
+  json_schema: false
+)",
+                        c),
+              IsOk());
+  EXPECT_EQ(c.reflector, "openai");
+  EXPECT_EQ(c.openai.base_url, "http://127.0.0.1:8080/v1");
+  EXPECT_TRUE(c.openai_base_url_set);
+  EXPECT_DOUBLE_EQ(c.openai.temperature, 0.7);
+  EXPECT_EQ(c.openai.max_tokens, 300);
+  EXPECT_EQ(c.openai.timeout, absl::Milliseconds(12500));
+  EXPECT_EQ(c.openai_api_key_file, "/run/secrets/openai");
+  EXPECT_FALSE(c.openai.json_schema);
+  // The environment overrides the file.
+  auto env = [](const char* name) -> const char* {
+    if (std::string(name) == "OPENAI_API_KEY") return "sk-test-key";
+    if (std::string(name) == "OPENAI_BASE_URL") return "http://10.0.0.1/v1";
+    return nullptr;
+  };
+  ASSERT_THAT(ApplyEnvironment(env, c), IsOk());
+  EXPECT_EQ(c.openai.api_key, "sk-test-key");
+  EXPECT_EQ(c.openai.base_url, "http://10.0.0.1/v1");
+  EXPECT_THAT(ApplyYaml("openai:\n  base_url: ftp://x\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("openai.base_url")));
+  EXPECT_THAT(ApplyYaml("reflector:\n  type: gpt\n", c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("reflector.type")));
+  auto bad = [](const char* name) -> const char* {
+    return std::string(name) == "OPENAI_BASE_URL" ? "localhost:8080" : nullptr;
+  };
+  EXPECT_THAT(ApplyEnvironment(bad, c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("OPENAI_BASE_URL")));
 }
 
 TEST(ConfigTest, RejectsUnknownKeysAndOutOfRangeValuesNamingTheKey) {
