@@ -355,6 +355,8 @@ class CurlHttpClient::Impl {
                       std::greater<RetryTimer>>
       retries_;
   uint64_t retry_seq_ = 0;
+  // Attempts in libcurl's hands (added to multi_, not yet done).
+  long transferring_ = 0;
   std::optional<SteadyClock::time_point> curl_deadline_;
 
   std::thread thread_;
@@ -387,8 +389,12 @@ absl::Status CurlHttpClient::Impl::Init() {
   curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
   curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, &Impl::OnTimer);
   curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
+  // Our own policy bounds the idle connections (StartAttempt); libcurl's
+  // cache bound is set above anything reachable, because reaching it costs
+  // a scan of every connection each time one is returned.
   curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS,
-                    options_.max_idle_connections);
+                    static_cast<long>(options_.max_in_flight) +
+                        options_.max_idle_connections);
   curl_multi_setopt(multi_, CURLMOPT_MAX_HOST_CONNECTIONS,
                     options_.max_host_connections);
   curl_multi_setopt(multi_, CURLMOPT_MAX_TOTAL_CONNECTIONS,
@@ -722,11 +728,25 @@ void CurlHttpClient::Impl::StartAttempt(Call* c) {
   } else {
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
   }
+  // libcurl 7.88 scans every connection to the host for a reusable one
+  // when a transfer starts, and every connection for the oldest idle one
+  // whenever a connection returns to a full cache: O(connections) per
+  // request (10,000 at once took 11 s instead of 3). Beyond
+  // max_idle_connections attempts in flight, an attempt gets a connection
+  // of its own, closed after it: no scan runs for it, and no upstream
+  // keeps more than max_idle_connections connections for reuse (a new
+  // reusable one opens only while fewer attempts than that are in flight).
+  if (transferring_ >= options_.max_idle_connections) {
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+  }
   CURLMcode mc = curl_multi_add_handle(multi_, e);
   if (mc != CURLM_OK) {
     Finish(c, absl::InternalError(absl::StrCat("request to ", c->url, ": ",
                                                curl_multi_strerror(mc))));
+    return;
   }
+  ++transferring_;
 }
 
 void CurlHttpClient::Impl::DrainCompleted() {
@@ -738,6 +758,7 @@ void CurlHttpClient::Impl::DrainCompleted() {
     Call* c = nullptr;
     curl_easy_getinfo(e, CURLINFO_PRIVATE, &c);
     curl_multi_remove_handle(multi_, e);
+    --transferring_;
     OnAttemptDone(c, rc);
   }
 }

@@ -144,6 +144,16 @@ TEST_F(CurlHttpClientTest, ReturnsA200BodyVerbatimWithLowerCasedHeaders) {
   EXPECT_THAT(r->headers, Contains(Pair("x-request-id", "abc")));
 }
 
+TEST_F(CurlHttpClientTest, SequentialRequestsReuseOneConnection) {
+  auto client = MakeClient();
+
+  ASSERT_THAT(Fetch(*client, Get()), IsOk());
+  ASSERT_THAT(Fetch(*client, Get()), IsOk());
+
+  EXPECT_EQ(server_.request_count(), 2u);
+  EXPECT_EQ(server_.connection_count(), 1u);
+}
+
 TEST_F(CurlHttpClientTest, PostSendsItsBodyAndHeaders) {
   auto client = MakeClient();
   HttpRequest r = Get("/api/v1/execute-fix?dry_run=1");
