@@ -38,6 +38,9 @@ using SteadyClock = std::chrono::steady_clock;
 // error body, of curl's error text and of a URL.
 constexpr size_t kSnippetBytes = 200;
 constexpr size_t kMaxUrlBytes = 2048;
+// Response headers kept per attempt, in bytes; more fails the attempt
+// (libcurl 7.88 bounds one header line, not their number).
+constexpr size_t kMaxHeaderBytes = 256 << 10;
 
 std::string Attempts(int n) {
   return absl::StrCat(n, n == 1 ? " attempt" : " attempts");
@@ -290,7 +293,9 @@ class CurlHttpClient::Impl {
     curl_slist* headers = nullptr;
     std::string body;
     std::vector<std::pair<std::string, std::string>> response_headers;
+    size_t header_bytes = 0;
     bool too_large = false;
+    bool headers_too_large = false;
     absl::Status last_error;
     char errbuf[CURL_ERROR_SIZE];
   };
@@ -657,6 +662,11 @@ size_t CurlHttpClient::Impl::OnHeader(char* data, size_t size, size_t n,
     c->response_headers.clear();
     return len;
   }
+  c->header_bytes += len;
+  if (c->header_bytes > kMaxHeaderBytes) {
+    c->headers_too_large = true;
+    return 0;  // fails the transfer (CURLE_WRITE_ERROR)
+  }
   size_t colon = line.find(':');
   if (colon == absl::string_view::npos) return len;
   std::string name(absl::StripAsciiWhitespace(line.substr(0, colon)));
@@ -671,7 +681,9 @@ void CurlHttpClient::Impl::StartAttempt(Call* c) {
   ++c->attempts;
   c->body.clear();
   c->response_headers.clear();
+  c->header_bytes = 0;
   c->too_large = false;
+  c->headers_too_large = false;
   c->errbuf[0] = '\0';
   const HttpRequest& r = c->request;
   if (c->easy == nullptr) {
@@ -767,7 +779,11 @@ void CurlHttpClient::Impl::OnAttemptDone(Call* c, CURLcode rc) {
   long status = 0;
   curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
   AttemptResult result;
-  if (c->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
+  if (c->headers_too_large) {
+    result.error = absl::ResourceExhaustedError(
+        absl::StrCat("response headers from ", c->url, " exceed ",
+                     kMaxHeaderBytes, " bytes (", Attempts(c->attempts), ")"));
+  } else if (c->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
     // The upstream answered: not its failure, and not worth repeating.
     result.error = absl::ResourceExhaustedError(absl::StrCat(
         "response from ", c->url, " exceeds ", c->request.max_response_bytes,

@@ -385,6 +385,20 @@ TEST_F(CurlHttpClientTest, ChunkedBodyUnderTheCapArrivesWhole) {
   EXPECT_EQ(got->body, "hello world");
 }
 
+TEST_F(CurlHttpClientTest, EndlessResponseHeadersAreResourceExhausted) {
+  FakeHttpReply reply = Answer(200, "ok");
+  for (int i = 0; i < 300; ++i) {
+    reply.headers.emplace_back(absl::StrCat("X-Pad-", i),
+                               std::string(1000, 'p'));
+  }
+  server_.SetHandler(Script({reply}));
+  auto client = MakeClient();
+
+  EXPECT_THAT(Fetch(*client, Get()),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("response headers from " + server_.url())));
+}
+
 struct StatusCase {
   int http;
   absl::StatusCode code;
@@ -668,6 +682,32 @@ TEST_F(CurlHttpClientTest, RefusesBeyondMaxInFlight) {
 
   EXPECT_THAT(second, StatusIs(absl::StatusCode::kResourceExhausted,
                                HasSubstr("max_in_flight")));
+}
+
+TEST_F(CurlHttpClientTest, ForgetsAnIdleUpstreamAtTheBoundNeverABusyOne) {
+  FakeHttpServer other(Script({Answer(200)}));
+  CurlHttpClient::Options options;
+  options.clock = &clock_;
+  options.max_upstreams = 1;
+  auto client = *CurlHttpClient::Create(std::move(options));
+  HttpRequest to_other = Get();
+  to_other.url = other.url() + "/";
+  ASSERT_THAT(Fetch(*client, Get()), IsOk());
+
+  ASSERT_THAT(Fetch(*client, to_other), IsOk());  // the first one, idle, goes
+
+  ASSERT_EQ(client->Upstreams().size(), 1u);
+  EXPECT_EQ(client->Upstreams()[0].upstream,
+            absl::StrCat("http://127.0.0.1:", other.port()));
+  other.SetHandler(Script({WithMode(FakeHttpReply::Mode::kHang)}));
+  absl::Notification hanging_done;
+  client->Send(to_other,
+               [&](absl::StatusOr<HttpResponse>) { hanging_done.Notify(); });
+  EXPECT_THAT(Fetch(*client, Get()),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("max_upstreams")));
+  client.reset();  // completes the hanging request
+  EXPECT_TRUE(hanging_done.HasBeenNotified());
 }
 
 TEST_F(CurlHttpClientTest, DestructorCompletesPendingRequestsAsUnavailable) {
