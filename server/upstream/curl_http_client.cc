@@ -286,9 +286,9 @@ class CurlHttpClient::Impl {
     core::Callback<HttpResponse> done;
     std::string url;  // for messages
     std::string upstream_name;
-    Upstream* upstream;  // stable: an upstream in use is never forgotten
-    bool probe = false;  // the next attempt is the half-open probe
-    int attempts = 0;    // started so far
+    Upstream* upstream = nullptr;  // stable: one in use is never forgotten
+    bool probe = false;            // the next attempt is the half-open probe
+    int attempts = 0;              // started so far
     CURL* easy = nullptr;
     curl_slist* headers = nullptr;
     std::string body;
@@ -297,7 +297,7 @@ class CurlHttpClient::Impl {
     bool too_large = false;
     bool headers_too_large = false;
     absl::Status last_error;
-    char errbuf[CURL_ERROR_SIZE];
+    char errbuf[CURL_ERROR_SIZE] = {};
   };
 
   struct RetryTimer {
