@@ -58,7 +58,7 @@ struct RetryDecision {
 // the stats, but only the probe moves an open breaker.
 //
 // Connections: HTTP/1.1 keep-alive (HTTP/2 over TLS when the server offers
-// it), up to `max_idle_connections` cached; no limit per host by default,
+// it), see `max_idle_connections`; no limit per host by default,
 // so every in-flight request may hold a socket: max_in_flight must fit
 // the process's RLIMIT_NOFILE. Proxies: none unless `proxy` is set; the
 // http_proxy/HTTPS_PROXY environment variables are ignored, so a
@@ -83,7 +83,11 @@ class CurlHttpClient final : public HttpClient {
     // request in flight) is forgotten to make room; if none is, Send to a
     // new upstream is refused (kResourceExhausted).
     size_t max_upstreams = 1024;
-    // CURLMOPT_MAXCONNECTS: idle connections kept for reuse.
+    // Connections kept alive for reuse, at most, per upstream. While this
+    // many attempts (over all upstreams) are in flight, a further attempt
+    // opens a connection of its own and closes it after (libcurl 7.88's
+    // connection reuse costs O(connections) per request beyond that).
+    // libcurl also closes a connection idle for 118 s.
     long max_idle_connections = 256;
     // CURLMOPT_MAX_HOST_CONNECTIONS (0 = unlimited; requests beyond a bound
     // wait inside libcurl for a connection, their timeout running).

@@ -72,13 +72,15 @@ const char* StateName(UpstreamStats::State state);
 // Errors, each message naming the URL (never a header value):
 //   kInvalidArgument    a malformed request (bad URL, method); HTTP 400
 //   kUnauthenticated    HTTP 401;  kPermissionDenied  HTTP 403
-//   kNotFound           HTTP 404;  kFailedPrecondition  any other 4xx
+//   kNotFound           HTTP 404
+//   kFailedPrecondition any other 4xx; 1xx/3xx (redirects are not followed)
 //   kResourceExhausted  HTTP 429 after the last attempt; a body over
-//                       max_response_bytes
+//                       max_response_bytes (never retried)
 //   kUnavailable        connection refused/reset, DNS, a truncated body,
 //                       HTTP 5xx after the last attempt, the breaker open
 //                       ("circuit open for http://host:port ...")
-//   kDeadlineExceeded   no complete answer within `timeout`
+//   kDeadlineExceeded   no connection within `connect_timeout`, or no
+//                       complete answer within `timeout`, on the last attempt
 // e.g. "HTTP 503 from http://127.0.0.1:8080/v1/chat/completions (3
 // attempts): <first 200 bytes of the body>".
 // Thread-safe.
