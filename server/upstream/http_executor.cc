@@ -566,13 +566,25 @@ struct HttpExecutor::Watch {
 
   static void OnWindowEnd(const std::shared_ptr<Watch>& w) {
     bool poll_now = false;
+    bool decide_now = false;
     {
       absl::MutexLock lock(&w->mu);
       if (w->finished) return;
       w->window_closed = true;
       // The end state is the last poll's: make one unless one is on its
-      // way (it started at most one interval ago).
-      poll_now = !w->poll_in_flight;
+      // way (it started at most one interval ago) or one already started
+      // at the end (a zero window).
+      if (!w->poll_in_flight) {
+        if (w->polls > 0 && w->last_poll_start >= w->end) {
+          decide_now = true;
+        } else {
+          poll_now = true;
+        }
+      }
+    }
+    if (decide_now) {
+      Finish(w, std::nullopt);
+      return;
     }
     Schedule(w, w->request_timeout + kFinishSlack, Fire::kGiveUp);
     if (poll_now) StartPoll(w, /*final=*/true);

@@ -78,9 +78,9 @@ class HttpExecutor final : public core::ClusterExecutor {
       graph::Timer* timer);
 
   // Ends every open observation window at once: its polls are cancelled and
-  // its `done` gets kUnavailable ("shutting down"). Requests in flight
-  // complete later into state they share (no use after free); their
-  // results are dropped.
+  // its `done` gets kUnavailable ("shutting down"); a poll answered later is
+  // dropped. Diagnose and Execute requests in flight still complete through
+  // `done` (their callbacks hold what they need, not the executor).
   ~HttpExecutor() override;
   HttpExecutor(const HttpExecutor&) = delete;
   HttpExecutor& operator=(const HttpExecutor&) = delete;
