@@ -767,6 +767,12 @@ absl::StatusOr<std::unique_ptr<HttpExecutor>> HttpExecutor::Create(
         "executor request_timeout and connect_timeout must be positive and "
         "finite");
   }
+  if (options.initial_backoff < absl::ZeroDuration() ||
+      options.max_backoff < options.initial_backoff ||
+      options.max_backoff == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(
+        "executor backoff: need 0 <= initial_backoff <= max_backoff < inf");
+  }
   if (options.dedup_capacity == 0) {
     return absl::InvalidArgumentError("executor dedup_capacity must be >= 1");
   }
@@ -807,6 +813,8 @@ HttpRequest HttpExecutor::NewRequest(std::string method,
   r.timeout = options_.request_timeout;
   r.max_response_bytes = options_.max_response_bytes;
   r.max_attempts = 1;
+  r.initial_backoff = options_.initial_backoff;
+  r.max_backoff = options_.max_backoff;
   return r;
 }
 

@@ -33,6 +33,10 @@ struct HttpExecutorOptions {
   // pod-status polls and /health are tried once (the next poll is the
   // retry).
   int max_attempts = 3;
+  // Between attempts: full jitter from initial_backoff, doubling, capped
+  // (a Retry-After included) at max_backoff (HttpRequest).
+  absl::Duration initial_backoff = absl::Milliseconds(100);
+  absl::Duration max_backoff = absl::Seconds(10);
   // A larger response body fails the request (kResourceExhausted).
   size_t max_response_bytes = size_t{1} << 20;
   // Execute results remembered by idempotency key (>= 1). At the bound the

@@ -1,10 +1,18 @@
-// HttpExecutor ("http", the Go agent's REST API) against an in-memory
-// HttpClient, a FakeClock and a timer that fires only when the test runs
-// it: request shapes, response mapping, deduplication, bad bodies, and the
-// observation window's logic. Deterministic; nothing sleeps.
+// HttpExecutor ("http", the Go agent's REST API).
+//
+// Unit tests: an in-memory HttpClient, a FakeClock and a timer that fires
+// only when the test runs it: request shapes, response mapping,
+// deduplication, bad bodies, and the observation window's logic.
+// Deterministic; nothing sleeps.
+//
+// Integration tests: the real CurlHttpClient and TimerThread against a
+// fake Go agent on the loopback FakeHttpServer, in each fault mode. Waits
+// are on notifications; a 60 s guard only keeps a broken build from
+// hanging the suite.
 
 #include "server/upstream/http_executor.h"
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -15,6 +23,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "core/ports/clock.h"
 #include "core/reflexion/catalog.h"
 #include "core/reflexion/utf8.h"
@@ -22,6 +31,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "server/upstream/curl_http_client.h"
+#include "tests/testing/fake_http_server.h"
 #include "tests/testing/status_matchers.h"
 
 namespace reflexion::upstream {
@@ -29,6 +40,7 @@ namespace {
 
 using ::reflexion::testing::IsOk;
 using ::reflexion::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -1021,6 +1033,464 @@ TEST_F(HttpExecutorTest, CheckReportsAnUnreachableAgent) {
   EXPECT_THAT(executor_->Describe(*health),
               HasSubstr("http at http://agent.test:8080 (unreachable: "
                         "UNAVAILABLE: connection refused"));
+}
+
+// --- Integration: CurlHttpClient against a fake agent on loopback --------
+
+using ::reflexion::testing::FakeHttpReply;
+using ::reflexion::testing::FakeHttpRequest;
+using ::reflexion::testing::FakeHttpServer;
+
+FakeHttpReply Reply(int status, std::string body = "") {
+  FakeHttpReply r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+FakeHttpReply Reply(FakeHttpReply::Mode mode) {
+  FakeHttpReply r;
+  r.mode = mode;
+  r.body = "{\"applied\": tr";
+  return r;
+}
+FakeHttpReply JsonReply(const Json& j) { return Reply(200, j.dump()); }
+
+std::string HeaderIn(const FakeHttpRequest& r, const std::string& name) {
+  for (const auto& [k, v] : r.headers) {
+    if (k == name) return v;
+  }
+  return "<absent>";
+}
+
+// The Go agent as docs/http-executor.md describes it: the four endpoints,
+// execute-fix deduplicated by the Idempotency-Key header, the actions it
+// applies counted. Faults are queued per endpoint and answered before the
+// normal reply; with apply_before_faults an execute-fix is applied before
+// its fault is answered (the answer is lost on the way back, the case an
+// idempotency key exists for).
+class FakeAgent {
+ public:
+  FakeAgent()
+      : server_([this](const FakeHttpRequest& r) { return Handle(r); }) {}
+
+  std::string url() const { return server_.url(); }
+  FakeHttpServer& server() { return server_; }
+
+  void Fault(const std::string& endpoint, std::vector<FakeHttpReply> replies,
+             bool apply_before_faults = false) {
+    absl::MutexLock lock(&mu_);
+    for (FakeHttpReply& r : replies) faults_[endpoint].push_back(std::move(r));
+    apply_before_faults_ = apply_before_faults;
+  }
+  // pod-status answers, one per poll; the last one repeats.
+  void PodStatuses(std::vector<FakeHttpReply> replies) {
+    absl::MutexLock lock(&mu_);
+    statuses_ = std::move(replies);
+    next_status_ = 0;
+  }
+  void SetDiagnosis(FakeHttpReply reply) {
+    absl::MutexLock lock(&mu_);
+    diagnosis_ = std::move(reply);
+  }
+  int applications() const {
+    absl::MutexLock lock(&mu_);
+    return applications_;
+  }
+  std::vector<FakeHttpRequest> RequestsTo(const std::string& prefix) const {
+    std::vector<FakeHttpRequest> out;
+    for (FakeHttpRequest& r : server_.requests()) {
+      if (absl::StartsWith(r.path, prefix)) out.push_back(std::move(r));
+    }
+    return out;
+  }
+
+ private:
+  static std::string EndpointOf(const FakeHttpRequest& r) {
+    if (r.method == "POST" && r.path == "/api/v1/k8sgpt-analyze") {
+      return "analyze";
+    }
+    if (r.method == "POST" && r.path == "/api/v1/execute-fix") {
+      return "execute";
+    }
+    if (r.method == "GET" && absl::StartsWith(r.path, "/api/v1/pod-status/")) {
+      return "status";
+    }
+    if (r.method == "GET" && r.path == "/health") return "health";
+    return "";
+  }
+
+  FakeHttpReply Handle(const FakeHttpRequest& r) {
+    absl::MutexLock lock(&mu_);
+    const std::string endpoint = EndpointOf(r);
+    if (endpoint.empty()) return Reply(404, "no such endpoint");
+    const std::string key = HeaderIn(r, "idempotency-key");
+    if (endpoint == "execute" && apply_before_faults_) ApplyLocked(r, key);
+    if (auto& q = faults_[endpoint]; !q.empty()) {
+      FakeHttpReply fault = std::move(q.front());
+      q.pop_front();
+      return fault;
+    }
+    if (endpoint == "analyze") return diagnosis_;
+    if (endpoint == "health") return JsonReply({{"status", "ok"}});
+    if (endpoint == "status") {
+      if (statuses_.empty()) return JsonReply({{"healthy", true}});
+      return statuses_[std::min(next_status_++, statuses_.size() - 1)];
+    }
+    return ApplyLocked(r, key);
+  }
+
+  // Applies the action of key `key` once; every later call with the key
+  // answers the first result.
+  FakeHttpReply ApplyLocked(const FakeHttpRequest& r, const std::string& key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (key == "<absent>") return Reply(400, "Idempotency-Key required");
+    if (auto it = results_.find(key); it != results_.end()) return it->second;
+    const Json body = Json::parse(r.body, nullptr, false);
+    if (!body.is_object() || !body.contains("strategy")) {
+      return Reply(400, "bad body");
+    }
+    ++applications_;
+    FakeHttpReply done = JsonReply(
+        {{"applied", true},
+         {"dry_run", false},
+         {"message",
+          absl::StrCat("applied ", body["strategy"].value("type", "?"), " to ",
+                       body.value("namespace", "?"), "/",
+                       body.value("pod_name", "?"))},
+         {"changes", Json::array()}});
+    results_.emplace(key, done);
+    return done;
+  }
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::deque<FakeHttpReply>> faults_ ABSL_GUARDED_BY(mu_);
+  bool apply_before_faults_ ABSL_GUARDED_BY(mu_) = false;
+  std::map<std::string, FakeHttpReply> results_ ABSL_GUARDED_BY(mu_);
+  int applications_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<FakeHttpReply> statuses_ ABSL_GUARDED_BY(mu_);
+  size_t next_status_ ABSL_GUARDED_BY(mu_) = 0;
+  FakeHttpReply diagnosis_ ABSL_GUARDED_BY(mu_) =
+      JsonReply({{"last_healthy_image", "shop/app:1.3"},
+                 {"memory_limit_bytes", 134217728}});
+  // Last: its thread (which calls Handle) stops before the state goes.
+  FakeHttpServer server_;
+};
+
+// The result of an asynchronous call, shared with its callback so that a
+// call that outlives a failed wait cannot write into a dead frame.
+template <typename T>
+class Awaited {
+ public:
+  Awaited() : state_(std::make_shared<State>()) {}
+  core::Callback<T> Callback() {
+    return [state = state_](absl::StatusOr<T> r) {
+      absl::MutexLock lock(&state->mu);
+      state->value = std::move(r);
+      state->done.Notify();
+    };
+  }
+  absl::StatusOr<T> Get() {
+    if (!state_->done.WaitForNotificationWithTimeout(absl::Seconds(60))) {
+      return absl::InternalError("test: no answer within 60 s");
+    }
+    absl::MutexLock lock(&state_->mu);
+    return *state_->value;
+  }
+
+ private:
+  struct State {
+    absl::Notification done;
+    absl::Mutex mu;
+    std::optional<absl::StatusOr<T>> value;
+  };
+  std::shared_ptr<State> state_;
+};
+
+class HttpExecutorIntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CurlHttpClient::Options o;
+    o.clock = &clock_;
+    o.on_retry = [this](const RetryDecision& d) {
+      absl::MutexLock lock(&mu_);
+      retries_.push_back(d);
+    };
+    absl::StatusOr<std::unique_ptr<CurlHttpClient>> client =
+        CurlHttpClient::Create(std::move(o));
+    ASSERT_THAT(client, IsOk());
+    client_ = *std::move(client);
+    Make(Options());
+  }
+
+  // Short timeouts and backoffs: a retry waits a few ms.
+  HttpExecutorOptions Options() {
+    HttpExecutorOptions o;
+    o.base_url = agent_.url();
+    o.request_timeout = absl::Seconds(2);
+    o.connect_timeout = absl::Seconds(1);
+    o.poll_interval = absl::Milliseconds(100);
+    o.initial_backoff = absl::Milliseconds(1);
+    o.max_backoff = absl::Milliseconds(20);
+    return o;
+  }
+  void Make(HttpExecutorOptions o) {
+    executor_.reset();
+    absl::StatusOr<std::unique_ptr<HttpExecutor>> e =
+        HttpExecutor::Create(std::move(o), client_.get(), &clock_, &timer_);
+    ASSERT_THAT(e, IsOk());
+    executor_ = *std::move(e);
+  }
+
+  absl::StatusOr<reflexion::v1::ExecutionResult> Execute(
+      const reflexion::v1::Action& a) {
+    Awaited<reflexion::v1::ExecutionResult> r;
+    executor_->Execute(a, r.Callback());
+    return r.Get();
+  }
+  absl::StatusOr<reflexion::v1::Diagnosis> Diagnose() {
+    reflexion::v1::Incident in;
+    in.set_pod_name("web-7d9f-abc");
+    in.set_namespace_("shop");
+    in.set_request_id("req-1");
+    Awaited<reflexion::v1::Diagnosis> r;
+    executor_->Diagnose(in, r.Callback());
+    return r.Get();
+  }
+  absl::StatusOr<reflexion::v1::Observation> Observe(absl::Duration window) {
+    Awaited<reflexion::v1::Observation> r;
+    executor_->Observe(MakeAction(reflexion::v1::ACTION_TYPE_DELETE_POD, "k"),
+                       window, r.Callback());
+    return r.Get();
+  }
+  reflexion::v1::Action Memory(const std::string& key) {
+    return MakeAction(reflexion::v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT, key);
+  }
+  std::vector<RetryDecision> retries() {
+    absl::MutexLock lock(&mu_);
+    return retries_;
+  }
+
+  core::RealClock clock_;
+  FakeAgent agent_;
+  absl::Mutex mu_;
+  std::vector<RetryDecision> retries_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<CurlHttpClient> client_;
+  graph::TimerThread timer_;
+  // Last: destroyed first, while the client and the timer still run.
+  std::unique_ptr<HttpExecutor> executor_;
+};
+
+TEST_F(HttpExecutorIntegrationTest, DiagnoseAndExecuteRoundTrip) {
+  absl::StatusOr<reflexion::v1::Diagnosis> d = Diagnose();
+  ASSERT_THAT(d, IsOk());
+  EXPECT_EQ(d->last_healthy_image(), "shop/app:1.3");
+  EXPECT_EQ(d->memory_limit_bytes(), 134217728);
+  EXPECT_EQ(d->source(), "http");
+
+  absl::StatusOr<reflexion::v1::ExecutionResult> e = Execute(Memory("wf/1"));
+  ASSERT_THAT(e, IsOk());
+  EXPECT_TRUE(e->applied());
+  EXPECT_EQ(e->executor(), "http");
+  EXPECT_EQ(e->message(), "applied increase_memory_limit to shop/web-7d9f-abc");
+  EXPECT_EQ(agent_.applications(), 1);
+
+  std::vector<FakeHttpRequest> sent = agent_.RequestsTo("/api/v1/execute-fix");
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(HeaderIn(sent[0], "idempotency-key"), "wf/1");
+  EXPECT_EQ(HeaderIn(sent[0], "content-type"), "application/json");
+  const Json body = Json::parse(sent[0].body, nullptr, false);
+  EXPECT_EQ(body.value("idempotency_key", ""), "wf/1");
+  EXPECT_EQ(body.value("strategy", Json::object()).value("tier", ""), "B");
+  std::vector<FakeHttpRequest> analyze =
+      agent_.RequestsTo("/api/v1/k8sgpt-analyze");
+  ASSERT_EQ(analyze.size(), 1u);
+  EXPECT_EQ(
+      Json::parse(analyze[0].body, nullptr, false).value("incident_id", ""),
+      "req-1");
+}
+
+TEST_F(HttpExecutorIntegrationTest, A429WithRetryAfterThenSuccess) {
+  FakeHttpReply busy = Reply(429, "slow down");
+  busy.headers = {{"Retry-After", "1"}};
+  agent_.Fault("execute", {busy});
+  absl::StatusOr<reflexion::v1::ExecutionResult> e = Execute(Memory("k"));
+  ASSERT_THAT(e, IsOk());
+  EXPECT_TRUE(e->applied());
+  EXPECT_EQ(agent_.applications(), 1);
+  EXPECT_EQ(agent_.RequestsTo("/api/v1/execute-fix").size(), 2u);
+  std::vector<RetryDecision> d = retries();
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0].retry_after, absl::Seconds(1));
+  EXPECT_EQ(d[0].delay, absl::Milliseconds(20)) << "capped at max_backoff";
+}
+
+TEST_F(HttpExecutorIntegrationTest, A503ThenSuccess) {
+  agent_.Fault("execute", {Reply(503, "busy")});
+  absl::StatusOr<reflexion::v1::ExecutionResult> e = Execute(Memory("k"));
+  ASSERT_THAT(e, IsOk());
+  EXPECT_EQ(agent_.applications(), 1);
+  EXPECT_EQ(agent_.RequestsTo("/api/v1/execute-fix").size(), 2u);
+}
+
+TEST_F(HttpExecutorIntegrationTest, AnAgentThatHangsTimesOut) {
+  HttpExecutorOptions o = Options();
+  o.request_timeout = absl::Milliseconds(300);
+  o.max_attempts = 2;
+  Make(o);
+  agent_.Fault("execute", {Reply(FakeHttpReply::Mode::kHang),
+                           Reply(FakeHttpReply::Mode::kHang)});
+  absl::StatusOr<reflexion::v1::ExecutionResult> e = Execute(Memory("k"));
+  EXPECT_THAT(e, StatusIs(absl::StatusCode::kDeadlineExceeded,
+                          HasSubstr(agent_.url() + "/api/v1/execute-fix")));
+  EXPECT_EQ(agent_.RequestsTo("/api/v1/execute-fix").size(), 2u);
+  EXPECT_EQ(agent_.applications(), 0);
+}
+
+TEST_F(HttpExecutorIntegrationTest, ConnectionRefusedIsUnavailable) {
+  agent_.server().Stop();
+  EXPECT_THAT(Execute(Memory("k")),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       HasSubstr("cannot connect to " + agent_.url())));
+  absl::Notification checked;
+  absl::Status health;
+  executor_->Check([&](absl::Status s) {
+    health = s;
+    checked.Notify();
+  });
+  ASSERT_TRUE(checked.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_THAT(health, StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(executor_->Describe(health),
+              HasSubstr(absl::StrCat("http at ", agent_.url(),
+                                     " (unreachable: UNAVAILABLE")));
+}
+
+TEST_F(HttpExecutorIntegrationTest, CheckReportsAHealthyAgent) {
+  absl::Notification checked;
+  absl::Status health = absl::UnknownError("unset");
+  executor_->Check([&](absl::Status s) {
+    health = s;
+    checked.Notify();
+  });
+  ASSERT_TRUE(checked.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_THAT(health, IsOk());
+  EXPECT_EQ(executor_->Describe(health),
+            absl::StrCat("http at ", agent_.url(), " (healthy)"));
+}
+
+TEST_F(HttpExecutorIntegrationTest, ATruncatedBodyIsUnavailable) {
+  agent_.Fault("analyze", {Reply(FakeHttpReply::Mode::kTruncate),
+                           Reply(FakeHttpReply::Mode::kTruncate),
+                           Reply(FakeHttpReply::Mode::kTruncate)});
+  EXPECT_THAT(Diagnose(),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       HasSubstr("truncated response from " + agent_.url())));
+}
+
+TEST_F(HttpExecutorIntegrationTest, ATenMegabyteBodyIsRefused) {
+  agent_.SetDiagnosis(JsonReply({{"logs", std::string(10 << 20, 'x')}}));
+  EXPECT_THAT(Diagnose(), StatusIs(absl::StatusCode::kResourceExhausted,
+                                   HasSubstr(agent_.url())));
+}
+
+TEST_F(HttpExecutorIntegrationTest, A200ThatDoesNotParseFailsTheAttempt) {
+  // Applied, then answered with a proxy's page: never guessed a success.
+  agent_.Fault("execute", {Reply(200, "<html>upstream error</html>")},
+               /*apply_before_faults=*/true);
+  EXPECT_THAT(Execute(Memory("k")),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       AllOf(HasSubstr("not JSON"),
+                             HasSubstr(agent_.url() + "/api/v1/execute-fix"))));
+  EXPECT_EQ(agent_.RequestsTo("/api/v1/execute-fix").size(), 1u)
+      << "a 200 is not retried by the client";
+  // The workflow's retry of the node: same key, the agent answers the
+  // first outcome, nothing is applied twice.
+  absl::StatusOr<reflexion::v1::ExecutionResult> again = Execute(Memory("k"));
+  ASSERT_THAT(again, IsOk());
+  EXPECT_TRUE(again->applied());
+  EXPECT_EQ(agent_.applications(), 1);
+}
+
+TEST_F(HttpExecutorIntegrationTest,
+       ExecuteFixIsAppliedExactlyOnceUnderRetries) {
+  // Each fault is answered after the action was applied: the answer is
+  // lost, the client retries with the same Idempotency-Key.
+  agent_.Fault("execute",
+               {Reply(FakeHttpReply::Mode::kClose), Reply(503, "oops"),
+                Reply(FakeHttpReply::Mode::kTruncate)},
+               /*apply_before_faults=*/true);
+  HttpExecutorOptions o = Options();
+  o.max_attempts = 4;
+  Make(o);
+  absl::StatusOr<reflexion::v1::ExecutionResult> e = Execute(Memory("wf/7"));
+  ASSERT_THAT(e, IsOk());
+  EXPECT_TRUE(e->applied());
+  EXPECT_FALSE(e->deduplicated());
+  std::vector<FakeHttpRequest> sent = agent_.RequestsTo("/api/v1/execute-fix");
+  ASSERT_EQ(sent.size(), 4u);
+  for (const FakeHttpRequest& r : sent) {
+    EXPECT_EQ(HeaderIn(r, "idempotency-key"), "wf/7");
+    EXPECT_EQ(r.body, sent[0].body);
+  }
+  EXPECT_EQ(agent_.applications(), 1);
+
+  // And locally: the same key again does not reach the agent.
+  absl::StatusOr<reflexion::v1::ExecutionResult> again =
+      Execute(Memory("wf/7"));
+  ASSERT_THAT(again, IsOk());
+  EXPECT_TRUE(again->deduplicated());
+  EXPECT_EQ(agent_.RequestsTo("/api/v1/execute-fix").size(), 4u);
+  EXPECT_EQ(agent_.applications(), 1);
+}
+
+TEST_F(HttpExecutorIntegrationTest, ObserveHealsAndStaysHealthy) {
+  agent_.PodStatuses({JsonReply({{"healthy", false},
+                                 {"phase", "Running"},
+                                 {"restarts", 3},
+                                 {"failure_reason", "CrashLoopBackOff"}}),
+                      JsonReply({{"healthy", true}, {"restarts", 3}})});
+  absl::StatusOr<reflexion::v1::Observation> o =
+      Observe(absl::Milliseconds(500));
+  ASSERT_THAT(o, IsOk());
+  EXPECT_TRUE(o->success());
+  EXPECT_TRUE(o->recovered());
+  EXPECT_GT(o->time_to_recovery_s(), 0.0);
+  EXPECT_EQ(o->restarts(), 0);
+  std::vector<FakeHttpRequest> polls = agent_.RequestsTo("/api/v1/pod-status/");
+  ASSERT_GE(polls.size(), 3u);
+  EXPECT_EQ(polls[0].path, "/api/v1/pod-status/web-7d9f-abc?namespace=shop");
+}
+
+TEST_F(HttpExecutorIntegrationTest, ObserveSeesARegression) {
+  agent_.PodStatuses(
+      {JsonReply({{"healthy", true}, {"restarts", 0}}),
+       JsonReply(
+           {{"healthy", false}, {"restarts", 1}, {"reason", "OOMKilled"}})});
+  absl::StatusOr<reflexion::v1::Observation> o =
+      Observe(absl::Milliseconds(400));
+  ASSERT_THAT(o, IsOk());
+  EXPECT_FALSE(o->success());
+  EXPECT_TRUE(o->recovered());
+  EXPECT_EQ(o->failure_reason(), "OOMKilled");
+  EXPECT_EQ(o->restarts(), 1);
+  EXPECT_THAT(o->signals(),
+              Contains(HasSubstr("regressed after being healthy")));
+}
+
+TEST_F(HttpExecutorIntegrationTest, ObserveWithAHangingAgentEndsWithinBounds) {
+  HttpExecutorOptions opts = Options();
+  opts.request_timeout = absl::Milliseconds(300);
+  Make(opts);
+  agent_.PodStatuses({Reply(FakeHttpReply::Mode::kHang)});
+  const absl::Time start = clock_.Now();
+  absl::StatusOr<reflexion::v1::Observation> o =
+      Observe(absl::Milliseconds(500));
+  const absl::Duration took = clock_.Now() - start;
+  EXPECT_THAT(o, StatusIs(absl::StatusCode::kUnavailable,
+                          HasSubstr(agent_.url() + "/api/v1/pod-status/")));
+  // Window + one request timeout (+ the executor's 1 s of slack); the
+  // margin is for a loaded machine, the point is that it ends.
+  EXPECT_LT(took, absl::Milliseconds(500 + 300) + absl::Seconds(1) +
+                      absl::Seconds(5));
 }
 
 }  // namespace
