@@ -71,9 +71,13 @@ absl::Status App::Start() {
           ? config_.worker_threads
           : static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
   timer_ = std::make_unique<graph::TimerThread>();
+  executor_ = cluster_.get();
+  if (config_.executor == "http") {
+    if (absl::Status s = StartHttpExecutor(); !s.ok()) return s;
+  }
   pool_ = std::make_unique<graph::ThreadPool>(threads_);
   workflow_ = std::make_unique<core::ReflexionWorkflow>(
-      config_.workflow, store_.get(), cluster_.get(), reflector_, &clock_,
+      config_.workflow, store_.get(), executor_, reflector_, &clock_,
       checkpoints_.get(), timer_.get());
   if (absl::Status s = workflow_->Init(); !s.ok()) return s;
   hub_ = std::make_unique<EventHub>(config_.watch_retained_workflows,
@@ -125,7 +129,7 @@ absl::Status App::Start() {
   options.max_in_flight_per_stream = config_.max_in_flight_per_stream;
   options.stream_buffer_bytes =
       static_cast<size_t>(config_.stream_buffer_bytes);
-  options.executor_name = cluster_->Name();
+  options.executor_name = executor_->Name();
   options.reflector_name = reflector_->Name();
   options.reflector = reflector_;
   options.depth = config_.workflow.depth;
@@ -234,6 +238,7 @@ void App::Stop(absl::Duration drain, absl::Duration grace) {
   runner_.reset();
   pool_.reset();
   sessions_.reset();
+  http_executor_.reset();  // ends open observation windows, before timer_
   timer_.reset();
   hub_.reset();  // joins the engine's threads after their last task
   // Nothing calls out any more (every workflow and RPC ended).
@@ -294,11 +299,45 @@ absl::Status App::StartReflector() {
   return absl::OkStatus();
 }
 
+absl::Status App::StartHttpExecutor() {
+  if (config_.executor_url.empty()) {
+    return absl::InvalidArgumentError(
+        "executor.url: required with executor.type http (or set "
+        "GO_SERVICE_URL)");
+  }
+  if (absl::Status s = StartHttp(); !s.ok()) return s;
+  upstream::HttpExecutorOptions o;
+  o.base_url = config_.executor_url;
+  o.request_timeout = config_.executor_request_timeout;
+  o.poll_interval = config_.executor_poll_interval;
+  o.max_attempts = config_.executor_max_attempts;
+  absl::StatusOr<std::unique_ptr<upstream::HttpExecutor>> e =
+      upstream::HttpExecutor::Create(o, http_.get(), &clock_, timer_.get());
+  if (!e.ok()) return e.status();
+  http_executor_ = *std::move(e);
+  executor_ = http_executor_.get();
+  // One bounded check (request_timeout): an agent that is down is reported,
+  // not fatal — its calls fail like any upstream's and the workflows
+  // retry or escalate.
+  absl::Notification checked;
+  absl::Status health;
+  http_executor_->Check([&](absl::Status s) {
+    health = std::move(s);
+    checked.Notify();
+  });
+  checked.WaitForNotification();
+  executor_line_ = absl::StrCat("executor: ", http_executor_->Describe(health));
+  if (!health.ok()) LOG(WARNING) << executor_line_;
+  return absl::OkStatus();
+}
+
 absl::Status App::StartHttp() {
   if (http_ != nullptr) return absl::OkStatus();
   upstream::CurlHttpClient::Options o;
   o.clock = &clock_;
   o.rng_seed = config_.simulator_seed;
+  o.breaker_failures = config_.breaker_failures;
+  o.breaker_open_for = config_.breaker_open_for;
   absl::StatusOr<std::unique_ptr<upstream::CurlHttpClient>> http =
       upstream::CurlHttpClient::Create(std::move(o));
   if (!http.ok()) return http.status();
@@ -310,12 +349,15 @@ std::vector<std::string> App::StartupReport() const {
   return {
       absl::StrCat("listening on ", config_.host, ":", port_, ", data in ",
                    config_.data_dir),
-      absl::StrCat("executor: ", cluster_->Name(), " (",
-                   config_.simulator_scenarios.empty()
-                       ? std::string("embedded default scenarios")
-                       : "scenarios from " + config_.simulator_scenarios,
-                   ", seed ", config_.simulator_seed,
-                   "; the only executor in this build)"),
+      !executor_line_.empty()
+          ? executor_line_
+          : absl::StrCat("executor: ", cluster_->Name(), " (",
+                         config_.simulator_scenarios.empty()
+                             ? std::string("embedded default scenarios")
+                             : "scenarios from " + config_.simulator_scenarios,
+                         ", seed ", config_.simulator_seed,
+                         "; executor.type http runs actions through the Go "
+                         "agent's REST API instead)"),
       absl::StrCat("reflector: ", reflector_->Name(), " (", reflector_why_,
                    ")"),
       checkpoints_ == nullptr

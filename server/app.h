@@ -16,6 +16,7 @@
 #include "server/config.h"
 #include "server/service.h"
 #include "server/upstream/curl_http_client.h"
+#include "server/upstream/http_executor.h"
 #include "server/upstream/openai_reflector.h"
 #include "server/workflow_runner.h"
 #include "storage/rocksdb_checkpoint_store.h"
@@ -78,6 +79,8 @@ class App {
   void RetentionLoop();
   // Picks the reflector (reflector.type, openai.*); starts http_ for it.
   absl::Status StartReflector();
+  // executor.type http: the HttpExecutor, checked once (/health).
+  absl::Status StartHttpExecutor();
   // Starts the outbound HTTP client once.
   absl::Status StartHttp();
 
@@ -97,6 +100,11 @@ class App {
   bool stopped_ = false;
   std::thread retention_;
   std::unique_ptr<sim::SimulatedCluster> cluster_;
+  // executor.type http: the Go agent's REST API (destroyed before timer_
+  // and http_); the active executor is it or cluster_.
+  std::unique_ptr<upstream::HttpExecutor> http_executor_;
+  core::ClusterExecutor* executor_ = nullptr;
+  std::string executor_line_;
   core::HeuristicReflector heuristic_;
   // Outbound HTTP (created when an upstream is configured), and the LLM
   // reflector on it.

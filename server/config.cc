@@ -207,13 +207,50 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
     std::string type;
     absl::Status s = Read(v, key, type);
     if (!s.ok()) return s;
-    if (type != "simulated") {
+    if (type != "simulated" && type != "http") {
       return Bad(key, absl::StrCat("'", Quote(type),
-                                   "' is not available in this build; the "
-                                   "only executor is 'simulated'"));
+                                   "' is not an executor: simulated or http"));
     }
     c.executor = type;
     return absl::OkStatus();
+  }
+  if (key == "upstream.breaker_failures") {
+    return ReadInt(v, key, 1, 1000, c.breaker_failures);
+  }
+  if (key == "upstream.breaker_open_for") {
+    double seconds = 0;
+    absl::Status s = ReadDouble(v, key, 0.01, 3600, seconds);
+    if (!s.ok()) return s;
+    c.breaker_open_for = absl::Seconds(seconds);
+    return absl::OkStatus();
+  }
+  if (key == "executor.url") {
+    std::string url;
+    absl::Status s = Read(v, key, url);
+    if (!s.ok()) return s;
+    if (!absl::StartsWith(url, "http://") &&
+        !absl::StartsWith(url, "https://")) {
+      return Bad(key, "must start with http:// or https://");
+    }
+    c.executor_url = url;
+    return absl::OkStatus();
+  }
+  if (key == "executor.request_timeout") {
+    double seconds = 0;
+    absl::Status s = ReadDouble(v, key, 0.1, 600, seconds);
+    if (!s.ok()) return s;
+    c.executor_request_timeout = absl::Seconds(seconds);
+    return absl::OkStatus();
+  }
+  if (key == "executor.poll_interval") {
+    double seconds = 0;
+    absl::Status s = ReadDouble(v, key, 0.1, 60, seconds);
+    if (!s.ok()) return s;
+    c.executor_poll_interval = absl::Seconds(seconds);
+    return absl::OkStatus();
+  }
+  if (key == "executor.max_attempts") {
+    return ReadInt(v, key, 1, 10, c.executor_max_attempts);
   }
   if (key == "simulator.seed") return Read(v, key, c.simulator_seed);
   if (key == "simulator.scenarios") return Read(v, key, c.simulator_scenarios);
@@ -419,9 +456,14 @@ absl::Status ApplyEnvironment(
     config.openai_base_url_set = true;
   }
   if (const char* v = getenv("GO_SERVICE_URL"); v && *v) {
-    config.notes.push_back(
-        "GO_SERVICE_URL is set, but this build has no Go-agent executor: "
-        "using the simulated cluster");
+    absl::string_view url = v;
+    if (!absl::StartsWith(url, "http://") &&
+        !absl::StartsWith(url, "https://")) {
+      return absl::InvalidArgumentError(
+          "GO_SERVICE_URL must start with http:// or https://");
+    }
+    config.executor = "http";
+    config.executor_url = std::string(url);
   }
   return absl::OkStatus();
 }

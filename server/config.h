@@ -40,7 +40,18 @@ struct ServerConfig {
   // this long is cancelled; its workflows continue (0 = never;
   // service.stalled_stream_timeout, seconds).
   absl::Duration stalled_stream_timeout = absl::Seconds(60);
-  std::string executor = "simulated";  // executor.type
+  std::string executor = "simulated";  // executor.type: simulated | http
+  // executor.type http: the Go agent's REST API (executor.url,
+  // GO_SERVICE_URL; executor.request_timeout, executor.poll_interval,
+  // executor.max_attempts).
+  std::string executor_url;
+  // Outbound HTTP circuit breakers (upstream.breaker_failures,
+  // upstream.breaker_open_for seconds).
+  int breaker_failures = 5;
+  absl::Duration breaker_open_for = absl::Seconds(30);
+  absl::Duration executor_request_timeout = absl::Seconds(10);
+  absl::Duration executor_poll_interval = absl::Seconds(5);
+  int executor_max_attempts = 3;
   // reflector.type: "auto" (openai when an API key, a key file or a base
   // URL is configured, else heuristic), "openai" or "heuristic".
   std::string reflector = "auto";
@@ -82,7 +93,7 @@ absl::Status ApplyYaml(const std::string& yaml_text, ServerConfig& config);
 absl::Status ApplyYamlFile(const std::string& path, ServerConfig& config);
 
 // Applies environment variables: REFLECTION_DEPTH, OPENAI_API_KEY,
-// OPENAI_BASE_URL (GO_SERVICE_URL is noted as not used by this build).
+// OPENAI_BASE_URL, GO_SERVICE_URL (selects executor.type http at that URL).
 // `getenv` is injectable for tests.
 absl::Status ApplyEnvironment(
     const std::function<const char*(const char*)>& getenv,

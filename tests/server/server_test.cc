@@ -1334,7 +1334,7 @@ TEST(ConfigTest, RejectsUnknownKeysAndOutOfRangeValuesNamingTheKey) {
       ApplyYaml("service:\n  port: http\n", c),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("service.port")));
   EXPECT_THAT(
-      ApplyYaml("executor:\n  type: http\n", c),
+      ApplyYaml("executor:\n  type: kubectl\n", c),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("executor.type")));
   EXPECT_THAT(ApplyYaml(": : :\n  - [", c),
               StatusIs(absl::StatusCode::kInvalidArgument));
