@@ -894,6 +894,12 @@ void ReflectOrFallBack(Reflector* reflector, const ReflectionRequest& request,
         // What is stored and sent on holds no secret quoted from the pod,
         // whichever reflector wrote it.
         RedactReflectionStrings(r);
+        if (r.dropped_size() > 0) {
+          // What a model proposed outside the catalog or its bounds is
+          // logged (redacted, clipped), besides the event that names it.
+          LOG(WARNING) << "reflector " << r.reflector() << ": "
+                       << absl::StrJoin(r.dropped(), "; ");
+        }
         std::move(done)(std::move(r));
       });
 }

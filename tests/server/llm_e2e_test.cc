@@ -260,7 +260,8 @@ TEST_F(LlmEndToEndTest, ReflectionsComeFromTheLlmUntilItDiesThenTheHeuristic) {
   app_->Stop(absl::ZeroDuration(), absl::ZeroDuration());
   // Nothing secret reached the log either.
   const std::string logged = logs.text();
-  EXPECT_THAT(logged, HasSubstr("circuit"));  // the breaker was logged
+  EXPECT_THAT(logged, HasSubstr("circuit"));           // the breaker was logged
+  EXPECT_THAT(logged, HasSubstr("delete_namespace"));  // so was the drop
   EXPECT_THAT(logged, Not(HasSubstr(kPassword)));
   EXPECT_THAT(logged, Not(HasSubstr(kToken)));
   EXPECT_THAT(logged, Not(HasSubstr("sk-test-0123456789")));
