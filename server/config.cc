@@ -102,6 +102,38 @@ absl::Status ReadDouble(const YAML::Node& n, absl::string_view key, double lo,
   return absl::OkStatus();
 }
 
+// A duration key in seconds (fractions allowed), between lo and hi.
+absl::Status ReadSeconds(const YAML::Node& n, absl::string_view key, double lo,
+                         double hi, absl::Duration& out) {
+  double seconds = 0;
+  absl::Status s = ReadDouble(n, key, lo, hi, seconds);
+  if (s.ok()) out = absl::Seconds(seconds);
+  return s;
+}
+
+// A duration key in whole seconds, between lo and hi.
+absl::Status ReadWholeSeconds(const YAML::Node& n, absl::string_view key,
+                              int lo, int hi, absl::Duration& out) {
+  int seconds = 0;
+  absl::Status s = ReadInt(n, key, lo, hi, seconds);
+  if (s.ok()) out = absl::Seconds(seconds);
+  return s;
+}
+
+bool IsHttpUrl(absl::string_view url) {
+  return absl::StartsWith(url, "http://") || absl::StartsWith(url, "https://");
+}
+
+// A URL key: http:// or https://.
+absl::Status ReadHttpUrl(const YAML::Node& n, absl::string_view key,
+                         std::string& out) {
+  absl::Status s = Read(n, key, out);
+  if (s.ok() && !IsHttpUrl(out)) {
+    return Bad(key, "must start with http:// or https://");
+  }
+  return s;
+}
+
 absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
                       ServerConfig& c) {
   core::WorkflowConfig& w = c.workflow;
@@ -129,27 +161,17 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
     return ReadInt(v, key, 0, 256, c.worker_threads);
   }
   if (key == "service.shutdown_drain" || key == "service.shutdown_grace") {
-    double seconds = 0;
-    absl::Status s = ReadDouble(v, key, 0, 3600, seconds);
-    if (!s.ok()) return s;
-    (key == "service.shutdown_drain" ? c.shutdown_drain : c.shutdown_grace) =
-        absl::Seconds(seconds);
-    return absl::OkStatus();
+    return ReadSeconds(
+        v, key, 0, 3600,
+        key == "service.shutdown_drain" ? c.shutdown_drain : c.shutdown_grace);
   }
   if (key == "executor.action_timeout" || key == "executor.report_interval") {
-    double seconds = 0;
-    absl::Status st = ReadDouble(v, key, 0.01, 86400, seconds);
-    if (!st.ok()) return st;
-    (key == "executor.action_timeout" ? w.action_timeout : w.report_interval) =
-        absl::Seconds(seconds);
-    return absl::OkStatus();
+    return ReadSeconds(v, key, 0.01, 86400,
+                       key == "executor.action_timeout" ? w.action_timeout
+                                                        : w.report_interval);
   }
   if (key == "service.stalled_stream_timeout") {
-    double seconds = 0;
-    absl::Status st = ReadDouble(v, key, 0, 86400, seconds);
-    if (!st.ok()) return st;
-    c.stalled_stream_timeout = absl::Seconds(seconds);
-    return absl::OkStatus();
+    return ReadSeconds(v, key, 0, 86400, c.stalled_stream_timeout);
   }
   if (key == "reflexion.tier_c") {
     std::string policy;
@@ -173,12 +195,8 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
   }
   if (key == "openai.base_url") {
     std::string url;
-    absl::Status s = Read(v, key, url);
+    absl::Status s = ReadHttpUrl(v, key, url);
     if (!s.ok()) return s;
-    if (!absl::StartsWith(url, "http://") &&
-        !absl::StartsWith(url, "https://")) {
-      return Bad(key, "must start with http:// or https://");
-    }
     c.openai.base_url = url;
     c.openai_base_url_set = true;
     return absl::OkStatus();
@@ -195,11 +213,7 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
     return ReadInt(v, key, 16, 32768, c.openai.max_tokens);
   }
   if (key == "openai.timeout") {
-    double seconds = 0;
-    absl::Status s = ReadDouble(v, key, 0.1, 600, seconds);
-    if (!s.ok()) return s;
-    c.openai.timeout = absl::Seconds(seconds);
-    return absl::OkStatus();
+    return ReadSeconds(v, key, 0.1, 600, c.openai.timeout);
   }
   if (key == "openai.api_key_file") return Read(v, key, c.openai_api_key_file);
   if (key == "openai.json_schema") return Read(v, key, c.openai.json_schema);
@@ -218,36 +232,20 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
     return ReadInt(v, key, 1, 1000, c.breaker_failures);
   }
   if (key == "upstream.breaker_open_for") {
-    double seconds = 0;
-    absl::Status s = ReadDouble(v, key, 0.01, 3600, seconds);
-    if (!s.ok()) return s;
-    c.breaker_open_for = absl::Seconds(seconds);
-    return absl::OkStatus();
+    return ReadSeconds(v, key, 0.01, 3600, c.breaker_open_for);
   }
   if (key == "executor.url") {
     std::string url;
-    absl::Status s = Read(v, key, url);
+    absl::Status s = ReadHttpUrl(v, key, url);
     if (!s.ok()) return s;
-    if (!absl::StartsWith(url, "http://") &&
-        !absl::StartsWith(url, "https://")) {
-      return Bad(key, "must start with http:// or https://");
-    }
     c.executor_url = url;
     return absl::OkStatus();
   }
   if (key == "executor.request_timeout") {
-    double seconds = 0;
-    absl::Status s = ReadDouble(v, key, 0.1, 600, seconds);
-    if (!s.ok()) return s;
-    c.executor_request_timeout = absl::Seconds(seconds);
-    return absl::OkStatus();
+    return ReadSeconds(v, key, 0.1, 600, c.executor_request_timeout);
   }
   if (key == "executor.poll_interval") {
-    double seconds = 0;
-    absl::Status s = ReadDouble(v, key, 0.1, 60, seconds);
-    if (!s.ok()) return s;
-    c.executor_poll_interval = absl::Seconds(seconds);
-    return absl::OkStatus();
+    return ReadSeconds(v, key, 0.1, 60, c.executor_poll_interval);
   }
   if (key == "executor.max_attempts") {
     return ReadInt(v, key, 1, 10, c.executor_max_attempts);
@@ -305,11 +303,7 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
     return ReadInt(v, key, 1, 20, w.max_attempts);
   }
   if (key == "workflow.observation_window") {
-    int seconds = 0;
-    absl::Status s = ReadInt(v, key, 1, 86400, seconds);
-    if (!s.ok()) return s;
-    w.observation_window = absl::Seconds(seconds);
-    return absl::OkStatus();
+    return ReadWholeSeconds(v, key, 1, 86400, w.observation_window);
   }
   if (key == "workflow.checkpointing_enabled") {
     return Read(v, key, c.checkpointing);
@@ -333,25 +327,13 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
     return ReadInt(v, key, 0, 100000, w.keep_last_checkpoints);
   }
   if (key == "workflow.finished_ttl") {
-    int seconds = 0;
-    absl::Status s = ReadInt(v, key, 0, 365 * 86400, seconds);
-    if (!s.ok()) return s;
-    c.finished_ttl = absl::Seconds(seconds);
-    return absl::OkStatus();
+    return ReadWholeSeconds(v, key, 0, 365 * 86400, c.finished_ttl);
   }
   if (key == "workflow.retention_interval") {
-    int seconds = 0;
-    absl::Status s = ReadInt(v, key, 1, 86400, seconds);
-    if (!s.ok()) return s;
-    c.retention_interval = absl::Seconds(seconds);
-    return absl::OkStatus();
+    return ReadWholeSeconds(v, key, 1, 86400, c.retention_interval);
   }
   if (key == "workflow.execution_timeout") {
-    int seconds = 0;
-    absl::Status s = ReadInt(v, key, 1, 86400, seconds);
-    if (!s.ok()) return s;
-    w.node_timeout = absl::Seconds(seconds);
-    return absl::OkStatus();
+    return ReadWholeSeconds(v, key, 1, 86400, w.node_timeout);
   }
   if (key == "workflow.escalation_waits") {
     return Read(v, key, w.escalation_waits);
@@ -447,8 +429,7 @@ absl::Status ApplyEnvironment(
   }
   if (const char* v = getenv("OPENAI_BASE_URL"); v && *v) {
     absl::string_view url = v;
-    if (!absl::StartsWith(url, "http://") &&
-        !absl::StartsWith(url, "https://")) {
+    if (!IsHttpUrl(url)) {
       return absl::InvalidArgumentError(
           "OPENAI_BASE_URL must start with http:// or https://");
     }
@@ -457,8 +438,7 @@ absl::Status ApplyEnvironment(
   }
   if (const char* v = getenv("GO_SERVICE_URL"); v && *v) {
     absl::string_view url = v;
-    if (!absl::StartsWith(url, "http://") &&
-        !absl::StartsWith(url, "https://")) {
+    if (!IsHttpUrl(url)) {
       return absl::InvalidArgumentError(
           "GO_SERVICE_URL must start with http:// or https://");
     }
