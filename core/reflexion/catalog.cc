@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "core/reflexion/pod_object.h"
 #include "core/reflexion/time_util.h"
+#include "google/protobuf/descriptor.h"
 
 namespace reflexion::core {
 namespace {
@@ -379,6 +380,25 @@ const ParamSpec* ParamOf(v1::ActionType action) {
     if (p.action == action) return &p;
   }
   return nullptr;
+}
+
+// The StrategyParams field a ParamSpec names, by reflection on the message
+// (so a new parameter is one ParamSpecs entry).
+namespace {
+const google::protobuf::FieldDescriptor* FieldOf(const ParamSpec& spec) {
+  return StrategyParams::descriptor()->FindFieldByName(spec.name);
+}
+}  // namespace
+
+double ParamValue(const StrategyParams& params, const ParamSpec& spec) {
+  const auto* f = FieldOf(spec);
+  return f == nullptr ? 0 : params.GetReflection()->GetDouble(params, f);
+}
+
+void SetParam(StrategyParams& params, const ParamSpec& spec, double value) {
+  if (const auto* f = FieldOf(spec)) {
+    params.GetReflection()->SetDouble(&params, f, value);
+  }
 }
 
 StrategyParams ClampParams(const StrategyParams& params) {

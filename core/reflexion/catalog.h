@@ -85,6 +85,11 @@ struct ParamSpec {
 const std::vector<ParamSpec>& ParamSpecs();
 // The parameter of `action`, or null for an action without one.
 const ParamSpec* ParamOf(reflexion::v1::ActionType action);
+// The value of `spec`'s field in `params`, and setting it.
+double ParamValue(const reflexion::v1::StrategyParams& params,
+                  const ParamSpec& spec);
+void SetParam(reflexion::v1::StrategyParams& params, const ParamSpec& spec,
+              double value);
 
 // Clamps every parameter to its bounds and fills unset ones with defaults.
 reflexion::v1::StrategyParams ClampParams(

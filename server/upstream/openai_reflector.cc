@@ -228,13 +228,8 @@ std::string UserMessage(const core::ReflectionRequest& request) {
   j["confidence"] = sel.confidence();
   j["selection_reason"] = Clean(sel.selection_reason(), kField);
   if (const core::ParamSpec* p = core::ParamOf(sel.action().type())) {
-    const v1::StrategyParams& params = sel.strategy().params();
-    const double v = p->action == v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT
-                         ? params.memory_factor()
-                     : p->action == v1::ACTION_TYPE_RELAX_PROBES
-                         ? params.probe_factor()
-                         : params.requests_factor();
-    j["parameter"] = {{"name", p->name}, {"value", v}};
+    j["parameter"] = {{"name", p->name},
+                      {"value", core::ParamValue(sel.strategy().params(), *p)}};
   }
   const v1::ExecutionResult& ex = request.execution;
   j["execution"] = {{"applied", ex.applied()},
@@ -490,13 +485,7 @@ absl::StatusOr<v1::Reflection> ParseResponse(
       v1::StrategyChange* out = r.add_proposed_changes();
       out->set_strategy(spec->name);
       v1::StrategyParams params;
-      if (spec->type == v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT) {
-        params.set_memory_factor(clamped);
-      } else if (spec->type == v1::ACTION_TYPE_RELAX_PROBES) {
-        params.set_probe_factor(clamped);
-      } else {
-        params.set_requests_factor(clamped);
-      }
+      core::SetParam(params, *p, clamped);
       // The other parameters stay at their bounds-checked defaults; learn
       // compares the whole clamped set with the current version.
       *out->mutable_params() = core::ClampParams(params);
