@@ -6,6 +6,7 @@ list(APPEND CORE_SOURCES
   reflexion/heuristic_reflector.cc
   reflexion/metrics.cc
   reflexion/pod_object.cc
+  reflexion/redact.cc
   reflexion/selector.cc
   reflexion/utf8.cc
   reflexion/validation.cc
