@@ -5,7 +5,7 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$REPO_ROOT/build}
 # The clang tree: ASan + UBSan, -Wthread-safety, libFuzzer targets.
 SAN_BUILD_DIR=${SAN_BUILD_DIR:-$REPO_ROOT/build-san}
-FUZZ_TARGETS=(config_fuzz scenario_fuzz incident_fuzz)
+FUZZ_TARGETS=(config_fuzz scenario_fuzz incident_fuzz redact_fuzz)
 BUF_VERSION=1.75.0
 
 # Debian 12 packages the build and the tests need.
