@@ -5,7 +5,7 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$REPO_ROOT/build}
 # The clang tree: ASan + UBSan, -Wthread-safety, libFuzzer targets.
 SAN_BUILD_DIR=${SAN_BUILD_DIR:-$REPO_ROOT/build-san}
-FUZZ_TARGETS=(config_fuzz scenario_fuzz incident_fuzz)
+FUZZ_TARGETS=(config_fuzz scenario_fuzz incident_fuzz redact_fuzz)
 BUF_VERSION=1.75.0
 
 # Debian 12 packages the build and the tests need.
@@ -14,7 +14,7 @@ DEBIAN_PACKAGES=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libgrpc++-dev libgrpc-dev
   libabsl-dev libgoogle-glog-dev libgflags-dev
-  librocksdb-dev libcurl4-openssl-dev libre2-dev
+  librocksdb-dev libcurl4-openssl-dev
   libyaml-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev
