@@ -6,7 +6,11 @@
 //   resolve_bench [--n 20000] [--streams 4] [--window 256]
 //                 [--durability async|sync|exit|off] [--json]
 //                 [--stalled 10] [--stalled_timeout 5] [--per_stream N]
-//                 [--stalled_ramp]
+//                 [--stalled_ramp] [--llm_delay_ms 2000]
+//
+// --llm_delay_ms D reflects through the real LLM path (OpenAiReflector on
+// the libcurl client) against a fake server answering after D ms: with
+// --n 10000 --streams 4 --window 2500, 10,000 workflows wait on it at once.
 //
 // --stalled K adds K clients (each on its own connection) that send
 // incidents as fast as they can and never read, as a broken client would:
@@ -39,6 +43,7 @@
 #include "client/client.h"
 #include "grpcpp/create_channel.h"
 #include "server/app.h"
+#include "tests/testing/forked_http_server.h"
 
 ABSL_FLAG(int, n, 20000, "incidents");
 ABSL_FLAG(int, streams, 4, "concurrent Resolve streams");
@@ -52,6 +57,10 @@ ABSL_FLAG(int, per_stream, 100000,
           "service.max_in_flight_per_stream (>= --window)");
 ABSL_FLAG(double, stalled_timeout, 5,
           "service.stalled_stream_timeout in seconds");
+ABSL_FLAG(int, llm_delay_ms, 0,
+          "reflect with the openai reflector against a fake OpenAI-compatible "
+          "server (in a child process) that answers after this many ms; 0: "
+          "the heuristic reflector");
 ABSL_FLAG(bool, stalled_ramp, false,
           "start the measured streams with the stalled clients, not once "
           "they are paused");
@@ -74,6 +83,8 @@ struct StreamStats {
   int accepted = 0;
   int order_errors = 0;
   long events = 0;
+  // Reflections by reflector ("openai", "heuristic").
+  std::map<std::string, long> reflectors;
   std::vector<double> latency_ms;
 };
 
@@ -96,6 +107,9 @@ void RunStream(reflexion::v1::ReflexionService::Stub& stub, int first,
         ++stats.accepted;
       } else if (m.has_event()) {
         ++stats.events;
+        if (m.event().has_reflection()) {
+          ++stats.reflectors[m.event().reflection().reflector()];
+        }
         uint64_t& l = last[m.event().workflow_id()];
         if (m.event().sequence() != l + 1) ++stats.order_errors;
         l = m.event().sequence();
@@ -154,9 +168,33 @@ double Pct(std::vector<double>& v, double p) {
 
 }  // namespace
 
+// A chat completion with a valid reflection, after `delay`.
+reflexion::testing::FakeHttpServer::Handler SlowLlm(absl::Duration delay) {
+  return [delay](const reflexion::testing::FakeHttpRequest&) {
+    reflexion::testing::FakeHttpReply r;
+    r.delay = delay;
+    r.headers.emplace_back("Content-Type", "application/json");
+    r.body =
+        R"({"choices":[{"index":0,"message":{"role":"assistant","content":)"
+        R"("{\"reflection\": \"The fix did not resolve OOMKilled: the )"
+        R"(container was OOMKilled again.\", \"root_cause\": \"memory\", )"
+        R"(\"lessons\": [\"raise memory further\"], )"
+        R"(\"proposed_changes\": []}"}}]})";
+    return r;
+  };
+}
+
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   const int n = absl::GetFlag(FLAGS_n);
+  // The fake LLM is forked before any thread exists here.
+  const int llm_delay_ms = absl::GetFlag(FLAGS_llm_delay_ms);
+  std::unique_ptr<reflexion::testing::ForkedHttpServer> llm;
+  if (llm_delay_ms > 0) {
+    reflexion::testing::RaiseFdLimit();
+    llm = std::make_unique<reflexion::testing::ForkedHttpServer>(
+        SlowLlm(absl::Milliseconds(llm_delay_ms)));
+  }
   const int streams = std::max(1, absl::GetFlag(FLAGS_streams));
   const std::string durability = absl::GetFlag(FLAGS_durability);
 
@@ -172,6 +210,11 @@ int main(int argc, char** argv) {
   config.max_in_flight_per_stream = absl::GetFlag(FLAGS_per_stream);
   config.stalled_stream_timeout =
       absl::Seconds(absl::GetFlag(FLAGS_stalled_timeout));
+  if (llm != nullptr) {
+    config.reflector = "openai";
+    config.openai.base_url = llm->url() + "/v1";
+    config.openai.timeout = absl::Seconds(30);
+  }
   if (durability == "off") {
     config.checkpointing = false;
   } else if (durability == "sync") {
@@ -296,6 +339,27 @@ int main(int argc, char** argv) {
           "process)\n",
           n, streams, durability.c_str(), results / wall, events / wall,
           results, errors, Pct(lat, 50), Pct(lat, 99), hwm / 1024.0);
+    }
+    if (llm != nullptr) {
+      std::map<std::string, long> by;
+      for (auto& st : stats) {
+        for (const auto& [r, k] : st.reflectors) by[r] += k;
+      }
+      std::string line;
+      for (const auto& [r, k] : by) absl::StrAppend(&line, " ", r, " ", k);
+      std::printf("reflections by reflector:%s\n", line.c_str());
+      reflexion::v1::GetMetricsResponse m;
+      grpc::ClientContext ctx;
+      if (stub->GetMetrics(&ctx, reflexion::v1::GetMetricsRequest(), &m).ok() &&
+          m.upstreams_size() > 0) {
+        const auto& u = m.upstreams(0);
+        std::printf(
+            "LLM after %d ms: %lld calls, %lld failed attempts, breaker %s; "
+            "%ld threads in the process at the end; wall %.2f s\n",
+            llm_delay_ms, static_cast<long long>(u.requests()),
+            static_cast<long long>(u.failures()), u.breaker().c_str(),
+            reflexion::testing::ReadProcStatus("Threads:"), wall);
+      }
     }
     if (results != n || errors != 0) rc = 1;
   }

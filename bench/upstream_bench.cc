@@ -16,9 +16,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -39,6 +37,7 @@
 #include "core/ports/clock.h"
 #include "server/upstream/curl_http_client.h"
 #include "tests/testing/fake_http_server.h"
+#include "tests/testing/forked_http_server.h"
 
 ABSL_FLAG(int, requests, 10000, "requests in flight at once");
 ABSL_FLAG(absl::Duration, delay, absl::Seconds(2),
@@ -52,29 +51,13 @@ namespace {
 using reflexion::testing::FakeHttpReply;
 using reflexion::testing::FakeHttpRequest;
 using reflexion::testing::FakeHttpServer;
+using reflexion::testing::ForkedHttpServer;
+using reflexion::testing::RaiseFdLimit;
+using reflexion::testing::ReadProcStatus;
 using reflexion::upstream::CurlHttpClient;
 using reflexion::upstream::HttpRequest;
 using reflexion::upstream::HttpResponse;
 using SteadyClock = std::chrono::steady_clock;
-
-long ReadStatus(const char* key) {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  size_t n = strlen(key);
-  while (std::getline(f, line)) {
-    if (line.compare(0, n, key) == 0) return std::stol(line.substr(n));
-  }
-  return -1;
-}
-
-long RaiseFdLimit() {
-  rlimit lim{};
-  getrlimit(RLIMIT_NOFILE, &lim);
-  lim.rlim_cur = lim.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &lim);
-  getrlimit(RLIMIT_NOFILE, &lim);
-  return static_cast<long>(lim.rlim_cur);
-}
 
 FakeHttpServer::Handler DelayedOk(absl::Duration delay) {
   return [delay](const FakeHttpRequest&) {
@@ -83,65 +66,6 @@ FakeHttpServer::Handler DelayedOk(absl::Duration delay) {
     r.delay = delay;
     return r;
   };
-}
-
-// The fake server in a child process. The child writes its port, samples
-// its connection count until the parent closes `control`, then writes the
-// peak and its VmHWM (kB) and exits.
-struct ServerChild {
-  pid_t pid = -1;
-  int port = 0;
-  int control = -1;  // parent's write end
-  int report = -1;   // parent's read end
-};
-
-ServerChild ForkServer(absl::Duration delay) {
-  int to_child[2], from_child[2];
-  if (pipe(to_child) != 0 || pipe(from_child) != 0) {
-    perror("pipe");
-    exit(1);
-  }
-  pid_t pid = fork();
-  if (pid < 0) {
-    perror("fork");
-    exit(1);
-  }
-  if (pid == 0) {
-    close(to_child[1]);
-    close(from_child[0]);
-    long peak = 0;
-    {
-      FakeHttpServer server(DelayedOk(delay));
-      int port = server.port();
-      if (write(from_child[1], &port, sizeof(port)) != sizeof(port)) _exit(1);
-      // Sample every 20 ms until the parent is done (EOF on the pipe).
-      while (true) {
-        fd_set set;
-        FD_ZERO(&set);
-        FD_SET(to_child[0], &set);
-        timeval tv{0, 20'000};
-        int r = select(to_child[0] + 1, &set, nullptr, nullptr, &tv);
-        peak =
-            std::max<long>(peak, static_cast<long>(server.connection_count()));
-        if (r > 0) break;
-      }
-    }
-    long out[2] = {peak, ReadStatus("VmHWM:")};
-    if (write(from_child[1], out, sizeof(out)) != sizeof(out)) _exit(1);
-    _exit(0);
-  }
-  close(to_child[0]);
-  close(from_child[1]);
-  ServerChild child;
-  child.pid = pid;
-  child.control = to_child[1];
-  child.report = from_child[0];
-  if (read(child.report, &child.port, sizeof(child.port)) !=
-      sizeof(child.port)) {
-    fprintf(stderr, "server child failed to start\n");
-    exit(1);
-  }
-  return child;
 }
 
 double Percentile(std::vector<double>& v, double p) {
@@ -169,12 +93,12 @@ int main(int argc, char** argv) {
   }
 
   // Before any thread exists in this process.
-  ServerChild child;
+  std::unique_ptr<ForkedHttpServer> child;
   std::unique_ptr<FakeHttpServer> local;
   std::string url;
   if (in_child) {
-    child = ForkServer(delay);
-    url = absl::StrCat("http://127.0.0.1:", child.port, "/v1/slow");
+    child = std::make_unique<ForkedHttpServer>(DelayedOk(delay));
+    url = child->url() + "/v1/slow";
   } else {
     local = std::make_unique<FakeHttpServer>(DelayedOk(delay));
     url = local->url() + "/v1/slow";
@@ -191,7 +115,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::unique_ptr<CurlHttpClient> client = *std::move(made);
-  long rss_before_kb = ReadStatus("VmRSS:");
+  long rss_before_kb = ReadProcStatus("VmRSS:");
 
   // ------------------------------------------------------------ the load
   absl::Mutex mu;
@@ -224,18 +148,18 @@ int main(int argc, char** argv) {
       }
     });
   }
-  long max_threads = ReadStatus("Threads:");
+  long max_threads = ReadProcStatus("Threads:");
   {
     absl::MutexLock lock(&mu);
     absl::Condition all_done(
         +[](int* left) { return *left == 0; }, &remaining);
     while (!mu.AwaitWithTimeout(all_done, absl::Milliseconds(50))) {
-      max_threads = std::max(max_threads, ReadStatus("Threads:"));
+      max_threads = std::max(max_threads, ReadProcStatus("Threads:"));
     }
   }
   double wall_s =
       std::chrono::duration<double>(SteadyClock::now() - start).count();
-  long hwm_kb = ReadStatus("VmHWM:");
+  long hwm_kb = ReadProcStatus("VmHWM:");
 
   // -------------------------------------------------- fail fast while open
   // An upstream that refuses connections: a port bound but not listening.
@@ -280,15 +204,9 @@ int main(int argc, char** argv) {
 
   long server_peak_connections = -1, server_hwm_kb = -1;
   if (in_child) {
-    close(child.control);
-    long report[2];
-    if (read(child.report, report, sizeof(report)) == sizeof(report)) {
-      server_peak_connections = report[0];
-      server_hwm_kb = report[1];
-    }
-    waitpid(child.pid, nullptr, 0);
-  } else {
-    server_peak_connections = -1;
+    ForkedHttpServer::Report report = child->Finish();
+    server_peak_connections = report.peak_connections;
+    server_hwm_kb = report.vm_hwm_kb;
   }
 
   printf("upstream_bench: %d requests at once, server answers after %s (%s)\n",
