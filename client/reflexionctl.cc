@@ -19,7 +19,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "client/client.h"
+#include "core/reflexion/catalog.h"
 #include "core/reflexion/workflow.h"
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
@@ -50,6 +52,11 @@ ABSL_FLAG(std::string, strategy, "",
           "resume, fork: the strategy a human approves; reflect: the "
           "strategy tried");
 ABSL_FLAG(int64_t, step, -1, "fork: the checkpoint step to fork from");
+ABSL_FLAG(std::string, reason, "",
+          "undo, clear-breaker: why (kept in the audit log)");
+ABSL_FLAG(bool, no_wait, false,
+          "undo: print the undo's workflow id and return without following "
+          "it");
 ABSL_FLAG(std::string, note, "",
           "resume, approve, deny: a note kept with the decision");
 ABSL_FLAG(std::string, etag, "",
@@ -115,6 +122,12 @@ constexpr char kUsage[] =
     "              Run only the active reflector on a synthetic attempt (the\n"
     "              message and log lines are its evidence); nothing is "
     "stored.\n"
+    "  undo ACTION_ID [--reason TEXT] [--no_wait]\n"
+    "              Apply the inverse of an action the service ran (its id from\n"
+    "              the events or the audit log) and follow it to its result.\n"
+    "  breakers    The open blast-radius breakers.\n"
+    "  clear-breaker SCOPE [--reason TEXT]\n"
+    "              Clear an open breaker: automated actions resume there.\n"
     "  health      Exit 0 when the service is SERVING (for health checks).\n"
     "  graph       Print the reflexion workflow graph as Mermaid (offline).\n";
 
@@ -804,6 +817,70 @@ int History(ReflexionService::Stub& stub, const std::string& id) {
   return 0;
 }
 
+int Undo(ReflexionService::Stub& stub, const std::string& action_id) {
+  reflexion::v1::UndoActionRequest req;
+  req.set_action_id(action_id);
+  req.set_reason(absl::GetFlag(FLAGS_reason));
+  reflexion::v1::UndoActionResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status s =
+      reflexion::client::FromGrpc(stub.UndoAction(&ctx, req, &resp));
+  if (!s.ok()) return Error(s);
+  if (Json()) {
+    std::printf("%s\n", ToJson(resp, false).c_str());
+  } else {
+    std::printf("undoing %s in workflow %s: %s\n", action_id.c_str(),
+                resp.workflow_id().c_str(),
+                reflexion::core::DescribeAction(resp.undo().action()).c_str());
+  }
+  if (absl::GetFlag(FLAGS_no_wait)) return 0;
+  return Watch(stub, resp.workflow_id());
+}
+
+int Breakers(ReflexionService::Stub& stub) {
+  reflexion::v1::ListBreakersRequest req;
+  reflexion::v1::ListBreakersResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status s =
+      reflexion::client::FromGrpc(stub.ListBreakers(&ctx, req, &resp));
+  if (!s.ok()) return Error(s);
+  if (Json()) {
+    std::printf("%s\n", ToJson(resp, true).c_str());
+    return 0;
+  }
+  if (resp.breakers_size() == 0) std::printf("no breaker is open\n");
+  for (const auto& b : resp.breakers()) {
+    std::printf(
+        "%s  tripped %s  %d incidents in %llds  held %d  escalation %s\n"
+        "  suspected common cause: %s\n",
+        b.scope().c_str(),
+        absl::FormatTime(absl::RFC3339_sec,
+                         absl::FromUnixSeconds(b.tripped_at().seconds()),
+                         absl::UTCTimeZone())
+            .c_str(),
+        b.incidents(), static_cast<long long>(b.window().seconds()),
+        b.held_incidents(),
+        b.workflow_id().empty() ? "-" : b.workflow_id().c_str(),
+        b.suspected_cause().c_str());
+    for (const auto& e : b.evidence()) std::printf("  %s\n", e.c_str());
+  }
+  return 0;
+}
+
+int ClearBreaker(ReflexionService::Stub& stub, const std::string& scope) {
+  reflexion::v1::ClearBreakerRequest req;
+  req.set_scope(scope);
+  req.set_reason(absl::GetFlag(FLAGS_reason));
+  reflexion::v1::ClearBreakerResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status s =
+      reflexion::client::FromGrpc(stub.ClearBreaker(&ctx, req, &resp));
+  if (!s.ok()) return Error(s);
+  std::printf(Json() ? "{\"cleared\": \"%s\"}\n" : "cleared breaker %s\n",
+              scope.c_str());
+  return 0;
+}
+
 int Health(const std::shared_ptr<grpc::Channel>& channel) {
   absl::StatusOr<int> status =
       reflexion::client::CheckHealth(*channel, "reflexion.v1.ReflexionService");
@@ -862,6 +939,17 @@ int main(int argc, char** argv) {
   if (command == "reflect") return Reflect(*stub);
   if (command == "health") return Health(channel);
   if (command == "start") return Start(*stub);
+  if (command == "breakers") return Breakers(*stub);
+  if (command == "undo" || command == "clear-breaker") {
+    if (args.size() != 3) {
+      std::cerr << "reflexionctl: " << command << " needs "
+                << (command == "undo" ? "an action id" : "a breaker scope")
+                << "\n";
+      return 2;
+    }
+    return command == "undo" ? Undo(*stub, args[2])
+                             : ClearBreaker(*stub, args[2]);
+  }
   if (command == "status" || command == "cancel" || command == "history" ||
       command == "watch" || command == "resume" || command == "fork" ||
       command == "approve" || command == "deny") {

@@ -486,8 +486,10 @@ class ReflexionServiceImpl::ResolveReactor final
     WorkflowCallbacks cb =
         sessions_->Callbacks(hello_.cluster(), id, request_id);
     cb.lane = lane_;
+    core::StartOptions start;
+    start.session = std::move(exec);
     absl::StatusOr<std::string> wf =
-        runner_->Submit(std::move(incident), std::move(cb), exec);
+        runner_->Submit(std::move(incident), std::move(cb), std::move(start));
     if (!wf.ok()) Reject(request_id, wf.status());
   }
 

@@ -72,7 +72,10 @@ using ServiceBase = RS::WithRawCallbackMethod_Resolve<
                                     RS::WithCallbackMethod_ListEpisodes<
                                         RS::WithCallbackMethod_GetMetrics<
                                             RS::WithCallbackMethod_SimulateReflection<
-                                                RS::Service>>>>>>>>>>>>>>;
+                                                RS::WithCallbackMethod_UndoAction<
+                                                    RS::WithCallbackMethod_ListBreakers<
+                                                        RS::WithCallbackMethod_ClearBreaker<
+                                                            RS::Service>>>>>>>>>>>>>>>>>;
 }  // namespace internal
 
 // The gRPC service (callback API). Reactions never block: storage reads run
@@ -184,7 +187,23 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
       const reflexion::v1::SimulateReflectionRequest* request,
       reflexion::v1::SimulateReflectionResponse* response) override;
 
+  // server/safety_rpcs.cc
+  grpc::ServerUnaryReactor* UndoAction(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::UndoActionRequest* request,
+      reflexion::v1::UndoActionResponse* response) override;
+  grpc::ServerUnaryReactor* ListBreakers(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::ListBreakersRequest* request,
+      reflexion::v1::ListBreakersResponse* response) override;
+  grpc::ServerUnaryReactor* ClearBreaker(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::ClearBreakerRequest* request,
+      reflexion::v1::ClearBreakerResponse* response) override;
+
  private:
+  // The authenticated caller's name, for the audit log.
+  std::string CallerName(grpc::CallbackServerContext* context) const;
   // The preconditions of the workflow RPCs: checkpointing on, a valid id.
   absl::Status CheckWorkflowRpc(const std::string& workflow_id) const;
 

@@ -71,7 +71,7 @@ std::string WorkflowRunner::NewWorkflowId(uint64_t ordinal) {
 
 absl::StatusOr<std::string> WorkflowRunner::Submit(
     reflexion::v1::Incident incident, WorkflowCallbacks callbacks,
-    const reflexion::v1::SessionExecutor& session) {
+    core::StartOptions start) {
   if (absl::Status s = Admit(); !s.ok()) return s;  // storage read-only
   uint64_t ordinal;
   {
@@ -84,10 +84,26 @@ absl::StatusOr<std::string> WorkflowRunner::Submit(
           "too many workflows in flight (limit ", max_in_flight_, ")"));
     }
     ordinal = ++next_ordinal_;
-    ++counters_.started;
     ++counters_.in_flight;
   }
   std::string id = NewWorkflowId(ordinal);
+  if (!start.undo.has_value()) {
+    // The policy's admission (namespace lists, mode off, breakers): a
+    // refused incident starts nothing (its ordinal stays unused). An
+    // operator's undo is not a new incident.
+    absl::StatusOr<core::Admission> admission = workflow_->Admit(
+        incident, start.session.cluster(), start.principal, id);
+    if (!admission.ok()) {
+      absl::MutexLock lock(&mu_);
+      --counters_.in_flight;
+      return admission.status();
+    }
+    start.admission = *std::move(admission);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    ++counters_.started;
+  }
   auto cancel = std::make_shared<std::atomic<bool>>(false);
   if (hub_ != nullptr && callbacks.retain_events) hub_->Open(id);
   auto* sink = new Sink(id, std::move(callbacks), hub_);
@@ -101,7 +117,7 @@ absl::StatusOr<std::string> WorkflowRunner::Submit(
       [this, sink](core::WorkflowRunResult run) {
         Finished(sink, std::move(run));
       },
-      cancel, [sink](absl::Status s) { sink->Accepted(s); }, session);
+      cancel, [sink](absl::Status s) { sink->Accepted(s); }, start);
   return id;
 }
 

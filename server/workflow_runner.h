@@ -67,11 +67,13 @@ class WorkflowRunner {
   // Starts a workflow for an already validated incident and returns its id
   // (callbacks.on_accepted says when it is durably recorded).
   // kResourceExhausted at the in-flight limit, kUnavailable once draining.
-  // A `session` with a cluster makes that cluster's agent the executor
-  // (see ReflexionWorkflow::Start).
-  absl::StatusOr<std::string> Submit(
-      reflexion::v1::Incident incident, WorkflowCallbacks callbacks,
-      const reflexion::v1::SessionExecutor& session = {});
+  // `start` names the session (its cluster's agent is then the executor)
+  // and the submitter (see ReflexionWorkflow::Start). The policy admits the
+  // incident first (ReflexionWorkflow::Admit): kPermissionDenied when it
+  // refuses it.
+  absl::StatusOr<std::string> Submit(reflexion::v1::Incident incident,
+                                     WorkflowCallbacks callbacks,
+                                     core::StartOptions start = {});
 
   // Answers the agent wait of a workflow waiting at checkpoint `wait_step`
   // (see ReflexionWorkflow::AnswerAgent): with `resume` the workflow then

@@ -88,6 +88,26 @@ void FillCompleted(absl::string_view node, const WorkflowState& s,
       absl::StrAppend(&summary, "; new version v", u.new_version());
     }
     ev.set_summary(summary);
+  } else if (node == "policy") {
+    const reflexion::v1::PolicyDecision& p = s.policy();
+    *ev.mutable_policy() = p;
+    const char* verdict =
+        p.verdict() == reflexion::v1::PolicyDecision::VERDICT_ALLOW ? "allowed"
+        : p.verdict() == reflexion::v1::PolicyDecision::VERDICT_DRY_RUN
+            ? "dry run"
+        : p.verdict() == reflexion::v1::PolicyDecision::VERDICT_SHADOW
+            ? "shadow"
+            : "denied";
+    ev.set_summary(absl::StrCat(verdict, " (", p.rule(), "): ",
+                                DescribeAction(p.action()),
+                                p.reason().empty() ? "" : "; ", p.reason()));
+  } else if (node == "undo") {
+    const reflexion::v1::UndoRecord& u = s.undo();
+    *ev.mutable_undo() = u;
+    ev.set_summary(absl::StrCat(u.applied() ? "undid " : "did not undo ",
+                                u.undo_of(), ": ", u.reason(),
+                                u.message().empty() ? "" : " (", u.message(),
+                                u.message().empty() ? "" : ")"));
   } else if (node == "human_escalation") {
     *ev.mutable_escalation() = s.escalation();
     ev.set_summary(absl::StrCat("needs a human: ", s.escalation().reason()));
@@ -181,6 +201,15 @@ v1::IncidentResult MakeIncidentResult(const WorkflowRunResult& run,
     r.set_status(v1::WORKFLOW_STATUS_FAILED);
     r.set_error(ToValidUtf8(run.status.ToString()));
     r.set_requires_human_intervention(true);
+  } else if (s.has_undo() && s.undo().requested_by() != "policy" &&
+             run.last_node == "undo") {
+    // An operator's undo: done or not, the pod is back in human hands.
+    r.set_status(v1::WORKFLOW_STATUS_ESCALATED);
+    r.set_requires_human_intervention(true);
+    r.set_escalation_reason(absl::StrCat(
+        s.undo().applied() ? "undo applied" : "undo not applied", " for ",
+        s.undo().undo_of(), " at the request of ", s.undo().requested_by(),
+        s.undo().message().empty() ? "" : ": ", s.undo().message()));
   } else if (s.resolved_by_human()) {
     r.set_status(v1::WORKFLOW_STATUS_RESOLVED);
     r.set_success(true);

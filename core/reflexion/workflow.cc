@@ -7,15 +7,19 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/reflexion/analyzer.h"
 #include "core/reflexion/catalog.h"
+#include "core/reflexion/facts.h"
 #include "core/reflexion/heuristic_reflector.h"
 #include "core/reflexion/pod_object.h"
 #include "core/reflexion/redact.h"
+#include "core/reflexion/regression.h"
 #include "core/reflexion/time_util.h"
 #include "core/reflexion/utf8.h"
 #include "core/status_macros.h"
@@ -36,6 +40,44 @@ constexpr char kMeta[] = "meta_reflect";
 constexpr char kLearn[] = "learn";
 constexpr char kEscalate[] = "human_escalation";
 constexpr char kApproval[] = "approval";
+constexpr char kPolicy[] = "policy";
+constexpr char kUndo[] = "undo";
+
+// The policy stopped the attempt before anything ran (a denial, a dry run
+// or shadow mode off the agent): a human takes over.
+bool PolicyStopped(const WorkflowState& s) {
+  return s.policy().has_action() &&
+         s.policy().verdict() != v1::PolicyDecision::VERDICT_ALLOW &&
+         !(s.policy().verdict() == v1::PolicyDecision::VERDICT_DRY_RUN &&
+           s.has_session());
+}
+
+// A breaker held the incident at admission: no automated action at all.
+bool HeldByBreaker(const WorkflowState& s) {
+  return !s.policy().has_action() &&
+         (s.policy().rule() == "breaker_tripped" ||
+          s.policy().rule() == "breaker_open");
+}
+
+// The audit outcome of an agent's answer.
+std::string AgentOutcome(const v1::AgentWait& w) {
+  if (!w.has_result()) return "timed_out";
+  switch (w.result().outcome()) {
+    case v1::ActionResult::OUTCOME_APPLIED:
+      return "applied";
+    case v1::ActionResult::OUTCOME_DRY_RUN:
+      return "dry_run";
+    case v1::ActionResult::OUTCOME_REFUSED:
+      return "refused";
+    default:
+      return "failed";
+  }
+}
+
+// An operator asked for an undo (UndoAction): the workflow only applies it.
+bool OperatorUndo(const WorkflowState& s) {
+  return s.has_undo() && s.undo().requested_by() != "policy";
+}
 
 // After a failed attempt whose outcome could not be observed (the agent
 // refused, failed, timed out): the next attempt, or a human.
@@ -129,14 +171,17 @@ absl::Status ReflexionWorkflow::CompileGraph() {
       .AddNode(kMeta, bind(&ReflexionWorkflow::MetaReflect), io)
       .AddNode(kLearn, bind(&ReflexionWorkflow::Learn))
       .AddNode(kEscalate, bind(&ReflexionWorkflow::HumanEscalation))
-      .AddNode(kApproval, bind(&ReflexionWorkflow::Approval));
+      .AddNode(kApproval, bind(&ReflexionWorkflow::Approval))
+      .AddNode(kPolicy, bind(&ReflexionWorkflow::PolicyNode))
+      .AddNode(kUndo, bind(&ReflexionWorkflow::UndoNode), io);
   b.AddEdge(std::string(graph::kStart), kAnalyze);
   b.AddConditionalEdges(
       kAnalyze,
       [](const State& s) {
+        if (OperatorUndo(s)) return std::string(kUndo);
         return std::string(NeedsDeepAnalysis(s.analysis()) ? kDeep : kSelect);
       },
-      {kDeep, kSelect});
+      {kDeep, kSelect, kUndo});
   b.AddEdge(kDeep, kSelect);
   b.AddConditionalEdges(kSelect,
                         [](const State& s) {
@@ -145,9 +190,9 @@ absl::Status ReflexionWorkflow::CompileGraph() {
                           }
                           return std::string(s.selection().needs_approval()
                                                  ? kApproval
-                                                 : kExecute);
+                                                 : kPolicy);
                         },
-                        {kExecute, kEscalate, kApproval});
+                        {kPolicy, kEscalate, kApproval});
   b.AddConditionalEdges(kApproval,
                         [](const State& s) {
                           // Denied: choose again without it (it is in
@@ -157,9 +202,15 @@ absl::Status ReflexionWorkflow::CompileGraph() {
                               std::find(denied.begin(), denied.end(),
                                         s.selection().strategy().name()) !=
                               denied.end();
-                          return std::string(was_denied ? kSelect : kExecute);
+                          return std::string(was_denied ? kSelect : kPolicy);
                         },
-                        {kExecute, kSelect});
+                        {kPolicy, kSelect});
+  b.AddConditionalEdges(kPolicy,
+                        [](const State& s) {
+                          return std::string(PolicyStopped(s) ? kEscalate
+                                                              : kExecute);
+                        },
+                        {kExecute, kEscalate});
   b.AddConditionalEdges(kExecute,
                         [](const State& s) {
                           return s.attempt_error().empty()
@@ -169,11 +220,19 @@ absl::Status ReflexionWorkflow::CompileGraph() {
                         {kObserve, kSelect, kEscalate});
   b.AddConditionalEdges(kObserve,
                         [](const State& s) {
-                          return s.attempt_error().empty()
-                                     ? std::string(kReflect)
-                                     : AfterAttemptError(s);
+                          if (!s.attempt_error().empty()) {
+                            return AfterAttemptError(s);
+                          }
+                          // A regression: its inverse first.
+                          return std::string(s.has_undo() ? kUndo : kReflect);
                         },
-                        {kReflect, kSelect, kEscalate});
+                        {kReflect, kSelect, kEscalate, kUndo});
+  b.AddConditionalEdges(kUndo,
+                        [](const State& s) {
+                          return OperatorUndo(s) ? std::string(graph::kEnd)
+                                                 : std::string(kReflect);
+                        },
+                        {kReflect, std::string(graph::kEnd)});
   const double meta_threshold = config_.meta_quality_threshold;
   const int max_cycles = config_.max_reflection_cycles;
   b.AddConditionalEdges(
@@ -211,12 +270,27 @@ void ReflexionWorkflow::Start(std::string workflow_id, v1::Incident incident,
                               WorkflowSink* sink, DoneFn done,
                               std::shared_ptr<const std::atomic<bool>> cancel,
                               WorkflowGraph::RecordedFn recorded,
-                              const v1::SessionExecutor& session) const {
+                              const StartOptions& start) const {
   CHECK(graph_ != nullptr) << "ReflexionWorkflow::Init() was not called";
   State state;
   state.set_workflow_id(workflow_id);
   *state.mutable_incident() = std::move(incident);
+  const v1::SessionExecutor& session = start.session;
   if (!session.cluster().empty()) *state.mutable_session() = session;
+  state.set_principal(start.principal.empty() ? std::string("anonymous")
+                                              : start.principal);
+  state.set_cluster(!session.cluster().empty() ? session.cluster()
+                    : policy_ != nullptr ? policy_->config().default_cluster
+                                         : std::string());
+  if (start.admission.has_value() &&
+      (start.admission->tripped.has_value() ||
+       start.admission->held_by_breaker)) {
+    // A blast-radius breaker: no automated action for this incident.
+    *state.mutable_policy() = start.admission->decision;
+    v1::Escalation& esc = *state.mutable_escalation();
+    esc.set_reason(start.admission->decision.reason());
+  }
+  if (start.undo.has_value()) *state.mutable_undo() = *start.undo;
   state.set_max_attempts(std::max(1, config_.max_attempts));
   state.set_rng_seed(
       StableHash(absl::StrCat("workflow/", ordinal), config_.seed));
@@ -224,6 +298,194 @@ void ReflexionWorkflow::Start(std::string workflow_id, v1::Incident incident,
   graph_->Start(Options(std::move(workflow_id), std::move(cancel)),
                 std::move(state), runner, sink, clock_, std::move(done),
                 std::move(recorded));
+}
+
+namespace {
+
+// The pod's controller, from its ownerReferences (controller: true first).
+v1::WorkloadRef OwnerOf(const v1::Incident& incident) {
+  v1::WorkloadRef ref;
+  for (const PodOwner& o : ReadPodOwners(incident.pod())) {
+    if (o.kind.empty() || o.name.empty()) continue;
+    const bool controller = o.controller.value_or(false);
+    if (ref.kind().empty() || controller) {
+      ref.set_kind(std::string(ClipUtf8(o.kind, 64)));
+      ref.set_name(std::string(ClipUtf8(o.name, 253)));
+    }
+    if (controller) break;
+  }
+  return ref;
+}
+
+std::string WorkloadName(const IncidentScope& scope) {
+  if (scope.workload_kind.empty()) return std::string();
+  return absl::StrCat(scope.workload_kind, "/", scope.workload_name);
+}
+
+constexpr size_t kMaxAuditDetail = 1024;
+
+}  // namespace
+
+IncidentScope ReflexionWorkflow::ScopeOf(const v1::Incident& incident,
+                                         absl::string_view cluster,
+                                         absl::string_view signature) const {
+  IncidentScope scope;
+  scope.cluster = std::string(cluster);
+  if (scope.cluster.empty() && policy_ != nullptr) {
+    scope.cluster = policy_->config().default_cluster;
+  }
+  scope.namespace_ = incident.namespace_();
+  scope.pod = incident.pod_name();
+  const v1::WorkloadRef owner = OwnerOf(incident);
+  scope.workload_kind = owner.kind();
+  scope.workload_name = owner.name();
+  if (std::optional<std::string> node =
+          StringAt(incident.pod(), "spec.nodeName")) {
+    scope.node = std::string(ClipUtf8(*node, 253));
+  }
+  const IncidentFacts facts = ExtractFacts(incident);
+  absl::flat_hash_set<std::string> refs;
+  auto add_ref = [&](const ConfigRefFacts& r) {
+    if (r.kind.empty() || r.name.empty() || refs.size() >= 16) return;
+    std::string ref = absl::StrCat(r.kind, "/", ClipUtf8(r.name, 253));
+    if (refs.insert(ref).second) scope.config_refs.push_back(std::move(ref));
+  };
+  for (const ConfigRefFacts& r : facts.pod.volume_refs) add_ref(r);
+  for (const ContainerFacts& c : facts.containers) {
+    for (const ConfigRefFacts& r : c.config_refs) add_ref(r);
+    if (scope.image.empty() && !c.init && !c.image.empty()) {
+      scope.image = std::string(ClipUtf8(c.image, 512));
+    }
+  }
+  scope.signature =
+      signature.empty()
+          ? Analyze(incident, v1::Diagnosis(), false).signature()
+          : std::string(signature);
+  return scope;
+}
+
+absl::StatusOr<Admission> ReflexionWorkflow::Admit(
+    const v1::Incident& incident, absl::string_view cluster,
+    absl::string_view principal, absl::string_view workflow_id) const {
+  Admission admission;
+  admission.decision.set_verdict(v1::PolicyDecision::VERDICT_ALLOW);
+  admission.decision.set_mode(v1::POLICY_MODE_ENFORCE);
+  admission.decision.set_rule("allowed");
+  if (policy_ == nullptr) return admission;
+  IncidentScope scope = ScopeOf(incident, cluster);
+  scope.workflow_id = std::string(workflow_id);
+  admission = policy_->Admit(scope);
+  if (admission.decision.verdict() == v1::PolicyDecision::VERDICT_DENY) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "incident.namespace: ", admission.decision.reason()));
+  }
+  if (admission.tripped.has_value()) {
+    const v1::BreakerState& b = *admission.tripped;
+    v1::PolicyDecision& d = admission.decision;
+    d.set_verdict(v1::PolicyDecision::VERDICT_DENY);
+    d.set_rule("breaker_tripped");
+    d.set_scope(b.scope());
+    d.set_reason(absl::StrCat(
+        "blast-radius breaker tripped for ", b.scope(), ": ", b.incidents(),
+        " incidents in ", absl::FormatDuration(absl::Seconds(b.window().seconds())),
+        "; suspected common cause: ", b.suspected_cause(),
+        ". Automated actions there stop until a human clears it "
+        "(reflexionctl clear-breaker ",
+        b.scope(), ")"));
+    v1::AuditEntry e;
+    e.set_kind(v1::AuditEntry::KIND_BREAKER_TRIPPED);
+    *e.mutable_time() = ToProto(clock_->Now());
+    e.set_principal(std::string(principal));
+    e.set_cluster(scope.cluster);
+    e.set_namespace_(scope.namespace_);
+    e.set_workload(WorkloadName(scope));
+    e.set_pod(scope.pod);
+    e.set_workflow_id(scope.workflow_id);
+    e.set_decider(v1::AuditEntry::DECIDER_POLICY);
+    e.set_mode(policy_->ModeFor(scope.cluster, scope.namespace_));
+    e.set_detail(std::string(ClipUtf8(d.reason(), kMaxAuditDetail)));
+    REFLEXION_RETURN_IF_ERROR(Audit(std::move(e)).status());
+    if (policy_state_ != nullptr) {
+      // Kept open across a restart. The trip itself is audited; a failure
+      // to persist it is logged and the breaker holds in memory anyway.
+      if (absl::Status st =
+              policy_state_->SaveBreakers(policy_->SnapshotBreakers());
+          !st.ok()) {
+        LOG(ERROR) << "the tripped breaker for " << b.scope()
+                   << " was not persisted: " << st;
+      }
+    }
+  } else if (admission.held_by_breaker) {
+    v1::PolicyDecision& d = admission.decision;
+    d.set_verdict(v1::PolicyDecision::VERDICT_DENY);
+    d.set_rule("breaker_open");
+    std::string why;
+    for (const v1::BreakerState& b : policy_->OpenBreakers()) {
+      if (b.scope() == scope.cluster ||
+          b.scope() == absl::StrCat(scope.cluster, "/", scope.namespace_)) {
+        d.set_scope(b.scope());
+        why = absl::StrCat(" (tripped at ",
+                           absl::FormatTime(absl::RFC3339_sec,
+                                            FromProto(b.tripped_at()),
+                                            absl::UTCTimeZone()),
+                           "; suspected common cause: ", b.suspected_cause(),
+                           ")");
+        break;
+      }
+    }
+    d.set_reason(absl::StrCat(
+        "held: the blast-radius breaker for ", d.scope(), " is open", why,
+        "; no automated action until a human clears it; this incident is "
+        "part of the aggregated escalation"));
+  }
+  return admission;
+}
+
+v1::AuditEntry ReflexionWorkflow::AuditOf(const State& s,
+                                           v1::AuditEntry::Kind kind,
+                                           const v1::Action& action) const {
+  v1::AuditEntry e;
+  e.set_kind(kind);
+  *e.mutable_time() = ToProto(clock_->Now());
+  e.set_principal(s.principal());
+  e.set_cluster(s.cluster());
+  e.set_namespace_(action.namespace_().empty() ? s.incident().namespace_()
+                                               : action.namespace_());
+  const v1::WorkloadRef owner = OwnerOf(s.incident());
+  if (!owner.kind().empty()) {
+    e.set_workload(absl::StrCat(owner.kind(), "/", owner.name()));
+  }
+  e.set_pod(action.pod_name().empty() ? s.incident().pod_name()
+                                      : action.pod_name());
+  e.set_workflow_id(s.workflow_id());
+  e.set_action_id(action.idempotency_key());
+  *e.mutable_action() = action;
+  e.set_tier(action.tier());
+  if (!s.approved_by().empty()) {
+    e.set_decider(v1::AuditEntry::DECIDER_HUMAN);
+    e.set_decided_by(s.approved_by());
+  } else if (action.type() == v1::ACTION_TYPE_UNDO) {
+    e.set_decider(s.undo().requested_by() == "policy"
+                      ? v1::AuditEntry::DECIDER_POLICY
+                      : v1::AuditEntry::DECIDER_HUMAN);
+    if (e.decider() == v1::AuditEntry::DECIDER_HUMAN) {
+      e.set_decided_by(s.undo().requested_by());
+    }
+  } else {
+    e.set_decider(v1::AuditEntry::DECIDER_LEARNED);
+  }
+  e.set_mode(s.policy().mode() == v1::POLICY_MODE_UNSPECIFIED
+                 ? v1::POLICY_MODE_ENFORCE
+                 : s.policy().mode());
+  return e;
+}
+
+absl::StatusOr<uint64_t> ReflexionWorkflow::Audit(v1::AuditEntry entry) const {
+  if (audit_ == nullptr) return 0;
+  entry.set_detail(std::string(ClipUtf8(entry.detail(), kMaxAuditDetail)));
+  REFLEXION_ASSIGN_OR_RETURN(v1::AuditEntry written,
+                             audit_->Append(std::move(entry)));
+  return written.seq();
 }
 
 std::string WaitEtag(uint64_t checkpoint_step) {
@@ -442,6 +704,18 @@ void ReflexionWorkflow::DeepAnalysis(State& s, graph::NodeDone done) const {
 
 void ReflexionWorkflow::SelectStrategyNode(State& s,
                                            graph::NodeDone done) const {
+  if (HeldByBreaker(s)) {
+    // A blast-radius breaker holds the incident: nothing automated.
+    s.set_no_candidate_reason(s.policy().reason());
+    s.mutable_escalation()->set_reason(s.policy().reason());
+    std::move(done)(absl::OkStatus());
+    return;
+  }
+  // A new choice: the previous attempt's policy decision, audit entry and
+  // undo no longer apply.
+  s.clear_policy();
+  s.set_audit_seq(0);
+  s.clear_undo();
   absl::StatusOr<std::vector<v1::Strategy>> strategies =
       store_->ListStrategies();
   if (!strategies.ok()) {
@@ -547,6 +821,7 @@ void ReflexionWorkflow::SelectStrategyNode(State& s,
     return;
   }
   s.set_attempt(attempt);
+  s.clear_approved_by();
   *s.mutable_selection() = std::move(out.selection);
   s.mutable_selection()->set_attempt(attempt);
   s.add_tried_strategies(s.selection().strategy().name());
@@ -575,18 +850,98 @@ void ReflexionWorkflow::ExecuteFix(State& s, graph::NodeDone done) const {
     ExecuteOnAgent(s, std::move(done));
     return;
   }
-  executor_->Execute(s.selection().action(),
-                     [this, &s, done = std::move(done)](
-                         absl::StatusOr<v1::ExecutionResult> result) mutable {
-                       if (!result.ok()) {
-                         std::move(done)(ForeignStatus(result.status()));
-                         return;
-                       }
-                       *s.mutable_execution() = *std::move(result);
-                       RepairForeign(*s.mutable_execution(), executor_->Name(),
-                                     s.workflow_id());
-                       std::move(done)(absl::OkStatus());
-                     });
+  if (s.audit_seq() == 0) {
+    // Audited before the request leaves: no audit, no action.
+    v1::AuditEntry e = AuditOf(s, v1::AuditEntry::KIND_ACTION,
+                               s.selection().action());
+    e.set_detail(s.selection().selection_reason());
+    absl::StatusOr<uint64_t> seq = Audit(std::move(e));
+    if (!seq.ok()) {
+      std::move(done)(seq.status());
+      return;
+    }
+    s.set_audit_seq(*seq);
+  }
+  executor_->Execute(
+      s.selection().action(),
+      [this, &s, done = std::move(done)](
+          absl::StatusOr<v1::ExecutionResult> result) mutable {
+        if (!result.ok()) {
+          std::move(done)(ForeignStatus(result.status()));
+          return;
+        }
+        *s.mutable_execution() = *std::move(result);
+        RepairForeign(*s.mutable_execution(), executor_->Name(),
+                      s.workflow_id());
+        const v1::ExecutionResult& ex = s.execution();
+        std::move(done)(AuditOutcome(
+            s, ex.action(),
+            ex.dry_run() ? "dry_run" : ex.applied() ? "applied" : "failed",
+            ex.message()));
+      });
+}
+
+absl::Status ReflexionWorkflow::AuditOutcome(const State& s,
+                                             const v1::Action& action,
+                                             absl::string_view outcome,
+                                             absl::string_view detail) const {
+  if (audit_ == nullptr) return absl::OkStatus();
+  v1::AuditEntry e = AuditOf(s, v1::AuditEntry::KIND_OUTCOME, action);
+  e.set_outcome(std::string(outcome));
+  e.set_detail(std::string(detail));
+  e.set_refers_to(s.audit_seq());
+  return Audit(std::move(e)).status();
+}
+
+void ReflexionWorkflow::PolicyNode(State& s, graph::NodeDone done) const {
+  const v1::Action& action = s.selection().action();
+  v1::PolicyDecision d;
+  if (policy_ == nullptr) {
+    d.set_verdict(v1::PolicyDecision::VERDICT_ALLOW);
+    d.set_mode(v1::POLICY_MODE_ENFORCE);
+    d.set_rule("allowed");
+    d.set_reason("no policy is configured");
+  } else {
+    d = policy_->CheckAction(
+        ScopeOf(s.incident(), s.cluster(), s.analysis().signature()), action,
+        s.has_session() && s.session().dry_run());
+  }
+  *d.mutable_action() = action;
+  *s.mutable_policy() = std::move(d);
+  if (!PolicyStopped(s)) {
+    std::move(done)(absl::OkStatus());
+    return;
+  }
+  const v1::PolicyDecision& p = s.policy();
+  const std::string what = DescribeAction(action);
+  std::string outcome, reason;
+  switch (p.verdict()) {
+    case v1::PolicyDecision::VERDICT_DRY_RUN:
+      outcome = "dry_run";
+      reason = absl::StrCat("dry run: would run ", what, " (", p.reason(),
+                            "); nothing was executed");
+      break;
+    case v1::PolicyDecision::VERDICT_SHADOW:
+      outcome = "shadow";
+      reason = absl::StrFormat(
+          "shadow mode: would run %s (confidence %.0f%%, %s); nothing was "
+          "executed. Record what you did with ResumeWorkflow MARK_RESOLVED "
+          "naming the strategy you applied",
+          what, 100 * s.selection().confidence(),
+          s.selection().selection_reason());
+      break;
+    default:
+      outcome = "denied";
+      reason = absl::StrCat("policy denied ", what, ": ", p.reason());
+      break;
+  }
+  s.mutable_escalation()->set_reason(reason);
+  *s.mutable_escalation()->mutable_recommended_action() = action;
+  v1::AuditEntry e = AuditOf(s, v1::AuditEntry::KIND_POLICY, action);
+  e.set_decider(v1::AuditEntry::DECIDER_POLICY);
+  e.set_outcome(outcome);
+  e.set_detail(absl::StrCat(p.rule(), ": ", p.reason()));
+  std::move(done)(Audit(std::move(e)).status());
 }
 
 void ReflexionWorkflow::ObserveOutcome(State& s, graph::NodeDone done) const {
@@ -632,31 +987,124 @@ void ReflexionWorkflow::FinishObservation(State& s) const {
   s.set_executor_seconds(s.executor_seconds() +
                          (o.recovered() ? o.time_to_recovery_s() : 0) +
                          o.window_s());
-}
-
-namespace {
-
-// The pod's controller, from its ownerReferences (controller: true first).
-v1::WorkloadRef OwnerOf(const v1::Incident& incident) {
-  v1::WorkloadRef ref;
-  for (const PodOwner& o : ReadPodOwners(incident.pod())) {
-    if (o.kind.empty() || o.name.empty()) continue;
-    const bool controller = o.controller.value_or(false);
-    if (ref.kind().empty() || controller) {
-      ref.set_kind(std::string(ClipUtf8(o.kind, 64)));
-      ref.set_name(std::string(ClipUtf8(o.name, 253)));
+  // Did the fix make things worse? Then its inverse runs next (undo).
+  s.clear_undo();
+  if (s.execution().applied() && !s.execution().dry_run()) {
+    if (std::optional<std::string> why = DetectRegression(
+            s.incident(), s.analysis(), s.execution(), s.observation())) {
+      v1::UndoRecord& u = *s.mutable_undo();
+      u.set_undo_of(s.selection().action().idempotency_key());
+      u.set_reason(absl::StrCat("regression: ", *why));
+      u.set_requested_by("policy");
     }
-    if (controller) break;
   }
-  return ref;
 }
 
-}  // namespace
+void ReflexionWorkflow::UndoNode(State& s, graph::NodeDone done) const {
+  v1::UndoRecord& u = *s.mutable_undo();
+  if (!u.has_action()) {
+    // After a regression: the inverse of this attempt's action.
+    std::vector<v1::ValueChange> changes(s.execution().changes().begin(),
+                                         s.execution().changes().end());
+    absl::StatusOr<v1::Action> undo =
+        BuildUndo(s.selection().action(), changes,
+                  absl::StrCat(s.selection().action().idempotency_key(),
+                               "/undo"));
+    if (!undo.ok()) {
+      u.set_applied(false);
+      u.set_message(absl::StrCat("not undone: ", undo.status().message()));
+      s.mutable_observation()->add_anomalies(
+          absl::StrCat(u.reason(), "; ", u.message()));
+      std::move(done)(absl::OkStatus());
+      return;
+    }
+    *u.mutable_action() = *std::move(undo);
+  }
+  absl::Status valid = ValidateAction(u.action());
+  if (!valid.ok()) {
+    std::move(done)(valid);
+    return;
+  }
+  if (policy_ != nullptr) {
+    // An undo is exempt from rate limits and freezes, not from the mode.
+    v1::PolicyDecision d = policy_->CheckAction(
+        ScopeOf(s.incident(), s.cluster(), s.analysis().signature()),
+        u.action(), false);
+    if (d.verdict() != v1::PolicyDecision::VERDICT_ALLOW) {
+      u.set_applied(false);
+      u.set_message(absl::StrCat("not undone: ", d.reason()));
+      *s.mutable_policy() = std::move(d);
+      std::move(done)(absl::OkStatus());
+      return;
+    }
+  }
+  auto finish = [this, &s](bool applied, std::string message,
+                           absl::string_view outcome) {
+    v1::UndoRecord& rec = *s.mutable_undo();
+    rec.set_applied(applied);
+    rec.set_message(std::string(ClipUtf8(message, kMaxAgentMessage)));
+    if (rec.requested_by() == "policy") {
+      s.mutable_observation()->add_anomalies(
+          absl::StrCat(rec.reason(), "; ",
+                       applied ? "undone: " : "undo failed: ", rec.message()));
+    }
+    return AuditOutcome(s, rec.action(), outcome, rec.message());
+  };
+  if (s.has_session()) {
+    if (AwaitAgent(s, u.action(), done)) return;
+    const v1::AgentWait w = s.agent_wait();
+    s.clear_agent_wait();
+    const std::string outcome = AgentOutcome(w);
+    std::string message =
+        w.has_result()
+            ? std::string(ClipUtf8(w.result().message(), kMaxAgentMessage))
+            : std::string("no agent answered the undo in time");
+    std::move(done)(finish(outcome == "applied", message, outcome));
+    return;
+  }
+  {
+    v1::AuditEntry e = AuditOf(s, v1::AuditEntry::KIND_ACTION, u.action());
+    e.set_detail(u.reason());
+    absl::StatusOr<uint64_t> seq = Audit(std::move(e));
+    if (!seq.ok()) {
+      std::move(done)(seq.status());
+      return;
+    }
+    s.set_audit_seq(*seq);
+  }
+  executor_->Execute(
+      u.action(), [this, &s, finish, done = std::move(done)](
+                      absl::StatusOr<v1::ExecutionResult> result) mutable {
+        if (!result.ok()) {
+          std::move(done)(ForeignStatus(result.status()));
+          return;
+        }
+        RepairForeign(*result, executor_->Name(), s.workflow_id());
+        std::move(done)(finish(result->applied(), result->message(),
+                               result->applied() ? "applied" : "failed"));
+      });
+}
 
-void ReflexionWorkflow::ExecuteOnAgent(State& s, graph::NodeDone done) const {
-  const v1::Action& action = s.selection().action();
+bool ReflexionWorkflow::AwaitAgent(State& s, const v1::Action& action,
+                                   graph::NodeDone& done) const {
   if (!s.agent_wait().has_action() ||
       s.agent_wait().action().action_id() != action.idempotency_key()) {
+    // Audited before the request leaves: no audit, no action.
+    v1::AuditEntry e = AuditOf(s, v1::AuditEntry::KIND_ACTION, action);
+    const bool dry_run =
+        s.session().dry_run() ||
+        (action.type() != v1::ACTION_TYPE_UNDO &&
+         s.policy().verdict() == v1::PolicyDecision::VERDICT_DRY_RUN);
+    if (dry_run) e.set_mode(v1::POLICY_MODE_DRY_RUN);
+    e.set_detail(action.type() == v1::ACTION_TYPE_UNDO
+                     ? s.undo().reason()
+                     : s.selection().selection_reason());
+    absl::StatusOr<uint64_t> seq = Audit(std::move(e));
+    if (!seq.ok()) {
+      std::move(done)(seq.status());
+      return true;
+    }
+    s.set_audit_seq(*seq);
     // Ask the agent, and wait for it durably (no thread held): the request
     // is persisted with the waiting checkpoint and sent to a live session
     // of the cluster, again after every reconnect, until answered or due.
@@ -670,7 +1118,7 @@ void ReflexionWorkflow::ExecuteOnAgent(State& s, graph::NodeDone done) const {
     v1::WorkloadRef owner = OwnerOf(s.incident());
     if (!owner.kind().empty()) *req.mutable_owner() = std::move(owner);
     req.set_container(s.analysis().container());
-    req.set_dry_run(s.session().dry_run());
+    req.set_dry_run(dry_run);
     *req.mutable_deadline() = ToProto(now + config_.action_timeout);
     req.set_attempt(s.attempt());
     req.set_request_id(s.incident().request_id());
@@ -678,8 +1126,8 @@ void ReflexionWorkflow::ExecuteOnAgent(State& s, graph::NodeDone done) const {
     *w.mutable_since() = ToProto(now);
     std::move(done)(graph::Interrupt(absl::StrCat(
         "waiting for an agent of cluster ", s.session().cluster(), " to run ",
-        s.selection().strategy().name(), " (action ", req.action_id(), ")")));
-    return;
+        DescribeAction(action), " (action ", req.action_id(), ")")));
+    return true;
   }
   const v1::AgentWait& w = s.agent_wait();
   if (!w.has_result() && !w.expired()) {
@@ -687,8 +1135,15 @@ void ReflexionWorkflow::ExecuteOnAgent(State& s, graph::NodeDone done) const {
     std::move(done)(graph::Interrupt(
         absl::StrCat("waiting for an agent of cluster ", s.session().cluster(),
                      " (action ", w.action().action_id(), ")")));
-    return;
+    return true;
   }
+  return false;
+}
+
+void ReflexionWorkflow::ExecuteOnAgent(State& s, graph::NodeDone done) const {
+  const v1::Action& action = s.selection().action();
+  if (AwaitAgent(s, action, done)) return;
+  const v1::AgentWait& w = s.agent_wait();
   v1::ExecutionResult& ex = *s.mutable_execution();
   ex.Clear();
   *ex.mutable_action() = action;
@@ -734,8 +1189,9 @@ void ReflexionWorkflow::ExecuteOnAgent(State& s, graph::NodeDone done) const {
       s.attempt() >= s.max_attempts()) {
     s.mutable_escalation()->set_reason(s.attempt_error());
   }
+  const std::string outcome = AgentOutcome(w);
   s.clear_agent_wait();
-  std::move(done)(absl::OkStatus());
+  std::move(done)(AuditOutcome(s, action, outcome, ex.message()));
 }
 
 void ReflexionWorkflow::ObserveOnAgent(State& s, graph::NodeDone done) const {
@@ -1075,6 +1531,13 @@ void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
   e.set_attempt(s.attempt());
   e.set_strategy(name);
   e.set_strategy_version(sel.strategy().version());
+  e.set_action_id(sel.action().idempotency_key());
+  *e.mutable_action() = s.execution().action();
+  for (const v1::ValueChange& c : s.execution().changes()) {
+    *e.add_changes() = c;
+  }
+  e.set_cluster(s.cluster());
+  if (s.has_undo() && s.undo().applied()) e.set_undone(true);
   e.set_success(s.observation().success());
   e.set_confidence(sel.confidence());
   e.set_selection_reason(sel.selection_reason());
@@ -1195,8 +1658,11 @@ void ReflexionWorkflow::HumanEscalation(State& s, graph::NodeDone done) const {
   esc.set_summary(absl::StrCat(s.incident().namespace_(), "/",
                                s.incident().pod_name(), " (",
                                s.analysis().signature(), "): ", tried));
-  if (checkpoints_ != nullptr && config_.escalation_waits) {
-    // Wait for a human: persisted as waiting, no thread held.
+  if (checkpoints_ != nullptr && config_.escalation_waits &&
+      s.policy().rule() != "breaker_open") {
+    // Wait for a human: persisted as waiting, no thread held. (An incident
+    // held by an open breaker is part of the one aggregated escalation that
+    // tripped it, and does not wait on its own.)
     std::move(done)(graph::Interrupt(esc.reason()));
     return;
   }
@@ -1261,10 +1727,32 @@ absl::Status ReflexionWorkflow::Decide(
     }
     return wait_step.status();
   }
-  return WorkflowGraph::UpdateWaiting(
+  v1::AuditEntry entry;
+  REFLEXION_RETURN_IF_ERROR(WorkflowGraph::UpdateWaiting(
       *checkpoints_, workflow_id, *wait_step,
-      [&](State& s) { *s.mutable_decision() = decision; }, clock_->Now(),
-      config_.durability == graph::Durability::kSync);
+      [&](State& s) {
+        *s.mutable_decision() = decision;
+        const v1::Action action = s.agent_wait().has_approval()
+                                      ? s.agent_wait().approval().action()
+                                      : s.escalation().recommended_action();
+        entry = AuditOf(s, v1::AuditEntry::KIND_DECISION, action);
+      },
+      clock_->Now(), config_.durability == graph::Durability::kSync));
+  // Recorded after the decision is durable (it has happened); a failure to
+  // audit it is logged, the decision stands.
+  entry.set_decider(v1::AuditEntry::DECIDER_HUMAN);
+  entry.set_decided_by(decision.decided_by());
+  entry.set_outcome(std::string(absl::AsciiStrToLower(absl::StripPrefix(
+      v1::HumanDecision::Kind_Name(decision.kind()), "KIND_"))));
+  entry.set_detail(absl::StrCat(
+      decision.strategy().empty() ? "" : "strategy " , decision.strategy(),
+      decision.strategy().empty() || decision.note().empty() ? "" : ": ",
+      decision.note()));
+  if (absl::StatusOr<uint64_t> seq = Audit(std::move(entry)); !seq.ok()) {
+    LOG(ERROR) << workflow_id << ": the decision was not audited: "
+               << seq.status();
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<uint64_t> ReflexionWorkflow::AnswerAgent(

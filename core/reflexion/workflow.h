@@ -1,11 +1,15 @@
 #pragma once
 
-// The reflexion workflow: ten nodes on the generic graph engine.
+// The reflexion workflow: twelve nodes on the generic graph engine.
 //
 //   START -> analyze_error -> (deep_analysis ->) select_strategy
-//   select_strategy -> execute_fix | approval | human_escalation
-//   approval -> execute_fix (approved) | select_strategy (denied)
-//   execute_fix -> observe_outcome -> reflect -> (meta_reflect ->) learn
+//   analyze_error -> undo (an operator's UndoAction) -> END
+//   select_strategy -> policy | approval | human_escalation
+//   approval -> policy (approved) | select_strategy (denied)
+//   policy -> execute_fix (allowed, or a dry run on the agent)
+//           | human_escalation (denied, shadow, dry run elsewhere)
+//   execute_fix -> observe_outcome -> (undo on a regression ->) reflect
+//     -> (meta_reflect ->) learn
 //   execute_fix, observe_outcome -> select_strategy | human_escalation when
 //     the agent refused, failed, timed out or dry-ran (not learned from)
 //   learn -> END (resolved) | select_strategy (attempts left)
@@ -16,6 +20,7 @@
 // of learn stores the better reflection's lessons.
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/functional/any_invocable.h"
@@ -23,11 +28,14 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/graph/graph.h"
+#include "core/ports/audit_log.h"
 #include "core/ports/checkpoint_store.h"
 #include "core/ports/clock.h"
 #include "core/ports/cluster_executor.h"
 #include "core/ports/knowledge_store.h"
+#include "core/ports/policy_state_store.h"
 #include "core/ports/reflector.h"
+#include "core/reflexion/policy.h"
 #include "core/reflexion/selector.h"
 #include "reflexion/v1/reflexion.pb.h"
 #include "reflexion/v1/types.pb.h"
@@ -115,6 +123,22 @@ std::string WaitEtag(uint64_t checkpoint_step);
 // The step an etag names; kInvalidArgument ("etag: ...") when malformed.
 absl::StatusOr<uint64_t> ParseWaitEtag(absl::string_view etag);
 
+// How a workflow starts, besides its incident (ReflexionWorkflow::Start).
+struct StartOptions {
+  // With a cluster: that cluster's agent is the executor (execute_fix and
+  // observe_outcome wait durably for its answers, delivered with
+  // AnswerAgent).
+  reflexion::v1::SessionExecutor session;
+  // Who submitted the incident (WorkflowState.principal).
+  std::string principal;
+  // The incident's admission (ReflexionWorkflow::Admit): a breaker that
+  // tripped on it or holds it sends it straight to a human.
+  std::optional<Admission> admission;
+  // An operator's undo (UndoAction): the workflow applies this undo record's
+  // action and ends (no selection, nothing learned; not admitted again).
+  std::optional<reflexion::v1::UndoRecord> undo;
+};
+
 class ReflexionWorkflow {
  public:
   // `checkpoints` may be null (no checkpoints, no resume); `timer` may be
@@ -142,15 +166,45 @@ class ReflexionWorkflow {
   // `cancel` (may be null) cancels the run when set. `recorded` (may be
   // null) is called once the workflow is durably recorded, before its first
   // event (see CompiledGraph::Start); on an error the run ends with it.
-  // A `session` with a cluster makes that cluster's agent the executor:
-  // execute_fix and observe_outcome wait durably (interrupts with
-  // WorkflowState.agent_wait) for its answers, delivered with AnswerAgent.
+  // `start` names the session, the submitter and the admission.
   void Start(std::string workflow_id, reflexion::v1::Incident incident,
              uint64_t ordinal, graph::TaskRunner* runner, WorkflowSink* sink,
              DoneFn done,
              std::shared_ptr<const std::atomic<bool>> cancel = nullptr,
              WorkflowGraph::RecordedFn recorded = nullptr,
-             const reflexion::v1::SessionExecutor& session = {}) const;
+             const StartOptions& start = {}) const;
+
+  // Safety: the policy consulted before every action, and the audit log
+  // written before each action request leaves the service (its outcome
+  // after). Either may be null: every action allowed in enforce mode /
+  // nothing audited. Set before any workflow runs; both must outlive this
+  // object.
+  // `policy_state` (may be null) keeps the open breakers across restarts:
+  // saved whenever one trips here (the caller saves on a clear).
+  void SetSafety(Policy* policy, AuditLog* audit,
+                 PolicyStateStore* policy_state = nullptr) {
+    policy_ = policy;
+    audit_ = audit;
+    policy_state_ = policy_state;
+  }
+  Policy* policy() const { return policy_; }
+  AuditLog* audit() const { return audit_; }
+  PolicyStateStore* policy_state() const { return policy_state_; }
+
+  // Admission of a validated incident before its workflow starts: the
+  // namespace lists and mode `off` refuse it (kPermissionDenied, the
+  // policy's reason), the blast-radius breakers count it. Audits a trip.
+  // Without a policy everything is admitted.
+  absl::StatusOr<Admission> Admit(const reflexion::v1::Incident& incident,
+                                  absl::string_view cluster,
+                                  absl::string_view principal,
+                                  absl::string_view workflow_id) const;
+
+  // What the policy knows about an incident (cluster "" = the policy's
+  // default cluster).
+  IncidentScope ScopeOf(const reflexion::v1::Incident& incident,
+                        absl::string_view cluster,
+                        absl::string_view signature = "") const;
 
   // Continues an interrupted workflow from its latest checkpoint (after a
   // crash). Errors as CompiledGraph::Resume; kFailedPrecondition when
@@ -229,6 +283,26 @@ class ReflexionWorkflow {
   // execute_fix / observe_outcome when the agent is the executor: durable
   // waits on the agent's answers (WorkflowState.agent_wait).
   void ExecuteOnAgent(State& s, graph::NodeDone done) const;
+  // The policy's decision about the selected action (node "policy").
+  void PolicyNode(State& s, graph::NodeDone done) const;
+  // Applies the inverse of the attempt's action (node "undo").
+  void UndoNode(State& s, graph::NodeDone done) const;
+  // Asks the agent for `action` and waits durably: true when it interrupted
+  // (done was called), false when the agent's answer (or its expiry) is in
+  // s.agent_wait().
+  bool AwaitAgent(State& s, const reflexion::v1::Action& action,
+                  graph::NodeDone& done) const;
+  // The audit entry of an action of workflow `s` (kind, action, mode).
+  reflexion::v1::AuditEntry AuditOf(const State& s,
+                                    reflexion::v1::AuditEntry::Kind kind,
+                                    const reflexion::v1::Action& action) const;
+  // Audits the outcome of `action` (refers to s.audit_seq()).
+  absl::Status AuditOutcome(const State& s,
+                            const reflexion::v1::Action& action,
+                            absl::string_view outcome,
+                            absl::string_view detail) const;
+  // Appends to the audit log (OK without one).
+  absl::StatusOr<uint64_t> Audit(reflexion::v1::AuditEntry entry) const;
   void ObserveOnAgent(State& s, graph::NodeDone done) const;
   void FinishObservation(State& s) const;
 
@@ -247,6 +321,9 @@ class ReflexionWorkflow {
   const Clock* clock_;
   CheckpointStore* checkpoints_;
   graph::Timer* timer_;
+  Policy* policy_ = nullptr;
+  AuditLog* audit_ = nullptr;
+  PolicyStateStore* policy_state_ = nullptr;
   std::shared_ptr<const WorkflowGraph> graph_;
 };
 
