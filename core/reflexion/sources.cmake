@@ -5,6 +5,7 @@ list(APPEND CORE_SOURCES
   reflexion/facts.cc
   reflexion/heuristic_reflector.cc
   reflexion/metrics.cc
+  reflexion/policy.cc
   reflexion/pod_object.cc
   reflexion/redact.cc
   reflexion/selector.cc
