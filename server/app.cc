@@ -80,6 +80,24 @@ absl::Status App::Start() {
       config_.workflow, store_.get(), executor_, reflector_, &clock_,
       checkpoints_.get(), timer_.get());
   if (absl::Status s = workflow_->Init(); !s.ok()) return s;
+  // Safety: the policy before every action, its open breakers kept across
+  // restarts.
+  policy_ = std::make_unique<core::Policy>(core::PolicyConfig(), &clock_);
+  policy_state_ =
+      std::make_unique<storage::RocksDbPolicyStateStore>(db_.get());
+  absl::StatusOr<std::vector<reflexion::v1::BreakerState>> open =
+      policy_state_->LoadBreakers();
+  if (!open.ok()) return open.status();
+  policy_->RestoreBreakers(*open);
+  for (const reflexion::v1::BreakerState& b : *open) {
+    LOG(WARNING) << "blast-radius breaker " << b.scope()
+                 << " is still open (suspected common cause: "
+                 << b.suspected_cause()
+                 << "): no automated action there until it is cleared "
+                    "(reflexionctl clear-breaker "
+                 << b.scope() << ")";
+  }
+  workflow_->SetSafety(policy_.get(), nullptr, policy_state_.get());
   hub_ = std::make_unique<EventHub>(config_.watch_retained_workflows,
                                     events_.get());
   runner_ = std::make_unique<WorkflowRunner>(

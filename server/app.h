@@ -23,6 +23,7 @@
 #include "storage/rocksdb_db.h"
 #include "storage/rocksdb_event_log.h"
 #include "storage/rocksdb_knowledge_store.h"
+#include "storage/rocksdb_policy_state_store.h"
 
 namespace reflexion::server {
 
@@ -117,6 +118,8 @@ class App {
   std::unique_ptr<graph::TimerThread> timer_;
   std::unique_ptr<graph::ThreadPool> pool_;
   std::unique_ptr<core::ReflexionWorkflow> workflow_;
+  std::unique_ptr<core::Policy> policy_;
+  std::unique_ptr<storage::RocksDbPolicyStateStore> policy_state_;
   std::unique_ptr<EventHub> hub_;
   std::unique_ptr<WorkflowRunner> runner_;
   std::unique_ptr<AgentSessions> sessions_;  // with checkpoints_

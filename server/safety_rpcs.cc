@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/reflexion/catalog.h"
+#include "core/reflexion/regression.h"
 #include "core/reflexion/time_util.h"
 #include "core/reflexion/utf8.h"
 #include "glog/logging.h"
@@ -126,11 +127,12 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::UndoAction(
     v1::Incident incident;
     core::StartOptions start;
     if (checkpoints_ != nullptr) {
+      v1::WorkflowState state;
       if (absl::StatusOr<core::Checkpoint> cp =
               checkpoints_->Latest(workflow_id);
-          cp.ok()) {
-        incident = cp->state.incident();
-        start.session = cp->state.session();
+          cp.ok() && state.ParseFromString(cp->state)) {
+        incident = state.incident();
+        start.session = state.session();
       }
     }
     if (incident.pod_name().empty()) {

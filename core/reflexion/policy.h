@@ -186,6 +186,8 @@ class Policy {
   // kinds together; at most 6 * kMaxTrackedScopes). For tests and metrics.
   size_t TrackedScopes() const;
 
+  const PolicyConfig& config() const { return config_; }
+
  private:
   struct State;
   const PolicyConfig config_;
