@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -1722,6 +1723,41 @@ TEST(ConfigTest, PolicyErrorsNameTheFullKeyPath) {
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(error)))
         << yaml;
   }
+}
+
+TEST(ConfigTest, TheReadmePolicyExampleParsesAndStatesTheDefaults) {
+  std::ifstream in(std::string(REFLEXION_TESTDATA_DIR) + "/../../README.md");
+  ASSERT_TRUE(in) << "README.md not found";
+  std::stringstream buf;
+  buf << in.rdbuf();
+  const std::string readme = buf.str();
+  const size_t start = readme.find("```yaml\npolicy:\n");
+  ASSERT_NE(start, std::string::npos);
+  const size_t body = start + std::string("```yaml\n").size();
+  const size_t end = readme.find("```", body);
+  ASSERT_NE(end, std::string::npos);
+  ServerConfig c;
+  ASSERT_THAT(ApplyYaml(readme.substr(body, end - body), c), IsOk());
+  const core::PolicyConfig defaults;
+  const core::PolicyConfig& p = c.policy;
+  EXPECT_EQ(p.mode, defaults.mode);
+  EXPECT_EQ(p.allow_namespaces, defaults.allow_namespaces);
+  EXPECT_EQ(p.deny_namespaces, defaults.deny_namespaces);
+  EXPECT_EQ(p.own_namespace, defaults.own_namespace);
+  EXPECT_EQ(p.default_cluster, defaults.default_cluster);
+  for (auto [got, want] : {std::pair{p.per_workload, defaults.per_workload},
+                           std::pair{p.per_namespace, defaults.per_namespace},
+                           std::pair{p.per_cluster, defaults.per_cluster}}) {
+    EXPECT_EQ(got.per_hour, want.per_hour);
+    EXPECT_EQ(got.burst, want.burst);
+  }
+  EXPECT_EQ(p.breaker.window, defaults.breaker.window);
+  EXPECT_EQ(p.breaker.namespace_incidents,
+            defaults.breaker.namespace_incidents);
+  EXPECT_EQ(p.breaker.cluster_incidents, defaults.breaker.cluster_incidents);
+  EXPECT_EQ(p.breaker.workload_share, defaults.breaker.workload_share);
+  EXPECT_EQ(p.breaker.workload_min_pods, defaults.breaker.workload_min_pods);
+  EXPECT_EQ(p.freeze_windows.size(), 2u);
 }
 
 TEST(ConfigTest, PodNamespaceIsTheOwnNamespaceUnlessTheFileSetsIt) {
