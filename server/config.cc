@@ -8,6 +8,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/reflexion/utf8.h"
+#include "server/policy_config.h"
 #include "yaml-cpp/yaml.h"
 
 namespace reflexion::server {
@@ -137,6 +139,9 @@ absl::Status ReadHttpUrl(const YAML::Node& n, absl::string_view key,
 absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
                       ServerConfig& c) {
   core::WorkflowConfig& w = c.workflow;
+  if (absl::StartsWith(key, "policy.")) {
+    return ApplyPolicyKey(key, v, c.policy, &c.policy_own_namespace_set);
+  }
   if (key == "service.port") return ReadInt(v, key, 0, 65535, c.port);
   if (key == "service.host") return Read(v, key, c.host);
   if (key == "service.data_dir") return Read(v, key, c.data_dir);
@@ -435,6 +440,14 @@ absl::Status ApplyEnvironment(
     }
     config.openai.base_url = std::string(url);
     config.openai_base_url_set = true;
+  }
+  if (const char* v = getenv("POD_NAMESPACE");
+      v && *v && !config.policy_own_namespace_set) {
+    if (!core::IsValidUtf8(v) || absl::StrContains(v, "/")) {
+      return absl::InvalidArgumentError(
+          "POD_NAMESPACE must be a namespace name (UTF-8, no '/')");
+    }
+    config.policy.own_namespace = v;
   }
   if (const char* v = getenv("GO_SERVICE_URL"); v && *v) {
     absl::string_view url = v;

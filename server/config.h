@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/reflexion/policy.h"
 #include "core/reflexion/workflow.h"
 #include "server/upstream/openai_reflector.h"
 
@@ -74,13 +75,18 @@ struct ServerConfig {
   absl::Duration finished_ttl = absl::Hours(24 * 7);
   // How often retention runs (workflow.retention_interval, seconds).
   absl::Duration retention_interval = absl::Seconds(60);
+  // policy.* (server/policy_config.h); policy.own_namespace defaults to
+  // POD_NAMESPACE when that is set and the key is not.
+  core::PolicyConfig policy;
+  bool policy_own_namespace_set = false;
   // Notes for the startup log: keys recognised but not used by this build,
   // variables that were ignored.
   std::vector<std::string> notes;
 };
 
 // Applies a YAML config document on top of `config`: a mapping of sections,
-// each a mapping of keys to scalar values. Any other shape (a non-string
+// each a mapping of keys to scalar values (policy.* keys take nested maps
+// and lists, see server/policy_config.h). Any other shape (a non-string
 // key, a section that is not a mapping, a non-scalar value, a key given
 // twice), unknown keys and out-of-range values are kInvalidArgument naming
 // the key (escaped: the message is valid UTF-8); malformed YAML is
@@ -93,7 +99,8 @@ absl::Status ApplyYaml(const std::string& yaml_text, ServerConfig& config);
 absl::Status ApplyYamlFile(const std::string& path, ServerConfig& config);
 
 // Applies environment variables: REFLECTION_DEPTH, OPENAI_API_KEY,
-// OPENAI_BASE_URL, GO_SERVICE_URL (selects executor.type http at that URL).
+// OPENAI_BASE_URL, GO_SERVICE_URL (selects executor.type http at that URL),
+// POD_NAMESPACE (policy.own_namespace, unless the file set it).
 // `getenv` is injectable for tests.
 absl::Status ApplyEnvironment(
     const std::function<const char*(const char*)>& getenv,

@@ -494,10 +494,39 @@ std::string FailClosedReason() {
       "everywhere until a human clears some");
 }
 
+// The config with every number in the range the engine assumes (the config
+// parser enforces these ranges already; a config built in code may not).
+PolicyConfig Sanitized(PolicyConfig c) {
+  auto finite_or = [](double v, double fallback) {
+    return std::isfinite(v) ? v : fallback;
+  };
+  for (RateLimit* r : {&c.per_workload, &c.per_namespace, &c.per_cluster}) {
+    r->per_hour = std::max(0.0, finite_or(r->per_hour, 0));
+    r->burst = std::max(1.0, finite_or(r->burst, 1));
+  }
+  BreakerConfig& b = c.breaker;
+  b.window = std::max(b.window, absl::Seconds(1));
+  b.namespace_incidents =
+      std::clamp(b.namespace_incidents, 0, Policy::kMaxWindowIncidents);
+  b.cluster_incidents =
+      std::clamp(b.cluster_incidents, 0, Policy::kMaxWindowIncidents);
+  b.workload_share = std::clamp(finite_or(b.workload_share, 0), 0.0, 1.0);
+  b.workload_min_pods = std::clamp(
+      b.workload_min_pods, 0, static_cast<int>(Policy::kMaxPodsPerWorkload));
+  for (FreezeWindow& w : c.freeze_windows) {
+    w.days &= 0x7f;
+    w.start_minute = std::clamp(w.start_minute, 0, 24 * 60 - 1);
+    w.duration =
+        std::clamp(w.duration, absl::ZeroDuration(), absl::Hours(7 * 24));
+  }
+  if (c.default_cluster.empty()) c.default_cluster = "local";
+  return c;
+}
+
 }  // namespace
 
 Policy::Policy(PolicyConfig config, const Clock* clock)
-    : config_(std::move(config)),
+    : config_(Sanitized(std::move(config))),
       clock_(clock),
       state_(std::make_unique<State>()) {}
 

@@ -106,7 +106,9 @@ struct Admission {
 };
 
 // The policy engine. Thread-safe (one mutex; every call is short and does no
-// I/O). `clock` is not owned and must outlive the Policy.
+// I/O). `clock` is not owned and must outlive the Policy. The config is
+// expected to be validated (server/policy_config.h); numbers out of the
+// ranges documented there are clamped, never trusted.
 //
 // Bounds (each structure that grows with traffic):
 //  - breaker windows per cluster, per cluster/namespace and failing-pod sets

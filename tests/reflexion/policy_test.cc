@@ -3,6 +3,7 @@
 #include "core/reflexion/policy.h"
 
 #include <atomic>
+#include <cmath>
 #include <optional>
 #include <string>
 #include <thread>
@@ -207,6 +208,28 @@ TEST(PolicyTest, AnActionOfNoCatalogTypeIsDenied) {
   d = policy.CheckAction(Incident("app", "p"),
                          Act(static_cast<v1::ActionType>(999)), false);
   EXPECT_EQ(d.rule(), "invalid_action");
+}
+
+TEST(PolicyTest, OutOfRangeNumbersInACodeBuiltConfigAreClamped) {
+  FakeClock clock;
+  PolicyConfig c = Unlimited();
+  c.per_workload = {6, -5};  // burst at least 1
+  c.breaker.workload_share = std::nan("");
+  c.breaker.workload_min_pods = 3;
+  c.breaker.window = -absl::Minutes(1);  // at least 1 s
+  Policy policy(c, &clock);
+  EXPECT_EQ(policy.CheckAction(Incident("app", "p"), Act(), false).verdict(),
+            PolicyDecision::VERDICT_ALLOW);
+  EXPECT_EQ(policy.CheckAction(Incident("app", "p"), Act(), false).rule(),
+            "rate_limit_workload");
+  int trips = 0;
+  for (int i = 0; i < 3; ++i) {
+    IncidentScope s = Incident("app", absl::StrCat("p", i));
+    s.workload_name = "web";
+    s.replicas = 10;
+    if (policy.Admit(s).tripped) ++trips;
+  }
+  EXPECT_EQ(trips, 1);  // share NaN -> 0: three failing pods trip
 }
 
 // ------------------------------------------------------------ rate limits

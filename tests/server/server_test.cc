@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -1533,6 +1534,251 @@ TEST(ConfigTest, EnvironmentOverridesTheFile) {
   EXPECT_THAT(ApplyEnvironment(bad, c),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("REFLECTION_DEPTH")));
+}
+
+// ---------------------------------------------------------------- policy
+
+TEST(ConfigTest, PolicyKeysAreApplied) {
+  ServerConfig c;
+  ASSERT_THAT(ApplyYaml(R"(
+policy:
+  mode: dry-run
+  clusters:
+    prod: enforce
+    lab: "off"
+  namespaces:
+    payments: shadow
+    prod/payments: enforce
+  allow_namespaces: [payments, orders, staging/web]
+  deny_namespaces: [kube-system]
+  own_namespace: reflexion-system
+  default_cluster: home
+  rate_limits:
+    workload: {per_hour: 4, burst: 2}
+    cluster: {per_hour: 0}
+  breaker:
+    window: 5m
+    namespace_incidents: 10
+    cluster_incidents: 0
+    workload_share: 0.25
+    workload_min_pods: 4
+  freeze_windows:
+    - name: weekend
+      days: [sat, Sunday]
+      start: "22:00"
+      duration: 8h
+      clusters: [prod]
+      namespaces: [payments, prod/orders]
+    - name: xmas
+      from: 2026-12-24T12:00:00Z
+      until: 2026-12-27T00:00:00+01:00
+)",
+                        c),
+              IsOk());
+  const core::PolicyConfig& p = c.policy;
+  EXPECT_EQ(p.mode, v1::POLICY_MODE_DRY_RUN);
+  EXPECT_EQ(p.clusters, (std::map<std::string, v1::PolicyMode>{
+                            {"prod", v1::POLICY_MODE_ENFORCE},
+                            {"lab", v1::POLICY_MODE_OFF}}));
+  EXPECT_EQ(p.namespaces, (std::map<std::string, v1::PolicyMode>{
+                              {"payments", v1::POLICY_MODE_SHADOW},
+                              {"prod/payments", v1::POLICY_MODE_ENFORCE}}));
+  EXPECT_EQ(p.allow_namespaces,
+            (std::vector<std::string>{"payments", "orders", "staging/web"}));
+  EXPECT_EQ(p.deny_namespaces, (std::vector<std::string>{"kube-system"}));
+  EXPECT_EQ(p.own_namespace, "reflexion-system");
+  EXPECT_TRUE(c.policy_own_namespace_set);
+  EXPECT_EQ(p.default_cluster, "home");
+  EXPECT_EQ(p.per_workload.per_hour, 4);
+  EXPECT_EQ(p.per_workload.burst, 2);
+  EXPECT_EQ(p.per_namespace.per_hour, 30);  // untouched default
+  EXPECT_EQ(p.per_cluster.per_hour, 0);
+  EXPECT_EQ(p.per_cluster.burst, 30);
+  EXPECT_EQ(p.breaker.window, absl::Minutes(5));
+  EXPECT_EQ(p.breaker.namespace_incidents, 10);
+  EXPECT_EQ(p.breaker.cluster_incidents, 0);
+  EXPECT_DOUBLE_EQ(p.breaker.workload_share, 0.25);
+  EXPECT_EQ(p.breaker.workload_min_pods, 4);
+  ASSERT_EQ(p.freeze_windows.size(), 2u);
+  const core::FreezeWindow& w = p.freeze_windows[0];
+  EXPECT_EQ(w.name, "weekend");
+  EXPECT_EQ(w.days, (1 << 6) | 1);
+  EXPECT_EQ(w.start_minute, 22 * 60);
+  EXPECT_EQ(w.duration, absl::Hours(8));
+  EXPECT_FALSE(w.from.has_value());
+  EXPECT_EQ(w.clusters, (std::vector<std::string>{"prod"}));
+  EXPECT_EQ(w.namespaces,
+            (std::vector<std::string>{"payments", "prod/orders"}));
+  const core::FreezeWindow& x = p.freeze_windows[1];
+  ASSERT_TRUE(x.from.has_value() && x.until.has_value());
+  EXPECT_EQ(*x.from, absl::FromUnixSeconds(1798113600));  // 12:00Z
+  EXPECT_EQ(*x.until - *x.from, absl::Hours(59));
+  // The parsed config drives a Policy.
+  core::FakeClock clock(absl::FromUnixSeconds(1798113600));
+  core::Policy policy(p, &clock);
+  EXPECT_EQ(policy.ModeFor("prod", "payments"), v1::POLICY_MODE_ENFORCE);
+  core::IncidentScope s;
+  s.cluster = "prod";
+  s.namespace_ = "payments";
+  s.pod = "p";
+  v1::Action a;
+  a.set_type(v1::ACTION_TYPE_DELETE_POD);
+  EXPECT_EQ(policy.CheckAction(s, a, false).rule(), "freeze_window");
+}
+
+TEST(ConfigTest, PolicyErrorsNameTheFullKeyPath) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"policy:\n  mode: maybe\n",
+       "config key policy.mode: \"maybe\" is not a mode: enforce, dry-run, "
+       "shadow or off"},
+      {"policy:\n  mode: [enforce]\n",
+       "config key policy.mode: must be a scalar, not a sequence"},
+      {"policy:\n  clusters:\n    prod: fast\n",
+       "config key policy.clusters.prod: \"fast\" is not a mode"},
+      {"policy:\n  clusters: [prod]\n",
+       "config key policy.clusters: must be a map, not a sequence"},
+      {"policy:\n  namespaces:\n    a/b/c: enforce\n",
+       "config key policy.namespaces.a/b/c: is not \"namespace\" or "
+       "\"cluster/namespace\""},
+      {"policy:\n  namespaces:\n    x: enforce\n    x: shadow\n",
+       "config key policy.namespaces.x: is given twice"},
+      {"policy:\n  allow_namespaces: payments\n",
+       "config key policy.allow_namespaces: must be a list, not a scalar"},
+      {"policy:\n  deny_namespaces: [ok, /x]\n",
+       "config key policy.deny_namespaces[1]: \"/x\" is not \"namespace\" or "
+       "\"cluster/namespace\""},
+      {"policy:\n  own_namespace: \"\"\n",
+       "config key policy.own_namespace: must not be empty"},
+      {"policy:\n  default_cluster: a/b\n",
+       "config key policy.default_cluster: \"a/b\" must not contain '/'"},
+      {"policy:\n  rate_limits:\n    pod: {per_hour: 1}\n",
+       "config key policy.rate_limits.pod: is not a known key (workload, "
+       "namespace, cluster)"},
+      {"policy:\n  rate_limits:\n    workload: {per_hr: 1}\n",
+       "config key policy.rate_limits.workload.per_hr: is not a known key"},
+      {"policy:\n  rate_limits:\n    namespace: {burst: 0}\n",
+       "config key policy.rate_limits.namespace.burst: \"0\" must be a number "
+       "from 1 to"},
+      {"policy:\n  breaker:\n    window: 10 parsecs\n",
+       "config key policy.breaker.window: \"10 parsecs\" is not a duration"},
+      {"policy:\n  breaker:\n    window: 48h\n",
+       "config key policy.breaker.window: \"48h\" must be from 1s to 24h"},
+      {"policy:\n  breaker:\n    workload_share: 2\n",
+       "config key policy.breaker.workload_share: \"2\" must be a number from "
+       "0 to 1"},
+      {"policy:\n  breaker:\n    namespace_incidents: 2.5\n",
+       "config key policy.breaker.namespace_incidents: \"2.5\" must be a whole "
+       "number"},
+      {"policy:\n  breaker:\n    trip_at: 3\n",
+       "config key policy.breaker.trip_at: is not a known key"},
+      {"policy:\n  freeze_windows:\n    - {name: a, days: [sat], start: "
+       "\"22:00\", duration: 1h}\n    - {name: b, days: [sun], start: "
+       "\"25:00\", duration: 1h}\n",
+       "config key policy.freeze_windows[1].start: \"25:00\" is not HH:MM"},
+      {"policy:\n  freeze_windows:\n    - {name: a, days: [sat, sunn], "
+       "start: \"1:00\", duration: 1h}\n",
+       "config key policy.freeze_windows[0].days[1]: \"sunn\" is not a "
+       "weekday"},
+      {"policy:\n  freeze_windows:\n    - {name: a, days: [sat], start: "
+       "\"1:00\", duration: 8d}\n",
+       "config key policy.freeze_windows[0].duration: \"8d\" is not a "
+       "duration"},
+      {"policy:\n  freeze_windows:\n    - {name: a, days: [sat], start: "
+       "\"1:00\", duration: 200h}\n",
+       "config key policy.freeze_windows[0].duration: \"200h\" must be from "
+       "1m to 168h"},
+      {"policy:\n  freeze_windows:\n    - {name: a, days: [sat], duration: "
+       "1h}\n",
+       "config key policy.freeze_windows[0].start: is required"},
+      {"policy:\n  freeze_windows:\n    - {days: [sat], start: \"1:00\", "
+       "duration: 1h}\n",
+       "config key policy.freeze_windows[0].name: is required"},
+      {"policy:\n  freeze_windows:\n    - {name: a, days: [sat], start: "
+       "\"1:00\", duration: 1h, from: 2026-12-24T12:00:00Z}\n",
+       "config key policy.freeze_windows[0]: give either days, start and "
+       "duration (weekly) or from and until (absolute)"},
+      {"policy:\n  freeze_windows:\n    - {name: a, from: "
+       "2026-12-24T12:00:00Z, until: 2026-12-24}\n",
+       "config key policy.freeze_windows[0].until: \"2026-12-24\" is not an "
+       "RFC 3339 time"},
+      {"policy:\n  freeze_windows:\n    - {name: a, from: "
+       "2026-12-24T12:00:00Z, until: 2026-12-24T11:00:00Z}\n",
+       "config key policy.freeze_windows[0].until: must be after from"},
+      {"policy:\n  freeze_windows:\n    - {name: a, from: "
+       "2026-12-24T12:00:00Z, until: 2026-12-25T12:00:00Z}\n    - {name: a, "
+       "from: 2026-12-24T12:00:00Z, until: 2026-12-25T12:00:00Z}\n",
+       "config key policy.freeze_windows[1].name: \"a\" is given twice"},
+      {"policy:\n  freeze_windows:\n    - {name: a, when: always}\n",
+       "config key policy.freeze_windows[0].when: is not a known key"},
+      {"policy:\n  freeze_windows:\n    - weekend\n",
+       "config key policy.freeze_windows[0]: must be a map, not a scalar"},
+      {"policy: &p\n  breaker: *p\n",
+       "config key policy.breaker.breaker: is not a known key"},
+      {"policy:\n  modes: enforce\n",
+       "config key policy.modes: is not a known key"},
+  };
+  for (const auto& [yaml, error] : cases) {
+    ServerConfig c;
+    EXPECT_THAT(ApplyYaml(yaml, c),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(error)))
+        << yaml;
+  }
+}
+
+TEST(ConfigTest, TheReadmePolicyExampleParsesAndStatesTheDefaults) {
+  std::ifstream in(std::string(REFLEXION_TESTDATA_DIR) + "/../../README.md");
+  ASSERT_TRUE(in) << "README.md not found";
+  std::stringstream buf;
+  buf << in.rdbuf();
+  const std::string readme = buf.str();
+  const size_t start = readme.find("```yaml\npolicy:\n");
+  ASSERT_NE(start, std::string::npos);
+  const size_t body = start + std::string("```yaml\n").size();
+  const size_t end = readme.find("```", body);
+  ASSERT_NE(end, std::string::npos);
+  ServerConfig c;
+  ASSERT_THAT(ApplyYaml(readme.substr(body, end - body), c), IsOk());
+  const core::PolicyConfig defaults;
+  const core::PolicyConfig& p = c.policy;
+  EXPECT_EQ(p.mode, defaults.mode);
+  EXPECT_EQ(p.allow_namespaces, defaults.allow_namespaces);
+  EXPECT_EQ(p.deny_namespaces, defaults.deny_namespaces);
+  EXPECT_EQ(p.own_namespace, defaults.own_namespace);
+  EXPECT_EQ(p.default_cluster, defaults.default_cluster);
+  for (auto [got, want] : {std::pair{p.per_workload, defaults.per_workload},
+                           std::pair{p.per_namespace, defaults.per_namespace},
+                           std::pair{p.per_cluster, defaults.per_cluster}}) {
+    EXPECT_EQ(got.per_hour, want.per_hour);
+    EXPECT_EQ(got.burst, want.burst);
+  }
+  EXPECT_EQ(p.breaker.window, defaults.breaker.window);
+  EXPECT_EQ(p.breaker.namespace_incidents,
+            defaults.breaker.namespace_incidents);
+  EXPECT_EQ(p.breaker.cluster_incidents, defaults.breaker.cluster_incidents);
+  EXPECT_EQ(p.breaker.workload_share, defaults.breaker.workload_share);
+  EXPECT_EQ(p.breaker.workload_min_pods, defaults.breaker.workload_min_pods);
+  EXPECT_EQ(p.freeze_windows.size(), 2u);
+}
+
+TEST(ConfigTest, PodNamespaceIsTheOwnNamespaceUnlessTheFileSetsIt) {
+  auto env = [](const char* name) -> const char* {
+    return std::string(name) == "POD_NAMESPACE" ? "reflexion-prod" : nullptr;
+  };
+  ServerConfig c;
+  EXPECT_EQ(c.policy.own_namespace, "reflexion");
+  ASSERT_THAT(ApplyEnvironment(env, c), IsOk());
+  EXPECT_EQ(c.policy.own_namespace, "reflexion-prod");
+  ServerConfig file;
+  ASSERT_THAT(ApplyYaml("policy:\n  own_namespace: ops\n", file), IsOk());
+  ASSERT_THAT(ApplyEnvironment(env, file), IsOk());
+  EXPECT_EQ(file.policy.own_namespace, "ops");
+  auto bad = [](const char* name) -> const char* {
+    return std::string(name) == "POD_NAMESPACE" ? "a/b" : nullptr;
+  };
+  ServerConfig d;
+  EXPECT_THAT(
+      ApplyEnvironment(bad, d),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("POD_NAMESPACE")));
 }
 
 }  // namespace
