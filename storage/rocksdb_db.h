@@ -37,6 +37,7 @@ inline constexpr absl::string_view kColumnFamilies[] = {
     "workflows",      // workflow records and their indexes (checkpoints)
     "checkpoints",    // per-step checkpoints (RocksDbCheckpointStore)
     "events",         // events of watched workflows (RocksDbEventLog)
+    "audit",          // the hash-chained audit log (RocksDbAuditLog)
 };
 
 struct RocksDbOptions {

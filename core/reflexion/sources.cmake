@@ -1,5 +1,6 @@
 list(APPEND CORE_SOURCES
   reflexion/analyzer.cc
+  reflexion/audit_chain.cc
   reflexion/catalog.cc
   reflexion/events.cc
   reflexion/facts.cc
@@ -13,3 +14,5 @@ list(APPEND CORE_SOURCES
   reflexion/validation.cc
   reflexion/workflow.cc
 )
+# audit_chain.cc: SHA-256 of the audit log's hash chain (libcrypto EVP).
+list(APPEND CORE_EXTRA_LIBS OpenSSL::Crypto)
