@@ -7,6 +7,7 @@ list(APPEND CORE_SOURCES
   reflexion/metrics.cc
   reflexion/pod_object.cc
   reflexion/redact.cc
+  reflexion/regression.cc
   reflexion/selector.cc
   reflexion/utf8.cc
   reflexion/validation.cc
