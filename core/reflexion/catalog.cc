@@ -2,10 +2,13 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/reflexion/pod_object.h"
 #include "core/reflexion/time_util.h"
+#include "core/reflexion/utf8.h"
+#include "core/status_macros.h"
 #include "google/protobuf/descriptor.h"
 
 namespace reflexion::core {
@@ -16,6 +19,35 @@ using reflexion::v1::ActionType;
 using reflexion::v1::SafetyTier;
 using reflexion::v1::Strategy;
 using reflexion::v1::StrategyParams;
+
+// One ValueChange within the limits of types.proto; `field` names it in
+// the error, e.g. "action.restore[2]".
+absl::Status CheckChange(const v1::ValueChange& c, absl::string_view field) {
+  if (c.path().empty() || c.path().size() > kMaxChangePath) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".path must be 1 to ",
+                                                   kMaxChangePath, " bytes (",
+                                                   c.path().size(), ")"));
+  }
+  struct Part {
+    const char* name;
+    const std::string& value;
+    size_t max;
+  };
+  for (const Part& p : {Part{"path", c.path(), kMaxChangePath},
+                        Part{"before", c.before(), kMaxChangeValue},
+                        Part{"after", c.after(), kMaxChangeValue}}) {
+    if (p.value.size() > p.max) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".", p.name, " is ", p.value.size(),
+                       " bytes; at most ", p.max));
+    }
+    if (!IsValidUtf8(p.value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".", p.name, " is not valid UTF-8"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 // Parameter bounds (documented in types.proto).
 constexpr double kMemoryMin = 1.1, kMemoryMax = 3.0, kMemoryDefault = 1.5;
@@ -207,33 +239,50 @@ constexpr CauseOverride kCauseOverrides[] = {
     {"authentication_failed", "*", {1.0, 12.0}},
 };
 
+// The catalog table. `inverse` says how each action is undone: an
+// ACTION_TYPE_UNDO that sets every value the action reported changing
+// (ExecutionResult.changes) from its `after` back to its `before`.
 std::vector<ActionSpec> BuildCatalog() {
   return {
       {v1::ACTION_TYPE_DELETE_POD, "delete_pod", v1::SAFETY_TIER_A,
-       "Delete the pod so its controller recreates it"},
+       "Delete the pod so its controller recreates it",
+       "none needed: the controller recreated the pod, nothing to restore",
+       false, true},
       {v1::ACTION_TYPE_ROLLBACK_DEPLOYMENT, "rollback_deployment",
-       v1::SAFETY_TIER_A,
-       "Roll the workload back to its last healthy revision"},
+       v1::SAFETY_TIER_A, "Roll the workload back to its last healthy revision",
+       "roll forward to the revision before the rollback", true, true},
       {v1::ACTION_TYPE_PATCH_IMAGE, "patch_image", v1::SAFETY_TIER_B,
-       "Set the container image to the last healthy image"},
+       "Set the container image to the last healthy image",
+       "set the previous image again", true, true},
       {v1::ACTION_TYPE_ATTACH_PULL_SECRET, "attach_pull_secret",
        v1::SAFETY_TIER_B,
-       "Attach an existing image pull secret to the pod's service account"},
+       "Attach an existing image pull secret to the pod's service account",
+       "detach the secret: the service account's previous pull secrets", true,
+       true},
       {v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT, "increase_memory_limit",
        v1::SAFETY_TIER_B,
        "Raise the container memory limit by a bounded factor (x1.1..x3, "
-       "capped)"},
+       "capped)",
+       "set the previous memory limit again", true, true},
       {v1::ACTION_TYPE_RELAX_PROBES, "relax_probes", v1::SAFETY_TIER_B,
-       "Relax probe initial delays and timeouts by a bounded factor"},
+       "Relax probe initial delays and timeouts by a bounded factor",
+       "set the previous probe timings again", true, true},
       {v1::ACTION_TYPE_LOWER_RESOURCE_REQUESTS, "lower_resource_requests",
        v1::SAFETY_TIER_B,
-       "Lower resource requests by a bounded factor so the pod fits a node"},
+       "Lower resource requests by a bounded factor so the pod fits a node",
+       "set the previous requests again", true, true},
       {v1::ACTION_TYPE_CREATE_MISSING_CONFIG, "create_missing_config",
-       v1::SAFETY_TIER_C, "Create the missing ConfigMap or Secret key"},
+       v1::SAFETY_TIER_C, "Create the missing ConfigMap or Secret key",
+       "tier C: the human who ran it undoes it", false, true},
       {v1::ACTION_TYPE_RELAX_NODE_SELECTOR, "relax_node_selector",
-       v1::SAFETY_TIER_C, "Relax the pod's node selector or affinity"},
+       v1::SAFETY_TIER_C, "Relax the pod's node selector or affinity",
+       "tier C: the human who ran it undoes it", false, true},
       {v1::ACTION_TYPE_SCALE_NODE_POOL, "scale_node_pool", v1::SAFETY_TIER_C,
-       "Add capacity to a node pool"},
+       "Add capacity to a node pool", "tier C: the human who ran it undoes it",
+       false, true},
+      {v1::ACTION_TYPE_UNDO, "undo", v1::SAFETY_TIER_A,
+       "Set the values an earlier action changed back to what they were",
+       "undo the undo: re-apply the values it reverted", true, false},
   };
 }
 
@@ -254,9 +303,14 @@ const ActionSpec* FindAction(ActionType type) {
 
 const ActionSpec* FindActionByName(absl::string_view name) {
   for (const ActionSpec& spec : Catalog()) {
-    if (name == spec.name) return &spec;
+    if (spec.strategy && name == spec.name) return &spec;
   }
   return nullptr;
+}
+
+bool HasInverse(ActionType type) {
+  const ActionSpec* spec = FindAction(type);
+  return spec != nullptr && spec->has_inverse;
 }
 
 std::string FamilyOf(absl::string_view error_type) {
@@ -277,6 +331,7 @@ bool IsKnownFamily(absl::string_view family) {
 std::vector<Strategy> DefaultStrategies(absl::Time now) {
   std::vector<Strategy> out;
   for (const ActionSpec& spec : Catalog()) {
+    if (!spec.strategy) continue;
     Strategy s;
     s.set_name(spec.name);
     s.set_action_type(spec.type);
@@ -511,7 +566,88 @@ absl::Status ValidateAction(const Action& action) {
     return absl::InvalidArgumentError(
         "action.pull_secret is empty for attach_pull_secret");
   }
+  if (action.type() != v1::ACTION_TYPE_UNDO) {
+    if (!action.undo_of().empty() || action.restore_size() > 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "action.undo_of and action.restore are for undo only, not ",
+          spec->name));
+    }
+    return absl::OkStatus();
+  }
+  if (action.undo_of().empty()) {
+    return absl::InvalidArgumentError("action.undo_of is empty for undo");
+  }
+  if (action.undo_of().size() > kMaxUndoOf || !IsValidUtf8(action.undo_of())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("action.undo_of must be valid UTF-8 of at most ",
+                     kMaxUndoOf, " bytes"));
+  }
+  if (action.restore_size() == 0 || action.restore_size() > kMaxRestore) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("action.restore has ", action.restore_size(),
+                     " entries; undo needs 1 to ", kMaxRestore));
+  }
+  for (int i = 0; i < action.restore_size(); ++i) {
+    REFLEXION_RETURN_IF_ERROR(CheckChange(
+        action.restore(i), absl::StrCat("action.restore[", i, "]")));
+  }
   return absl::OkStatus();
+}
+
+absl::StatusOr<Action> BuildUndo(const Action& original,
+                                 const std::vector<v1::ValueChange>& changes,
+                                 absl::string_view idempotency_key) {
+  const ActionSpec* spec = FindAction(original.type());
+  if (spec == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "original.type ", original.type(), " is not in the catalog"));
+  }
+  if (!spec->has_inverse) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        spec->name, " cannot be undone automatically: ", spec->inverse));
+  }
+  if (original.idempotency_key().empty()) {
+    return absl::InvalidArgumentError(
+        "original.idempotency_key is empty: nothing to name in undo_of");
+  }
+  if (original.idempotency_key().size() > kMaxUndoOf ||
+      !IsValidUtf8(original.idempotency_key())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("original.idempotency_key must be valid UTF-8 of at most ",
+                     kMaxUndoOf, " bytes to be named in undo_of"));
+  }
+  if (idempotency_key.empty()) {
+    return absl::InvalidArgumentError("idempotency_key is empty");
+  }
+  Action undo;
+  undo.set_type(v1::ACTION_TYPE_UNDO);
+  undo.set_tier(FindAction(v1::ACTION_TYPE_UNDO)->tier);
+  undo.set_pod_name(original.pod_name());
+  undo.set_namespace_(original.namespace_());
+  *undo.mutable_params() = ClampParams(original.params());
+  undo.set_idempotency_key(std::string(idempotency_key));
+  undo.set_undo_of(original.idempotency_key());
+  for (size_t i = 0; i < changes.size(); ++i) {
+    const v1::ValueChange& c = changes[i];
+    REFLEXION_RETURN_IF_ERROR(CheckChange(c, absl::StrCat("changes[", i, "]")));
+    // "Pod/web-1" present -> deleted: an object's existence, which only its
+    // controller restores.
+    if (!absl::StrContains(c.path(), ' ')) continue;
+    if (c.before() == c.after()) continue;
+    if (undo.restore_size() == kMaxRestore) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "changes: more than ", kMaxRestore,
+          " restorable values; an undo restores at most ", kMaxRestore));
+    }
+    *undo.add_restore() = c;
+  }
+  if (undo.restore_size() == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(spec->name, " ", original.idempotency_key(),
+                     " reported no restorable change (", changes.size(),
+                     " changes): nothing to undo"));
+  }
+  return undo;
 }
 
 std::string DescribeAction(const Action& action) {
@@ -529,6 +665,9 @@ std::string DescribeAction(const Action& action) {
       return absl::StrCat(name, " -> ", action.image());
     case v1::ACTION_TYPE_ATTACH_PULL_SECRET:
       return absl::StrCat(name, " ", action.pull_secret());
+    case v1::ACTION_TYPE_UNDO:
+      return absl::StrCat(name, " of ", action.undo_of(), " (",
+                          action.restore_size(), " values)");
     default:
       return name;
   }

@@ -21,6 +21,14 @@ struct ActionSpec {
   const char* name;  // strategy name, e.g. "increase_memory_limit"
   reflexion::v1::SafetyTier tier;
   const char* description;
+  // How it is undone (ACTION_TYPE_UNDO with the values the action reported
+  // changing), or why it needs no automatic undo.
+  const char* inverse;
+  // Whether it has an automatic inverse (see HasInverse).
+  bool has_inverse;
+  // Whether it is a selectable strategy. False only for undo, which the
+  // service chooses on a regression or an operator asks for.
+  bool strategy;
 };
 
 // Error families the catalog knows. Reported types are normalised to these
@@ -39,13 +47,26 @@ inline constexpr const char* kKnownFamilies[] = {"ImagePullBackOff",
                                                  "Pending",
                                                  "Evicted"};
 
-// Every catalog action, in ActionType order.
+// Every catalog action, in ActionType order (undo included: filter on
+// ActionSpec::strategy for the strategies).
 const std::vector<ActionSpec>& Catalog();
 
-// The spec of `type`, or null for UNSPECIFIED / unknown values.
+// The spec of `type` (undo included), or null for UNSPECIFIED / unknown
+// values.
 const ActionSpec* FindAction(reflexion::v1::ActionType type);
-// The spec named `name`, or null.
+// The spec of the strategy named `name`, or null. Undo is not a strategy:
+// FindActionByName("undo") is null, so no human decision, fork, LLM
+// proposal or simulated attempt can name it.
 const ActionSpec* FindActionByName(absl::string_view name);
+
+// Whether an applied action of `type` can be undone automatically by an
+// ACTION_TYPE_UNDO restoring the values it reported changing: true for
+// rollback_deployment, patch_image, attach_pull_secret,
+// increase_memory_limit, relax_probes, lower_resource_requests and undo
+// itself (undoing an undo re-applies); false for delete_pod (the controller
+// recreated the pod: nothing to restore), tier C (the human undoes what
+// they did) and UNSPECIFIED / unknown values.
+bool HasInverse(reflexion::v1::ActionType type);
 
 // Normalises a reported error type to its family; returns the reported type
 // unchanged when the catalog does not know it.
@@ -107,8 +128,38 @@ absl::StatusOr<reflexion::v1::Action> BuildAction(
 
 // Checks an action from any source (an LLM, a caller) against the catalog:
 // known type, tier matching the catalog, parameters within bounds, target
-// set. kInvalidArgument naming the field otherwise.
+// set; for undo: undo_of set (at most kMaxUndoOf bytes) and 1 to
+// kMaxRestore restore entries, each with a path of 1 to kMaxChangePath
+// bytes and values of at most kMaxChangeValue bytes, all valid UTF-8; for
+// every other type: no undo_of and no restore. kInvalidArgument naming the
+// field otherwise (e.g. "action.restore[2].path").
 absl::Status ValidateAction(const reflexion::v1::Action& action);
+
+// Limits of an undo action (Action.undo_of, Action.restore, ValueChange).
+inline constexpr size_t kMaxUndoOf = 128;
+inline constexpr int kMaxRestore = 32;
+inline constexpr size_t kMaxChangePath = 512;
+inline constexpr size_t kMaxChangeValue = 1024;
+
+// Builds the ACTION_TYPE_UNDO of `original` (as executed, with its
+// idempotency key) from the values it reported changing (its
+// ExecutionResult.changes): same pod, tier A, undo_of = the original's
+// idempotency key, restore = the restorable changes in order, each to be
+// set from `after` back to `before`. A change that names an object without
+// a field (e.g. "Pod/web-1" present -> deleted) is not restorable and is
+// left out, as is one whose before equals its after. Undoing an undo is
+// allowed: its restore re-applies what the undo reverted.
+// Errors: kFailedPrecondition when nothing can be restored (the original
+// has no inverse — delete_pod, tier C — or no restorable change is left);
+// kInvalidArgument when the original has no idempotency key (or one longer
+// than kMaxUndoOf), `idempotency_key` is empty, or a change breaks the
+// ValueChange limits (more than kMaxRestore restorable changes, a path over
+// kMaxChangePath bytes, a value over kMaxChangeValue bytes, invalid UTF-8),
+// naming `changes[i].path` etc.
+absl::StatusOr<reflexion::v1::Action> BuildUndo(
+    const reflexion::v1::Action& original,
+    const std::vector<reflexion::v1::ValueChange>& changes,
+    absl::string_view idempotency_key);
 
 // Short human description of an action, e.g. "increase_memory_limit x1.5".
 std::string DescribeAction(const reflexion::v1::Action& action);

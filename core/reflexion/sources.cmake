@@ -9,6 +9,7 @@ list(APPEND CORE_SOURCES
   reflexion/policy.cc
   reflexion/pod_object.cc
   reflexion/redact.cc
+  reflexion/regression.cc
   reflexion/selector.cc
   reflexion/utf8.cc
   reflexion/validation.cc
