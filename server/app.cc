@@ -82,7 +82,7 @@ absl::Status App::Start() {
   if (absl::Status s = workflow_->Init(); !s.ok()) return s;
   // Safety: the policy before every action, its open breakers kept across
   // restarts.
-  policy_ = std::make_unique<core::Policy>(core::PolicyConfig(), &clock_);
+  policy_ = std::make_unique<core::Policy>(config_.policy, &clock_);
   policy_state_ =
       std::make_unique<storage::RocksDbPolicyStateStore>(db_.get());
   absl::StatusOr<std::vector<reflexion::v1::BreakerState>> open =
@@ -97,7 +97,20 @@ absl::Status App::Start() {
                     "(reflexionctl clear-breaker "
                  << b.scope() << ")";
   }
-  workflow_->SetSafety(policy_.get(), nullptr, policy_state_.get());
+  if (executor_ == cluster_.get() && !config_.policy.limit_simulated) {
+    // The simulated cluster: same lists, modes and freezes, no rate limits
+    // and no breakers (policy.limit_simulated).
+    core::PolicyConfig local = config_.policy;
+    local.per_workload = core::RateLimit{};
+    local.per_namespace = core::RateLimit{};
+    local.per_cluster = core::RateLimit{};
+    local.breaker.namespace_incidents = 0;
+    local.breaker.cluster_incidents = 0;
+    local.breaker.workload_min_pods = 0;
+    local_policy_ = std::make_unique<core::Policy>(local, &clock_);
+  }
+  workflow_->SetSafety(policy_.get(), nullptr, policy_state_.get(),
+                       local_policy_.get());
   hub_ = std::make_unique<EventHub>(config_.watch_retained_workflows,
                                     events_.get());
   runner_ = std::make_unique<WorkflowRunner>(

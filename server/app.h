@@ -119,6 +119,8 @@ class App {
   std::unique_ptr<graph::ThreadPool> pool_;
   std::unique_ptr<core::ReflexionWorkflow> workflow_;
   std::unique_ptr<core::Policy> policy_;
+  // For incidents on the simulated cluster (see PolicyConfig.limit_simulated).
+  std::unique_ptr<core::Policy> local_policy_;
   std::unique_ptr<storage::RocksDbPolicyStateStore> policy_state_;
   std::unique_ptr<EventHub> hub_;
   std::unique_ptr<WorkflowRunner> runner_;

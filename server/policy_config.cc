@@ -411,6 +411,13 @@ absl::Status ApplyPolicyKey(const std::string& key, const YAML::Node& v,
   if (key == "policy.default_cluster") {
     return ReadName(v, key, p.default_cluster);
   }
+  if (key == "policy.limit_simulated") {
+    if (!v.IsScalar() || (v.Scalar() != "true" && v.Scalar() != "false")) {
+      return Bad(key, "must be true or false");
+    }
+    p.limit_simulated = v.Scalar() == "true";
+    return absl::OkStatus();
+  }
   if (key == "policy.rate_limits") {
     core::PolicyConfig copy = p;
     absl::Status s =

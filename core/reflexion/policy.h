@@ -75,6 +75,13 @@ struct PolicyConfig {
   std::vector<FreezeWindow> freeze_windows;
   // Cluster of incidents not from an agent session (empty `cluster`).
   std::string default_cluster = "local";
+  // The server's built-in simulated cluster (executor.type simulated, the
+  // default) is exempt from rate limits and blast-radius breakers unless
+  // this is set (policy.limit_simulated): nothing real is touched there, and
+  // the demo and load drivers push far more incidents than a cluster would.
+  // Namespace lists, modes and freeze windows apply to it as to any cluster.
+  // Read by the server's wiring, not by Policy.
+  bool limit_simulated = false;
 };
 
 // What the policy knows about an incident. Strings are untrusted: they are

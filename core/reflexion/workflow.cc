@@ -371,10 +371,11 @@ absl::StatusOr<Admission> ReflexionWorkflow::Admit(
   admission.decision.set_verdict(v1::PolicyDecision::VERDICT_ALLOW);
   admission.decision.set_mode(v1::POLICY_MODE_ENFORCE);
   admission.decision.set_rule("allowed");
-  if (policy_ == nullptr) return admission;
+  Policy* policy = PolicyFor(!cluster.empty());
+  if (policy == nullptr) return admission;
   IncidentScope scope = ScopeOf(incident, cluster);
   scope.workflow_id = std::string(workflow_id);
-  admission = policy_->Admit(scope);
+  admission = policy->Admit(scope);
   if (admission.decision.verdict() == v1::PolicyDecision::VERDICT_DENY) {
     return absl::PermissionDeniedError(absl::StrCat(
         "incident.namespace: ", admission.decision.reason()));
@@ -402,14 +403,14 @@ absl::StatusOr<Admission> ReflexionWorkflow::Admit(
     e.set_pod(scope.pod);
     e.set_workflow_id(scope.workflow_id);
     e.set_decider(v1::AuditEntry::DECIDER_POLICY);
-    e.set_mode(policy_->ModeFor(scope.cluster, scope.namespace_));
+    e.set_mode(policy->ModeFor(scope.cluster, scope.namespace_));
     e.set_detail(std::string(ClipUtf8(d.reason(), kMaxAuditDetail)));
     REFLEXION_RETURN_IF_ERROR(Audit(std::move(e)).status());
     if (policy_state_ != nullptr) {
       // Kept open across a restart. The trip itself is audited; a failure
       // to persist it is logged and the breaker holds in memory anyway.
       if (absl::Status st =
-              policy_state_->SaveBreakers(policy_->SnapshotBreakers());
+              policy_state_->SaveBreakers(policy->SnapshotBreakers());
           !st.ok()) {
         LOG(ERROR) << "the tripped breaker for " << b.scope()
                    << " was not persisted: " << st;
@@ -420,7 +421,7 @@ absl::StatusOr<Admission> ReflexionWorkflow::Admit(
     d.set_verdict(v1::PolicyDecision::VERDICT_DENY);
     d.set_rule("breaker_open");
     std::string why;
-    for (const v1::BreakerState& b : policy_->OpenBreakers()) {
+    for (const v1::BreakerState& b : policy->OpenBreakers()) {
       if (b.scope() == scope.cluster ||
           b.scope() == absl::StrCat(scope.cluster, "/", scope.namespace_)) {
         d.set_scope(b.scope());
@@ -896,13 +897,14 @@ absl::Status ReflexionWorkflow::AuditOutcome(const State& s,
 void ReflexionWorkflow::PolicyNode(State& s, graph::NodeDone done) const {
   const v1::Action& action = s.selection().action();
   v1::PolicyDecision d;
-  if (policy_ == nullptr) {
+  Policy* policy = PolicyFor(s.has_session());
+  if (policy == nullptr) {
     d.set_verdict(v1::PolicyDecision::VERDICT_ALLOW);
     d.set_mode(v1::POLICY_MODE_ENFORCE);
     d.set_rule("allowed");
     d.set_reason("no policy is configured");
   } else {
-    d = policy_->CheckAction(
+    d = policy->CheckAction(
         ScopeOf(s.incident(), s.cluster(), s.analysis().signature()), action,
         s.has_session() && s.session().dry_run());
   }
@@ -1025,9 +1027,9 @@ void ReflexionWorkflow::UndoNode(State& s, graph::NodeDone done) const {
     std::move(done)(valid);
     return;
   }
-  if (policy_ != nullptr) {
+  if (Policy* policy = PolicyFor(s.has_session()); policy != nullptr) {
     // An undo is exempt from rate limits and freezes, not from the mode.
-    v1::PolicyDecision d = policy_->CheckAction(
+    v1::PolicyDecision d = policy->CheckAction(
         ScopeOf(s.incident(), s.cluster(), s.analysis().signature()),
         u.action(), false);
     if (d.verdict() != v1::PolicyDecision::VERDICT_ALLOW) {

@@ -181,11 +181,16 @@ class ReflexionWorkflow {
   // object.
   // `policy_state` (may be null) keeps the open breakers across restarts:
   // saved whenever one trips here (the caller saves on a clear).
+  // `local_policy` (may be null: `policy`) decides for incidents that run
+  // on the server's own executor rather than an agent session (App: the
+  // simulated cluster's, without rate limits and breakers).
   void SetSafety(Policy* policy, AuditLog* audit,
-                 PolicyStateStore* policy_state = nullptr) {
+                 PolicyStateStore* policy_state = nullptr,
+                 Policy* local_policy = nullptr) {
     policy_ = policy;
     audit_ = audit;
     policy_state_ = policy_state;
+    local_policy_ = local_policy != nullptr ? local_policy : policy;
   }
   Policy* policy() const { return policy_; }
   AuditLog* audit() const { return audit_; }
@@ -285,6 +290,10 @@ class ReflexionWorkflow {
   void ExecuteOnAgent(State& s, graph::NodeDone done) const;
   // The policy's decision about the selected action (node "policy").
   void PolicyNode(State& s, graph::NodeDone done) const;
+  // The policy deciding for a workflow (on an agent session or not).
+  Policy* PolicyFor(bool session) const {
+    return session ? policy_ : local_policy_;
+  }
   // Applies the inverse of the attempt's action (node "undo").
   void UndoNode(State& s, graph::NodeDone done) const;
   // Asks the agent for `action` and waits durably: true when it interrupted
@@ -324,6 +333,7 @@ class ReflexionWorkflow {
   Policy* policy_ = nullptr;
   AuditLog* audit_ = nullptr;
   PolicyStateStore* policy_state_ = nullptr;
+  Policy* local_policy_ = nullptr;
   std::shared_ptr<const WorkflowGraph> graph_;
 };
 

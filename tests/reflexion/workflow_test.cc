@@ -428,15 +428,15 @@ TEST_F(WorkflowTest, InvalidUtf8FromTheExecutorIsRepairedBeforeItIsStored) {
   }
 }
 
-TEST_F(WorkflowTest, GraphHasAllTenNodes) {
+TEST_F(WorkflowTest, GraphHasAllTwelveNodes) {
   std::string mermaid = workflow_->graph().ToMermaid();
   for (const char* node :
        {"analyze_error", "deep_analysis", "select_strategy", "approval",
-        "execute_fix", "observe_outcome", "reflect", "meta_reflect", "learn",
-        "human_escalation"}) {
+        "policy", "execute_fix", "observe_outcome", "undo", "reflect",
+        "meta_reflect", "learn", "human_escalation"}) {
     EXPECT_THAT(mermaid, HasSubstr(node));
   }
-  EXPECT_EQ(workflow_->graph().NodeNames().size(), 10u);
+  EXPECT_EQ(workflow_->graph().NodeNames().size(), 12u);
 }
 
 }  // namespace
