@@ -74,6 +74,10 @@ struct ServerConfig {
   absl::Duration finished_ttl = absl::Hours(24 * 7);
   // How often retention runs (workflow.retention_interval, seconds).
   absl::Duration retention_interval = absl::Seconds(60);
+  // Audit log entries older than this are removed by retention, the last
+  // removed one kept as the chain's anchor (audit.max_age: seconds or a
+  // duration such as 8760h; 0 = keep forever).
+  absl::Duration audit_max_age = absl::Hours(8760);
   // Notes for the startup log: keys recognised but not used by this build,
   // variables that were ignored.
   std::vector<std::string> notes;
