@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
@@ -861,6 +862,12 @@ std::string EnumWord(const std::string& name, absl::string_view prefix) {
   return absl::AsciiStrToLower(v);
 }
 
+// `text` with line breaks and tabs escaped, so an entry stays on its line.
+std::string OneLine(absl::string_view text) {
+  return absl::StrReplaceAll(text,
+                             {{"\n", "\\n"}, {"\r", "\\r"}, {"\t", "\\t"}});
+}
+
 // One audit entry on one line: seq, time, kind, principal, where, what,
 // who decided, mode, outcome, detail (fields without a value are left out).
 void PrintAuditEntry(const reflexion::v1::AuditEntry& e) {
@@ -926,10 +933,12 @@ void PrintAuditEntry(const reflexion::v1::AuditEntry& e) {
       !mode.empty()) {
     parts.push_back("mode " + mode);
   }
-  if (!e.outcome().empty()) parts.push_back("-> " + e.outcome());
+  if (!e.outcome().empty()) parts.push_back("-> " + OneLine(e.outcome()));
   if (e.refers_to() != 0)
     parts.push_back(absl::StrCat("(of ", e.refers_to(), ")"));
-  if (!e.detail().empty()) parts.push_back(absl::StrCat(": ", e.detail()));
+  if (!e.detail().empty()) {
+    parts.push_back(absl::StrCat(": ", OneLine(e.detail())));
+  }
   std::printf("%s\n", absl::StrJoin(parts, "  ").c_str());
 }
 

@@ -180,6 +180,9 @@ TEST_F(AuditServerTest, ListAuditRejectsBadArgumentsNamingTheField) {
        "cluster"},
       {[](v1::ListAuditRequest& r) { r.set_principal(std::string(300, 'p')); },
        "principal"},
+      // Does not parse on the server: named all the same.
+      {[](v1::ListAuditRequest& r) { r.set_namespace_("bad \xc3"); },
+       "namespace"},
   };
   for (const Case& c : cases) {
     v1::ListAuditRequest req;
@@ -261,6 +264,13 @@ TEST_F(AuditServerTest, ReflexionctlAuditPrintsOneLinePerEntryWithFilters) {
                         "decided by human (bob)  mode enforce  : entry 1"));
   EXPECT_THAT(lines[1], HasSubstr("outcome"));
   EXPECT_THAT(lines[1], HasSubstr("-> applied  (of 1)"));
+  // A detail with line breaks stays on its entry's line.
+  v1::AuditEntry multi = MakeEntry(5, kFuture);
+  multi.set_detail("first line\nsecond line");
+  ASSERT_THAT(app_->audit_log()->Append(multi), IsOk());
+  r = RunCtl(absl::StrCat("--server ", Address(), " audit --after 4"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr(": first line\\nsecond line\n"));
 
   r = RunCtl(
       absl::StrCat("--server ", Address(), " audit --kind outcome --limit 1"));
