@@ -2,12 +2,14 @@
 //
 //   reflexionctl [--server HOST:PORT] [-o text|json] COMMAND [flags]
 //
-// Commands: process, strategies, episodes, metrics, health.
+// Commands: process, strategies, episodes, metrics, audit, health, ... (see
+// kUsage).
 
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -15,12 +17,17 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "client/client.h"
+#include "core/reflexion/audit_chain.h"
 #include "core/reflexion/catalog.h"
 #include "core/reflexion/workflow.h"
 #include "google/protobuf/util/json_util.h"
@@ -31,7 +38,7 @@ ABSL_FLAG(std::string, o, "text", "Output format: text or json");
 ABSL_FLAG(std::string, pod, "", "process: pod name");
 ABSL_FLAG(std::string, namespace, "",
           "process, start: namespace (default: default); diagnose: default: "
-          "the pod object's");
+          "the pod object's; audit: namespace filter");
 ABSL_FLAG(std::string, error_type, "",
           "process, reflect: error type (e.g. ImagePullBackOff); "
           "strategies/episodes: filter");
@@ -40,10 +47,11 @@ ABSL_FLAG(std::string, logs_file, "", "process: file with the log tail");
 ABSL_FLAG(std::string, request_id, "", "process: correlation id");
 ABSL_FLAG(bool, quiet, false, "process: print only the result");
 ABSL_FLAG(std::string, signature, "", "strategies/episodes: signature filter");
-ABSL_FLAG(std::string, workflow, "", "episodes: workflow id filter");
+ABSL_FLAG(std::string, workflow, "", "episodes, audit: workflow id filter");
 ABSL_FLAG(std::string, pod_filter, "", "episodes: pod name filter");
 ABSL_FLAG(std::string, namespace_filter, "", "episodes: namespace filter");
-ABSL_FLAG(int, limit, 20, "episodes: page size (1..1000)");
+ABSL_FLAG(int, limit, 20,
+          "episodes: page size (1..1000); audit: entries to print (1..1000)");
 ABSL_FLAG(std::string, page_token, "", "episodes: page token");
 ABSL_FLAG(int, timeout, 600, "Deadline of the call in seconds");
 ABSL_FLAG(std::string, decision, "",
@@ -74,6 +82,15 @@ ABSL_FLAG(double, resolution_time, 0,
           "reflect: seconds to recovery of a successful attempt");
 ABSL_FLAG(std::string, depth, "",
           "reflect: shallow | medium | deep (default: the server's)");
+ABSL_FLAG(uint64_t, after, 0,
+          "audit: only entries after this seq (a previous listing's last)");
+ABSL_FLAG(std::string, cluster, "", "audit: cluster filter");
+ABSL_FLAG(std::string, principal, "", "audit: principal filter");
+ABSL_FLAG(std::string, kind, "",
+          "audit: kind filter: action, outcome, policy, decision, cancel, "
+          "fork, breaker_tripped, breaker_cleared, admin");
+ABSL_FLAG(bool, verify, false,
+          "audit: fetch the whole log and verify its hash chain here");
 ABSL_FLAG(uint64_t, from, 0,
           "watch: first sequence number to show (re-attach after the last "
           "one seen)");
@@ -128,6 +145,14 @@ constexpr char kUsage[] =
     "  breakers    The open blast-radius breakers.\n"
     "  clear-breaker SCOPE [--reason TEXT]\n"
     "              Clear an open breaker: automated actions resume there.\n"
+    "  audit       [--after N] [--limit N] [--cluster C] [--namespace NS]\n"
+    "              [--workflow ID] [--principal P] [--kind K]: the audit log,\n"
+    "              oldest first, one line per entry (K: action, outcome,\n"
+    "              policy, decision, cancel, fork, breaker_tripped,\n"
+    "              breaker_cleared, admin).\n"
+    "  audit --verify  Fetch every entry and verify the hash chain here (not\n"
+    "              trusting the server): exit 0 when intact, 3 naming the\n"
+    "              first broken link.\n"
     "  health      Exit 0 when the service is SERVING (for health checks).\n"
     "  graph       Print the reflexion workflow graph as Mermaid (offline).\n";
 
@@ -878,6 +903,248 @@ int ClearBreaker(ReflexionService::Stub& stub, const std::string& scope) {
   if (!s.ok()) return Error(s);
   std::printf(Json() ? "{\"cleared\": \"%s\"}\n" : "cleared breaker %s\n",
               scope.c_str());
+// "action" for KIND_ACTION, ... (the enum name without its prefix, lower
+// case).
+std::string AuditKindName(reflexion::v1::AuditEntry::Kind kind) {
+  std::string name = reflexion::v1::AuditEntry::Kind_Name(kind);
+  if (absl::StartsWith(name, "KIND_")) name = name.substr(5);
+  return absl::AsciiStrToLower(name);
+}
+
+// --kind as an AuditEntry.Kind ("" = any).
+absl::StatusOr<reflexion::v1::AuditEntry::Kind> ParseAuditKind(
+    const std::string& text) {
+  if (text.empty()) return reflexion::v1::AuditEntry::KIND_UNSPECIFIED;
+  std::vector<std::string> names;
+  for (int k = reflexion::v1::AuditEntry::Kind_MIN + 1;
+       k <= reflexion::v1::AuditEntry::Kind_MAX; ++k) {
+    if (!reflexion::v1::AuditEntry::Kind_IsValid(k)) continue;
+    const auto kind = static_cast<reflexion::v1::AuditEntry::Kind>(k);
+    if (AuditKindName(kind) == text) return kind;
+    names.push_back(AuditKindName(kind));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--kind: '", text, "' is not one of ", absl::StrJoin(names, ", ")));
+}
+
+// The lower-case enum value name without `prefix` ("" for the zero value).
+std::string EnumWord(const std::string& name, absl::string_view prefix) {
+  if (absl::EndsWith(name, "_UNSPECIFIED") || name.empty()) return "";
+  absl::string_view v(name);
+  absl::ConsumePrefix(&v, prefix);
+  return absl::AsciiStrToLower(v);
+}
+
+// `text` with line breaks and tabs escaped, so an entry stays on its line.
+std::string OneLine(absl::string_view text) {
+  return absl::StrReplaceAll(text,
+                             {{"\n", "\\n"}, {"\r", "\\r"}, {"\t", "\\t"}});
+}
+
+// One audit entry on one line: seq, time, kind, principal, where, what,
+// who decided, mode, outcome, detail (fields without a value are left out).
+void PrintAuditEntry(const reflexion::v1::AuditEntry& e) {
+  std::vector<std::string> parts;
+  parts.push_back(
+      absl::StrFormat("%6llu", static_cast<unsigned long long>(e.seq())));
+  parts.push_back(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ",
+                                   absl::FromUnixSeconds(e.time().seconds()) +
+                                       absl::Nanoseconds(e.time().nanos()),
+                                   absl::UTCTimeZone()));
+  parts.push_back(absl::StrFormat("%-8s", AuditKindName(e.kind())));
+  if (!e.principal().empty()) parts.push_back("by " + e.principal());
+  if (!e.cluster().empty() || !e.namespace_().empty()) {
+    parts.push_back(
+        absl::StrCat(e.cluster().empty() ? "-" : e.cluster(), "/",
+                     e.namespace_().empty() ? "-" : e.namespace_()));
+  }
+  if (!e.workload().empty()) parts.push_back(e.workload());
+  if (!e.pod().empty()) parts.push_back("pod " + e.pod());
+  if (!e.workflow_id().empty()) parts.push_back(e.workflow_id());
+  if (e.has_action() &&
+      e.action().type() != reflexion::v1::ACTION_TYPE_UNSPECIFIED) {
+    const reflexion::v1::Action& a = e.action();
+    std::vector<std::string> params;
+    if (a.params().memory_factor() != 0) {
+      params.push_back(
+          absl::StrCat("memory_factor=", a.params().memory_factor()));
+    }
+    if (a.params().probe_factor() != 0) {
+      params.push_back(
+          absl::StrCat("probe_factor=", a.params().probe_factor()));
+    }
+    if (a.params().requests_factor() != 0) {
+      params.push_back(
+          absl::StrCat("requests_factor=", a.params().requests_factor()));
+    }
+    if (!a.image().empty()) params.push_back("image=" + a.image());
+    if (!a.pull_secret().empty()) {
+      params.push_back("pull_secret=" + a.pull_secret());
+    }
+    if (!a.undo_of().empty()) params.push_back("undo_of=" + a.undo_of());
+    for (const auto& r : a.restore()) {
+      params.push_back(absl::StrCat(r.path(), "=", r.before()));
+    }
+    parts.push_back(absl::StrCat(
+        EnumWord(reflexion::v1::ActionType_Name(a.type()), "ACTION_TYPE_"), "(",
+        absl::StrJoin(params, ", "), ")"));
+  }
+  if (std::string tier =
+          EnumWord(reflexion::v1::SafetyTier_Name(e.tier()), "SAFETY_TIER_");
+      !tier.empty()) {
+    parts.push_back("tier " + absl::AsciiStrToUpper(tier));
+  }
+  if (std::string decider = EnumWord(
+          reflexion::v1::AuditEntry::Decider_Name(e.decider()), "DECIDER_");
+      !decider.empty()) {
+    parts.push_back(absl::StrCat(
+        "decided by ", decider,
+        e.decided_by().empty() ? "" : absl::StrCat(" (", e.decided_by(), ")")));
+  }
+  if (std::string mode =
+          EnumWord(reflexion::v1::PolicyMode_Name(e.mode()), "POLICY_MODE_");
+      !mode.empty()) {
+    parts.push_back("mode " + mode);
+  }
+  if (!e.outcome().empty()) parts.push_back("-> " + OneLine(e.outcome()));
+  if (e.refers_to() != 0)
+    parts.push_back(absl::StrCat("(of ", e.refers_to(), ")"));
+  if (!e.detail().empty()) {
+    parts.push_back(absl::StrCat(": ", OneLine(e.detail())));
+  }
+  std::printf("%s\n", absl::StrJoin(parts, "  ").c_str());
+}
+
+absl::Status CallListAudit(ReflexionService::Stub& stub,
+                           const reflexion::v1::ListAuditRequest& req,
+                           reflexion::v1::ListAuditResponse* resp) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::seconds(absl::GetFlag(FLAGS_timeout)));
+  return reflexion::client::FromGrpc(stub.ListAudit(&ctx, req, resp));
+}
+
+// reflexionctl audit --verify: every page from the start, the chain checked
+// here with the same code the server uses. Exit 0 intact, 3 broken.
+int AuditVerify(ReflexionService::Stub& stub) {
+  // Retention may move the anchor past entries not read yet while we page:
+  // then the walk starts again (a few times at most).
+  for (int walk = 0; walk < 3; ++walk) {
+    reflexion::v1::ListAuditRequest req;
+    req.set_page_size(1000);
+    std::optional<reflexion::core::AuditChainVerifier> verifier;
+    reflexion::v1::AuditAnchor anchor;
+    uint64_t last_seq = 0;
+    bool restart = false;
+    while (true) {
+      reflexion::v1::ListAuditResponse resp;
+      if (absl::Status s = CallListAudit(stub, req, &resp); !s.ok()) {
+        return Error(s);
+      }
+      if (!verifier.has_value()) {
+        anchor = resp.anchor();
+        verifier.emplace(anchor);
+      } else if (resp.anchor().seq() > verifier->last_seq()) {
+        restart = true;
+        break;
+      }
+      for (const auto& e : resp.entries()) {
+        if (!verifier->Add(e)) break;
+      }
+      last_seq = resp.last_seq();
+      if (!verifier->result().ok || resp.next_after() == 0) break;
+      req.set_after(resp.next_after());
+    }
+    if (restart) continue;
+    const reflexion::core::AuditVerification v = verifier->Finish(last_seq);
+    if (Json()) {
+      nlohmann::json j;
+      j["ok"] = v.ok;
+      j["checked"] = v.checked;
+      j["anchor_seq"] = anchor.seq();
+      j["last_seq"] = last_seq;
+      if (!v.ok) {
+        j["first_bad_seq"] = v.first_bad_seq;
+        j["problem"] = v.problem;
+      }
+      std::printf("%s\n", j.dump().c_str());
+    } else if (v.ok) {
+      std::printf("audit chain OK: %llu entries from anchor %llu\n",
+                  static_cast<unsigned long long>(v.checked),
+                  static_cast<unsigned long long>(anchor.seq()));
+    } else {
+      std::printf(
+          "audit chain BROKEN at entry %llu: %s (%llu entries from anchor %llu "
+          "verified before it)\n",
+          static_cast<unsigned long long>(v.first_bad_seq), v.problem.c_str(),
+          static_cast<unsigned long long>(v.checked),
+          static_cast<unsigned long long>(anchor.seq()));
+    }
+    return v.ok ? 0 : 3;
+  }
+  return Error(absl::UnavailableError(
+      "audit --verify: retention kept moving the anchor during the walk; try "
+      "again"));
+}
+
+int Audit(ReflexionService::Stub& stub) {
+  reflexion::v1::ListAuditRequest req;
+  req.set_cluster(absl::GetFlag(FLAGS_cluster));
+  req.set_namespace_(absl::GetFlag(FLAGS_namespace));
+  req.set_workflow_id(absl::GetFlag(FLAGS_workflow));
+  req.set_principal(absl::GetFlag(FLAGS_principal));
+  absl::StatusOr<reflexion::v1::AuditEntry::Kind> kind =
+      ParseAuditKind(absl::GetFlag(FLAGS_kind));
+  if (!kind.ok()) return Error(kind.status());
+  req.set_kind(*kind);
+  if (absl::GetFlag(FLAGS_verify)) {
+    if (!req.cluster().empty() || !req.namespace_().empty() ||
+        !req.workflow_id().empty() || !req.principal().empty() ||
+        req.kind() != reflexion::v1::AuditEntry::KIND_UNSPECIFIED ||
+        absl::GetFlag(FLAGS_after) != 0) {
+      std::cerr << "reflexionctl: audit --verify checks the whole chain from "
+                   "its anchor: it takes no --after, --cluster, --namespace, "
+                   "--workflow, --principal or --kind\n";
+      return 2;
+    }
+    return AuditVerify(stub);
+  }
+  const int limit = absl::GetFlag(FLAGS_limit);
+  if (limit < 1 || limit > 1000) {
+    std::cerr << "reflexionctl: --limit must be between 1 and 1000\n";
+    return 2;
+  }
+  req.set_after(absl::GetFlag(FLAGS_after));
+  // Pages scan a bounded stretch of the log, so a selective filter may need
+  // several (some empty) to fill `limit` lines.
+  int printed = 0;
+  uint64_t more_after = 0;
+  while (printed < limit) {
+    req.set_page_size(limit - printed);
+    reflexion::v1::ListAuditResponse resp;
+    if (absl::Status s = CallListAudit(stub, req, &resp); !s.ok()) {
+      return Error(s);
+    }
+    for (const auto& e : resp.entries()) {
+      if (Json()) {
+        std::printf("%s\n", ToJson(e, false).c_str());
+      } else {
+        PrintAuditEntry(e);
+      }
+      ++printed;
+      more_after = e.seq();
+    }
+    if (resp.next_after() == 0) {
+      more_after = 0;
+      break;
+    }
+    req.set_after(resp.next_after());
+    more_after = resp.next_after();
+  }
+  if (more_after != 0 && !Json()) {
+    std::printf("(more: reflexionctl audit --after %llu ...)\n",
+                static_cast<unsigned long long>(more_after));
+  }
   return 0;
 }
 
@@ -938,6 +1205,7 @@ int main(int argc, char** argv) {
   if (command == "metrics") return Metrics(*stub);
   if (command == "reflect") return Reflect(*stub);
   if (command == "health") return Health(channel);
+  if (command == "audit") return Audit(*stub);
   if (command == "start") return Start(*stub);
   if (command == "breakers") return Breakers(*stub);
   if (command == "undo" || command == "clear-breaker") {

@@ -65,5 +65,6 @@ REFLEXION_REQUEST_TRAITS(reflexion::v1::ForkWorkflowRequest)
 REFLEXION_REQUEST_TRAITS(reflexion::v1::ListStrategiesRequest)
 REFLEXION_REQUEST_TRAITS(reflexion::v1::ListEpisodesRequest)
 REFLEXION_REQUEST_TRAITS(reflexion::v1::GetMetricsRequest)
+REFLEXION_REQUEST_TRAITS(reflexion::v1::ListAuditRequest)
 
 #undef REFLEXION_REQUEST_TRAITS

@@ -44,6 +44,10 @@ absl::Status App::Start() {
   if (!start.ok()) return start.status();
   start_number_ = *start;
   store_ = std::make_unique<storage::RocksDbKnowledgeStore>(db_.get());
+  absl::StatusOr<std::unique_ptr<storage::RocksDbAuditLog>> audit =
+      storage::RocksDbAuditLog::Open(db_.get());
+  if (!audit.ok()) return audit.status();
+  audit_ = *std::move(audit);
   if (config_.checkpointing) {
     checkpoints_ = std::make_unique<storage::RocksDbCheckpointStore>(db_.get());
     events_ = std::make_unique<storage::RocksDbEventLog>(db_.get());
@@ -109,7 +113,7 @@ absl::Status App::Start() {
     local.breaker.workload_min_pods = 0;
     local_policy_ = std::make_unique<core::Policy>(local, &clock_);
   }
-  workflow_->SetSafety(policy_.get(), nullptr, policy_state_.get(),
+  workflow_->SetSafety(policy_.get(), audit_.get(), policy_state_.get(),
                        local_policy_.get());
   hub_ = std::make_unique<EventHub>(config_.watch_retained_workflows,
                                     events_.get());
@@ -156,6 +160,9 @@ absl::Status App::Start() {
     }
     retention_ = std::thread([this] { RetentionLoop(); });
   }
+  if (!retention_.joinable() && config_.audit_max_age > absl::ZeroDuration()) {
+    retention_ = std::thread([this] { RetentionLoop(); });
+  }
   ServiceOptions options;
   options.max_in_flight_per_stream = config_.max_in_flight_per_stream;
   options.stream_buffer_bytes =
@@ -175,6 +182,7 @@ absl::Status App::Start() {
   options.stalled_stream_timeout = config_.stalled_stream_timeout;
   options.timer = timer_.get();
   options.lanes = pool_.get();
+  options.audit_log = audit_.get();
   service_ = std::make_unique<ReflexionServiceImpl>(
       workflow_.get(), runner_.get(), hub_.get(), store_.get(),
       checkpoints_.get(), pool_.get(), &clock_, options);
@@ -221,6 +229,13 @@ absl::StatusOr<int> App::RunRetention() {
   }
 }
 
+absl::StatusOr<int64_t> App::RunAuditRetention() {
+  if (audit_ == nullptr || config_.audit_max_age == absl::ZeroDuration()) {
+    return 0;
+  }
+  return audit_->Retain(clock_.Now() - config_.audit_max_age);
+}
+
 void App::RetentionLoop() {
   while (!stop_retention_.WaitForNotificationWithTimeout(
       config_.retention_interval)) {
@@ -229,6 +244,13 @@ void App::RetentionLoop() {
       LOG(WARNING) << "retention failed: " << n.status();
     } else if (*n > 0) {
       LOG(INFO) << "retention deleted " << *n << " finished workflows";
+    }
+    absl::StatusOr<int64_t> audited = RunAuditRetention();
+    if (!audited.ok()) {
+      LOG(WARNING) << "audit retention failed: " << audited.status();
+    } else if (*audited > 0) {
+      LOG(INFO) << "audit retention removed " << *audited << " entries older "
+                << "than " << absl::FormatDuration(config_.audit_max_age);
     }
   }
 }
@@ -279,6 +301,7 @@ void App::Stop(absl::Duration drain, absl::Duration grace) {
   reflector_ = &heuristic_;
   checkpoints_.reset();
   events_.reset();
+  audit_.reset();
   store_.reset();
   db_.reset();
 }

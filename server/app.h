@@ -19,6 +19,7 @@
 #include "server/upstream/http_executor.h"
 #include "server/upstream/openai_reflector.h"
 #include "server/workflow_runner.h"
+#include "storage/rocksdb_audit_log.h"
 #include "storage/rocksdb_checkpoint_store.h"
 #include "storage/rocksdb_db.h"
 #include "storage/rocksdb_event_log.h"
@@ -76,6 +77,13 @@ class App {
   // finished_ttl. Returns how many were deleted.
   absl::StatusOr<int> RunRetention();
 
+  // The audit log (after Start; null before and after Stop), for the
+  // workflow wiring and tests. Owned by the App.
+  core::AuditLog* audit_log() const { return audit_.get(); }
+  // Runs audit retention once: removes entries older than audit.max_age
+  // (none when it is 0). Returns how many were removed.
+  absl::StatusOr<int64_t> RunAuditRetention();
+
  private:
   void RetentionLoop();
   // Picks the reflector (reflector.type, openai.*); starts http_ for it.
@@ -94,6 +102,7 @@ class App {
   std::unique_ptr<storage::RocksDbKnowledgeStore> store_;
   std::unique_ptr<storage::RocksDbCheckpointStore> checkpoints_;
   std::unique_ptr<storage::RocksDbEventLog> events_;  // with checkpoints_
+  std::unique_ptr<storage::RocksDbAuditLog> audit_;
   int resumed_ = 0;
   uint64_t start_number_ = 0;  // this start of the data dir: 1, 2, ...
   absl::Notification stop_retention_;

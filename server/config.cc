@@ -1,14 +1,17 @@
 #include "server/config.h"
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/reflexion/utf8.h"
+#include "absl/time/time.h"
 #include "server/policy_config.h"
 #include "yaml-cpp/yaml.h"
 
@@ -120,6 +123,30 @@ absl::Status ReadWholeSeconds(const YAML::Node& n, absl::string_view key,
   absl::Status s = ReadInt(n, key, lo, hi, seconds);
   if (s.ok()) out = absl::Seconds(seconds);
   return s;
+}
+
+// A duration key: a number of seconds (fractions allowed) or a duration
+// with units ("8760h", "90m", "1h30m"), between 0 and `hi`.
+absl::Status ReadDuration(const YAML::Node& n, absl::string_view key,
+                          absl::Duration hi, absl::Duration& out) {
+  std::string text;
+  absl::Status s = Read(n, key, text);
+  if (!s.ok()) return s;
+  absl::Duration d;
+  double seconds = 0;
+  if (absl::SimpleAtod(text, &seconds) && std::isfinite(seconds)) {
+    d = absl::Seconds(seconds);
+  } else if (!absl::ParseDuration(text, &d) || d == absl::InfiniteDuration()) {
+    return Bad(key, absl::StrCat("'", Quote(text),
+                                 "' is not a duration (seconds, or e.g. "
+                                 "8760h, 90m, 1h30m)"));
+  }
+  if (d < absl::ZeroDuration() || d > hi) {
+    return Bad(
+        key, absl::StrCat("must be between 0 and ", absl::FormatDuration(hi)));
+  }
+  out = d;
+  return absl::OkStatus();
 }
 
 bool IsHttpUrl(absl::string_view url) {
@@ -336,6 +363,9 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
   }
   if (key == "workflow.retention_interval") {
     return ReadWholeSeconds(v, key, 1, 86400, c.retention_interval);
+  }
+  if (key == "audit.max_age") {
+    return ReadDuration(v, key, absl::Hours(100 * 8760), c.audit_max_age);
   }
   if (key == "workflow.execution_timeout") {
     return ReadWholeSeconds(v, key, 1, 86400, w.node_timeout);

@@ -79,6 +79,10 @@ struct ServerConfig {
   // POD_NAMESPACE when that is set and the key is not.
   core::PolicyConfig policy;
   bool policy_own_namespace_set = false;
+  // Audit log entries older than this are removed by retention, the last
+  // removed one kept as the chain's anchor (audit.max_age: seconds or a
+  // duration such as 8760h; 0 = keep forever).
+  absl::Duration audit_max_age = absl::Hours(8760);
   // Notes for the startup log: keys recognised but not used by this build,
   // variables that were ignored.
   std::vector<std::string> notes;

@@ -10,6 +10,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "core/reflexion/audit_chain.h"
 #include "core/reflexion/catalog.h"
 #include "core/reflexion/events.h"
 #include "core/reflexion/metrics.h"
@@ -1544,6 +1545,93 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::SimulateReflection(
         *response->mutable_reflection() = std::move(reflection);
         reactor->Finish(grpc::Status::OK);
       });
+  return reactor;
+}
+
+namespace {
+
+// Validates a ListAudit request into the log's filter, or says which field
+// is wrong.
+absl::StatusOr<core::AuditFilter> AuditFilterFrom(
+    const reflexion::v1::ListAuditRequest& request) {
+  auto bad = [](absl::string_view message) {
+    return absl::InvalidArgumentError(message);
+  };
+  if (request.page_size() < 0 || request.page_size() > 1000) {
+    return bad("page_size: must be between 0 and 1000");
+  }
+  if (!reflexion::v1::AuditEntry::Kind_IsValid(request.kind())) {
+    return bad(absl::StrCat("kind: unknown AuditEntry.Kind ", request.kind()));
+  }
+  const std::pair<const std::string*, absl::string_view> strings[] = {
+      {&request.cluster(), "cluster"},
+      {&request.namespace_(), "namespace"},
+      {&request.workflow_id(), "workflow_id"},
+      {&request.principal(), "principal"}};
+  for (const auto& [value, name] : strings) {
+    if (value->size() > core::kMaxAuditFieldBytes) {
+      return bad(absl::StrCat(name, ": at most ", core::kMaxAuditFieldBytes,
+                              " bytes"));
+    }
+  }
+  // google.protobuf.Timestamp's range: years 1 to 9999.
+  auto valid = [](const google::protobuf::Timestamp& t) {
+    return t.seconds() >= -62'135'596'800 && t.seconds() <= 253'402'300'799 &&
+           t.nanos() >= 0 && t.nanos() <= 999'999'999;
+  };
+  if (request.has_since() && !valid(request.since())) {
+    return bad("since: not a valid timestamp");
+  }
+  if (request.has_until() && !valid(request.until())) {
+    return bad("until: not a valid timestamp");
+  }
+  core::AuditFilter f;
+  if (request.has_since()) f.since = core::FromProto(request.since());
+  if (request.has_until()) f.until = core::FromProto(request.until());
+  if (f.since.has_value() && f.until.has_value() && *f.since > *f.until) {
+    return bad("since: must not be after until");
+  }
+  f.after = request.after();
+  f.page_size = core::ClampAuditPageSize(request.page_size());
+  f.cluster = request.cluster();
+  f.namespace_ = request.namespace_();
+  f.workflow_id = request.workflow_id();
+  f.principal = request.principal();
+  f.kind = request.kind();
+  return f;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ReflexionServiceImpl::ListAudit(
+    grpc::CallbackServerContext* context,
+    const reflexion::v1::ListAuditRequest* request,
+    reflexion::v1::ListAuditResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (RefuseUndecodable(*request, reactor)) return reactor;
+  if (options_.audit_log == nullptr) {
+    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(
+        "this server has no audit log configured")));
+    return reactor;
+  }
+  absl::StatusOr<core::AuditFilter> filter = AuditFilterFrom(*request);
+  if (!filter.ok()) {
+    reactor->Finish(ToGrpcStatus(filter.status()));
+    return reactor;
+  }
+  // A storage read: on the pool, never in the reaction.
+  pool_->Post([this, reactor, response, f = *std::move(filter)] {
+    absl::StatusOr<core::AuditPage> page = options_.audit_log->List(f);
+    if (!page.ok()) {
+      reactor->Finish(ToGrpcStatus(page.status()));
+      return;
+    }
+    for (auto& e : page->entries) *response->add_entries() = std::move(e);
+    response->set_next_after(page->next_after);
+    *response->mutable_anchor() = std::move(page->anchor);
+    response->set_last_seq(page->last_seq);
+    reactor->Finish(grpc::Status::OK);
+  });
   return reactor;
 }
 

@@ -9,6 +9,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/graph/task_runner.h"
+#include "core/ports/audit_log.h"
 #include "core/ports/checkpoint_store.h"
 #include "core/ports/clock.h"
 #include "core/ports/knowledge_store.h"
@@ -53,6 +54,8 @@ struct ServiceOptions {
   // Outbound HTTP upstreams with their breakers, for GetMetrics (unset:
   // none).
   std::function<std::vector<upstream::UpstreamStats>()> upstreams;
+  // ListAudit reads it (null: ListAudit answers FAILED_PRECONDITION).
+  core::AuditLog* audit_log = nullptr;
 };
 
 namespace internal {
@@ -75,7 +78,8 @@ using ServiceBase = RS::WithRawCallbackMethod_Resolve<
                                                 RS::WithCallbackMethod_UndoAction<
                                                     RS::WithCallbackMethod_ListBreakers<
                                                         RS::WithCallbackMethod_ClearBreaker<
-                                                            RS::Service>>>>>>>>>>>>>>>>>;
+                                                            RS::WithCallbackMethod_ListAudit<
+                                                                RS::Service>>>>>>>>>>>>>>>>>>;
 }  // namespace internal
 
 // The gRPC service (callback API). Reactions never block: storage reads run
@@ -186,6 +190,10 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
       grpc::CallbackServerContext* context,
       const reflexion::v1::SimulateReflectionRequest* request,
       reflexion::v1::SimulateReflectionResponse* response) override;
+  grpc::ServerUnaryReactor* ListAudit(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::ListAuditRequest* request,
+      reflexion::v1::ListAuditResponse* response) override;
 
   // server/safety_rpcs.cc
   grpc::ServerUnaryReactor* UndoAction(

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/reflexion/audit_chain.h"
@@ -182,25 +183,65 @@ absl::StatusOr<std::unique_ptr<RocksDbAuditLog>> RocksDbAuditLog::Open(
 
 absl::StatusOr<v1::AuditEntry> RocksDbAuditLog::Append(v1::AuditEntry entry) {
   REFLEXION_RETURN_IF_ERROR(core::SanitizeAuditEntry(&entry));
+  Pending pending;
+  pending.entry = std::move(entry);
   absl::MutexLock lock(&mu_);
-  entry.set_seq(last_seq_ + 1);
-  entry.set_prev_hash(last_hash_);
-  entry.set_hash(core::AuditHash(entry));
-  v1::AuditAnchor last;
-  last.set_seq(entry.seq());
-  last.set_hash(entry.hash());
+  queue_.push_back(&pending);
+  while (!pending.done) {
+    if (writing_) {
+      written_.Wait(&mu_);
+    } else {
+      WriteGroup();  // ours, and whatever queued with it
+    }
+  }
+  if (!pending.status.ok()) return pending.status;
+  return std::move(pending.entry);
+}
+
+void RocksDbAuditLog::WriteGroup() {
+  // Enough to amortise an fsync, small enough to bound a batch.
+  constexpr size_t kMaxGroup = 1024;
+  writing_ = true;
+  std::vector<Pending*> group;
+  while (!queue_.empty() && group.size() < kMaxGroup) {
+    group.push_back(queue_.front());
+    queue_.pop_front();
+  }
+  uint64_t seq = last_seq_;
+  std::string hash = last_hash_;
   rocksdb::WriteBatch batch;
-  (void)batch.Put(audit_, EntryKey(entry.seq()), entry.SerializeAsString());
+  for (Pending* p : group) {
+    p->entry.set_seq(++seq);
+    p->entry.set_prev_hash(hash);
+    p->entry.set_hash(core::AuditHash(p->entry));
+    hash = p->entry.hash();
+    (void)batch.Put(audit_, EntryKey(seq), p->entry.SerializeAsString());
+  }
+  v1::AuditAnchor last;
+  last.set_seq(seq);
+  last.set_hash(hash);
   (void)batch.Put(audit_, LastKey(), last.SerializeAsString());
-  // Durable before the caller acts on it, whatever the DB's default.
+  // Durable before the callers act on it, whatever the DB's default. Others
+  // queue the next group meanwhile (writing_ keeps them from writing).
   rocksdb::WriteOptions options;
   options.sync = true;
-  REFLEXION_RETURN_IF_ERROR(
-      FromRocksDbStatus(db_->Write(options, &batch),
-                        absl::StrCat("append audit entry ", entry.seq())));
-  last_seq_ = entry.seq();
-  last_hash_ = entry.hash();
-  return entry;
+  mu_.Unlock();
+  const absl::Status status = FromRocksDbStatus(
+      db_->Write(options, &batch),
+      group.size() == 1 ? absl::StrCat("append audit entry ", seq)
+                        : absl::StrCat("append audit entries ",
+                                       seq - group.size() + 1, "..", seq));
+  mu_.Lock();
+  if (status.ok()) {
+    last_seq_ = seq;
+    last_hash_ = std::move(hash);
+  }
+  for (Pending* p : group) {
+    p->status = status;
+    p->done = true;
+  }
+  writing_ = false;
+  written_.SignalAll();
 }
 
 absl::StatusOr<core::AuditPage> RocksDbAuditLog::List(

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 
@@ -26,14 +27,17 @@ namespace reflexion::storage {
 //   'm' 'l'                        -> AuditAnchor: the last entry's seq and
 //                                     hash (absent: the anchor)
 //
-// An append writes its entry and the last-entry key in one WriteBatch,
-// synced to disk whatever RocksDbOptions::sync_writes says; appends are
-// serialised (one fsync each) under a mutex that also holds the last seq and
-// hash, recovered at Open. Retention is one range delete of the removed
-// prefix with the new anchor, in one synced batch. Reads (List, Verify) see
-// one snapshot, so the anchor, the last seq and the entries agree. The
-// last-entry key makes a removed tail visible to Verify (a log cut after
-// entry 20 whose last seq is 23 reports entries 21..23 missing).
+// Appends are group-committed: concurrent callers queue their entries; one
+// of them (the leader) chains the queued ones in order and writes them with
+// the last-entry key as one WriteBatch, synced to disk whatever
+// RocksDbOptions::sync_writes says, while the next group queues; each caller
+// returns when its group is durable. A failed write fails its whole group
+// and uses no seq. The last seq and hash are recovered at Open. Retention is
+// one range delete of the removed prefix with the new anchor, in one synced
+// batch. Reads (List, Verify) see one snapshot, so the anchor, the last seq and
+// the entries agree. The last-entry key makes a removed tail visible to Verify
+// (a log cut after entry 20 whose last seq is 23 reports entries 21..23
+// missing).
 //
 // Bound: the family grows with every action; Retain by age (audit.max_age)
 // is the policy. Thread-safe.
@@ -65,13 +69,28 @@ class RocksDbAuditLog final : public core::AuditLog {
   RocksDb* const db_;
   rocksdb::ColumnFamilyHandle* const audit_;
   const int scan_limit_;
-  // Serialises appends; the last seq and hash (the next entry's seq - 1
-  // and prev_hash).
+  // An Append waiting in the group-commit queue (on its caller's stack).
+  struct Pending {
+    reflexion::v1::AuditEntry entry;
+    absl::Status status;
+    bool done = false;
+  };
+  // Writes one group (chained from last_seq_/last_hash_) as one synced
+  // batch, with mu_ released during the write. Called by the leader.
+  void WriteGroup() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   absl::Mutex mu_;
+  // The last seq and hash (the next entry's seq - 1 and prev_hash).
   uint64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_hash_ ABSL_GUARDED_BY(mu_);
+  // Appends waiting for the next group write. Bounded by the callers
+  // blocked in Append (one entry each); a group takes at most kMaxGroup.
+  std::deque<Pending*> queue_ ABSL_GUARDED_BY(mu_);
+  // A leader is writing a group (the others wait for it).
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  absl::CondVar written_;
   // Serialises retention (which appends do not wait for).
-  absl::Mutex retain_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  absl::Mutex retain_mu_;
 };
 
 }  // namespace reflexion::storage

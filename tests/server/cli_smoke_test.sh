@@ -50,6 +50,8 @@ grep -q "reflector: heuristic" "$work/server.log" || fail "startup log does not 
 
 if [[ $mode == cli ]]; then
   expect '^SERVING$' "health" "$ctl" --server "$addr" health
+  expect '^audit chain OK: 0 entries from anchor 0$' "audit verify" \
+    "$ctl" --server "$addr" audit --verify
   "$ctl" --server "$addr" process --pod web-1 --namespace default \
     --error_type ImagePullBackOff >"$work/process.txt" || fail "process exit code"
   grep -q "analyze_error" "$work/process.txt" || fail "no analyze_error event line"
