@@ -106,8 +106,14 @@ class SimulatedCluster final : public core::ClusterExecutor {
   // before Execute completes, so a killed process loses nothing), and the
   // actions already in the file are replayed now: their idempotency keys
   // stay spent (Execute returns deduplicated) and their outcomes stay
-  // observable. Call once, before use. Errors: kUnavailable when the file
-  // cannot be opened, kDataLoss naming the line of a corrupt journal.
+  // observable. A line is four tab-separated fields: the action (hex
+  // protobuf), the scenario id, the error type and the result's message
+  // and changes (hex protobuf), which replay onto the pod's model (paths
+  // no recorded change touched start from the scenario's values: the pod
+  // object of an incident is not journaled). Lines of three fields (older
+  // builds) are read too. An undo that restored nothing is not journaled.
+  // Call once, before use. Errors: kUnavailable when the file cannot be
+  // opened, kDataLoss naming the line of a corrupt journal.
   absl::Status EnableJournal(const std::string& path) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Completes every call `latency` later on the cluster's own timer thread
