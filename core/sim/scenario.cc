@@ -310,6 +310,66 @@ absl::StatusOr<ActionModel> ParseActionModel(const YAML::Node& node,
   return m;
 }
 
+// A failure reason as Kubernetes reports one: 1 to 64 of [A-Za-z0-9_.-].
+bool IsReason(absl::string_view r) {
+  if (r.empty() || r.size() > 64) return false;
+  for (char c : r) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' &&
+        c != '.' && c != '-') {
+      return false;
+    }
+  }
+  return true;
+}
+
+absl::Status ParseRegressions(const YAML::Node& node, const Where& where,
+                              absl::flat_hash_map<int, std::string>* out) {
+  if (!node.IsMap() || node.size() == 0) {
+    return where.Error(absl::StrCat(
+        "expected a non-empty map of action name to failure reason",
+        LineOf(node)));
+  }
+  for (const auto& entry : node) {
+    REFLEXION_ASSIGN_OR_RETURN(std::string name,
+                               As<std::string>(entry.first, where, "a name"));
+    const Where field = where.Field(name);
+    absl::StatusOr<ActionType> type = ActionTypeFromName(name);
+    if (!type.ok()) return field.Error(type.status().message());
+    if (*type == reflexion::v1::ACTION_TYPE_UNDO) {
+      return field.Error("undo cannot plant a regression");
+    }
+    REFLEXION_ASSIGN_OR_RETURN(
+        std::string reason, As<std::string>(entry.second, field, "a string"));
+    if (!IsReason(reason)) {
+      return field.Error(absl::StrCat(
+          "\"", reason,
+          "\" is not a failure reason (1 to 64 of [A-Za-z0-9_.-])"));
+    }
+    if (!out->emplace(*type, std::move(reason)).second) {
+      return field.Error("listed twice");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseWorkload(const YAML::Node& node, const Where& where,
+                           WorkloadModel* w) {
+  REFLEXION_RETURN_IF_ERROR(CheckMap(node, where, {"replicas", "ready"}));
+  REFLEXION_RETURN_IF_ERROR(
+      ReadRequired(node, "replicas", where, "an integer", &w->replicas));
+  if (w->replicas < 1 || w->replicas > 10000) {
+    return where.Field("replicas").Error("must be in [1, 10000]");
+  }
+  REFLEXION_RETURN_IF_ERROR(
+      Read(node, "ready", where, "an integer", &w->ready));
+  if (w->ready < 0 || w->ready >= w->replicas) {
+    return where.Field("ready").Error(
+        absl::StrCat("must be in [0, replicas - 1 = ", w->replicas - 1,
+                     "]: the failing pod is one of the replicas"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Scenario> ParseScenario(const YAML::Node& node, size_t index) {
   Where where{absl::StrCat("scenarios[", index, "]"), ""};
   if (!node.IsMap()) {
@@ -319,9 +379,10 @@ absl::StatusOr<Scenario> ParseScenario(const YAML::Node& node, size_t index) {
   REFLEXION_RETURN_IF_ERROR(ReadRequired(node, "id", where, "a string", &s.id));
   if (s.id.empty()) return where.Field("id").Error("must not be empty");
   where.scope = absl::StrCat("scenario \"", s.id, "\"");
-  REFLEXION_RETURN_IF_ERROR(CheckMap(
-      node, where,
-      {"id", "error_types", "weight", "root_cause", "signals", "actions"}));
+  REFLEXION_RETURN_IF_ERROR(
+      CheckMap(node, where,
+               {"id", "error_types", "weight", "root_cause", "signals",
+                "actions", "regressions", "workload"}));
 
   if (!Get(node, "error_types").has_value()) {
     return where.Field("error_types").Error("missing");
@@ -357,9 +418,23 @@ absl::StatusOr<Scenario> ParseScenario(const YAML::Node& node, size_t index) {
     if (!type.ok()) return action_where.Error(type.status().message());
     REFLEXION_ASSIGN_OR_RETURN(
         ActionModel model, ParseActionModel(entry.second, *type, action_where));
+    if (*type == reflexion::v1::ACTION_TYPE_UNDO) {
+      return action_where.Error(
+          "undo is not a strategy: its outcome is the pod's original failure");
+    }
     if (!s.actions.emplace(*type, model).second) {
       return action_where.Error("listed twice");
     }
+  }
+  if (std::optional<YAML::Node> regressions = Get(node, "regressions");
+      regressions.has_value()) {
+    REFLEXION_RETURN_IF_ERROR(ParseRegressions(
+        *regressions, where.Field("regressions"), &s.regressions));
+  }
+  if (std::optional<YAML::Node> workload = Get(node, "workload");
+      workload.has_value()) {
+    REFLEXION_RETURN_IF_ERROR(
+        ParseWorkload(*workload, where.Field("workload"), &s.workload));
   }
   return s;
 }
@@ -412,6 +487,12 @@ bool Scenario::Matches(absl::string_view error_type) const {
 const ActionModel* Scenario::FindAction(reflexion::v1::ActionType type) const {
   auto it = actions.find(type);
   return it == actions.end() ? nullptr : &it->second;
+}
+
+const std::string* Scenario::FindRegression(
+    reflexion::v1::ActionType type) const {
+  auto it = regressions.find(type);
+  return it == regressions.end() ? nullptr : &it->second;
 }
 
 std::string ActionName(ActionType type) {

@@ -25,9 +25,22 @@
 //                                 min_memory_factor: 1.5,
 //                                 success_below: 0.05}
 //
+//       regressions:                    # optional: catalog name -> the
+//         patch_image: OOMKilled        # failure that action causes
+//       workload: {replicas: 3, ready: 2}  # optional, see WorkloadModel
+//
+// A planted regression makes the pod worse after that action: it never
+// recovers, its failure reason becomes the given one (1 to 64 characters of
+// [A-Za-z0-9_.-]) and it restarts more than twice its restart_count and
+// more than 5 times in the window (what core/reflexion/regression.h calls
+// more restarts); with a workload, no replica is ready at the end. An undo
+// of that action brings the pod back to its original failing state. Undo
+// itself cannot be listed under actions or regressions.
+//
 // Text in signals may contain "{pod}" and "{namespace}", replaced by the
 // diagnosed pod's names.
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,6 +72,16 @@ struct ActionModel {
   double SuccessProbability(const reflexion::v1::StrategyParams& params) const;
 };
 
+// The failing pod's workload (scenario `workload`): desired replicas (>= 1)
+// and how many are ready while the pod fails (0 to replicas - 1: the pod is
+// one of the others). Reported in every observation (Observation
+// .workload_*): all ready after a fix that holds, none after a planted
+// regression, `ready` otherwise.
+struct WorkloadModel {
+  int32_t replicas = 0;  // 0: the scenario has no workload section
+  int32_t ready = 0;
+};
+
 // One failure mode of a pod.
 struct Scenario {
   std::string id;
@@ -71,12 +94,17 @@ struct Scenario {
   reflexion::v1::Diagnosis signals;
   // Listed actions; an unlisted action never succeeds.
   absl::flat_hash_map<int, ActionModel> actions;
+  // Planted regressions: action type -> the failure reason it causes.
+  absl::flat_hash_map<int, std::string> regressions;
+  WorkloadModel workload;
 
   // Whether `error_type` is listed (exact, case-sensitive match).
   bool Matches(absl::string_view error_type) const;
   bool IsCatchAll() const { return Matches(kCatchAll); }
   // The model of `type`, or null when the action is not listed.
   const ActionModel* FindAction(reflexion::v1::ActionType type) const;
+  // The failure reason planted for `type`, or null.
+  const std::string* FindRegression(reflexion::v1::ActionType type) const;
 };
 
 // Parses and validates a scenario document. kInvalidArgument for malformed

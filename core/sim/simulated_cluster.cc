@@ -3,24 +3,29 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <utility>
 
 #include "absl/memory/memory.h"
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "core/reflexion/analyzer.h"
 #include "core/reflexion/catalog.h"
+#include "core/reflexion/facts.h"
 #include "core/sim/default_scenarios.h"
 #include "core/sim/stable_hash.h"
 #include "core/status_macros.h"
@@ -143,6 +148,282 @@ bool Crashes(const Scenario& s) {
   return c.restart_count() > 0 || !c.last_termination_reason().empty();
 }
 
+constexpr int64_t kMi = int64_t{1} << 20;
+
+// Quantities as the Go agent writes them (client/go/agent/quantity.go).
+std::string FormatMi(double bytes) {
+  int64_t n = static_cast<int64_t>(std::llround(bytes / kMi));
+  return absl::StrCat(std::max<int64_t>(n, 1), "Mi");
+}
+std::string FormatBytes(int64_t bytes) {
+  return bytes % kMi == 0 ? absl::StrCat(bytes / kMi, "Mi")
+                          : absl::StrCat(bytes);
+}
+std::string FormatMilliCpu(int64_t m) {
+  m = std::max<int64_t>(m, 1);
+  return m % 1000 == 0 ? absl::StrCat(m / 1000) : absl::StrCat(m, "m");
+}
+
+// The Deployment of a pod named like a ReplicaSet's ("web-7d4b9c-x2k4p" ->
+// "web"); the pod's own name when it has fewer parts.
+std::string DeploymentOfPod(absl::string_view pod) {
+  std::vector<absl::string_view> parts = absl::StrSplit(pod, '-');
+  if (parts.size() < 3) return std::string(pod);
+  parts.resize(parts.size() - 2);
+  return absl::StrJoin(parts, "-");
+}
+
+// A probe timing as the Go agent reports it: "N", or "N (default)" when the
+// pod spec leaves it unset.
+std::string Timing(std::optional<int64_t> v, int64_t def) {
+  return v.has_value() ? absl::StrCat(*v) : absl::StrCat(def, " (default)");
+}
+// The number a timing or revision value starts with (0 when none).
+int64_t LeadingInt(absl::string_view v) {
+  size_t n = 0;
+  while (n < v.size() && absl::ascii_isdigit(static_cast<unsigned char>(v[n])))
+    ++n;
+  int64_t out = 0;
+  if (!absl::SimpleAtoi(v.substr(0, n), &out)) return 0;
+  return out;
+}
+
+constexpr absl::string_view kTemplateOf = "template of revision ";
+
+// The model of a pod at Diagnose: from its pod object (`facts`, when the
+// incident has one) or the scenario's signals and the documented defaults.
+PodModel InitialModel(const Scenario& s, const core::IncidentFacts* facts,
+                      absl::string_view pod) {
+  PodModel m;
+  m.pod = absl::StrCat("Pod/", pod);
+  m.ready = s.workload.ready;
+  std::string container = "app", image;
+  std::string memory_limit = "512Mi", cpu_request = "250m",
+              memory_request = "256Mi";
+  std::string liveness_delay = "10", liveness_timeout = "1",
+              readiness_delay = "5", readiness_timeout = "1";
+  std::string deployment = DeploymentOfPod(pod);
+  bool bare = false;
+  if (facts != nullptr) {
+    const core::ContainerFacts* c = nullptr;
+    for (const core::ContainerFacts& f : facts->containers) {
+      if (f.init) continue;
+      if (c == nullptr || (!f.ready && c->ready)) c = &f;
+    }
+    if (c != nullptr && !c->name.empty()) {
+      container = c->name;
+      image = c->image;
+      const core::ResourceFacts& r = c->resources;
+      if (r.memory_limit_bytes)
+        memory_limit = FormatBytes(*r.memory_limit_bytes);
+      if (r.cpu_request_millis)
+        cpu_request = FormatMilliCpu(*r.cpu_request_millis);
+      if (r.memory_request_bytes) {
+        memory_request = FormatBytes(*r.memory_request_bytes);
+      }
+      // Only the probes the pod has (as the Go agent relaxes them).
+      liveness_delay = liveness_timeout = readiness_delay = readiness_timeout =
+          "";
+      if (c->liveness.present) {
+        liveness_delay = Timing(c->liveness.initial_delay_seconds, 0);
+        liveness_timeout = Timing(c->liveness.timeout_seconds, 1);
+      }
+      if (c->readiness.present) {
+        readiness_delay = Timing(c->readiness.initial_delay_seconds, 0);
+        readiness_timeout = Timing(c->readiness.timeout_seconds, 1);
+      }
+    }
+    bare = true;
+    for (const auto& [kind, name] : facts->pod.owners) {
+      if (kind == "ReplicaSet") {
+        bare = false;
+        const size_t dash = name.rfind('-');
+        deployment = dash == std::string::npos ? name : name.substr(0, dash);
+      }
+    }
+  } else {
+    if (s.signals.container_statuses_size() > 0) {
+      const reflexion::v1::ContainerStatus& c = s.signals.container_statuses(0);
+      if (!c.name().empty()) container = c.name();
+      image = c.image();
+    }
+    if (s.signals.memory_limit_bytes() > 0) {
+      memory_limit = FormatBytes(s.signals.memory_limit_bytes());
+    }
+  }
+  const std::string workload =
+      bare ? m.pod : absl::StrCat("Deployment/", deployment);
+  m.fields = absl::StrCat(
+      workload, bare ? " spec.containers[" : " spec.template.spec.containers[",
+      container, "].");
+  m.secrets = "ServiceAccount/default imagePullSecrets";
+  auto& v = m.values;
+  if (!image.empty()) v[m.fields + "image"] = image;
+  v[m.fields + "resources.limits.memory"] = memory_limit;
+  v[m.fields + "resources.requests.cpu"] = cpu_request;
+  v[m.fields + "resources.requests.memory"] = memory_request;
+  if (!liveness_delay.empty()) {
+    v[m.fields + "livenessProbe.initialDelaySeconds"] = liveness_delay;
+    v[m.fields + "livenessProbe.timeoutSeconds"] = liveness_timeout;
+  }
+  if (!readiness_delay.empty()) {
+    v[m.fields + "readinessProbe.initialDelaySeconds"] = readiness_delay;
+    v[m.fields + "readinessProbe.timeoutSeconds"] = readiness_timeout;
+  }
+  if (!bare) {
+    m.revision = absl::StrCat(workload, " revision");
+    v[m.revision] = "2";
+  }
+  v[m.secrets] = "[]";
+  return m;
+}
+
+// Applies a tier-A/B action to the model and returns what it changed, in
+// the Go agent's order and format.
+std::vector<reflexion::v1::ValueChange> ApplyToModel(const Action& a,
+                                                     const Scenario& s,
+                                                     PodModel& m) {
+  std::vector<reflexion::v1::ValueChange> out;
+  auto set = [&](const std::string& path, std::string after) {
+    std::string& cur = m.values[path];
+    if (cur == after) return;
+    reflexion::v1::ValueChange c;
+    c.set_path(path);
+    c.set_before(cur);
+    c.set_after(after);
+    cur = std::move(after);
+    out.push_back(std::move(c));
+  };
+  auto deleted = [&] {
+    reflexion::v1::ValueChange c;
+    c.set_path(m.pod);
+    c.set_before("present");
+    c.set_after("deleted");
+    out.push_back(std::move(c));
+  };
+  const std::string image = m.fields + "image";
+  switch (a.type()) {
+    case reflexion::v1::ACTION_TYPE_DELETE_POD:
+      deleted();
+      break;
+    case reflexion::v1::ACTION_TYPE_ROLLBACK_DEPLOYMENT: {
+      if (m.revision.empty()) break;
+      const std::string& cur = m.values[m.revision];
+      const int64_t rev = absl::StartsWith(cur, kTemplateOf)
+                              ? LeadingInt(cur.substr(kTemplateOf.size()))
+                              : LeadingInt(cur);
+      if (rev <= 1) break;  // a first revision: nothing to go back to
+      set(m.revision, absl::StrCat(kTemplateOf, rev - 1));
+      const std::string& healthy = s.signals.last_healthy_image();
+      if (!healthy.empty() && m.values.contains(image)) set(image, healthy);
+      break;
+    }
+    case reflexion::v1::ACTION_TYPE_PATCH_IMAGE:
+      set(image, a.image());
+      break;
+    case reflexion::v1::ACTION_TYPE_ATTACH_PULL_SECRET: {
+      std::string& cur = m.values[m.secrets];
+      std::vector<std::string> names;
+      if (cur.size() > 2)
+        names = absl::StrSplit(cur.substr(1, cur.size() - 2), ',');
+      if (std::find(names.begin(), names.end(), a.pull_secret()) ==
+          names.end()) {
+        names.push_back(a.pull_secret());
+        set(m.secrets, absl::StrCat("[", absl::StrJoin(names, ","), "]"));
+      }
+      deleted();  // so the replacement pulls with the secret
+      break;
+    }
+    case reflexion::v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT: {
+      const std::string path = m.fields + "resources.limits.memory";
+      std::optional<int64_t> b = core::ParseMemoryBytes(m.values[path]);
+      if (!b.has_value()) break;
+      const double mib =
+          std::ceil(static_cast<double>(*b) * a.params().memory_factor() / kMi);
+      set(path, FormatMi(mib * kMi));
+      break;
+    }
+    case reflexion::v1::ACTION_TYPE_RELAX_PROBES:
+      for (const char* field :
+           {"livenessProbe.initialDelaySeconds", "livenessProbe.timeoutSeconds",
+            "readinessProbe.initialDelaySeconds",
+            "readinessProbe.timeoutSeconds"}) {
+        const std::string path = m.fields + field;
+        if (!m.values.contains(path)) continue;  // the pod has no such probe
+        const int64_t old = LeadingInt(m.values[path]);
+        const int64_t now = static_cast<int64_t>(
+            std::ceil(static_cast<double>(old) * a.params().probe_factor()));
+        if (now != old) set(path, absl::StrCat(now));
+      }
+      break;
+    case reflexion::v1::ACTION_TYPE_LOWER_RESOURCE_REQUESTS: {
+      const double f = a.params().requests_factor();
+      const std::string cpu = m.fields + "resources.requests.cpu";
+      if (std::optional<int64_t> mc = core::ParseCpuMillis(m.values[cpu])) {
+        set(cpu, FormatMilliCpu(static_cast<int64_t>(
+                     std::floor(static_cast<double>(*mc) * f))));
+      }
+      const std::string mem = m.fields + "resources.requests.memory";
+      if (std::optional<int64_t> b = core::ParseMemoryBytes(m.values[mem])) {
+        set(mem, FormatMi(static_cast<double>(*b) * f));
+      }
+      break;
+    }
+    default:  // tier C: a human's change, not modelled
+      break;
+  }
+  return out;
+}
+
+// Restores an undo's entries in the model. Returns false (nothing changed)
+// when a path is unknown or no entry could be restored; `message` says
+// what happened either way.
+bool UndoInModel(const Action& a, PodModel& m,
+                 std::vector<reflexion::v1::ValueChange>* changes,
+                 std::string* message) {
+  for (const reflexion::v1::ValueChange& r : a.restore()) {
+    if (!m.values.contains(r.path())) {
+      *message =
+          absl::StrCat("refused: undo of ", a.undo_of(), ": path \"", r.path(),
+                       "\" is not a value this cluster changes");
+      return false;
+    }
+  }
+  std::vector<std::string> skipped;
+  for (const reflexion::v1::ValueChange& r : a.restore()) {
+    std::string& cur = m.values[r.path()];
+    if (cur != r.after()) {
+      skipped.push_back(absl::StrCat(r.path(), " is now \"", cur, "\", not \"",
+                                     r.after(),
+                                     "\": changed since, left alone"));
+      continue;
+    }
+    if (cur == r.before()) continue;
+    reflexion::v1::ValueChange c;
+    c.set_path(r.path());
+    c.set_before(cur);
+    c.set_after(r.before());
+    cur = r.before();
+    changes->push_back(std::move(c));
+  }
+  const std::string pod = PodKey(a.namespace_(), a.pod_name());
+  if (changes->empty()) {
+    *message = absl::StrCat("refused: undo of ", a.undo_of(), " on pod ", pod,
+                            ": nothing to restore", skipped.empty() ? "" : ": ",
+                            absl::StrJoin(skipped, "; "));
+    return false;
+  }
+  std::vector<std::string> done;
+  for (const auto& c : *changes) {
+    done.push_back(absl::StrCat(c.path(), " ", c.before(), " -> ", c.after()));
+  }
+  *message = absl::StrCat(
+      "undid ", a.undo_of(), " on pod ", pod, ": restored ",
+      absl::StrJoin(done, "; "),
+      skipped.empty() ? "" : "; not restored: ", absl::StrJoin(skipped, "; "));
+  return true;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SimulatedCluster>> SimulatedCluster::FromYaml(
@@ -239,6 +520,7 @@ size_t SimulatedCluster::NeutralFor(const std::string& signature) {
       "no scenario agrees with the pod's own facts (", signature,
       "): actions succeed with the catalog's prior for the signature");
   for (const core::ActionSpec& spec : core::Catalog()) {
+    if (!spec.strategy) continue;
     core::Prior prior = core::PriorFor(family, cause, spec.name);
     ActionModel m;
     m.success = prior.alpha / (prior.alpha + prior.beta);
@@ -354,11 +636,16 @@ void SimulatedCluster::TimerLoop() {
 
 absl::Status SimulatedCluster::AppendToJournal(const Action& action,
                                                size_t scenario,
-                                               absl::string_view error_type) {
+                                               absl::string_view error_type,
+                                               const ExecutionResult& result) {
   if (journal_fd_ < 0) return absl::OkStatus();
+  ExecutionResult kept;  // the action is in the first field already
+  kept.set_message(result.message());
+  *kept.mutable_changes() = result.changes();
   std::string line =
       absl::StrCat(absl::BytesToHexString(action.SerializeAsString()), "\t",
-                   ScenarioAt(scenario).id, "\t", error_type, "\n");
+                   ScenarioAt(scenario).id, "\t", error_type, "\t",
+                   absl::BytesToHexString(kept.SerializeAsString()), "\n");
   // One write(2) per line with O_APPEND: whole lines, in the page cache
   // before Execute completes, so a killed process loses none.
   ssize_t n = write(journal_fd_, line.data(), line.size());
@@ -381,31 +668,52 @@ absl::Status SimulatedCluster::EnableJournal(const std::string& path) {
   while (in && std::getline(in, line)) {
     ++line_no;
     if (line.empty()) continue;
+    // Three fields from older builds; the fourth is the result's changes.
     std::vector<std::string> parts = absl::StrSplit(line, '\t');
     absl::StatusOr<size_t> index =
-        parts.size() == 3 ? FromJournal(parts[1])
-                          : absl::DataLossError("not three fields");
+        parts.size() == 3 || parts.size() == 4
+            ? FromJournal(parts[1])
+            : absl::DataLossError("not three or four fields");
     size_t scenario = index.ok() ? *index : 0;
     Action action;
+    ExecutionResult recorded;
     if (!index.ok() ||
         !action.ParseFromString(absl::HexStringToBytes(parts[0])) ||
-        action.idempotency_key().empty()) {
+        action.idempotency_key().empty() ||
+        (parts.size() == 4 &&
+         !recorded.ParseFromString(absl::HexStringToBytes(parts[3])))) {
       return absl::DataLossError(absl::StrCat(
           "simulator journal ", path, ": line ", line_no, " is corrupt"));
     }
     if (results_.contains(action.idempotency_key())) continue;
     const Scenario& s = ScenarioAt(scenario);
-    const Outcome outcome = Draw(s, action);
+    PodState& state = pods_[PodKey(action.namespace_(), action.pod_name())];
+    if (state.model.values.empty() || state.scenario != scenario) {
+      state.model = InitialModel(s, nullptr, action.pod_name());
+    }
+    state.scenario = scenario;
+    state.error_type = parts[2];
     ExecutionResult result;
     *result.mutable_action() = action;
     result.set_applied(true);
-    result.set_message(ActionMessage(action, s));
     result.set_executor(std::string(kName));
+    if (parts.size() == 4) {
+      result.set_message(recorded.message());
+      *result.mutable_changes() = recorded.changes();
+      for (const reflexion::v1::ValueChange& c : recorded.changes()) {
+        if (c.path() != state.model.pod) {
+          state.model.values[c.path()] = c.after();
+        }
+      }
+    } else {
+      result.set_message(ActionMessage(action, s));
+      for (auto& c : ApplyToModel(action, s, state.model)) {
+        *result.add_changes() = std::move(c);
+      }
+    }
+    const Outcome outcome = Resolve(s, action, state);
     results_.emplace(action.idempotency_key(), result);
     keyed_[action.idempotency_key()] = Keyed{scenario, parts[2], outcome};
-    PodState& state = pods_[PodKey(action.namespace_(), action.pod_name())];
-    state.scenario = scenario;
-    state.error_type = parts[2];
     state.outcomes[action.idempotency_key()] = outcome;
     state.last_key = action.idempotency_key();
     log_.push_back(ExecutedAction{
@@ -481,6 +789,8 @@ absl::StatusOr<Diagnosis> SimulatedCluster::DiagnoseNow(
   REFLEXION_ASSIGN_OR_RETURN(size_t index, Assign(incident));
   const std::string& ns = incident.namespace_();
   const std::string& pod = incident.pod_name();
+  std::optional<core::IncidentFacts> facts;
+  if (incident.has_pod()) facts = core::ExtractFacts(incident);
 
   absl::MutexLock lock(&mu_);
   const Scenario& s = ScenarioAt(index);
@@ -507,6 +817,7 @@ absl::StatusOr<Diagnosis> SimulatedCluster::DiagnoseNow(
   state = PodState{};
   state.scenario = index;
   state.error_type = incident.error_type();
+  state.model = InitialModel(s, facts.has_value() ? &*facts : nullptr, pod);
   return d;
 }
 
@@ -516,6 +827,19 @@ SimulatedCluster::Outcome SimulatedCluster::Draw(const Scenario& s,
   auto draw = [&](absl::string_view purpose) {
     return StableHash(seed_).Add(purpose).Add(action.idempotency_key()).Unit();
   };
+  if (const std::string* reason = s.FindRegression(action.type())) {
+    // Worse than before: a new failure and more restarts than
+    // core::DetectRegression lets pass (2x the count and more than 5).
+    const int32_t before = s.signals.container_statuses_size() > 0
+                               ? s.signals.container_statuses(0).restart_count()
+                               : 0;
+    Outcome o;
+    o.type = action.type();
+    o.regression = *reason;
+    o.restarts =
+        2 * before + 6 + static_cast<int32_t>(draw("regression_restarts") * 3);
+    return o;
+  }
   const ActionModel* model = s.FindAction(action.type());
   const double p = model ? model->SuccessProbability(action.params()) : 0;
   const double relapse = model ? model->relapse : 0;
@@ -537,6 +861,34 @@ SimulatedCluster::Outcome SimulatedCluster::Draw(const Scenario& s,
     o.restarts = 1 + static_cast<int32_t>(draw("restarts") * 2);
   } else if (!o.recovered && Crashes(s)) {
     o.restarts = 2 + static_cast<int32_t>(draw("restarts") * 4);
+  }
+  return o;
+}
+
+SimulatedCluster::Outcome SimulatedCluster::Resolve(const Scenario& s,
+                                                    const Action& action,
+                                                    PodState& state) {
+  Outcome o = Draw(s, action);  // an undo draws the original failure
+  if (action.type() == reflexion::v1::ACTION_TYPE_UNDO) {
+    o.undo_of = action.undo_of();
+    auto undone = keyed_.find(action.undo_of());
+    if (undone != keyed_.end() &&
+        undone->second.outcome.type == reflexion::v1::ACTION_TYPE_UNDO) {
+      // Undoing an undo re-applies the action that undo undid.
+      if (auto again = keyed_.find(undone->second.outcome.undo_of);
+          again != keyed_.end()) {
+        o = again->second.outcome;
+        o.type = reflexion::v1::ACTION_TYPE_UNDO;
+        o.undo_of = action.undo_of();
+      }
+    }
+  }
+  if (s.workload.replicas > 0) {
+    o.ready_before = state.model.ready;
+    o.ready_after = !o.regression.empty()        ? 0
+                    : o.recovered && !o.relapsed ? s.workload.replicas
+                                                 : s.workload.ready;
+    state.model.ready = o.ready_after;
   }
   return o;
 }
@@ -564,6 +916,12 @@ absl::StatusOr<ExecutionResult> SimulatedCluster::ExecuteNow(
       action.pull_secret().empty()) {
     return absl::InvalidArgumentError("attach_pull_secret needs a pull_secret");
   }
+  if (action.type() == reflexion::v1::ACTION_TYPE_UNDO &&
+      (action.undo_of().empty() || action.restore_size() == 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "undo on pod ", PodKey(action.namespace_(), action.pod_name()),
+        " needs undo_of and at least one restore entry"));
+  }
 
   const std::string pod_key = PodKey(action.namespace_(), action.pod_name());
   absl::MutexLock lock(&mu_);
@@ -579,21 +937,40 @@ absl::StatusOr<ExecutionResult> SimulatedCluster::ExecuteNow(
   }
   PodState& state = pod->second;
   const Scenario& s = ScenarioAt(state.scenario);
-  const Outcome outcome = Draw(s, action);
+
+  ExecutionResult result;
+  *result.mutable_action() = action;
+  result.set_executor(std::string(kName));
+  result.set_deduplicated(false);
+  PodModel model = state.model;  // applied only once journaled
+  if (action.type() == reflexion::v1::ACTION_TYPE_UNDO) {
+    std::vector<reflexion::v1::ValueChange> changes;
+    std::string message;
+    const bool restored = UndoInModel(action, model, &changes, &message);
+    result.set_message(message);
+    for (auto& c : changes) *result.add_changes() = std::move(c);
+    if (!restored) {
+      // Refused, like an agent's refusal: remembered by key, nothing
+      // applied, nothing journaled.
+      results_.emplace(action.idempotency_key(), result);
+      return result;
+    }
+  } else {
+    result.set_message(ActionMessage(action, s));
+    for (auto& c : ApplyToModel(action, s, model)) {
+      *result.add_changes() = std::move(c);
+    }
+  }
+  result.set_applied(true);
   // Journal first: an action is applied only once it is durable.
   REFLEXION_RETURN_IF_ERROR(
-      AppendToJournal(action, state.scenario, state.error_type));
+      AppendToJournal(action, state.scenario, state.error_type, result));
+  state.model = std::move(model);
+  const Outcome outcome = Resolve(s, action, state);
   keyed_[action.idempotency_key()] =
       Keyed{state.scenario, state.error_type, outcome};
   state.outcomes[action.idempotency_key()] = outcome;
   state.last_key = action.idempotency_key();
-
-  ExecutionResult result;
-  *result.mutable_action() = action;
-  result.set_applied(true);
-  result.set_message(ActionMessage(action, s));
-  result.set_executor(std::string(kName));
-  result.set_deduplicated(false);
   results_.emplace(action.idempotency_key(), result);
   log_.push_back(ExecutedAction{
       .pod_name = action.pod_name(),
@@ -650,6 +1027,21 @@ absl::StatusOr<Observation> SimulatedCluster::ObserveNow(
   obs.set_window_s(window_s);
   obs.set_restarts(o.restarts);
   if (o.recovered) obs.set_time_to_recovery_s(o.time_to_recovery_s);
+  if (s.workload.replicas > 0) {
+    obs.set_workload_replicas(s.workload.replicas);
+    obs.set_workload_ready_before(o.ready_before);
+    obs.set_workload_ready_after(o.ready_after);
+  }
+  if (!o.regression.empty()) {
+    obs.set_failure_reason(o.regression);
+    obs.add_signals(absl::StrFormat(
+        "pod did not become Ready within the %.0fs window after %s", window_s,
+        ActionName(o.type)));
+    obs.add_signals(absl::StrCat(ContainerName(s), " now fails with ",
+                                 o.regression, " and restarted ", o.restarts,
+                                 " times in the window"));
+    return obs;
+  }
   if (obs.success()) {
     obs.add_signals(absl::StrFormat(
         "pod became Ready after %.0fs and stayed Ready for the rest of the "

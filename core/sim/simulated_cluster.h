@@ -31,6 +31,18 @@ struct ExecutedAction {
   bool relapsed = false;
 };
 
+// The simulated pod's workload (SimulatedCluster's model): the values
+// actions change, by ValueChange path. Bounded: a fixed set of paths per
+// pod.
+struct PodModel {
+  std::string pod;       // "Pod/web-7d4b9c-x2k4p"
+  std::string fields;    // "Deployment/web spec.template.spec.containers[app]."
+  std::string revision;  // "Deployment/web revision" ("" for a bare pod)
+  std::string secrets;   // "ServiceAccount/default imagePullSecrets"
+  absl::flat_hash_map<std::string, std::string> values;
+  int32_t ready = 0;  // ready replicas of the workload now
+};
+
 // The built-in cluster (ClusterExecutor "simulated"): a seeded,
 // deterministic model of failing pods, used by default in the demo and as
 // the ground truth of the learning benchmark. See scenario.h for the model.
@@ -46,6 +58,26 @@ struct ExecutedAction {
 //   deduplicated = true and applies nothing.
 // - Observe reports the outcome of the pod's action in simulated seconds;
 //   nothing sleeps.
+// - Every applied tier-A/B action reports the values it changed
+//   (ExecutionResult.changes) in the Go agent's path format, e.g.
+//   "Deployment/web spec.template.spec.containers[app].resources.limits
+//   .memory" 256Mi -> 384Mi, from a model of the pod's workload made at
+//   Diagnose: from the pod object when the incident has one (its
+//   container's image, memory limit, requests and probe timings, its
+//   ReplicaSet's Deployment), else from the scenario's signals (container
+//   name, default "app"; image; memory_limit_bytes, default 512Mi) with
+//   fixed defaults for what signals do not say (requests cpu 250m, memory
+//   256Mi; liveness probe initialDelaySeconds 10, timeoutSeconds 1;
+//   readiness probe 5 and 1; revision 2; the service account "default"
+//   without pull secrets). The Deployment is named after the pod without
+//   its ReplicaSet hash and suffix ("web-7d4b9c-x2k4p" -> "web").
+// - ACTION_TYPE_UNDO restores each `restore` entry whose path the model
+//   has and whose value still equals `after` (an entry changed since is
+//   left alone and named in the message), reporting the changes it made
+//   (after -> before); it is refused (applied = false) when a path is not
+//   one the cluster changes or nothing could be restored. Its outcome is
+//   the pod's original failure (an undo of an undo re-applies the undone
+//   action's outcome).
 //
 // Every callback is called synchronously, before the method returns, on
 // the caller's thread, with no lock held (so `done` may call back in).
@@ -74,8 +106,14 @@ class SimulatedCluster final : public core::ClusterExecutor {
   // before Execute completes, so a killed process loses nothing), and the
   // actions already in the file are replayed now: their idempotency keys
   // stay spent (Execute returns deduplicated) and their outcomes stay
-  // observable. Call once, before use. Errors: kUnavailable when the file
-  // cannot be opened, kDataLoss naming the line of a corrupt journal.
+  // observable. A line is four tab-separated fields: the action (hex
+  // protobuf), the scenario id, the error type and the result's message
+  // and changes (hex protobuf), which replay onto the pod's model (paths
+  // no recorded change touched start from the scenario's values: the pod
+  // object of an incident is not journaled). Lines of three fields (older
+  // builds) are read too. An undo that restored nothing is not journaled.
+  // Call once, before use. Errors: kUnavailable when the file cannot be
+  // opened, kDataLoss naming the line of a corrupt journal.
   absl::Status EnableJournal(const std::string& path) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Completes every call `latency` later on the cluster's own timer thread
@@ -93,7 +131,8 @@ class SimulatedCluster final : public core::ClusterExecutor {
 
   // kInvalidArgument for ACTION_TYPE_UNSPECIFIED or an unknown type, an
   // empty idempotency_key, patch_image without image, attach_pull_secret
-  // without pull_secret; kNotFound when the pod was never diagnosed.
+  // without pull_secret, undo without undo_of or restore; kNotFound when
+  // the pod was never diagnosed.
   void Execute(const reflexion::v1::Action& action,
                core::Callback<reflexion::v1::ExecutionResult> done) override;
 
@@ -128,6 +167,13 @@ class SimulatedCluster final : public core::ClusterExecutor {
     double time_to_recovery_s = 0;  // when recovered
     double relapse_after_s = 0;     // when relapsed, from the action
     int32_t restarts = 0;           // during the observation window
+    // A planted regression: the failure reason it causes ("" when none).
+    std::string regression;
+    // For an undo: the key of the action undone.
+    std::string undo_of;
+    // Ready replicas of the workload before and after (with a workload).
+    int32_t ready_before = 0;
+    int32_t ready_after = 0;
   };
   struct PodState {
     size_t scenario = 0;  // index for ScenarioAt
@@ -135,6 +181,7 @@ class SimulatedCluster final : public core::ClusterExecutor {
     // Outcomes of this incident (since the last Diagnose), by key.
     absl::flat_hash_map<std::string, Outcome> outcomes;
     std::string last_key;
+    PodModel model;
   };
 
   // The synchronous bodies of Diagnose, Execute and Observe.
@@ -167,12 +214,20 @@ class SimulatedCluster final : public core::ClusterExecutor {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Outcome Draw(const Scenario& scenario,
                const reflexion::v1::Action& action) const;
+  // Draw plus what depends on the pod's history: an undo's outcome (the
+  // original failure, or for an undo of an undo the re-applied action's)
+  // and the workload's ready replicas (updating state.model.ready).
+  Outcome Resolve(const Scenario& scenario, const reflexion::v1::Action& action,
+                  PodState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Delivers `fn` now, or after the latency on the timer thread.
   void Complete(absl::AnyInvocable<void() &&> fn);
   void TimerLoop();
+  // Appends one line: the action, the scenario id, the error type and the
+  // result (its changes, so a replay restores the model exactly).
   absl::Status AppendToJournal(const reflexion::v1::Action& action,
-                               size_t scenario, absl::string_view error_type)
+                               size_t scenario, absl::string_view error_type,
+                               const reflexion::v1::ExecutionResult& result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::vector<Scenario> scenarios_;

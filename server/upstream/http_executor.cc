@@ -859,6 +859,17 @@ void HttpExecutor::Execute(const Action& action,
         "http executor refuses the action: action.idempotency_key is empty"));
     return;
   }
+  if (action.type() == reflexion::v1::ACTION_TYPE_UNDO) {
+    // execute-fix knows the seed's strategy types only; sending "undo"
+    // would be refused at best, so say what is missing instead.
+    std::move(done)(absl::FailedPreconditionError(absl::StrCat(
+        "the REST agent at ", options_.base_url, " has no undo: undo of ",
+        action.undo_of(), " on pod ", action.namespace_(), "/",
+        action.pod_name(),
+        " not sent; restore its values by hand or connect the reflexion "
+        "agent over Resolve")));
+    return;
+  }
   std::optional<ExecutionResult> again;
   {
     absl::MutexLock lock(&shared_->mu);

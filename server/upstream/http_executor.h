@@ -105,7 +105,9 @@ class HttpExecutor final : public core::ClusterExecutor {
   // without calling the agent; a key whose request is still in flight waits
   // for it and gets the same answer (deduplicated = true). Failures are not
   // remembered: calling again with the same key sends again, which the
-  // agent deduplicates. executor = "http".
+  // agent deduplicates. executor = "http". The seed's REST API has no undo:
+  // an ACTION_TYPE_UNDO is kFailedPrecondition ("the REST agent at URL has
+  // no undo"), nothing sent.
   void Execute(const reflexion::v1::Action& action,
                core::Callback<reflexion::v1::ExecutionResult> done) override;
 

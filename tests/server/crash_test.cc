@@ -210,7 +210,8 @@ TEST(CrashTest, KillNineWithWorkflowsInFlightLosesNothingAndRepeatsNothing) {
     if (line.empty()) continue;
     ++lines;
     std::vector<std::string> parts = absl::StrSplit(line, '\t');
-    ASSERT_EQ(parts.size(), 3u);
+    // The action, its scenario, the error type and the result's changes.
+    ASSERT_EQ(parts.size(), 4u);
     keys.insert(parts[0]);  // the serialized action holds its key
   }
   EXPECT_GE(lines, kWorkflows);

@@ -737,6 +737,24 @@ TEST_F(HttpExecutorTest, ExecuteRefusesAnActionOutsideTheCatalogUnsent) {
   EXPECT_EQ(client_.sent().size(), 0u);
 }
 
+TEST_F(HttpExecutorTest, UndoIsAFailedPreconditionNamingTheAgentUnsent) {
+  auto patch = MakeAction(reflexion::v1::ACTION_TYPE_PATCH_IMAGE, "k-1");
+  reflexion::v1::ValueChange change;
+  change.set_path("Deployment/web spec.template.spec.containers[app].image");
+  change.set_before("shop/app:1.2");
+  change.set_after("shop/app:1.3");
+  absl::StatusOr<reflexion::v1::Action> undo =
+      core::BuildUndo(patch, {change}, "k-undo");
+  ASSERT_THAT(undo, IsOk());
+  Result<reflexion::v1::ExecutionResult> r;
+  executor_->Execute(*undo, r.Callback());
+  ASSERT_EQ(r.calls, 1);
+  EXPECT_THAT(*r.value, StatusIs(absl::StatusCode::kFailedPrecondition,
+                                 HasSubstr("has no undo: undo of k-1")));
+  EXPECT_THAT(r.value->status().message(), HasSubstr("the REST agent at http"));
+  EXPECT_EQ(client_.sent().size(), 0u);
+}
+
 TEST_F(HttpExecutorTest, ExecuteClipsAgentStringsOnACharacterBoundary) {
   Result<reflexion::v1::ExecutionResult> r;
   executor_->Execute(MakeAction(reflexion::v1::ACTION_TYPE_DELETE_POD, "k"),

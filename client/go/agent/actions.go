@@ -14,8 +14,8 @@ import (
 	reflexionv1 "github.com/reflexion-dev/reflexion/client/go/reflexionv1"
 )
 
-// ImplementedActions are the action types the executor runs (tier A and B;
-// tier C always needs a human and is refused).
+// ImplementedActions are the action types the executor runs (tier A and B,
+// undo included; tier C always needs a human and is refused).
 var ImplementedActions = []reflexionv1.ActionType{
 	reflexionv1.ActionType_ACTION_TYPE_DELETE_POD,
 	reflexionv1.ActionType_ACTION_TYPE_ROLLBACK_DEPLOYMENT,
@@ -24,6 +24,9 @@ var ImplementedActions = []reflexionv1.ActionType{
 	reflexionv1.ActionType_ACTION_TYPE_INCREASE_MEMORY_LIMIT,
 	reflexionv1.ActionType_ACTION_TYPE_RELAX_PROBES,
 	reflexionv1.ActionType_ACTION_TYPE_LOWER_RESOURCE_REQUESTS,
+	// Tier A: restores what one of the actions above reported changing
+	// (undo.go).
+	reflexionv1.ActionType_ACTION_TYPE_UNDO,
 }
 
 var tierC = map[reflexionv1.ActionType]bool{
@@ -193,6 +196,8 @@ func (e *Executor) execute(ctx context.Context, req *reflexionv1.ActionRequest) 
 		err = x.lowerRequests(ctx)
 	case reflexionv1.ActionType_ACTION_TYPE_ATTACH_PULL_SECRET:
 		err = x.attachPullSecret(ctx)
+	case reflexionv1.ActionType_ACTION_TYPE_UNDO:
+		err = x.undo(ctx)
 	default:
 		err = refuse("refused: unknown action type %s", typ)
 	}
