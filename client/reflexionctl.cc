@@ -903,6 +903,9 @@ int ClearBreaker(ReflexionService::Stub& stub, const std::string& scope) {
   if (!s.ok()) return Error(s);
   std::printf(Json() ? "{\"cleared\": \"%s\"}\n" : "cleared breaker %s\n",
               scope.c_str());
+  return 0;
+}
+
 // "action" for KIND_ACTION, ... (the enum name without its prefix, lower
 // case).
 std::string AuditKindName(reflexion::v1::AuditEntry::Kind kind) {

@@ -66,5 +66,8 @@ REFLEXION_REQUEST_TRAITS(reflexion::v1::ListStrategiesRequest)
 REFLEXION_REQUEST_TRAITS(reflexion::v1::ListEpisodesRequest)
 REFLEXION_REQUEST_TRAITS(reflexion::v1::GetMetricsRequest)
 REFLEXION_REQUEST_TRAITS(reflexion::v1::ListAuditRequest)
+REFLEXION_REQUEST_TRAITS(reflexion::v1::UndoActionRequest)
+REFLEXION_REQUEST_TRAITS(reflexion::v1::ListBreakersRequest)
+REFLEXION_REQUEST_TRAITS(reflexion::v1::ClearBreakerRequest)
 
 #undef REFLEXION_REQUEST_TRAITS

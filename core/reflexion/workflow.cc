@@ -1053,6 +1053,21 @@ void ReflexionWorkflow::UndoNode(State& s, graph::NodeDone done) const {
     return AuditOutcome(s, rec.action(), outcome, rec.message());
   };
   if (s.has_session()) {
+    const auto& types = s.session().action_types();
+    if (!types.empty() && std::find(types.begin(), types.end(),
+                                    v1::ACTION_TYPE_UNDO) == types.end()) {
+      // An agent that does not announce undo is not sent one.
+      u.set_applied(false);
+      u.set_message(absl::StrCat("not undone: the agent of cluster ",
+                                 s.session().cluster(),
+                                 " does not execute undo"));
+      if (u.requested_by() == "policy") {
+        s.mutable_observation()->add_anomalies(
+            absl::StrCat(u.reason(), "; ", u.message()));
+      }
+      std::move(done)(absl::OkStatus());
+      return;
+    }
     if (AwaitAgent(s, u.action(), done)) return;
     const v1::AgentWait w = s.agent_wait();
     s.clear_agent_wait();
@@ -1078,7 +1093,18 @@ void ReflexionWorkflow::UndoNode(State& s, graph::NodeDone done) const {
       u.action(), [this, &s, finish, done = std::move(done)](
                       absl::StatusOr<v1::ExecutionResult> result) mutable {
         if (!result.ok()) {
-          std::move(done)(ForeignStatus(result.status()));
+          const absl::StatusCode code = result.status().code();
+          if (code == absl::StatusCode::kUnavailable ||
+              code == absl::StatusCode::kDeadlineExceeded ||
+              code == absl::StatusCode::kResourceExhausted) {
+            // Retried by the node's policy, under the same key.
+            std::move(done)(ForeignStatus(result.status()));
+            return;
+          }
+          // The executor cannot undo it (e.g. the REST agent has no undo):
+          // recorded, and a human takes it from there.
+          std::move(done)(finish(
+              false, ToValidUtf8(result.status().ToString()), "failed"));
           return;
         }
         RepairForeign(*result, executor_->Name(), s.workflow_id());

@@ -131,12 +131,14 @@ class TestAgent {
                                         std::map<std::string, int>* executed,
                                         const ActionHook& on_action,
                                         const ObserveHook& on_observe) {
-    size_t next = 0;
+    // Continues after the messages an earlier Serve handled.
+    size_t next = served_;
     std::vector<v1::IncidentResult> out;
     while (out.size() < results) {
       int i = WaitFor([](const v1::ResolveResponse&) { return true; }, next);
       if (i < 0) break;
       next = i + 1;
+      served_ = next;
       v1::ResolveResponse m = At(i);
       if (m.has_action_request()) {
         const auto& a = m.action_request();
@@ -178,6 +180,7 @@ class TestAgent {
   absl::Mutex mu_;
   std::vector<v1::ResolveResponse> got_ ABSL_GUARDED_BY(mu_);
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  size_t served_ = 0;  // messages handled by Serve (one caller at a time)
 };
 
 }  // namespace reflexion::server
