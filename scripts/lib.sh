@@ -15,6 +15,8 @@ DEBIAN_PACKAGES=(
   libgrpc++-dev libgrpc-dev
   libabsl-dev libgoogle-glog-dev libgflags-dev
   librocksdb-dev libcurl4-openssl-dev
+  # OpenSSL: libcrypto hashes tokens; the openssl CLI makes test certificates.
+  libssl-dev openssl
   libyaml-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev

@@ -71,7 +71,8 @@ std::string WorkflowRunner::NewWorkflowId(uint64_t ordinal) {
 
 absl::StatusOr<std::string> WorkflowRunner::Submit(
     reflexion::v1::Incident incident, WorkflowCallbacks callbacks,
-    const reflexion::v1::SessionExecutor& session) {
+    const reflexion::v1::SessionExecutor& session,
+    const std::string& principal) {
   if (absl::Status s = Admit(); !s.ok()) return s;  // storage read-only
   uint64_t ordinal;
   {
@@ -101,7 +102,8 @@ absl::StatusOr<std::string> WorkflowRunner::Submit(
       [this, sink](core::WorkflowRunResult run) {
         Finished(sink, std::move(run));
       },
-      cancel, [sink](absl::Status s) { sink->Accepted(s); }, session);
+      cancel, [sink](absl::Status s) { sink->Accepted(s); }, session,
+      principal);
   return id;
 }
 
@@ -283,10 +285,9 @@ absl::Status WorkflowRunner::Decide(const std::string& workflow_id,
   return ResumeReserved(workflow_id, std::move(cancel), std::move(callbacks));
 }
 
-absl::StatusOr<std::string> WorkflowRunner::Fork(const std::string& source_id,
-                                                 uint64_t step,
-                                                 const std::string& strategy,
-                                                 WorkflowCallbacks callbacks) {
+absl::StatusOr<std::string> WorkflowRunner::Fork(
+    const std::string& source_id, uint64_t step, const std::string& strategy,
+    WorkflowCallbacks callbacks, const std::string& approved_by) {
   if (absl::Status s = Admit(); !s.ok()) return s;  // storage read-only
   uint64_t ordinal;
   {
@@ -299,7 +300,8 @@ absl::StatusOr<std::string> WorkflowRunner::Fork(const std::string& source_id,
     ordinal = ++next_ordinal_;
   }
   std::string id = NewWorkflowId(ordinal);
-  if (absl::Status s = workflow_->Fork(source_id, step, id, strategy, ordinal);
+  if (absl::Status s =
+          workflow_->Fork(source_id, step, id, strategy, ordinal, approved_by);
       !s.ok()) {
     return s;
   }

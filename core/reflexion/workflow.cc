@@ -211,12 +211,17 @@ void ReflexionWorkflow::Start(std::string workflow_id, v1::Incident incident,
                               WorkflowSink* sink, DoneFn done,
                               std::shared_ptr<const std::atomic<bool>> cancel,
                               WorkflowGraph::RecordedFn recorded,
-                              const v1::SessionExecutor& session) const {
+                              const v1::SessionExecutor& session,
+                              absl::string_view principal) const {
   CHECK(graph_ != nullptr) << "ReflexionWorkflow::Init() was not called";
   State state;
   state.set_workflow_id(workflow_id);
   *state.mutable_incident() = std::move(incident);
-  if (!session.cluster().empty()) *state.mutable_session() = session;
+  if (!session.cluster().empty()) {
+    *state.mutable_session() = session;
+    state.set_cluster(session.cluster());
+  }
+  state.set_principal(std::string(principal));
   state.set_max_attempts(std::max(1, config_.max_attempts));
   state.set_rng_seed(
       StableHash(absl::StrCat("workflow/", ordinal), config_.seed));
@@ -483,6 +488,7 @@ void ReflexionWorkflow::SelectStrategyNode(State& s,
     *sel.mutable_action() = *std::move(action);
     sel.set_attempt(attempt);
     sel.set_selection_reason("human_approved");
+    // approved_by stays: who approved it (set with approved_strategy).
     Prior prior =
         PriorFor(s.analysis().error_family(), s.analysis().cause(), name);
     double a = prior.alpha, b = prior.beta;
@@ -508,6 +514,7 @@ void ReflexionWorkflow::SelectStrategyNode(State& s,
     std::move(done)(absl::OkStatus());
     return;
   }
+  s.clear_approved_by();  // the service chooses (an approval may follow)
   absl::flat_hash_map<std::string, std::string> excluded;
   for (const std::string& name : s.denied_strategies()) {
     excluded[name] = "denied by a human for this incident";
@@ -821,6 +828,7 @@ void ReflexionWorkflow::Approval(State& s, graph::NodeDone done) const {
     const std::string note =
         d.note().empty() ? std::string() : absl::StrCat(" (", d.note(), ")");
     if (kind == v1::HumanDecision::KIND_APPROVE) {
+      s.set_approved_by(d.decided_by());
       s.mutable_selection()->set_selection_reason(
           absl::StrCat(s.selection().selection_reason(), "+human_approved"));
       s.mutable_final_strategy()->set_selection_reason(
@@ -1165,6 +1173,7 @@ void ReflexionWorkflow::HumanEscalation(State& s, graph::NodeDone done) const {
     switch (d.kind()) {
       case v1::HumanDecision::KIND_RETRY:
         s.set_approved_strategy(d.strategy());
+        s.set_approved_by(d.decided_by());
         s.set_max_attempts(s.attempt() + 1);
         s.clear_no_candidate_reason();
         s.mutable_escalation()->set_summary(absl::StrCat(
@@ -1287,7 +1296,8 @@ absl::StatusOr<uint64_t> ReflexionWorkflow::AnswerAgent(
 absl::Status ReflexionWorkflow::Fork(const std::string& source_id,
                                      uint64_t step, const std::string& new_id,
                                      const std::string& strategy,
-                                     uint64_t ordinal) const {
+                                     uint64_t ordinal,
+                                     const std::string& approved_by) const {
   if (checkpoints_ == nullptr) {
     return absl::FailedPreconditionError("checkpointing is disabled");
   }
@@ -1317,8 +1327,10 @@ absl::Status ReflexionWorkflow::Fork(const std::string& source_id,
           d.set_kind(v1::HumanDecision::KIND_RETRY);
           d.set_strategy(strategy);
           d.set_note(note);
+          d.set_decided_by(approved_by);
         } else {
           s.set_approved_strategy(strategy);
+          s.set_approved_by(approved_by);
           s.set_max_attempts(std::max(s.max_attempts(), s.attempt() + 1));
           s.clear_no_candidate_reason();
         }

@@ -144,13 +144,16 @@ class ReflexionWorkflow {
   // event (see CompiledGraph::Start); on an error the run ends with it.
   // A `session` with a cluster makes that cluster's agent the executor:
   // execute_fix and observe_outcome wait durably (interrupts with
-  // WorkflowState.agent_wait) for its answers, delivered with AnswerAgent.
+  // WorkflowState.agent_wait) for its answers, delivered with AnswerAgent,
+  // and its cluster is WorkflowState.cluster. `principal` (the submitter's
+  // name) is kept in WorkflowState.principal.
   void Start(std::string workflow_id, reflexion::v1::Incident incident,
              uint64_t ordinal, graph::TaskRunner* runner, WorkflowSink* sink,
              DoneFn done,
              std::shared_ptr<const std::atomic<bool>> cancel = nullptr,
              WorkflowGraph::RecordedFn recorded = nullptr,
-             const reflexion::v1::SessionExecutor& session = {}) const;
+             const reflexion::v1::SessionExecutor& session = {},
+             absl::string_view principal = "") const;
 
   // Continues an interrupted workflow from its latest checkpoint (after a
   // crash). Errors as CompiledGraph::Resume; kFailedPrecondition when
@@ -191,10 +194,12 @@ class ReflexionWorkflow {
   // kNotFound for an unknown workflow or pruned step, kFailedPrecondition
   // for the end checkpoint or when checkpointing is disabled,
   // kAlreadyExists when `new_id` exists. `ordinal` seeds its Thompson
-  // sampling as in Start.
+  // sampling as in Start. `approved_by` (the operator naming `strategy`)
+  // is kept in WorkflowState.approved_by (and the RETRY's decided_by).
   absl::Status Fork(const std::string& source_id, uint64_t step,
                     const std::string& new_id, const std::string& strategy,
-                    uint64_t ordinal) const;
+                    uint64_t ordinal,
+                    const std::string& approved_by = "") const;
 
   // Analysis only (DiagnoseIncident): the analysis of a validated incident
   // from its own facts (no executor is asked, nothing is executed, learned
