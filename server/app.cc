@@ -47,6 +47,12 @@ absl::Status CheckListenSecurity(const ServerConfig& config) {
   }
   const bool auth =
       !config.auth_tokens_file.empty() || !config.tls_client_ca_file.empty();
+  if (!config.auth_anonymous_health && (!tls || !auth)) {
+    return absl::InvalidArgumentError(
+        "auth.anonymous_health: false needs TLS (tls.cert_file, tls.key_file: "
+        "gRPC checks health and reflection callers on TLS connections only) "
+        "and authentication (auth.tokens_file or tls.client_ca_file)");
+  }
   if (IsLoopbackHost(config.host) || config.insecure_listen) {
     return absl::OkStatus();
   }
@@ -241,6 +247,12 @@ absl::Status App::Start() {
           GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
     }
     credentials = grpc::experimental::TlsServerCredentials(tls);
+    if (!config_.auth_anonymous_health) {
+      // Health and reflection are gRPC's own services: checked before
+      // their handlers run.
+      credentials->SetAuthMetadataProcessor(
+          std::make_shared<ProtectedServicesProcessor>(auth_.get()));
+    }
   }
   builder.AddListeningPort(address, credentials, &port_);
   builder.RegisterService(service_.get());

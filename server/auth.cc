@@ -639,6 +639,28 @@ absl::Status CheckTlsFiles(const std::string& cert_file,
   return absl::OkStatus();
 }
 
+grpc::Status ProtectedServicesProcessor::Process(
+    const InputMetadata& auth_metadata, grpc::AuthContext* context,
+    OutputMetadata*, OutputMetadata*) {
+  absl::string_view path;
+  absl::string_view authorization;
+  for (const auto& [key, value] : auth_metadata) {
+    const absl::string_view k(key.data(), key.size());
+    if (k == ":path") path = absl::string_view(value.data(), value.size());
+    if (k == "authorization") {
+      authorization = absl::string_view(value.data(), value.size());
+    }
+  }
+  if (!absl::StartsWith(path, "/grpc.health.v1.Health/") &&
+      !absl::StartsWith(path, "/grpc.reflection.")) {
+    return grpc::Status::OK;
+  }
+  absl::StatusOr<Principal> who = auth_->Authenticate(authorization, context);
+  if (who.ok()) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                      std::string(who.status().message()));
+}
+
 bool IsLoopbackHost(absl::string_view host) {
   if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]")) {
     host = host.substr(1, host.size() - 2);

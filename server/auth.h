@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "core/graph/task_runner.h"
 #include "grpcpp/security/auth_context.h"
+#include "grpcpp/security/auth_metadata_processor.h"
 #include "grpcpp/server_context.h"
 
 namespace reflexion::server {
@@ -194,6 +195,26 @@ class Authenticator {
   int64_t size_ ABSL_GUARDED_BY(mu_) = -1;
   int64_t loads_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t timer_id_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// auth.anonymous_health: false. Runs for every call on a TLS connection
+// (gRPC 1.51 applies AuthMetadataProcessors to secure credentials only) and
+// refuses calls of grpc.health.v1.Health and server reflection whose caller
+// does not authenticate (UNAUTHENTICATED as Authenticator::Authenticate);
+// every other call passes (its handler checks it). `auth` must outlive it.
+class ProtectedServicesProcessor final : public grpc::AuthMetadataProcessor {
+ public:
+  explicit ProtectedServicesProcessor(const Authenticator* auth)
+      : auth_(auth) {}
+  // Authentication is a hash and a table lookup: run inline.
+  bool IsBlocking() const override { return false; }
+  grpc::Status Process(const InputMetadata& auth_metadata,
+                       grpc::AuthContext* context,
+                       OutputMetadata* consumed_auth_metadata,
+                       OutputMetadata* response_metadata) override;
+
+ private:
+  const Authenticator* auth_;
 };
 
 // TLS files: readable PEM, the key matching the certificate, the CA (may

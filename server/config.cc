@@ -142,6 +142,9 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
   if (key == "service.data_dir") return Read(v, key, c.data_dir);
   if (key == "service.insecure_listen") return Read(v, key, c.insecure_listen);
   if (key == "auth.tokens_file") return Read(v, key, c.auth_tokens_file);
+  if (key == "auth.anonymous_health") {
+    return Read(v, key, c.auth_anonymous_health);
+  }
   if (key == "auth.reload_interval") {
     return ReadSeconds(v, key, 0.1, 3600, c.auth_reload_interval);
   }

@@ -83,6 +83,9 @@ struct ServerConfig {
   // How often the tokens file is checked for changes (auth.reload_interval,
   // seconds).
   absl::Duration auth_reload_interval = absl::Seconds(5);
+  // auth.anonymous_health: grpc.health.v1.Health and server reflection
+  // answer callers without credentials; false needs TLS (and auth).
+  bool auth_anonymous_health = true;
   // TLS: the server's certificate chain and key (PEM; both or neither),
   // and the CA that client certificates must chain to (mTLS: requested and
   // verified). Reloaded every tls.reload_interval seconds.

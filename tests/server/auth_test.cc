@@ -966,8 +966,10 @@ class TlsServerTest : public ::testing::Test {
   }
   void TearDown() override { app_.reset(); }
 
-  void StartServer(bool mtls, int reload_seconds = 60) {
+  void StartServer(bool mtls, int reload_seconds = 60,
+                   bool anonymous_health = true) {
     ServerConfig c;
+    c.auth_anonymous_health = anonymous_health;
     c.host = "127.0.0.1";
     c.port = 0;
     c.data_dir = d_ + "/data";
@@ -1078,6 +1080,51 @@ TEST_F(TlsServerTest, ReplacedCertificatesServeNewConnections) {
   // The old CA no longer verifies new connections.
   EXPECT_EQ(Metrics(Tls("ca", "", kViewerToken)).error_code(),
             grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(TlsServerTest, HealthAndReflectionNeedAPrincipalWhenNotAnonymous) {
+  StartServer(/*mtls=*/false, 60, /*anonymous_health=*/false);
+  absl::StatusOr<int> none = client::CheckHealth(*Tls("ca"), "");
+  EXPECT_THAT(none.status(), StatusIs(absl::StatusCode::kUnauthenticated,
+                                      HasSubstr("missing bearer token")));
+  absl::StatusOr<int> wrong =
+      client::CheckHealth(*Tls("ca", "", kWrongToken), "");
+  EXPECT_THAT(wrong.status(),
+              StatusIs(absl::StatusCode::kUnauthenticated, "unknown token"));
+  absl::StatusOr<int> ok =
+      client::CheckHealth(*Tls("ca", "", kViewerToken), "");
+  ASSERT_THAT(ok.status(), IsOk());
+  EXPECT_EQ(*ok, 1);
+  // Reflection too (its bidi stream ends before any answer).
+  grpc::GenericStub stub(Tls("ca"));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::CompletionQueue cq;
+  auto call = stub.PrepareCall(
+      &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+      &cq);
+  call->StartCall(reinterpret_cast<void*>(1));
+  void* tag;
+  bool ok_flag;
+  ASSERT_TRUE(cq.Next(&tag, &ok_flag));
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(2));
+  while (cq.Next(&tag, &ok_flag) && tag != reinterpret_cast<void*>(2)) {
+  }
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+      << status.error_message();
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok_flag)) {
+  }
+  // The service's own RPCs are unchanged.
+  EXPECT_TRUE(Metrics(Tls("ca", "", kViewerToken)).ok());
+  // Without TLS the key is refused at start.
+  ServerConfig c;
+  c.auth_anonymous_health = false;
+  c.auth_tokens_file = d_ + "/tokens.yaml";
+  EXPECT_THAT(CheckListenSecurity(c),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("auth.anonymous_health")));
 }
 
 // ---------------------------------------------------------------------------
