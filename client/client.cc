@@ -98,6 +98,14 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(
     return absl::InvalidArgumentError(
         "tls_cert, tls_key, tls_server_name: need tls_ca (TLS)");
   }
+  // gRPC aborts a call whose metadata value is not printable ASCII: check
+  // here, naming the option (never the token).
+  for (char c : options.token) {
+    if (c < 0x20 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          "token: must be printable ASCII (no newline or control characters)");
+    }
+  }
   std::vector<
       std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
       interceptors;

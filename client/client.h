@@ -34,8 +34,9 @@ struct ConnectOptions {
 };
 
 // Connects to `target` with `options`. kInvalidArgument naming the option
-// for a file that cannot be read, a certificate without its key, or mTLS
-// options without tls_ca_file. The token is never logged.
+// for a file that cannot be read, a certificate without its key, mTLS
+// options without tls_ca_file, or a token that is not printable ASCII. The
+// token is never logged.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(
     const std::string& target, const ConnectOptions& options);
 

@@ -63,6 +63,7 @@ constexpr char kOperatorToken[] = "operator-secret-c0ffee";
 constexpr char kAdminToken[] = "admin-secret-9b8a77";
 constexpr char kViewerAToken[] = "viewer-a-secret-aa11";
 constexpr char kAgentStagingToken[] = "agent-staging-secret-5150";
+constexpr char kOperatorAToken[] = "ops-a-secret-a0a0";
 constexpr char kWrongToken[] = "wrong-secret-deadbeef";
 
 std::string TokensYaml(const std::string& extra = "") {
@@ -100,7 +101,13 @@ std::string TokensYaml(const std::string& extra = "") {
       "\n"
       "    principal: agent-staging\n"
       "    role: agent\n"
-      "    clusters: [staging]\n",
+      "    clusters: [staging]\n"
+      "  - sha256: ",
+      Sha256Hex(kOperatorAToken),
+      "\n"
+      "    principal: ops-a\n"
+      "    role: operator\n"
+      "    namespaces: [team-a]\n",
       extra);
 }
 
@@ -205,7 +212,7 @@ TEST(AuthTableTest, ParsesTokensAndIdentities) {
                                 "    role: viewer\n"
                                 "    namespaces: [a, b]\n"));
   ASSERT_THAT(t.status(), IsOk());
-  EXPECT_EQ(t->tokens.size(), 6u);
+  EXPECT_EQ(t->tokens.size(), 7u);
   ASSERT_EQ(t->identities.size(), 2u);
   EXPECT_EQ(t->identities[0].scheme, "subject");
   EXPECT_EQ(t->identities[1].principal.namespaces,
@@ -428,6 +435,31 @@ TEST(ListenSecurityTest, TheAppRefusesNonLoopbackWithoutAuthUnlessInsecure) {
 // ---------------------------------------------------------------------------
 // The real server with tokens (plaintext on loopback).
 // ---------------------------------------------------------------------------
+
+// Opens a Resolve stream with `token`, sends `requests`, closes its side
+// and returns what came back.
+std::vector<v1::ResolveResponse> RunStream(
+    v1::ReflexionService::Stub& stub,
+    const std::vector<v1::ResolveRequest>& requests, grpc::Status* status) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto stream = stub.Resolve(&ctx);
+  for (const auto& r : requests) stream->Write(r);
+  stream->WritesDone();
+  std::vector<v1::ResolveResponse> out;
+  v1::ResolveResponse m;
+  while (stream->Read(&m)) out.push_back(m);
+  *status = stream->Finish();
+  return out;
+}
+
+v1::ResolveRequest Hello(const std::string& cluster) {
+  v1::ResolveRequest r;
+  r.mutable_hello()->set_cluster(cluster);
+  r.mutable_hello()->set_agent_id("agent-1");
+  r.mutable_hello()->set_agent_version("test");
+  return r;
+}
 
 class AuthServerTest : public ::testing::Test {
  protected:
@@ -705,6 +737,87 @@ TEST_F(AuthServerTest, AViewerOfNamespaceACannotReadAWorkflowOfB) {
   }
 }
 
+TEST_F(AuthServerTest, AnOperatorOfNamespaceAActsOnNothingOfB) {
+  auto [in_b, waiting] = Waiting("team-b");
+  auto ops_a = Stub(kOperatorAToken);
+  {
+    v1::ResumeWorkflowRequest req;
+    req.set_workflow_id(in_b);
+    req.set_etag(waiting.etag());
+    req.mutable_decision()->set_kind(v1::HumanDecision::KIND_GIVE_UP);
+    v1::ResumeWorkflowResponse resp;
+    grpc::ClientContext ctx;
+    grpc::Status s = ops_a->ResumeWorkflow(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_THAT(s.error_message(), HasSubstr("namespace team-b"));
+  }
+  {
+    v1::CancelWorkflowRequest req;
+    req.set_workflow_id(in_b);
+    v1::CancelWorkflowResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_EQ(ops_a->CancelWorkflow(&ctx, req, &resp).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+  {
+    v1::ForkWorkflowRequest req;
+    req.set_workflow_id(in_b);
+    req.set_step(0);
+    v1::ForkWorkflowResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_EQ(ops_a->ForkWorkflow(&ctx, req, &resp).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+  {
+    v1::StartWorkflowRequest req;
+    req.set_pod_name("web-1");
+    req.set_namespace_("team-b");
+    req.set_error_type("OOMKilled");
+    v1::StartWorkflowResponse resp;
+    grpc::ClientContext ctx;
+    grpc::Status s = ops_a->StartWorkflow(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_THAT(s.error_message(),
+                HasSubstr("namespace: principal ops-a may not access "
+                          "namespace team-b"));
+    EXPECT_TRUE(resp.workflow_id().empty());
+  }
+  {
+    // On a stream: rejected naming incident.namespace; the stream goes on.
+    v1::ResolveRequest bad;
+    *bad.mutable_incident() = v1::Incident();
+    bad.mutable_incident()->set_pod_name("web-2");
+    bad.mutable_incident()->set_namespace_("team-b");
+    bad.mutable_incident()->set_error_type("OOMKilled");
+    bad.mutable_incident()->set_request_id("r-b");
+    v1::ResolveRequest good = bad;
+    good.mutable_incident()->set_namespace_("team-a");
+    good.mutable_incident()->set_request_id("r-a");
+    grpc::Status s;
+    std::vector<v1::ResolveResponse> out = RunStream(*ops_a, {bad, good}, &s);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    bool rejected = false, resolved = false;
+    for (const auto& m : out) {
+      if (m.has_rejected() && m.rejected().request_id() == "r-b") {
+        rejected = true;
+        EXPECT_EQ(m.rejected().code(),
+                  static_cast<int>(grpc::StatusCode::PERMISSION_DENIED));
+        EXPECT_EQ(m.rejected().field(), "incident.namespace");
+      }
+      if (m.has_result()) resolved = m.result().namespace_() == "team-a";
+    }
+    EXPECT_TRUE(rejected);
+    EXPECT_TRUE(resolved);
+  }
+  // The workflow of team-b is untouched: still waiting.
+  v1::GetWorkflowRequest req;
+  req.set_workflow_id(in_b);
+  v1::GetWorkflowResponse resp;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(Stub(kAdminToken)->GetWorkflow(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.phase(), v1::WORKFLOW_PHASE_WAITING);
+}
+
 TEST_F(AuthServerTest, IncidentsOutsideTheNamespacesAreDeniedNamingTheField) {
   v1::DiagnoseIncidentRequest req;
   req.set_pod_name("web-1");
@@ -715,31 +828,6 @@ TEST_F(AuthServerTest, IncidentsOutsideTheNamespacesAreDeniedNamingTheField) {
   grpc::Status s = Stub(kViewerAToken)->DiagnoseIncident(&ctx, req, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_THAT(s.error_message(), HasSubstr("namespace team-b"));
-}
-
-// Opens a Resolve stream with `token`, sends `requests`, closes its side
-// and returns what came back.
-std::vector<v1::ResolveResponse> RunStream(
-    v1::ReflexionService::Stub& stub,
-    const std::vector<v1::ResolveRequest>& requests, grpc::Status* status) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-  auto stream = stub.Resolve(&ctx);
-  for (const auto& r : requests) stream->Write(r);
-  stream->WritesDone();
-  std::vector<v1::ResolveResponse> out;
-  v1::ResolveResponse m;
-  while (stream->Read(&m)) out.push_back(m);
-  *status = stream->Finish();
-  return out;
-}
-
-v1::ResolveRequest Hello(const std::string& cluster) {
-  v1::ResolveRequest r;
-  r.mutable_hello()->set_cluster(cluster);
-  r.mutable_hello()->set_agent_id("agent-1");
-  r.mutable_hello()->set_agent_version("test");
-  return r;
 }
 
 TEST_F(AuthServerTest, AnAgentForProdCannotOpenASessionAsStaging) {
@@ -1136,8 +1224,9 @@ TEST(AuthProcessTest, TokensNeverAppearInTheServerLog) {
   const std::string tokens = dir + "/tokens.yaml";
   WriteFile(tokens, TokensYaml());
   const std::string config = dir + "/config.yaml";
-  WriteFile(config, absl::StrCat("auth:\n  tokens_file: ", tokens,
-                                 "\n  reload_interval: 0.1\n"));
+  WriteFile(config, absl::StrCat("service:\n  shutdown_drain: 0\nauth:\n"
+                                 "  tokens_file: ",
+                                 tokens, "\n  reload_interval: 0.1\n"));
   {
     ServerProcess server(dir, config);
     ASSERT_GT(server.port(), 0) << ReadFile(dir + "/server.log");
@@ -1172,8 +1261,9 @@ TEST(AuthProcessTest, TokensNeverAppearInTheServerLog) {
   const std::string log = ReadFile(dir + "/server.log");
   EXPECT_THAT(log, HasSubstr("keeping the previous tokens"));
   EXPECT_THAT(log, HasSubstr("authentication on"));
-  for (const char* token : {kAgentToken, kViewerToken, kOperatorToken,
-                            kAdminToken, kViewerAToken, kAgentStagingToken}) {
+  for (const char* token :
+       {kAgentToken, kViewerToken, kOperatorToken, kAdminToken, kViewerAToken,
+        kAgentStagingToken, kOperatorAToken}) {
     EXPECT_THAT(log, Not(HasSubstr(token)));
   }
   std::filesystem::remove_all(dir);
