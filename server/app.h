@@ -64,6 +64,9 @@ class App {
   sim::SimulatedCluster* cluster() const { return cluster_.get(); }
   // For tests: the gRPC service (its Resolve stream stats).
   ReflexionServiceImpl* service() const { return service_.get(); }
+  // The authenticator (after Start): e.g. CheckNow() to reload the tokens
+  // file at once.
+  Authenticator* auth() const { return auth_.get(); }
 
   // Lines describing the active executor and reflector and why.
   std::vector<std::string> StartupReport() const;
