@@ -323,6 +323,22 @@ class ReflexionServiceImpl::ResolveReactor final
     }
     const bool first = first_message_;
     first_message_ = false;
+    // The credentials are checked again for every message: a token removed
+    // from the tokens file, or a changed role or scope, applies to open
+    // streams at once.
+    if (absl::StatusOr<Principal> who = service_->Admit(*context_, "Resolve");
+        who.ok()) {
+      principal_ = *std::move(who);
+    } else if (request.has_decision()) {
+      RejectDecision(request.decision().workflow_id(), who.status());
+      return;
+    } else {
+      Reject(request.has_incident()
+                 ? core::RequestIdForRejection(request.incident().request_id())
+                 : std::string(),
+             who.status());
+      return;
+    }
     switch (request.message_case()) {
       case ResolveRequest::kDecision: {
         // Decisions and approvals are an operator's, never an agent's.
@@ -533,10 +549,10 @@ class ReflexionServiceImpl::ResolveReactor final
           absl::MutexLock lock(&mu_);
           ++active_;  // until the rejection is queued, or not
         }
-        pool_->Post([this, decision = std::move(decision),
+        pool_->Post([this, decision = std::move(decision), who = principal_,
                      cb = *std::move(cb)]() mutable {
           absl::Status s =
-              service_->CheckWorkflowScope(principal_, decision.workflow_id());
+              service_->CheckWorkflowScope(who, decision.workflow_id());
           if (s.ok()) {
             s = runner_->Decide(decision.workflow_id(), decision.etag(),
                                 decision.decision(), std::move(cb));
@@ -551,10 +567,10 @@ class ReflexionServiceImpl::ResolveReactor final
       absl::MutexLock lock(&mu_);
       ++active_;  // until its result, or its rejection
     }
-    pool_->Post([this, decision = std::move(decision)] {
+    pool_->Post([this, decision = std::move(decision), who = principal_] {
       absl::Status s = CheckWorkflowId(decision.workflow_id(), "decision.");
       if (s.ok()) {
-        s = service_->CheckWorkflowScope(principal_, decision.workflow_id());
+        s = service_->CheckWorkflowScope(who, decision.workflow_id());
       }
       if (s.ok()) {
         {
@@ -759,8 +775,9 @@ class ReflexionServiceImpl::ResolveReactor final
   }
 
   ReflexionServiceImpl* const service_;
-  // Who opened the stream (authenticated when it started).
-  const Principal principal_;
+  // Who sends on the stream: authenticated when it opened and again for
+  // every message (read path only; the pool's tasks get copies).
+  Principal principal_;
   WorkflowRunner* const runner_;
   graph::TaskRunner* const pool_;
   AgentSessions* const sessions_;

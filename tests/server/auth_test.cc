@@ -983,6 +983,45 @@ TEST_F(AuthServerTest, IncidentsRecordWhoSubmittedThem) {
   EXPECT_THAT(other.error_message(), HasSubstr("cluster default"));
 }
 
+TEST_F(AuthServerTest, ARevokedTokenIsRefusedOnAStreamOpenedWithIt) {
+  auto stub = Stub(kOperatorToken);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto stream = stub->Resolve(&ctx);
+  v1::ResolveRequest r;
+  r.mutable_incident()->set_pod_name("api-1");
+  r.mutable_incident()->set_namespace_("default");
+  r.mutable_incident()->set_error_type("OOMKilled");
+  r.mutable_incident()->set_request_id("before");
+  ASSERT_TRUE(stream->Write(r));
+  v1::ResolveResponse m;
+  bool result = false;
+  while (!result && stream->Read(&m)) result = m.has_result();
+  ASSERT_TRUE(result);
+  // The operator's token leaves the file.
+  std::string yaml = TokensYaml();
+  const std::string hash = Sha256Hex(kOperatorToken);
+  size_t at = yaml.find("  - sha256: " + hash);
+  ASSERT_NE(at, std::string::npos);
+  size_t next = yaml.find("  - sha256: ", at + 1);
+  yaml.erase(at, next - at);
+  WriteFile(tokens_, yaml);
+  ASSERT_THAT(app_->auth()->CheckNow(), IsOk());
+  r.mutable_incident()->set_request_id("after");
+  ASSERT_TRUE(stream->Write(r));
+  ASSERT_TRUE(stream->Read(&m));
+  ASSERT_TRUE(m.has_rejected()) << m.DebugString();
+  EXPECT_EQ(m.rejected().request_id(), "after");
+  EXPECT_EQ(m.rejected().code(),
+            static_cast<int>(grpc::StatusCode::UNAUTHENTICATED));
+  EXPECT_EQ(m.rejected().message(), "unknown token");
+  stream->WritesDone();
+  while (stream->Read(&m)) {
+    EXPECT_FALSE(m.has_accepted()) << "the revoked stream started a workflow";
+  }
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
 TEST_F(AuthServerTest, ATokenAddedToTheFileWorksAfterTheReload) {
   const std::string fresh = "fresh-secret-0002";
   WriteFile(tokens_, TokensYaml(absl::StrCat(
