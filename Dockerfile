@@ -25,4 +25,9 @@ VOLUME /data
 EXPOSE 50051
 HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
   CMD ["reflexionctl", "--server", "127.0.0.1:50051", "health"]
-ENTRYPOINT ["reflexion-server", "--data_dir", "/data", "--port", "50051"]
+# Listens on all interfaces of the container. CMD allows that without
+# authentication for a try-out (the log warns); for real use replace it:
+#   docker run ... reflexion --config /etc/reflexion/reflexion.yaml
+# with auth.tokens_file and tls.* configured (README "Authentication and TLS").
+ENTRYPOINT ["reflexion-server", "--data_dir", "/data", "--port", "50051", "--host", "0.0.0.0"]
+CMD ["--insecure_listen"]

@@ -17,6 +17,29 @@ namespace reflexion::client {
 // Connects to `target` ("host:port") without TLS.
 std::shared_ptr<grpc::Channel> Connect(const std::string& target);
 
+// How to reach a server that authenticates (README "Authentication").
+struct ConnectOptions {
+  // Sent on every call as metadata `authorization: Bearer <token>` ("" =
+  // none).
+  std::string token;
+  // TLS: the CA (PEM file) that the server's certificate chains to ("" =
+  // plaintext).
+  std::string tls_ca_file;
+  // mTLS: this client's certificate and key (PEM files; both or neither).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // The name to check the server's certificate against, when it differs
+  // from the target's host (e.g. "localhost" for 127.0.0.1).
+  std::string tls_server_name;
+};
+
+// Connects to `target` with `options`. kInvalidArgument naming the option
+// for a file that cannot be read, a certificate without its key, mTLS
+// options without tls_ca_file, or a token that is not printable ASCII. The
+// token is never logged.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(
+    const std::string& target, const ConnectOptions& options);
+
 // grpc::Status -> absl::Status (numerically equal codes).
 absl::Status FromGrpc(const grpc::Status& status);
 

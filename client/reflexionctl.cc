@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -35,6 +36,17 @@
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address HOST:PORT");
 ABSL_FLAG(std::string, o, "text", "Output format: text or json");
+ABSL_FLAG(std::string, token, "",
+          "Bearer token sent as metadata authorization (default: env "
+          "REFLEXION_TOKEN)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "TLS: the CA (PEM file) the server's certificate chains to");
+ABSL_FLAG(std::string, tls_cert, "",
+          "mTLS: this client's certificate (PEM file; with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "mTLS: this client's private key");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "TLS: the name to verify the server's certificate against when it "
+          "differs from the --server host");
 ABSL_FLAG(std::string, pod, "", "process: pod name");
 ABSL_FLAG(std::string, namespace, "",
           "process, start: namespace (default: default); diagnose: default: "
@@ -100,7 +112,10 @@ namespace {
 using reflexion::v1::ReflexionService;
 
 constexpr char kUsage[] =
-    "reflexionctl [--server HOST:PORT] [-o text|json] COMMAND [flags]\n\n"
+    "reflexionctl [--server HOST:PORT] [-o text|json] [--token T]\n"
+    "             [--tls_ca CA.pem [--tls_cert C.pem --tls_key K.pem]]\n"
+    "             [--tls_server_name NAME] COMMAND [flags]\n"
+    "(the token defaults to env REFLEXION_TOKEN)\n\n"
     "Commands:\n"
     "  process     --pod P [--namespace N] --error_type T [--message M]\n"
     "              [--logs_file F] [--request_id R] [--quiet]\n"
@@ -1199,7 +1214,20 @@ int main(int argc, char** argv) {
   }
   std::string command = args[1];
   if (command == "graph") return Graph();
-  auto channel = reflexion::client::Connect(absl::GetFlag(FLAGS_server));
+  reflexion::client::ConnectOptions connect;
+  connect.token = absl::GetFlag(FLAGS_token);
+  if (const char* env = std::getenv("REFLEXION_TOKEN");
+      connect.token.empty() && env != nullptr) {
+    connect.token = env;
+  }
+  connect.tls_ca_file = absl::GetFlag(FLAGS_tls_ca);
+  connect.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  connect.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  connect.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> connected =
+      reflexion::client::Connect(absl::GetFlag(FLAGS_server), connect);
+  if (!connected.ok()) return Error(connected.status());
+  std::shared_ptr<grpc::Channel> channel = *std::move(connected);
   auto stub = ReflexionService::NewStub(channel);
   if (command == "process") return Process(*stub);
   if (command == "diagnose") return Diagnose(*stub);

@@ -14,7 +14,9 @@ DEBIAN_PACKAGES=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libgrpc++-dev libgrpc-dev
   libabsl-dev libgoogle-glog-dev libgflags-dev
-  librocksdb-dev libcurl4-openssl-dev libssl-dev
+  librocksdb-dev libcurl4-openssl-dev
+  # OpenSSL: libcrypto hashes tokens; the openssl CLI makes test certificates.
+  libssl-dev openssl
   libyaml-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev

@@ -12,6 +12,8 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
 #include "grpcpp/server_builder.h"
 #include "storage/rocksdb_start_counter.h"
 
@@ -24,7 +26,57 @@ App::App(ServerConfig config, storage::RocksDbOptions storage)
 
 App::~App() { Stop(absl::ZeroDuration(), absl::ZeroDuration()); }
 
+absl::Status CheckListenSecurity(const ServerConfig& config) {
+  if (config.tls_cert_file.empty() != config.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "tls.cert_file and tls.key_file: give both or neither");
+  }
+  const bool tls = !config.tls_cert_file.empty();
+  if (!config.tls_client_ca_file.empty() && !tls) {
+    return absl::InvalidArgumentError(
+        "tls.client_ca_file: needs tls.cert_file and tls.key_file (mTLS is "
+        "TLS with client certificates)");
+  }
+  if (tls) {
+    if (absl::Status s =
+            CheckTlsFiles(config.tls_cert_file, config.tls_key_file,
+                          config.tls_client_ca_file);
+        !s.ok()) {
+      return s;
+    }
+  }
+  const bool auth =
+      !config.auth_tokens_file.empty() || !config.tls_client_ca_file.empty();
+  if (!config.auth_anonymous_health && (!tls || !auth)) {
+    return absl::InvalidArgumentError(
+        "auth.anonymous_health: false needs TLS (tls.cert_file, tls.key_file: "
+        "gRPC checks health and reflection callers on TLS connections only) "
+        "and authentication (auth.tokens_file or tls.client_ca_file)");
+  }
+  if (IsLoopbackHost(config.host) || config.insecure_listen) {
+    return absl::OkStatus();
+  }
+  if (!auth) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "service.host ", config.host,
+        " is not a loopback address and authentication is off (no "
+        "auth.tokens_file, no tls.client_ca_file): anyone reaching the port "
+        "could approve actions. Configure them, or pass --insecure_listen "
+        "(service.insecure_listen: true) to listen anyway"));
+  }
+  if (!tls) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "service.host ", config.host,
+        " is not a loopback address and TLS is off: bearer tokens would "
+        "cross the network in cleartext. Configure tls.cert_file and "
+        "tls.key_file, or pass --insecure_listen (service.insecure_listen: "
+        "true) to listen anyway"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status App::Start() {
+  if (absl::Status s = CheckListenSecurity(config_); !s.ok()) return s;
   std::error_code ec;
   std::filesystem::create_directories(config_.data_dir, ec);
   if (ec) {
@@ -75,6 +127,24 @@ absl::Status App::Start() {
           ? config_.worker_threads
           : static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
   timer_ = std::make_unique<graph::TimerThread>();
+  {
+    AuthenticatorOptions ao;
+    ao.tokens_file = config_.auth_tokens_file;
+    ao.client_certificates = !config_.tls_client_ca_file.empty();
+    ao.reload_interval = config_.auth_reload_interval;
+    absl::StatusOr<std::unique_ptr<Authenticator>> auth =
+        Authenticator::Create(std::move(ao), timer_.get());
+    if (!auth.ok()) return auth.status();
+    auth_ = *std::move(auth);
+    if (!auth_->enabled()) {
+      LOG(WARNING) << "authentication is off (no auth.tokens_file, no "
+                      "tls.client_ca_file): every caller is admin on "
+                   << config_.host
+                   << (IsLoopbackHost(config_.host)
+                           ? " (loopback only)"
+                           : " (not loopback: --insecure_listen)");
+    }
+  }
   executor_ = cluster_.get();
   if (config_.executor == "http") {
     if (absl::Status s = StartHttpExecutor(); !s.ok()) return s;
@@ -183,6 +253,8 @@ absl::Status App::Start() {
   options.timer = timer_.get();
   options.lanes = pool_.get();
   options.audit_log = audit_.get();
+  options.auth = auth_.get();
+  options.default_cluster = config_.policy.default_cluster;
   service_ = std::make_unique<ReflexionServiceImpl>(
       workflow_.get(), runner_.get(), hub_.get(), store_.get(),
       checkpoints_.get(), pool_.get(), &clock_, options);
@@ -194,7 +266,35 @@ absl::Status App::Start() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   std::string address = absl::StrCat(config_.host, ":", config_.port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+  std::shared_ptr<grpc::ServerCredentials> credentials =
+      grpc::InsecureServerCredentials();
+  if (!config_.tls_cert_file.empty()) {
+    // The provider re-reads the files every tls.reload_interval: renewed
+    // certificates apply to new connections without a restart.
+    auto provider =
+        std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+            config_.tls_key_file, config_.tls_cert_file,
+            config_.tls_client_ca_file,
+            static_cast<unsigned int>(
+                absl::ToInt64Seconds(config_.tls_reload_interval)));
+    grpc::experimental::TlsServerCredentialsOptions tls(provider);
+    tls.watch_identity_key_cert_pairs();
+    if (config_.tls_client_ca_file.empty()) {
+      tls.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    } else {
+      tls.watch_root_certs();
+      tls.set_cert_request_type(
+          GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    }
+    credentials = grpc::experimental::TlsServerCredentials(tls);
+    if (!config_.auth_anonymous_health) {
+      // Health and reflection are gRPC's own services: checked before
+      // their handlers run.
+      credentials->SetAuthMetadataProcessor(
+          std::make_shared<ProtectedServicesProcessor>(auth_.get()));
+    }
+  }
+  builder.AddListeningPort(address, credentials, &port_);
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
@@ -287,6 +387,7 @@ void App::Stop(absl::Duration drain, absl::Duration grace) {
   if (server_ != nullptr) server_->Wait();
   server_.reset();
   service_.reset();
+  auth_.reset();  // before timer_: it cancels its reload timer
   if (sessions_ != nullptr) sessions_->Shutdown();
   runner_.reset();
   pool_.reset();
@@ -435,6 +536,23 @@ std::vector<std::string> App::StartupReport() const {
                    ", reflection depth ",
                    core::DepthName(config_.workflow.depth), ", ", threads_,
                    " worker threads"),
+      absl::StrCat(
+          "security: ",
+          config_.tls_cert_file.empty()
+              ? std::string("no TLS")
+              : absl::StrCat("TLS (", config_.tls_cert_file,
+                             config_.tls_client_ca_file.empty()
+                                 ? ""
+                                 : ", client certificates required",
+                             ")"),
+          ", ",
+          auth_ != nullptr && auth_->enabled()
+              ? absl::StrCat("authentication on",
+                             config_.auth_tokens_file.empty()
+                                 ? std::string()
+                                 : absl::StrCat(" (tokens in ",
+                                                config_.auth_tokens_file, ")"))
+              : std::string("authentication OFF: every caller is admin")),
   };
 }
 

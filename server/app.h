@@ -66,6 +66,9 @@ class App {
   sim::SimulatedCluster* cluster() const { return cluster_.get(); }
   // For tests: the gRPC service (its Resolve stream stats).
   ReflexionServiceImpl* service() const { return service_.get(); }
+  // The authenticator (after Start): e.g. CheckNow() to reload the tokens
+  // file at once.
+  Authenticator* auth() const { return auth_.get(); }
 
   // Lines describing the active executor and reflector and why.
   std::vector<std::string> StartupReport() const;
@@ -140,9 +143,18 @@ class App {
   AgentSessions* sessions() const { return sessions_.get(); }
 
  private:
+  std::unique_ptr<Authenticator> auth_;  // before service_, after timer_
   std::unique_ptr<ReflexionServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
 };
+
+// The listening rules App::Start checks first: tls.cert_file and
+// tls.key_file together (readable PEM, the key matching the certificate),
+// tls.client_ca_file only with them; a service.host that is not loopback
+// needs authentication (auth.tokens_file or tls.client_ca_file) and TLS,
+// unless insecure_listen. kInvalidArgument / kFailedPrecondition naming the
+// key and the flag.
+absl::Status CheckListenSecurity(const ServerConfig& config);
 
 // The service name registered with the health service.
 inline constexpr char kHealthServiceName[] = "reflexion.v1.ReflexionService";

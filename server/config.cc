@@ -172,6 +172,20 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
   if (key == "service.port") return ReadInt(v, key, 0, 65535, c.port);
   if (key == "service.host") return Read(v, key, c.host);
   if (key == "service.data_dir") return Read(v, key, c.data_dir);
+  if (key == "service.insecure_listen") return Read(v, key, c.insecure_listen);
+  if (key == "auth.tokens_file") return Read(v, key, c.auth_tokens_file);
+  if (key == "auth.anonymous_health") {
+    return Read(v, key, c.auth_anonymous_health);
+  }
+  if (key == "auth.reload_interval") {
+    return ReadSeconds(v, key, 0.1, 3600, c.auth_reload_interval);
+  }
+  if (key == "tls.cert_file") return Read(v, key, c.tls_cert_file);
+  if (key == "tls.key_file") return Read(v, key, c.tls_key_file);
+  if (key == "tls.client_ca_file") return Read(v, key, c.tls_client_ca_file);
+  if (key == "tls.reload_interval") {
+    return ReadWholeSeconds(v, key, 1, 86400, c.tls_reload_interval);
+  }
   if (key == "service.max_in_flight") {
     return ReadInt(v, key, 1, 1'000'000, c.max_in_flight);
   }

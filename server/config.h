@@ -16,7 +16,7 @@ namespace reflexion::server {
 // Everything reflexion-server is configured with. Defaults are the embedded
 // defaults: the server runs with no file, no flag and no variable.
 struct ServerConfig {
-  std::string host = "0.0.0.0";         // service.host
+  std::string host = "127.0.0.1";       // service.host, --host
   int port = 50051;                     // service.port, --port
   std::string data_dir = "./data";      // service.data_dir, --data_dir
   int max_in_flight = 10000;            // service.max_in_flight
@@ -83,6 +83,25 @@ struct ServerConfig {
   // removed one kept as the chain's anchor (audit.max_age: seconds or a
   // duration such as 8760h; 0 = keep forever).
   absl::Duration audit_max_age = absl::Hours(8760);
+  // Listen on a non-loopback service.host without authentication, or with
+  // bearer tokens but no TLS (service.insecure_listen, --insecure_listen).
+  bool insecure_listen = false;
+  // auth.tokens_file: tokens (their SHA-256) and certificate identities
+  // mapped to principals and roles (server/auth.h); "" = no tokens.
+  std::string auth_tokens_file;
+  // How often the tokens file is checked for changes (auth.reload_interval,
+  // seconds).
+  absl::Duration auth_reload_interval = absl::Seconds(5);
+  // auth.anonymous_health: grpc.health.v1.Health and server reflection
+  // answer callers without credentials; false needs TLS (and auth).
+  bool auth_anonymous_health = true;
+  // TLS: the server's certificate chain and key (PEM; both or neither),
+  // and the CA that client certificates must chain to (mTLS: requested and
+  // verified). Reloaded every tls.reload_interval seconds.
+  std::string tls_cert_file;       // tls.cert_file
+  std::string tls_key_file;        // tls.key_file
+  std::string tls_client_ca_file;  // tls.client_ca_file
+  absl::Duration tls_reload_interval = absl::Seconds(60);
   // Notes for the startup log: keys recognised but not used by this build,
   // variables that were ignored.
   std::vector<std::string> notes;

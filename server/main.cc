@@ -20,7 +20,13 @@ ABSL_FLAG(int, port, -1,
           "gRPC port; 0 picks a free port. Default: service.port from "
           "--config, else 50051");
 ABSL_FLAG(std::string, host, "",
-          "Address to listen on. Default: service.host, else 0.0.0.0");
+          "Address to listen on. Default: service.host, else 127.0.0.1 (a "
+          "non-loopback address needs auth.tokens_file or tls.client_ca_file, "
+          "and TLS, unless --insecure_listen)");
+ABSL_FLAG(bool, insecure_listen, false,
+          "Listen on a non-loopback --host without authentication (every "
+          "caller is admin) or with bearer tokens but no TLS; also "
+          "service.insecure_listen: true");
 ABSL_FLAG(std::string, data_dir, "",
           "RocksDB data directory. Default: service.data_dir, else ./data");
 ABSL_FLAG(std::string, config, "", "YAML config file (see README)");
@@ -70,6 +76,7 @@ int Run() {
     config.data_dir = dir;
   }
   config.accept_data_loss = absl::GetFlag(FLAGS_accept_data_loss);
+  if (absl::GetFlag(FLAGS_insecure_listen)) config.insecure_listen = true;
   for (const std::string& note : config.notes) LOG(WARNING) << note;
 
   App app(config);

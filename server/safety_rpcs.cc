@@ -43,16 +43,12 @@ absl::Status CheckReason(const std::string& reason) {
 
 }  // namespace
 
-std::string ReflexionServiceImpl::CallerName(
-    grpc::CallbackServerContext* context) const {
-  // Replaced by the authenticated principal when authentication lands.
-  return "anonymous";
-}
-
 grpc::ServerUnaryReactor* ReflexionServiceImpl::UndoAction(
     grpc::CallbackServerContext* context,
     const v1::UndoActionRequest* request, v1::UndoActionResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Principal who;
+  if (RefuseCaller(context, "UndoAction", reactor, &who)) return reactor;
   if (Undecodable(*request, reactor)) return reactor;
   const std::string& action_id = request->action_id();
   // Action ids are "<workflow id>/<attempt>".
@@ -77,10 +73,15 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::UndoAction(
     reactor->Finish(ToGrpcStatus(bad));
     return reactor;
   }
-  const std::string principal = CallerName(context);
-  pool_->Post([this, reactor, request, response, principal,
+  pool_->Post([this, reactor, request, response, who,
                workflow_id = action_id.substr(0, slash)] {
     const std::string& action_id = request->action_id();
+    const std::string& principal = who.name;
+    if (absl::Status s = CheckWorkflowScope(who, workflow_id);
+        !s.ok() && !absl::IsNotFound(s)) {
+      reactor->Finish(ToGrpcStatus(s));
+      return;
+    }
     if (runner_->IsActive(workflow_id)) {
       reactor->Finish(grpc::Status(
           grpc::StatusCode::FAILED_PRECONDITION,
@@ -176,6 +177,8 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ListBreakers(
     const v1::ListBreakersRequest* request,
     v1::ListBreakersResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Principal who;
+  if (RefuseCaller(context, "ListBreakers", reactor, &who)) return reactor;
   if (Undecodable(*request, reactor)) return reactor;
   if (core::Policy* policy = workflow_->policy(); policy != nullptr) {
     for (v1::BreakerState& b : policy->OpenBreakers()) {
@@ -191,6 +194,8 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ClearBreaker(
     const v1::ClearBreakerRequest* request,
     v1::ClearBreakerResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Principal who;
+  if (RefuseCaller(context, "ClearBreaker", reactor, &who)) return reactor;
   if (Undecodable(*request, reactor)) return reactor;
   absl::Status bad;
   if (request->scope().empty()) {
@@ -203,6 +208,15 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ClearBreaker(
   } else {
     bad = CheckReason(request->reason());
   }
+  if (bad.ok()) {
+    // Only for a cluster (and namespace) the caller may act in.
+    const std::string& scope = request->scope();
+    const size_t slash = scope.find('/');
+    bad = AuthorizeCluster(who, scope.substr(0, slash), "scope");
+    if (bad.ok() && slash != std::string::npos) {
+      bad = AuthorizeNamespace(who, scope.substr(slash + 1), "scope");
+    }
+  }
   if (!bad.ok()) {
     reactor->Finish(ToGrpcStatus(bad));
     return reactor;
@@ -213,8 +227,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ClearBreaker(
                                  "scope: no breaker is open (no policy)"));
     return reactor;
   }
-  const std::string principal = CallerName(context);
-  pool_->Post([this, reactor, request, policy, principal] {
+  pool_->Post([this, reactor, request, policy, principal = who.name] {
     const std::string& scope = request->scope();
     v1::BreakerState was;
     for (const v1::BreakerState& b : policy->OpenBreakers()) {

@@ -62,6 +62,13 @@ reflexion::v1::Incident IncidentFromRequest(
 
 namespace {
 
+// How a workflow submitted by `who` starts.
+core::StartOptions StartedBy(const Principal& who) {
+  core::StartOptions start;
+  start.principal = who.name;
+  return start;
+}
+
 // A workflow id from a request: 1..128 bytes, no NUL. `prefix` is the path
 // of the message holding it ("decision." on Resolve).
 absl::Status CheckWorkflowId(const std::string& id,
@@ -118,8 +125,9 @@ class ReflexionServiceImpl::ResolveReactor final
  public:
   ResolveReactor(ReflexionServiceImpl* service,
                  grpc::CallbackServerContext* context, int max_in_flight,
-                 size_t budget)
+                 size_t budget, Principal principal)
       : service_(service),
+        principal_(std::move(principal)),
         runner_(service->runner_),
         pool_(service->pool_),
         sessions_(service->options_.sessions),
@@ -323,11 +331,51 @@ class ReflexionServiceImpl::ResolveReactor final
     }
     const bool first = first_message_;
     first_message_ = false;
+    // The credentials are checked again for every message: a token removed
+    // from the tokens file, or a changed role or scope, applies to open
+    // streams at once.
+    if (absl::StatusOr<Principal> who = service_->Admit(*context_, "Resolve");
+        who.ok()) {
+      principal_ = *std::move(who);
+    } else if (request.has_decision()) {
+      RejectDecision(request.decision().workflow_id(), who.status());
+      return;
+    } else {
+      Reject(request.has_incident()
+                 ? core::RequestIdForRejection(request.incident().request_id())
+                 : std::string(),
+             who.status());
+      return;
+    }
     switch (request.message_case()) {
-      case ResolveRequest::kDecision:
+      case ResolveRequest::kDecision: {
+        // Decisions and approvals are an operator's, never an agent's.
+        if (absl::Status s =
+                Authorize(principal_, Role::kOperator, "Resolve decision");
+            !s.ok()) {
+          RejectDecision(request.decision().workflow_id(), s);
+          return;
+        }
+        // Who decided is the caller, whatever the client wrote.
+        request.mutable_decision()->mutable_decision()->set_decided_by(
+            principal_.name);
         HandleDecision(std::move(*request.mutable_decision()));
         return;
+      }
       case ResolveRequest::kHello:
+        // Only agents (and admins) open sessions, of their clusters.
+        if (absl::Status s =
+                Authorize(principal_, Role::kAgent, "Resolve hello");
+            !s.ok()) {
+          Reject("", s);
+          return;
+        }
+        if (absl::Status s = AuthorizeCluster(
+                principal_, request.hello().cluster(), "hello.cluster");
+            !s.ok()) {
+          Reject("", s);
+          return;
+        }
         HandleHello(first, std::move(*request.mutable_hello()));
         return;
       case ResolveRequest::kActionResult:
@@ -366,6 +414,10 @@ class ReflexionServiceImpl::ResolveReactor final
     reflexion::v1::Incident incident = std::move(*request.mutable_incident());
     std::string request_id = incident.request_id();
     absl::Status valid = PrepareIncident(&incident, "incident.");
+    if (valid.ok()) {
+      valid = AuthorizeNamespace(principal_, incident.namespace_(),
+                                 "incident.namespace");
+    }
     if (!valid.ok()) {
       Reject(core::RequestIdForRejection(request_id), valid);
       return;
@@ -387,7 +439,8 @@ class ReflexionServiceImpl::ResolveReactor final
       return;
     }
     absl::StatusOr<std::string> id =
-        runner_->Submit(std::move(incident), StreamCallbacks(request_id));
+        runner_->Submit(std::move(incident), StreamCallbacks(request_id),
+                        StartedBy(principal_));
     if (!id.ok()) {
       Reject(request_id, id.status());
       WorkflowFinished();
@@ -489,6 +542,7 @@ class ReflexionServiceImpl::ResolveReactor final
     cb.lane = lane_;
     core::StartOptions start;
     start.session = std::move(exec);
+    start.principal = principal_.name;
     absl::StatusOr<std::string> wf =
         runner_->Submit(std::move(incident), std::move(cb), std::move(start));
     if (!wf.ok()) Reject(request_id, wf.status());
@@ -506,11 +560,14 @@ class ReflexionServiceImpl::ResolveReactor final
           absl::MutexLock lock(&mu_);
           ++active_;  // until the rejection is queued, or not
         }
-        pool_->Post([this, decision = std::move(decision),
+        pool_->Post([this, decision = std::move(decision), who = principal_,
                      cb = *std::move(cb)]() mutable {
           absl::Status s =
-              runner_->Decide(decision.workflow_id(), decision.etag(),
-                              decision.decision(), std::move(cb));
+              service_->CheckWorkflowScope(who, decision.workflow_id());
+          if (s.ok()) {
+            s = runner_->Decide(decision.workflow_id(), decision.etag(),
+                                decision.decision(), std::move(cb));
+          }
           if (!s.ok()) RejectDecision(decision.workflow_id(), s);
           WorkflowFinished();
         });
@@ -521,8 +578,11 @@ class ReflexionServiceImpl::ResolveReactor final
       absl::MutexLock lock(&mu_);
       ++active_;  // until its result, or its rejection
     }
-    pool_->Post([this, decision = std::move(decision)] {
+    pool_->Post([this, decision = std::move(decision), who = principal_] {
       absl::Status s = CheckWorkflowId(decision.workflow_id(), "decision.");
+      if (s.ok()) {
+        s = service_->CheckWorkflowScope(who, decision.workflow_id());
+      }
       if (s.ok()) {
         {
           absl::MutexLock lock(&mu_);
@@ -726,6 +786,9 @@ class ReflexionServiceImpl::ResolveReactor final
   }
 
   ReflexionServiceImpl* const service_;
+  // Who sends on the stream: authenticated when it opened and again for
+  // every message (read path only; the pool's tasks get copies).
+  Principal principal_;
   WorkflowRunner* const runner_;
   graph::TaskRunner* const pool_;
   AgentSessions* const sessions_;
@@ -865,8 +928,82 @@ ReflexionServiceImpl::ReflexionServiceImpl(
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 ReflexionServiceImpl::Resolve(grpc::CallbackServerContext* context) {
+  absl::StatusOr<Principal> who = Admit(*context, "Resolve");
+  if (!who.ok()) {
+    class Refuse
+        : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+     public:
+      explicit Refuse(grpc::Status s) { Finish(std::move(s)); }
+      void OnDone() override { delete this; }
+    };
+    return new Refuse(ToGrpcStatus(who.status()));
+  }
   return new ResolveReactor(this, context, options_.max_in_flight_per_stream,
-                            options_.stream_buffer_bytes);
+                            options_.stream_buffer_bytes, *std::move(who));
+}
+
+absl::StatusOr<Principal> ReflexionServiceImpl::Admit(
+    const grpc::ServerContextBase& context, absl::string_view rpc) const {
+  if (options_.auth == nullptr) return Principal::Anonymous();
+  absl::StatusOr<Principal> who = options_.auth->Authenticate(context);
+  if (!who.ok()) return who.status();
+  if (absl::Status s = Authorize(*who, RequiredRole(rpc), rpc); !s.ok()) {
+    return s;
+  }
+  return who;
+}
+
+bool ReflexionServiceImpl::RefuseCaller(grpc::CallbackServerContext* context,
+                                        absl::string_view rpc,
+                                        grpc::ServerUnaryReactor* reactor,
+                                        Principal* who) const {
+  absl::StatusOr<Principal> p = Admit(*context, rpc);
+  if (!p.ok()) {
+    reactor->Finish(ToGrpcStatus(p.status()));
+    return true;
+  }
+  *who = *std::move(p);
+  return false;
+}
+
+absl::Status ReflexionServiceImpl::CheckScope(
+    const Principal& who, const v1::WorkflowState& state) const {
+  const std::string& id = state.workflow_id();
+  if (absl::Status s = AuthorizeNamespace(who, state.incident().namespace_(),
+                                          "incident.namespace");
+      !s.ok()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("workflow ", id, ": ", s.message()));
+  }
+  // A principal may always read back what it submitted itself outside a
+  // session (its workflow is in the default cluster).
+  if (who.authenticated && state.principal() == who.name &&
+      !state.has_session()) {
+    return absl::OkStatus();
+  }
+  const std::string& cluster = !state.cluster().empty() ? state.cluster()
+                               : !state.session().cluster().empty()
+                                   ? state.session().cluster()
+                                   : options_.default_cluster;
+  if (absl::Status s = AuthorizeCluster(who, cluster, "cluster"); !s.ok()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("workflow ", id, ": ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReflexionServiceImpl::CheckWorkflowScope(
+    const Principal& who, const std::string& workflow_id) const {
+  if (who.clusters.empty() && who.namespaces.empty()) return absl::OkStatus();
+  if (checkpoints_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "checkpointing is disabled (workflow.checkpointing_enabled)");
+  }
+  absl::StatusOr<v1::WorkflowState> state =
+      core::WorkflowGraph::GetState(*checkpoints_, workflow_id);
+  if (!state.ok()) return state.status();
+  state->set_workflow_id(workflow_id);
+  return CheckScope(who, *state);
 }
 
 grpc::ServerUnaryReactor* ReflexionServiceImpl::ProcessIncident(
@@ -874,9 +1011,14 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ProcessIncident(
     const reflexion::v1::ProcessIncidentRequest* request,
     reflexion::v1::ProcessIncidentResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Principal who;
+  if (RefuseCaller(context, "ProcessIncident", reactor, &who)) return reactor;
   if (RefuseUndecodable(*request, reactor)) return reactor;
   reflexion::v1::Incident incident = IncidentFromRequest(*request);
   absl::Status valid = PrepareIncident(&incident, "");
+  if (valid.ok()) {
+    valid = AuthorizeNamespace(who, incident.namespace_(), "namespace");
+  }
   if (!valid.ok()) {
     reactor->Finish(ToGrpcStatus(valid));
     return reactor;
@@ -896,7 +1038,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ProcessIncident(
     reactor->Finish(grpc::Status::OK);
   };
   absl::StatusOr<std::string> id =
-      runner_->Submit(std::move(incident), std::move(cb));
+      runner_->Submit(std::move(incident), std::move(cb), StartedBy(who));
   if (!id.ok()) reactor->Finish(ToGrpcStatus(id.status()));
   return reactor;
 }
@@ -935,11 +1077,17 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::DiagnoseIncident(
     const reflexion::v1::DiagnoseIncidentRequest* request,
     reflexion::v1::DiagnoseIncidentResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Principal who;
+  if (RefuseCaller(context, "DiagnoseIncident", reactor, &who)) return reactor;
   if (RefuseUndecodable(*request, reactor)) return reactor;
   // Analysis reads the store (posteriors, lessons): on the pool.
-  pool_->Post([this, reactor, request, response] {
+  pool_->Post([this, reactor, request, response, who = std::move(who)] {
     reflexion::v1::Incident incident = IncidentOf(*request);
-    if (absl::Status valid = PrepareIncident(&incident, ""); !valid.ok()) {
+    absl::Status valid = PrepareIncident(&incident, "");
+    if (valid.ok()) {
+      valid = AuthorizeNamespace(who, incident.namespace_(), "namespace");
+    }
+    if (!valid.ok()) {
       reactor->Finish(ToGrpcStatus(valid));
       return;
     }
@@ -960,6 +1108,8 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::StartWorkflow(
     const reflexion::v1::StartWorkflowRequest* request,
     reflexion::v1::StartWorkflowResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Principal who;
+  if (RefuseCaller(context, "StartWorkflow", reactor, &who)) return reactor;
   if (RefuseUndecodable(*request, reactor)) return reactor;
   if (checkpoints_ == nullptr) {
     reactor->Finish(grpc::Status(
@@ -969,7 +1119,11 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::StartWorkflow(
     return reactor;
   }
   reflexion::v1::Incident incident = IncidentOf(*request);
-  if (absl::Status valid = PrepareIncident(&incident, ""); !valid.ok()) {
+  absl::Status valid = PrepareIncident(&incident, "");
+  if (valid.ok()) {
+    valid = AuthorizeNamespace(who, incident.namespace_(), "namespace");
+  }
+  if (!valid.ok()) {
     reactor->Finish(ToGrpcStatus(valid));
     return reactor;
   }
@@ -982,7 +1136,8 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::StartWorkflow(
     reactor->Finish(ToGrpcStatus(s));
   };
   absl::StatusOr<std::string> id =
-      runner_->Submit(std::move(incident), std::move(callbacks));
+      runner_->Submit(std::move(incident), std::move(callbacks),
+                      StartedBy(who));
   if (!id.ok()) reactor->Finish(ToGrpcStatus(id.status()));
   return reactor;
 }
@@ -992,12 +1147,14 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetWorkflow(
     const reflexion::v1::GetWorkflowRequest* request,
     reflexion::v1::GetWorkflowResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Principal who;
+  if (RefuseCaller(context, "GetWorkflow", reactor, &who)) return reactor;
   if (RefuseUndecodable(*request, reactor)) return reactor;
   if (absl::Status s = CheckWorkflowRpc(request->workflow_id()); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
-  pool_->Post([this, reactor, request, response] {
+  pool_->Post([this, reactor, request, response, who = std::move(who)] {
     const std::string& id = request->workflow_id();
     absl::StatusOr<core::WorkflowRecord> record = checkpoints_->GetWorkflow(id);
     if (!record.ok()) {
@@ -1013,6 +1170,11 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetWorkflow(
     if (!graph::DecodeCheckpointState(*cp, &state)) {
       reactor->Finish(grpc::Status(grpc::StatusCode::DATA_LOSS,
                                    "the workflow's state does not decode"));
+      return;
+    }
+    state.set_workflow_id(id);
+    if (absl::Status s = CheckScope(who, state); !s.ok()) {
+      reactor->Finish(ToGrpcStatus(s));
       return;
     }
     response->set_workflow_id(id);
@@ -1070,10 +1232,20 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetWorkflow(
 class ReflexionServiceImpl::WatchReactor final
     : public grpc::ServerWriteReactor<v1::WatchWorkflowResponse> {
  public:
+  // `check` (may be null) runs on the pool first: a non-OK status (the
+  // caller's scope) finishes the stream with it.
   WatchReactor(EventHub* hub, graph::TaskRunner* pool, std::string id,
-               uint64_t from)
+               uint64_t from, std::function<absl::Status()> check = nullptr)
       : hub_(hub), id_(std::move(id)) {
-    pool->Post([this, from] { Subscribe(from); });
+    pool->Post([this, from, check = std::move(check)] {
+      if (check) {
+        if (absl::Status s = check(); !s.ok()) {
+          Refuse(s);
+          return;
+        }
+      }
+      Subscribe(from);
+    });
   }
 
   void OnWriteDone(bool ok) override {
@@ -1159,6 +1331,17 @@ class ReflexionServiceImpl::WatchReactor final
     Release();
   }
 
+  // Instead of Subscribe: finishes with `s`.
+  void Refuse(const absl::Status& s) {
+    bool finish = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!finished_) finished_ = finish = true;
+    }
+    if (finish) Finish(ToGrpcStatus(s));
+    Release();
+  }
+
   // Called by the hub (its lock held): queue and maybe start a write.
   bool Enqueue(const v1::ResolveResponse& m) {
     v1::WatchWorkflowResponse out;
@@ -1208,8 +1391,10 @@ class ReflexionServiceImpl::WatchReactor final
 grpc::ServerWriteReactor<v1::WatchWorkflowResponse>*
 ReflexionServiceImpl::WatchWorkflow(grpc::CallbackServerContext* context,
                                     const v1::WatchWorkflowRequest* request) {
-  absl::Status s = CheckWorkflowId(request->workflow_id());
-  if (std::string e = wire::DecodeError(*request); !e.empty()) {
+  absl::StatusOr<Principal> who = Admit(*context, "WatchWorkflow");
+  absl::Status s = who.status();
+  if (s.ok()) s = CheckWorkflowId(request->workflow_id());
+  if (std::string e = wire::DecodeError(*request); s.ok() && !e.empty()) {
     s = absl::InvalidArgumentError(e);
   }
   if (!s.ok()) {
@@ -1220,8 +1405,14 @@ ReflexionServiceImpl::WatchWorkflow(grpc::CallbackServerContext* context,
     };
     return new Refuse(ToGrpcStatus(s));
   }
+  std::function<absl::Status()> check;
+  if (!who->clusters.empty() || !who->namespaces.empty()) {
+    check = [this, who = *std::move(who), id = request->workflow_id()] {
+      return CheckWorkflowScope(who, id);
+    };
+  }
   return new WatchReactor(hub_, pool_, request->workflow_id(),
-                          request->from_sequence());
+                          request->from_sequence(), std::move(check));
 }
 
 grpc::ServerUnaryReactor* ReflexionServiceImpl::ResumeWorkflow(
@@ -1229,12 +1420,22 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ResumeWorkflow(
     const reflexion::v1::ResumeWorkflowRequest* request,
     reflexion::v1::ResumeWorkflowResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Principal who;
+  if (RefuseCaller(context, "ResumeWorkflow", reactor, &who)) return reactor;
   if (RefuseUndecodable(*request, reactor)) return reactor;
   if (absl::Status s = CheckWorkflowRpc(request->workflow_id()); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
-  pool_->Post([this, reactor, request] {
+  pool_->Post([this, reactor, request, who = std::move(who)] {
+    if (absl::Status s = CheckWorkflowScope(who, request->workflow_id());
+        !s.ok()) {
+      reactor->Finish(ToGrpcStatus(s));
+      return;
+    }
+    // Who decided is the caller, whatever the client wrote.
+    v1::HumanDecision decision = request->decision();
+    decision.set_decided_by(who.name);
     // A workflow of an agent session continues with that cluster's
     // sessions (its action request, events and result go there).
     WorkflowCallbacks cb;
@@ -1244,9 +1445,8 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ResumeWorkflow(
         cb = *std::move(c);
       }
     }
-    reactor->Finish(
-        ToGrpcStatus(runner_->Decide(request->workflow_id(), request->etag(),
-                                     request->decision(), std::move(cb))));
+    reactor->Finish(ToGrpcStatus(runner_->Decide(
+        request->workflow_id(), request->etag(), decision, std::move(cb))));
   });
   return reactor;
 }
@@ -1256,17 +1456,31 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::CancelWorkflow(
     const reflexion::v1::CancelWorkflowRequest* request,
     reflexion::v1::CancelWorkflowResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Principal who;
+  if (RefuseCaller(context, "CancelWorkflow", reactor, &who)) return reactor;
   if (RefuseUndecodable(*request, reactor)) return reactor;
   if (absl::Status s = CheckWorkflowRpc(request->workflow_id()); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
-  if (runner_->Cancel(request->workflow_id())) {
+  const bool scoped = !who.clusters.empty() || !who.namespaces.empty();
+  if (!scoped && runner_->Cancel(request->workflow_id())) {
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
-  pool_->Post([this, reactor, request] {
+  pool_->Post([this, reactor, request, who = std::move(who), scoped] {
     const std::string& id = request->workflow_id();
+    if (scoped) {
+      // Checked on the pool (it reads the workflow's state).
+      if (absl::Status s = CheckWorkflowScope(who, id); !s.ok()) {
+        reactor->Finish(ToGrpcStatus(s));
+        return;
+      }
+      if (runner_->Cancel(id)) {
+        reactor->Finish(grpc::Status::OK);
+        return;
+      }
+    }
     absl::StatusOr<core::WorkflowRecord> record = checkpoints_->GetWorkflow(id);
     if (!record.ok()) {
       reactor->Finish(ToGrpcStatus(record.status()));
@@ -1292,14 +1506,23 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ForkWorkflow(
     const reflexion::v1::ForkWorkflowRequest* request,
     reflexion::v1::ForkWorkflowResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Principal who;
+  if (RefuseCaller(context, "ForkWorkflow", reactor, &who)) return reactor;
   if (RefuseUndecodable(*request, reactor)) return reactor;
   if (absl::Status s = CheckWorkflowRpc(request->workflow_id()); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
-  pool_->Post([this, reactor, request, response] {
+  pool_->Post([this, reactor, request, response, who = std::move(who)] {
+    if (absl::Status s = CheckWorkflowScope(who, request->workflow_id());
+        !s.ok()) {
+      reactor->Finish(ToGrpcStatus(s));
+      return;
+    }
+    // A fork naming a strategy is that principal's approval of it.
     absl::StatusOr<std::string> id = runner_->Fork(
-        request->workflow_id(), request->step(), request->strategy());
+        request->workflow_id(), request->step(), request->strategy(), {},
+        request->strategy().empty() ? std::string() : who.name);
     if (!id.ok()) {
       reactor->Finish(ToGrpcStatus(id.status()));
       return;
@@ -1317,6 +1540,8 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ListCheckpoints(
     const reflexion::v1::ListCheckpointsRequest* request,
     reflexion::v1::ListCheckpointsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Principal who;
+  if (RefuseCaller(context, "ListCheckpoints", reactor, &who)) return reactor;
   if (RefuseUndecodable(*request, reactor)) return reactor;
   if (absl::Status s = CheckWorkflowRpc(request->workflow_id()); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
@@ -1327,11 +1552,15 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ListCheckpoints(
                                  "limit: must be between 0 and 10000"));
     return reactor;
   }
-  pool_->Post([this, reactor, request, response] {
+  pool_->Post([this, reactor, request, response, who = std::move(who)] {
     const std::string& id = request->workflow_id();
     absl::StatusOr<core::WorkflowRecord> record = checkpoints_->GetWorkflow(id);
     if (!record.ok()) {
       reactor->Finish(ToGrpcStatus(record.status()));
+      return;
+    }
+    if (absl::Status s = CheckWorkflowScope(who, id); !s.ok()) {
+      reactor->Finish(ToGrpcStatus(s));
       return;
     }
     absl::StatusOr<std::vector<core::Checkpoint>> list =
@@ -1367,6 +1596,8 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ListStrategies(
     const reflexion::v1::ListStrategiesRequest* request,
     reflexion::v1::ListStrategiesResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Principal who;
+  if (RefuseCaller(context, "ListStrategies", reactor, &who)) return reactor;
   if (RefuseUndecodable(*request, reactor)) return reactor;
   if (request->error_type().size() > core::kMaxErrorType) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -1424,7 +1655,23 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ListEpisodes(
     const reflexion::v1::ListEpisodesRequest* request,
     reflexion::v1::ListEpisodesResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Principal who;
+  if (RefuseCaller(context, "ListEpisodes", reactor, &who)) return reactor;
   if (RefuseUndecodable(*request, reactor)) return reactor;
+  // Episodes carry their incident's data: a principal limited to some
+  // namespaces lists one of them at a time.
+  if (!who.namespaces.empty()) {
+    if (absl::Status s =
+            AuthorizeNamespace(who, request->namespace_(), "namespace");
+        !s.ok() || request->namespace_().empty()) {
+      reactor->Finish(ToGrpcStatus(
+          s.ok() ? absl::PermissionDeniedError(absl::StrCat(
+                       "namespace: principal ", who.name,
+                       " is limited to namespaces; set the namespace filter"))
+                 : s));
+      return reactor;
+    }
+  }
   auto bad = [reactor](std::string message) {
     reactor->Finish(
         grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(message)));
@@ -1479,6 +1726,8 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetMetrics(
     const reflexion::v1::GetMetricsRequest* request,
     reflexion::v1::GetMetricsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Principal who;
+  if (RefuseCaller(context, "GetMetrics", reactor, &who)) return reactor;
   if (RefuseUndecodable(*request, reactor)) return reactor;
   pool_->Post([this, reactor, response] {
     absl::StatusOr<reflexion::v1::GetMetricsResponse> m =
@@ -1526,6 +1775,10 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::SimulateReflection(
     const reflexion::v1::SimulateReflectionRequest* request,
     reflexion::v1::SimulateReflectionResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Principal who;
+  if (RefuseCaller(context, "SimulateReflection", reactor, &who)) {
+    return reactor;
+  }
   if (RefuseUndecodable(*request, reactor)) return reactor;
   if (options_.reflector == nullptr) {
     reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(
@@ -1608,7 +1861,32 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ListAudit(
     const reflexion::v1::ListAuditRequest* request,
     reflexion::v1::ListAuditResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Principal who;
+  if (RefuseCaller(context, "ListAudit", reactor, &who)) return reactor;
   if (RefuseUndecodable(*request, reactor)) return reactor;
+  // Entries name pods, actions and people: a principal limited to some
+  // clusters or namespaces lists one of them at a time.
+  if (!who.namespaces.empty() || !who.clusters.empty()) {
+    absl::Status s = absl::OkStatus();
+    if (!who.namespaces.empty()) {
+      s = request->namespace_().empty()
+              ? absl::PermissionDeniedError(absl::StrCat(
+                    "namespace: principal ", who.name,
+                    " is limited to namespaces; set the namespace filter"))
+              : AuthorizeNamespace(who, request->namespace_(), "namespace");
+    }
+    if (s.ok() && !who.clusters.empty()) {
+      s = request->cluster().empty()
+              ? absl::PermissionDeniedError(absl::StrCat(
+                    "cluster: principal ", who.name,
+                    " is limited to clusters; set the cluster filter"))
+              : AuthorizeCluster(who, request->cluster(), "cluster");
+    }
+    if (!s.ok()) {
+      reactor->Finish(ToGrpcStatus(s));
+      return reactor;
+    }
+  }
   if (options_.audit_log == nullptr) {
     reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(
         "this server has no audit log configured")));

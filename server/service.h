@@ -16,6 +16,7 @@
 #include "core/ports/reflector.h"
 #include "reflexion/v1/reflexion.grpc.pb.h"
 #include "server/agent_sessions.h"
+#include "server/auth.h"
 #include "server/event_hub.h"
 #include "server/upstream/http_client.h"
 #include "server/workflow_runner.h"
@@ -56,6 +57,12 @@ struct ServiceOptions {
   std::function<std::vector<upstream::UpstreamStats>()> upstreams;
   // ListAudit reads it (null: ListAudit answers FAILED_PRECONDITION).
   core::AuditLog* audit_log = nullptr;
+  // Authenticates every call (server/auth.h); null: every caller is
+  // Principal::Anonymous() (admin).
+  const Authenticator* auth = nullptr;
+  // The cluster of a workflow whose WorkflowState.cluster is empty, for the
+  // principals' cluster scopes (policy.default_cluster once it exists).
+  std::string default_cluster = "default";
 };
 
 namespace internal {
@@ -210,10 +217,26 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
       reflexion::v1::ClearBreakerResponse* response) override;
 
  private:
-  // The authenticated caller's name, for the audit log.
-  std::string CallerName(grpc::CallbackServerContext* context) const;
   // The preconditions of the workflow RPCs: checkpointing on, a valid id.
   absl::Status CheckWorkflowRpc(const std::string& workflow_id) const;
+
+  // Authenticates the caller of `context` and checks its role for `rpc`
+  // (RequiredRole): the principal, or UNAUTHENTICATED / PERMISSION_DENIED.
+  absl::StatusOr<Principal> Admit(const grpc::ServerContextBase& context,
+                                  absl::string_view rpc) const;
+  // Admit for a unary handler: false with the principal in `who`, or true
+  // once `reactor` was finished with the refusal.
+  bool RefuseCaller(grpc::CallbackServerContext* context, absl::string_view rpc,
+                    grpc::ServerUnaryReactor* reactor, Principal* who) const;
+  // Whether `who` may act on workflow `state` (its incident's namespace, its
+  // cluster): PERMISSION_DENIED naming the one outside its scope.
+  absl::Status CheckScope(const Principal& who,
+                          const reflexion::v1::WorkflowState& state) const;
+  // CheckScope on the workflow's latest checkpoint (storage: call on the
+  // pool). OK without reading when `who` has no scope; NOT_FOUND for an
+  // unknown workflow.
+  absl::Status CheckWorkflowScope(const Principal& who,
+                                  const std::string& workflow_id) const;
 
   class ResolveReactor;
   class WatchReactor;

@@ -299,10 +299,9 @@ absl::Status WorkflowRunner::Decide(const std::string& workflow_id,
   return ResumeReserved(workflow_id, std::move(cancel), std::move(callbacks));
 }
 
-absl::StatusOr<std::string> WorkflowRunner::Fork(const std::string& source_id,
-                                                 uint64_t step,
-                                                 const std::string& strategy,
-                                                 WorkflowCallbacks callbacks) {
+absl::StatusOr<std::string> WorkflowRunner::Fork(
+    const std::string& source_id, uint64_t step, const std::string& strategy,
+    WorkflowCallbacks callbacks, const std::string& approved_by) {
   if (absl::Status s = Admit(); !s.ok()) return s;  // storage read-only
   uint64_t ordinal;
   {
@@ -315,7 +314,8 @@ absl::StatusOr<std::string> WorkflowRunner::Fork(const std::string& source_id,
     ordinal = ++next_ordinal_;
   }
   std::string id = NewWorkflowId(ordinal);
-  if (absl::Status s = workflow_->Fork(source_id, step, id, strategy, ordinal);
+  if (absl::Status s =
+          workflow_->Fork(source_id, step, id, strategy, ordinal, approved_by);
       !s.ok()) {
     return s;
   }

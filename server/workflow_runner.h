@@ -115,10 +115,12 @@ class WorkflowRunner {
   // Forks a new workflow from checkpoint `step` of `source_id` (see
   // ReflexionWorkflow::Fork) and runs it; returns its id. Subject to the
   // in-flight limit (kResourceExhausted), kUnavailable once draining;
-  // otherwise errors as ReflexionWorkflow::Fork / Resume.
+  // otherwise errors as ReflexionWorkflow::Fork / Resume. `approved_by`:
+  // the principal naming `strategy` (WorkflowState.approved_by).
   absl::StatusOr<std::string> Fork(const std::string& source_id, uint64_t step,
                                    const std::string& strategy,
-                                   WorkflowCallbacks callbacks = {});
+                                   WorkflowCallbacks callbacks = {},
+                                   const std::string& approved_by = "");
 
   // From now on, keeps the events of a workflow running here in the
   // EventHub (for WatchWorkflow), as if started with retain_events: its

@@ -758,6 +758,7 @@ void ReflexionWorkflow::SelectStrategyNode(State& s,
     *sel.mutable_action() = *std::move(action);
     sel.set_attempt(attempt);
     sel.set_selection_reason("human_approved");
+    // approved_by stays: who approved it (set with approved_strategy).
     Prior prior =
         PriorFor(s.analysis().error_family(), s.analysis().cause(), name);
     double a = prior.alpha, b = prior.beta;
@@ -783,6 +784,7 @@ void ReflexionWorkflow::SelectStrategyNode(State& s,
     std::move(done)(absl::OkStatus());
     return;
   }
+  s.clear_approved_by();  // the service chooses (an approval may follow)
   absl::flat_hash_map<std::string, std::string> excluded;
   for (const std::string& name : s.denied_strategies()) {
     excluded[name] = "denied by a human for this incident";
@@ -1305,6 +1307,7 @@ void ReflexionWorkflow::Approval(State& s, graph::NodeDone done) const {
     const std::string note =
         d.note().empty() ? std::string() : absl::StrCat(" (", d.note(), ")");
     if (kind == v1::HumanDecision::KIND_APPROVE) {
+      s.set_approved_by(d.decided_by());
       s.mutable_selection()->set_selection_reason(
           absl::StrCat(s.selection().selection_reason(), "+human_approved"));
       s.mutable_final_strategy()->set_selection_reason(
@@ -1656,6 +1659,7 @@ void ReflexionWorkflow::HumanEscalation(State& s, graph::NodeDone done) const {
     switch (d.kind()) {
       case v1::HumanDecision::KIND_RETRY:
         s.set_approved_strategy(d.strategy());
+        s.set_approved_by(d.decided_by());
         s.set_max_attempts(s.attempt() + 1);
         s.clear_no_candidate_reason();
         s.mutable_escalation()->set_summary(absl::StrCat(
@@ -1803,7 +1807,8 @@ absl::StatusOr<uint64_t> ReflexionWorkflow::AnswerAgent(
 absl::Status ReflexionWorkflow::Fork(const std::string& source_id,
                                      uint64_t step, const std::string& new_id,
                                      const std::string& strategy,
-                                     uint64_t ordinal) const {
+                                     uint64_t ordinal,
+                                     const std::string& approved_by) const {
   if (checkpoints_ == nullptr) {
     return absl::FailedPreconditionError("checkpointing is disabled");
   }
@@ -1833,8 +1838,10 @@ absl::Status ReflexionWorkflow::Fork(const std::string& source_id,
           d.set_kind(v1::HumanDecision::KIND_RETRY);
           d.set_strategy(strategy);
           d.set_note(note);
+          d.set_decided_by(approved_by);
         } else {
           s.set_approved_strategy(strategy);
+          s.set_approved_by(approved_by);
           s.set_max_attempts(std::max(s.max_attempts(), s.attempt() + 1));
           s.clear_no_candidate_reason();
         }

@@ -250,10 +250,12 @@ class ReflexionWorkflow {
   // kNotFound for an unknown workflow or pruned step, kFailedPrecondition
   // for the end checkpoint or when checkpointing is disabled,
   // kAlreadyExists when `new_id` exists. `ordinal` seeds its Thompson
-  // sampling as in Start.
+  // sampling as in Start. `approved_by` (the operator naming `strategy`)
+  // is kept in WorkflowState.approved_by (and the RETRY's decided_by).
   absl::Status Fork(const std::string& source_id, uint64_t step,
                     const std::string& new_id, const std::string& strategy,
-                    uint64_t ordinal) const;
+                    uint64_t ordinal,
+                    const std::string& approved_by = "") const;
 
   // Analysis only (DiagnoseIncident): the analysis of a validated incident
   // from its own facts (no executor is asked, nothing is executed, learned

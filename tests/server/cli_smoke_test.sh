@@ -176,5 +176,39 @@ if [[ $mode == cli ]]; then
   kill -TERM "$pid"
   wait "$pid" || fail "approval server exited non-zero after SIGTERM"
   pid=
+
+  # Authentication: a non-loopback host without auth is refused, naming the
+  # flag; with a tokens file the CLI needs --token or REFLEXION_TOKEN.
+  set +e
+  "$server" --host 0.0.0.0 --port 0 --data_dir "$work/open-data" 2>"$work/open.log"
+  rc=$?
+  set -e
+  [[ $rc == 1 ]] || fail "0.0.0.0 without auth started (exit $rc)"
+  grep -q -- "--insecure_listen" "$work/open.log" || { cat "$work/open.log"; fail "refusal does not name the flag"; }
+  token=smoke-operator-token-1
+  hash=$(printf %s "$token" | sha256sum | cut -d' ' -f1)
+  printf 'tokens:\n  - sha256: %s\n    principal: smoke-ops\n    role: operator\n' "$hash" \
+    >"$work/tokens.yaml"
+  printf 'service:\n  shutdown_drain: 0\nauth:\n  tokens_file: %s\n' "$work/tokens.yaml" >"$work/auth.yaml"
+  "$server" --host 127.0.0.1 --port 0 --data_dir "$work/auth-data" \
+    --config "$work/auth.yaml" --port_file "$work/auth-port" 2>"$work/auth.log" &
+  pid=$!
+  for _ in $(seq 1 100); do [[ -s $work/auth-port ]] && break; sleep 0.1; done
+  [[ -s $work/auth-port ]] || fail "auth server did not start"
+  addr=127.0.0.1:$(cat "$work/auth-port")
+  expect '^SERVING$' "anonymous health" "$ctl" --server "$addr" health
+  set +e
+  "$ctl" --server "$addr" metrics >"$work/out" 2>&1
+  rc=$?
+  set -e
+  [[ $rc == 1 ]] && grep -q "UNAUTHENTICATED: missing bearer token" "$work/out" ||
+    { cat "$work/out"; fail "metrics without a token"; }
+  expect "workflows since start" "metrics --token" "$ctl" --server "$addr" --token "$token" metrics
+  expect "^result wf-" "process with REFLEXION_TOKEN" env REFLEXION_TOKEN="$token" \
+    "$ctl" --server "$addr" process --pod web-9 --namespace default --error_type OOMKilled
+  kill -TERM "$pid"
+  wait "$pid" || fail "auth server exited non-zero after SIGTERM"
+  pid=
+  ! grep -q "$token" "$work/auth.log" || fail "the token is in the server log"
 fi
 echo "PASS ($mode)"

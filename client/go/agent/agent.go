@@ -52,6 +52,9 @@ var (
 type Config struct {
 	// Server is reflexion-server's host:port.
 	Server string
+	// Auth: the server's token and TLS (-token/REFLEXION_TOKEN, -tls-ca,
+	// -tls-cert, -tls-key, -tls-server-name); zero: plaintext, no token.
+	Auth reflexion.Options
 	// Cluster is AgentHello.cluster: a DNS-1123 label.
 	Cluster string
 	// AgentID is AgentHello.agent_id: 1 to 128 of [A-Za-z0-9._-].
@@ -101,6 +104,9 @@ func (c *Config) Validate() error {
 		if len(ns) > 63 || !dns1123Label.MatchString(ns) {
 			return fmt.Errorf("--namespaces: %q is not a namespace name", ns)
 		}
+	}
+	if _, err := c.Auth.DialOptions(); err != nil {
+		return err
 	}
 	if c.Kube == nil || c.Log == nil {
 		return errors.New("agent: Kube and Log are required")
@@ -218,7 +224,7 @@ func (a *Agent) hello() *reflexionv1.ResolveRequest {
 // stream ends. welcomed reports whether the server welcomed it.
 func (a *Agent) session(ctx context.Context) (welcomed bool, err error) {
 	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
-	c, err := reflexion.Dial(dctx, a.cfg.Server)
+	c, err := reflexion.DialWith(dctx, a.cfg.Server, a.cfg.Auth)
 	dcancel()
 	if err != nil {
 		return false, err

@@ -3,6 +3,8 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"math/rand"
@@ -38,13 +40,19 @@ executor:
 // unless it exits 0.
 func startServer(t *testing.T) string {
 	t.Helper()
+	return startServerWith(t, "")
+}
+
+// startServerWith is startServer with more config sections (YAML).
+func startServerWith(t *testing.T, extra string) string {
+	t.Helper()
 	bin := os.Getenv("REFLEXION_SERVER")
 	if bin == "" {
 		t.Skip("REFLEXION_SERVER is not set: set it to a built reflexion-server (scripts/test does)")
 	}
 	dir := t.TempDir()
 	config := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(config, []byte(e2eConfig), 0o644); err != nil {
+	if err := os.WriteFile(config, []byte(e2eConfig+extra), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	portFile := filepath.Join(dir, "port")
@@ -442,5 +450,52 @@ func TestAReSentActionAfterAReconnectRunsOnce(t *testing.T) {
 	}
 	if !fake.WorkloadHealthy("shop/web") {
 		t.Error("web not healthy")
+	}
+}
+
+// TestAnAgentWithATokenOpensItsSession: against a server with a tokens
+// file the agent's token (role agent, its cluster) opens the session; the
+// server welcomes it. (Without the token the stream is UNAUTHENTICATED:
+// tests/server/auth_test.cc.)
+func TestAnAgentWithATokenOpensItsSession(t *testing.T) {
+	const token = "agent-e2e-secret-77"
+	sum := sha256.Sum256([]byte(token))
+	tokens := filepath.Join(t.TempDir(), "tokens.yaml")
+	if err := os.WriteFile(tokens, []byte("tokens:\n  - sha256: "+hex.EncodeToString(sum[:])+
+		"\n    principal: agent-e2e\n    role: agent\n    clusters: [e2e]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := startServerWith(t, "auth:\n  tokens_file: "+tokens+"\n")
+	fake := kubefake.New(e2eRule, time.Now())
+	fake.AddServiceAccount("shop", "default")
+	fake.Start()
+	defer fake.Close()
+	var logs syncBuffer
+	a, err := New(Config{Server: addr, Auth: reflexion.Options{Token: token}, Cluster: "e2e",
+		AgentID: "agent-token", Namespaces: []string{"shop"}, PollInterval: 200 * time.Millisecond,
+		Kube: NewKube(fake.URL(), "", nil), Log: NewLogger(&logs, "text", RealClock{}),
+		Rand: rand.New(rand.NewSource(1))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	// The agent logs the welcome (it handles it before any dispatch); polled,
+	// bounded: nothing else says so.
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(logs.String(), "session open session_id=e2e/agent-token") {
+		if time.Now().After(deadline) {
+			t.Errorf("no welcome within 20 s; agent log:\n%s", logs.String())
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if strings.Contains(logs.String(), token) {
+		t.Errorf("the agent logged its token")
 	}
 }

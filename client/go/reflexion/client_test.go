@@ -3,6 +3,8 @@ package reflexion
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	reflexionv1 "github.com/reflexion-dev/reflexion/client/go/reflexionv1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -21,13 +25,19 @@ import (
 // which fails unless it exits 0.
 func startServer(t *testing.T) string {
 	t.Helper()
+	return startServerWith(t, "")
+}
+
+// startServerWith is startServer with more config sections (YAML).
+func startServerWith(t *testing.T, extra string) string {
+	t.Helper()
 	bin := os.Getenv("REFLEXION_SERVER")
 	if bin == "" {
 		t.Skip("REFLEXION_SERVER is not set: set it to a built reflexion-server (scripts/test does)")
 	}
 	dir := t.TempDir()
 	config := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(config, []byte("service:\n  shutdown_drain: 0\n"), 0o644); err != nil {
+	if err := os.WriteFile(config, []byte("service:\n  shutdown_drain: 0\n"+extra), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	portFile := filepath.Join(dir, "port")
@@ -168,4 +178,83 @@ func TestClientAgainstRealServer(t *testing.T) {
 			t.Errorf("container = %q, want app", a.GetContainer())
 		}
 	})
+}
+
+// TestDialWithTokenAndTLS runs the server with a tokens file and TLS (a CA
+// and a server certificate made by openssl) and dials it with and without
+// the token.
+func TestDialWithTokenAndTLS(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("no openssl to make test certificates")
+	}
+	dir := t.TempDir()
+	run := func(args ...string) {
+		cmd := exec.Command("openssl", args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("openssl %v: %v\n%s", args, err, out)
+		}
+	}
+	ec := []string{"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"}
+	run(append([]string{"req", "-x509", "-days", "2", "-subj", "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.pem"}, ec...)...)
+	run(append([]string{"req", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"}, ec...)...)
+	if err := os.WriteFile(filepath.Join(dir, "server.ext"), []byte("subjectAltName=DNS:localhost,IP:127.0.0.1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run("x509", "-req", "-days", "2", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+		"-CAcreateserial", "-extfile", "server.ext", "-out", "server.pem")
+	const token = "go-viewer-secret-42"
+	sum := sha256.Sum256([]byte(token))
+	tokens := filepath.Join(dir, "tokens.yaml")
+	if err := os.WriteFile(tokens, []byte("tokens:\n  - sha256: "+hex.EncodeToString(sum[:])+
+		"\n    principal: go-viewer\n    role: viewer\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := startServerWith(t, "auth:\n  tokens_file: "+tokens+"\ntls:\n  cert_file: "+
+		filepath.Join(dir, "server.pem")+"\n  key_file: "+filepath.Join(dir, "server.key")+"\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tlsOpts := Options{TLSCA: filepath.Join(dir, "ca.pem"), TLSServerName: "localhost"}
+
+	// TLS without a token: the call is refused, naming what is missing.
+	c, err := DialWith(ctx, addr, tlsOpts)
+	if err != nil {
+		t.Fatalf("DialWith TLS: %v", err)
+	}
+	defer c.Close()
+	_, err = c.Reflexion.GetMetrics(ctx, &reflexionv1.GetMetricsRequest{})
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "missing bearer token") {
+		t.Errorf("GetMetrics without a token: %v, want UNAUTHENTICATED missing bearer token", err)
+	}
+	// Health stays anonymous.
+	if ok, err := c.Serving(ctx, ""); err != nil || !ok {
+		t.Errorf("Serving: %v, %v", ok, err)
+	}
+
+	// With the token: served; a viewer may not resume.
+	tlsOpts.Token = token
+	c2, err := DialWith(ctx, addr, tlsOpts)
+	if err != nil {
+		t.Fatalf("DialWith TLS+token: %v", err)
+	}
+	defer c2.Close()
+	if _, err := c2.Reflexion.GetMetrics(ctx, &reflexionv1.GetMetricsRequest{}); err != nil {
+		t.Errorf("GetMetrics with the token: %v", err)
+	}
+	_, err = c2.Reflexion.ResumeWorkflow(ctx, &reflexionv1.ResumeWorkflowRequest{WorkflowId: "wf-1"})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "principal go-viewer has viewer") {
+		t.Errorf("ResumeWorkflow as viewer: %v, want PERMISSION_DENIED naming the role", err)
+	}
+
+	// Plaintext to a TLS server does not connect.
+	pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer pcancel()
+	if c3, err := DialWith(pctx, addr, Options{Token: token}); err == nil {
+		c3.Close()
+		t.Errorf("a plaintext dial of a TLS server connected")
+	}
+	// Bad options are refused before dialing.
+	if _, err := DialWith(ctx, addr, Options{TLSCert: "x.pem"}); err == nil {
+		t.Errorf("TLSCert without TLSKey was accepted")
+	}
 }

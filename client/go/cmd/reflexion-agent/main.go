@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/reflexion-dev/reflexion/client/go/agent"
+	"github.com/reflexion-dev/reflexion/client/go/reflexion"
 )
 
 func envOr(key, def string) string {
@@ -41,6 +42,11 @@ func main() {
 	kubeAPI := fs.String("kube-api", "", "Kubernetes API URL (http:// or https://); default: in-cluster config from the service account")
 	tokenFile := fs.String("token-file", "", "with --kube-api: file holding the bearer token (re-read on every request)")
 	caFile := fs.String("ca-file", "", "with --kube-api: CA bundle of the API server (default: system roots)")
+	token := fs.String("token", "", "reflexion-server bearer token (env REFLEXION_TOKEN; prefer the env: flags show in ps)")
+	tlsCA := fs.String("tls-ca", "", "reflexion-server TLS: the CA (PEM file) its certificate chains to")
+	tlsCert := fs.String("tls-cert", "", "reflexion-server mTLS: this agent's certificate (PEM file, with -tls-key)")
+	tlsKey := fs.String("tls-key", "", "reflexion-server mTLS: this agent's private key (PEM file)")
+	tlsName := fs.String("tls-server-name", "", "reflexion-server TLS: the name to check its certificate against (default: the --server host)")
 	poll := fs.Duration("poll-interval", 10*time.Second, "how often to list pods")
 	dryRun := fs.Bool("dry-run", false, "validate every action with dryRun=All and change nothing")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -79,7 +85,12 @@ func main() {
 			nsList = append(nsList, ns)
 		}
 	}
-	a, err := agent.New(agent.Config{Server: *server, Cluster: *cluster, AgentID: *agentID,
+	if *token == "" {
+		*token = os.Getenv("REFLEXION_TOKEN")
+	}
+	auth := reflexion.Options{Token: *token, TLSCA: *tlsCA, TLSCert: *tlsCert, TLSKey: *tlsKey,
+		TLSServerName: *tlsName}
+	a, err := agent.New(agent.Config{Server: *server, Auth: auth, Cluster: *cluster, AgentID: *agentID,
 		Namespaces: nsList, AllNamespaces: *all, PollInterval: *poll, DryRun: *dryRun,
 		Kube: kube, Log: log})
 	if err != nil {
@@ -90,7 +101,8 @@ func main() {
 	defer stop()
 	log.Info("reflexion-agent starting", "version", agent.Version, "server", *server, "cluster", *cluster,
 		"agent_id", *agentID, "namespaces", nsList, "all_namespaces", *all, "kube", kube.String(),
-		"poll_interval", *poll, "dry_run", *dryRun)
+		"poll_interval", *poll, "dry_run", *dryRun, "tls", *tlsCA != "", "mtls", *tlsCert != "",
+		"token", *token != "")
 	if err := a.Run(ctx); err != nil {
 		log.Error("agent failed", "err", err)
 		os.Exit(1)
