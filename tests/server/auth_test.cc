@@ -970,7 +970,8 @@ TEST_F(AuthServerTest, IncidentsRecordWhoSubmittedThem) {
   ASSERT_TRUE(s.ok()) << s.error_message();
   v1::WorkflowState state = LatestState(resp.result().workflow_id());
   EXPECT_EQ(state.principal(), "agent-prod");
-  EXPECT_EQ(state.cluster(), "");  // not a session: the default cluster
+  // Not a session: the policy's default cluster.
+  EXPECT_EQ(state.cluster(), "local");
   // Its submitter reads it back; another cluster's agent may not.
   v1::GetWorkflowRequest g;
   g.set_workflow_id(resp.result().workflow_id());
@@ -980,7 +981,7 @@ TEST_F(AuthServerTest, IncidentsRecordWhoSubmittedThem) {
   grpc::ClientContext c2;
   grpc::Status other = Stub(kAgentStagingToken)->GetWorkflow(&c2, g, &gr);
   EXPECT_EQ(other.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(other.error_message(), HasSubstr("cluster default"));
+  EXPECT_THAT(other.error_message(), HasSubstr("cluster local"));
 }
 
 TEST_F(AuthServerTest, ARevokedTokenIsRefusedOnAStreamOpenedWithIt) {
