@@ -157,8 +157,7 @@ absl::Status App::Start() {
   // Safety: the policy before every action, its open breakers kept across
   // restarts.
   policy_ = std::make_unique<core::Policy>(config_.policy, &clock_);
-  policy_state_ =
-      std::make_unique<storage::RocksDbPolicyStateStore>(db_.get());
+  policy_state_ = std::make_unique<storage::RocksDbPolicyStateStore>(db_.get());
   absl::StatusOr<std::vector<reflexion::v1::BreakerState>> open =
       policy_state_->LoadBreakers();
   if (!open.ok()) return open.status();

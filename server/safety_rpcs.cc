@@ -44,8 +44,8 @@ absl::Status CheckReason(const std::string& reason) {
 }  // namespace
 
 grpc::ServerUnaryReactor* ReflexionServiceImpl::UndoAction(
-    grpc::CallbackServerContext* context,
-    const v1::UndoActionRequest* request, v1::UndoActionResponse* response) {
+    grpc::CallbackServerContext* context, const v1::UndoActionRequest* request,
+    v1::UndoActionResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Principal who;
   if (RefuseCaller(context, "UndoAction", reactor, &who)) return reactor;
@@ -109,10 +109,10 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::UndoAction(
       return;
     }
     if (episode->undone()) {
-      reactor->Finish(grpc::Status(
-          grpc::StatusCode::FAILED_PRECONDITION,
-          absl::StrCat("action ", action_id,
-                       " was already undone after a regression")));
+      reactor->Finish(
+          grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                       absl::StrCat("action ", action_id,
+                                    " was already undone after a regression")));
       return;
     }
     std::vector<v1::ValueChange> changes(episode->changes().begin(),
@@ -159,9 +159,8 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::UndoAction(
     WorkflowCallbacks callbacks;
     callbacks.retain_events = true;
     *response->mutable_undo() = rec;
-    absl::StatusOr<std::string> id =
-        runner_->Submit(std::move(incident), std::move(callbacks),
-                        std::move(start));
+    absl::StatusOr<std::string> id = runner_->Submit(
+        std::move(incident), std::move(callbacks), std::move(start));
     if (!id.ok()) {
       reactor->Finish(ToGrpcStatus(id.status()));
       return;
@@ -258,16 +257,15 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ClearBreaker(
       e.set_decided_by(principal);
       e.set_outcome("cleared");
       e.set_detail(std::string(core::ClipUtf8(
-          absl::StrCat("breaker ", scope, " cleared (", was.held_incidents(),
-                       " incidents held; suspected cause: ",
-                       was.suspected_cause(), ")",
-                       request->reason().empty() ? "" : ": ",
-                       request->reason()),
+          absl::StrCat(
+              "breaker ", scope, " cleared (", was.held_incidents(),
+              " incidents held; suspected cause: ", was.suspected_cause(), ")",
+              request->reason().empty() ? "" : ": ", request->reason()),
           1024)));
       if (absl::StatusOr<v1::AuditEntry> w = audit->Append(std::move(e));
           !w.ok()) {
-        LOG(ERROR) << "breaker " << scope << " cleared but not audited: "
-                   << w.status();
+        LOG(ERROR) << "breaker " << scope
+                   << " cleared but not audited: " << w.status();
       }
     }
     LOG(INFO) << "blast-radius breaker " << scope << " cleared by "

@@ -14,6 +14,7 @@
 #include "core/reflexion/catalog.h"
 #include "core/reflexion/events.h"
 #include "core/reflexion/metrics.h"
+#include "core/reflexion/redact.h"
 #include "core/reflexion/time_util.h"
 #include "core/reflexion/utf8.h"
 #include "core/reflexion/validation.h"
@@ -51,7 +52,10 @@ reflexion::v1::Incident IncidentOf(const Request& r) {
 absl::Status PrepareIncident(reflexion::v1::Incident* in,
                              absl::string_view prefix) {
   if (absl::Status s = core::NormalizeIncident(in, prefix); !s.ok()) return s;
-  return core::ValidateIncident(*in, prefix);
+  if (absl::Status s = core::ValidateIncident(*in, prefix); !s.ok()) return s;
+  // Secrets in the pod's words never reach storage, logs, events or the LLM.
+  core::RedactIncident(in);
+  return absl::OkStatus();
 }
 }  // namespace
 
@@ -1135,9 +1139,8 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::StartWorkflow(
     if (s.ok()) response->set_workflow_id(id);
     reactor->Finish(ToGrpcStatus(s));
   };
-  absl::StatusOr<std::string> id =
-      runner_->Submit(std::move(incident), std::move(callbacks),
-                      StartedBy(who));
+  absl::StatusOr<std::string> id = runner_->Submit(
+      std::move(incident), std::move(callbacks), StartedBy(who));
   if (!id.ok()) reactor->Finish(ToGrpcStatus(id.status()));
   return reactor;
 }

@@ -39,8 +39,8 @@ RocksDbPolicyStateStore::LoadBreakers() const {
   }
   reflexion::v1::ListBreakersResponse all;
   if (!all.ParseFromString(value)) {
-    return absl::DataLossError(absl::StrCat(
-        "the open breakers stored in ", db_->dir(), " do not decode"));
+    return absl::DataLossError(absl::StrCat("the open breakers stored in ",
+                                            db_->dir(), " do not decode"));
   }
   return std::vector<reflexion::v1::BreakerState>(all.breakers().begin(),
                                                   all.breakers().end());

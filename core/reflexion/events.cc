@@ -98,8 +98,8 @@ void FillCompleted(absl::string_view node, const WorkflowState& s,
         : p.verdict() == reflexion::v1::PolicyDecision::VERDICT_SHADOW
             ? "shadow"
             : "denied";
-    ev.set_summary(absl::StrCat(verdict, " (", p.rule(), "): ",
-                                DescribeAction(p.action()),
+    ev.set_summary(absl::StrCat(verdict, " (", p.rule(),
+                                "): ", DescribeAction(p.action()),
                                 p.reason().empty() ? "" : "; ", p.reason()));
   } else if (node == "undo") {
     const reflexion::v1::UndoRecord& u = s.undo();

@@ -12,6 +12,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/reflexion/utf8.h"
+#include "google/protobuf/struct.pb.h"
+#include "reflexion/v1/types.pb.h"
 
 namespace reflexion::core {
 namespace {
@@ -1096,6 +1098,119 @@ std::string RedactNamedValue(absl::string_view name, absl::string_view value,
     }
   }
   return absl::StrCat(kMarkerPrefix, k, "]");
+}
+
+}  // namespace reflexion::core
+
+namespace reflexion::core {
+namespace {
+
+// Redacts a string field of a Struct in place.
+void RedactStringField(google::protobuf::Struct* object, const char* key,
+                       Redaction* found) {
+  auto it = object->mutable_fields()->find(key);
+  if (it == object->mutable_fields()->end() || !it->second.has_string_value()) {
+    return;
+  }
+  it->second.set_string_value(RedactSecrets(it->second.string_value(), found));
+}
+
+// env entries {name, value} of the containers in `list`.
+void RedactContainerEnv(google::protobuf::Value* list, Redaction* found) {
+  if (list == nullptr || !list->has_list_value()) return;
+  for (google::protobuf::Value& c :
+       *list->mutable_list_value()->mutable_values()) {
+    if (!c.has_struct_value()) continue;
+    auto env = c.mutable_struct_value()->mutable_fields()->find("env");
+    if (env == c.mutable_struct_value()->mutable_fields()->end() ||
+        !env->second.has_list_value()) {
+      continue;
+    }
+    for (google::protobuf::Value& e :
+         *env->second.mutable_list_value()->mutable_values()) {
+      if (!e.has_struct_value()) continue;
+      auto& fields = *e.mutable_struct_value()->mutable_fields();
+      auto name = fields.find("name");
+      auto value = fields.find("value");
+      if (value == fields.end() || !value->second.has_string_value()) continue;
+      const std::string n =
+          name != fields.end() && name->second.has_string_value()
+              ? name->second.string_value()
+              : std::string();
+      value->second.set_string_value(
+          RedactNamedValue(n, value->second.string_value(), found));
+    }
+  }
+}
+
+// Every "message" and "note" string anywhere in `v` (status messages,
+// container termination messages), at most `depth` levels deep.
+void RedactMessages(google::protobuf::Value* v, Redaction* found, int depth) {
+  if (depth <= 0) return;
+  if (v->has_list_value()) {
+    for (auto& e : *v->mutable_list_value()->mutable_values()) {
+      RedactMessages(&e, found, depth - 1);
+    }
+  } else if (v->has_struct_value()) {
+    for (auto& [key, value] : *v->mutable_struct_value()->mutable_fields()) {
+      if ((key == "message" || key == "note") && value.has_string_value()) {
+        value.set_string_value(RedactSecrets(value.string_value(), found));
+      } else {
+        RedactMessages(&value, found, depth - 1);
+      }
+    }
+  }
+}
+
+google::protobuf::Value* FieldOf(google::protobuf::Struct* object,
+                                 const char* key) {
+  auto it = object->mutable_fields()->find(key);
+  return it == object->mutable_fields()->end() ? nullptr : &it->second;
+}
+
+}  // namespace
+
+int RedactIncident(reflexion::v1::Incident* in) {
+  Redaction found;
+  in->set_error_message(RedactSecrets(in->error_message(), &found));
+  in->set_logs(RedactSecrets(in->logs(), &found));
+  for (auto& c : *in->mutable_container_statuses()) {
+    c.set_waiting_message(RedactSecrets(c.waiting_message(), &found));
+  }
+  for (auto& e : *in->mutable_events()) {
+    e.set_message(RedactSecrets(e.message(), &found));
+  }
+  for (auto& e : *in->mutable_pod_events()) {
+    RedactStringField(&e, "message", &found);
+    RedactStringField(&e, "note", &found);
+  }
+  if (in->has_pod()) {
+    google::protobuf::Struct* pod = in->mutable_pod();
+    if (google::protobuf::Value* spec = FieldOf(pod, "spec");
+        spec != nullptr && spec->has_struct_value()) {
+      for (const char* list :
+           {"containers", "initContainers", "ephemeralContainers"}) {
+        RedactContainerEnv(FieldOf(spec->mutable_struct_value(), list), &found);
+      }
+    }
+    if (google::protobuf::Value* meta = FieldOf(pod, "metadata");
+        meta != nullptr && meta->has_struct_value()) {
+      if (google::protobuf::Value* ann =
+              FieldOf(meta->mutable_struct_value(), "annotations");
+          ann != nullptr && ann->has_struct_value()) {
+        for (auto& [key, value] :
+             *ann->mutable_struct_value()->mutable_fields()) {
+          if (!value.has_string_value()) continue;
+          value.set_string_value(
+              RedactNamedValue(key, value.string_value(), &found));
+        }
+      }
+    }
+    if (google::protobuf::Value* status = FieldOf(pod, "status")) {
+      RedactMessages(status, &found, 8);
+    }
+  }
+  return found.count;
 }
 
 }  // namespace reflexion::core

@@ -99,3 +99,21 @@ std::string RedactNamedValue(absl::string_view name, absl::string_view value,
                              Redaction* found = nullptr);
 
 }  // namespace reflexion::core
+
+namespace reflexion::v1 {
+class Incident;
+}  // namespace reflexion::v1
+
+namespace reflexion::core {
+
+// Redacts an incident in place before anything of it is stored, logged or
+// sent: its free text (error_message, logs, container waiting messages,
+// event messages, the v1.Event objects' message and note), and in its pod
+// object every container's env values (RedactNamedValue by the variable's
+// name) and annotation values (RedactSecrets; kubectl's
+// last-applied-configuration quotes the env). Names, reasons, images and
+// the rest of the object are kept, so analysis reads the same facts.
+// Returns how many values were redacted.
+int RedactIncident(reflexion::v1::Incident* incident);
+
+}  // namespace reflexion::core

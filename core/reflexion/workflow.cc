@@ -9,10 +9,10 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "core/reflexion/analyzer.h"
 #include "core/reflexion/catalog.h"
 #include "core/reflexion/facts.h"
@@ -54,9 +54,8 @@ bool PolicyStopped(const WorkflowState& s) {
 
 // A breaker held the incident at admission: no automated action at all.
 bool HeldByBreaker(const WorkflowState& s) {
-  return !s.policy().has_action() &&
-         (s.policy().rule() == "breaker_tripped" ||
-          s.policy().rule() == "breaker_open");
+  return !s.policy().has_action() && (s.policy().rule() == "breaker_tripped" ||
+                                      s.policy().rule() == "breaker_open");
 }
 
 // The audit outcome of an agent's answer.
@@ -205,12 +204,12 @@ absl::Status ReflexionWorkflow::CompileGraph() {
                           return std::string(was_denied ? kSelect : kPolicy);
                         },
                         {kPolicy, kSelect});
-  b.AddConditionalEdges(kPolicy,
-                        [](const State& s) {
-                          return std::string(PolicyStopped(s) ? kEscalate
-                                                              : kExecute);
-                        },
-                        {kExecute, kEscalate});
+  b.AddConditionalEdges(
+      kPolicy,
+      [](const State& s) {
+        return std::string(PolicyStopped(s) ? kEscalate : kExecute);
+      },
+      {kExecute, kEscalate});
   b.AddConditionalEdges(kExecute,
                         [](const State& s) {
                           return s.attempt_error().empty()
@@ -282,9 +281,8 @@ void ReflexionWorkflow::Start(std::string workflow_id, v1::Incident incident,
   state.set_cluster(!session.cluster().empty() ? session.cluster()
                     : policy_ != nullptr ? policy_->config().default_cluster
                                          : std::string());
-  if (start.admission.has_value() &&
-      (start.admission->tripped.has_value() ||
-       start.admission->held_by_breaker)) {
+  if (start.admission.has_value() && (start.admission->tripped.has_value() ||
+                                      start.admission->held_by_breaker)) {
     // A blast-radius breaker: no automated action for this incident.
     *state.mutable_policy() = start.admission->decision;
     v1::Escalation& esc = *state.mutable_escalation();
@@ -357,10 +355,9 @@ IncidentScope ReflexionWorkflow::ScopeOf(const v1::Incident& incident,
       scope.image = std::string(ClipUtf8(c.image, 512));
     }
   }
-  scope.signature =
-      signature.empty()
-          ? Analyze(incident, v1::Diagnosis(), false).signature()
-          : std::string(signature);
+  scope.signature = signature.empty()
+                        ? Analyze(incident, v1::Diagnosis(), false).signature()
+                        : std::string(signature);
   return scope;
 }
 
@@ -377,8 +374,8 @@ absl::StatusOr<Admission> ReflexionWorkflow::Admit(
   scope.workflow_id = std::string(workflow_id);
   admission = policy->Admit(scope);
   if (admission.decision.verdict() == v1::PolicyDecision::VERDICT_DENY) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "incident.namespace: ", admission.decision.reason()));
+    return absl::PermissionDeniedError(
+        absl::StrCat("incident.namespace: ", admission.decision.reason()));
   }
   if (admission.tripped.has_value()) {
     const v1::BreakerState& b = *admission.tripped;
@@ -386,13 +383,14 @@ absl::StatusOr<Admission> ReflexionWorkflow::Admit(
     d.set_verdict(v1::PolicyDecision::VERDICT_DENY);
     d.set_rule("breaker_tripped");
     d.set_scope(b.scope());
-    d.set_reason(absl::StrCat(
-        "blast-radius breaker tripped for ", b.scope(), ": ", b.incidents(),
-        " incidents in ", absl::FormatDuration(absl::Seconds(b.window().seconds())),
-        "; suspected common cause: ", b.suspected_cause(),
-        ". Automated actions there stop until a human clears it "
-        "(reflexionctl clear-breaker ",
-        b.scope(), ")"));
+    d.set_reason(
+        absl::StrCat("blast-radius breaker tripped for ", b.scope(), ": ",
+                     b.incidents(), " incidents in ",
+                     absl::FormatDuration(absl::Seconds(b.window().seconds())),
+                     "; suspected common cause: ", b.suspected_cause(),
+                     ". Automated actions there stop until a human clears it "
+                     "(reflexionctl clear-breaker ",
+                     b.scope(), ")"));
     v1::AuditEntry e;
     e.set_kind(v1::AuditEntry::KIND_BREAKER_TRIPPED);
     *e.mutable_time() = ToProto(clock_->Now());
@@ -425,12 +423,11 @@ absl::StatusOr<Admission> ReflexionWorkflow::Admit(
       if (b.scope() == scope.cluster ||
           b.scope() == absl::StrCat(scope.cluster, "/", scope.namespace_)) {
         d.set_scope(b.scope());
-        why = absl::StrCat(" (tripped at ",
-                           absl::FormatTime(absl::RFC3339_sec,
-                                            FromProto(b.tripped_at()),
-                                            absl::UTCTimeZone()),
-                           "; suspected common cause: ", b.suspected_cause(),
-                           ")");
+        why = absl::StrCat(
+            " (tripped at ",
+            absl::FormatTime(absl::RFC3339_sec, FromProto(b.tripped_at()),
+                             absl::UTCTimeZone()),
+            "; suspected common cause: ", b.suspected_cause(), ")");
         break;
       }
     }
@@ -443,8 +440,8 @@ absl::StatusOr<Admission> ReflexionWorkflow::Admit(
 }
 
 v1::AuditEntry ReflexionWorkflow::AuditOf(const State& s,
-                                           v1::AuditEntry::Kind kind,
-                                           const v1::Action& action) const {
+                                          v1::AuditEntry::Kind kind,
+                                          const v1::Action& action) const {
   v1::AuditEntry e;
   e.set_kind(kind);
   *e.mutable_time() = ToProto(clock_->Now());
@@ -855,8 +852,8 @@ void ReflexionWorkflow::ExecuteFix(State& s, graph::NodeDone done) const {
   }
   if (s.audit_seq() == 0) {
     // Audited before the request leaves: no audit, no action.
-    v1::AuditEntry e = AuditOf(s, v1::AuditEntry::KIND_ACTION,
-                               s.selection().action());
+    v1::AuditEntry e =
+        AuditOf(s, v1::AuditEntry::KIND_ACTION, s.selection().action());
     e.set_detail(s.selection().selection_reason());
     absl::StatusOr<uint64_t> seq = Audit(std::move(e));
     if (!seq.ok()) {
@@ -865,23 +862,23 @@ void ReflexionWorkflow::ExecuteFix(State& s, graph::NodeDone done) const {
     }
     s.set_audit_seq(*seq);
   }
-  executor_->Execute(
-      s.selection().action(),
-      [this, &s, done = std::move(done)](
-          absl::StatusOr<v1::ExecutionResult> result) mutable {
-        if (!result.ok()) {
-          std::move(done)(ForeignStatus(result.status()));
-          return;
-        }
-        *s.mutable_execution() = *std::move(result);
-        RepairForeign(*s.mutable_execution(), executor_->Name(),
-                      s.workflow_id());
-        const v1::ExecutionResult& ex = s.execution();
-        std::move(done)(AuditOutcome(
-            s, ex.action(),
-            ex.dry_run() ? "dry_run" : ex.applied() ? "applied" : "failed",
-            ex.message()));
-      });
+  executor_->Execute(s.selection().action(),
+                     [this, &s, done = std::move(done)](
+                         absl::StatusOr<v1::ExecutionResult> result) mutable {
+                       if (!result.ok()) {
+                         std::move(done)(ForeignStatus(result.status()));
+                         return;
+                       }
+                       *s.mutable_execution() = *std::move(result);
+                       RepairForeign(*s.mutable_execution(), executor_->Name(),
+                                     s.workflow_id());
+                       const v1::ExecutionResult& ex = s.execution();
+                       std::move(done)(AuditOutcome(s, ex.action(),
+                                                    ex.dry_run()   ? "dry_run"
+                                                    : ex.applied() ? "applied"
+                                                                   : "failed",
+                                                    ex.message()));
+                     });
 }
 
 absl::Status ReflexionWorkflow::AuditOutcome(const State& s,
@@ -1010,10 +1007,9 @@ void ReflexionWorkflow::UndoNode(State& s, graph::NodeDone done) const {
     // After a regression: the inverse of this attempt's action.
     std::vector<v1::ValueChange> changes(s.execution().changes().begin(),
                                          s.execution().changes().end());
-    absl::StatusOr<v1::Action> undo =
-        BuildUndo(s.selection().action(), changes,
-                  absl::StrCat(s.selection().action().idempotency_key(),
-                               "/undo"));
+    absl::StatusOr<v1::Action> undo = BuildUndo(
+        s.selection().action(), changes,
+        absl::StrCat(s.selection().action().idempotency_key(), "/undo"));
     if (!undo.ok()) {
       u.set_applied(false);
       u.set_message(absl::StrCat("not undone: ", undo.status().message()));
@@ -1105,8 +1101,8 @@ void ReflexionWorkflow::UndoNode(State& s, graph::NodeDone done) const {
           }
           // The executor cannot undo it (e.g. the REST agent has no undo):
           // recorded, and a human takes it from there.
-          std::move(done)(finish(
-              false, ToValidUtf8(result.status().ToString()), "failed"));
+          std::move(done)(
+              finish(false, ToValidUtf8(result.status().ToString()), "failed"));
           return;
         }
         RepairForeign(*result, executor_->Name(), s.workflow_id());
@@ -1777,12 +1773,12 @@ absl::Status ReflexionWorkflow::Decide(
   entry.set_outcome(std::string(absl::AsciiStrToLower(absl::StripPrefix(
       v1::HumanDecision::Kind_Name(decision.kind()), "KIND_"))));
   entry.set_detail(absl::StrCat(
-      decision.strategy().empty() ? "" : "strategy " , decision.strategy(),
+      decision.strategy().empty() ? "" : "strategy ", decision.strategy(),
       decision.strategy().empty() || decision.note().empty() ? "" : ": ",
       decision.note()));
   if (absl::StatusOr<uint64_t> seq = Audit(std::move(entry)); !seq.ok()) {
-    LOG(ERROR) << workflow_id << ": the decision was not audited: "
-               << seq.status();
+    LOG(ERROR) << workflow_id
+               << ": the decision was not audited: " << seq.status();
   }
   return absl::OkStatus();
 }

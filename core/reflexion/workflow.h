@@ -308,8 +308,7 @@ class ReflexionWorkflow {
                                     reflexion::v1::AuditEntry::Kind kind,
                                     const reflexion::v1::Action& action) const;
   // Audits the outcome of `action` (refers to s.audit_seq()).
-  absl::Status AuditOutcome(const State& s,
-                            const reflexion::v1::Action& action,
+  absl::Status AuditOutcome(const State& s, const reflexion::v1::Action& action,
                             absl::string_view outcome,
                             absl::string_view detail) const;
   // Appends to the audit log (OK without one).

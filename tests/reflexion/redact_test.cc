@@ -10,12 +10,15 @@
 #include "absl/strings/str_cat.h"
 #include "core/reflexion/utf8.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "reflexion/v1/types.pb.h"
 
 namespace reflexion::core {
 namespace {
 
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
 // Fake secrets with the shape of real ones.
@@ -456,6 +459,43 @@ TEST(RedactNamedValueTest, MakesAnInvalidValueValid) {
   EXPECT_TRUE(IsValidUtf8(RedactNamedValue("LOG", "a\xFF")));
   EXPECT_EQ(RedactNamedValue("LOG", "a\xFF"), "a\xEF\xBF\xBD");
   EXPECT_EQ(RedactNamedValue("TOKEN\xFF", "a\xFF"), "[REDACTED:token]");
+}
+
+TEST(RedactIncidentTest, RedactsTheFreeTextEnvAndAnnotationsAndKeepsTheFacts) {
+  reflexion::v1::Incident in;
+  in.set_pod_name("api-1");
+  in.set_error_type("CrashLoopBackOff");
+  in.set_error_message("login failed: password=hunter2-pw");
+  in.set_logs("connecting to postgres://app:s3cr3t-db-pw@db:5432/app\nok\n");
+  in.add_events()->set_message("token=abcdef0123456789abcdef0123");
+  in.add_container_statuses()->set_waiting_message(
+      "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig-value-123");
+  ASSERT_TRUE(
+      google::protobuf::util::JsonStringToMessage(
+          R"({"metadata":{"name":"api-1","annotations":{)"
+          R"("kubectl.kubernetes.io/last-applied-configuration":)"
+          R"("{\"env\":[{\"name\":\"DB_PASSWORD\",\"value\":\"pa55-w0rd-xyz\"}]}"}},)"
+          R"("spec":{"containers":[{"name":"app","image":"shop/app:1.4",)"
+          R"("env":[{"name":"DB_PASSWORD","value":"pa55-w0rd-xyz"},)"
+          R"({"name":"LOG_LEVEL","value":"debug"}]}]},)"
+          R"("status":{"containerStatuses":[{"name":"app","lastState":)"
+          R"({"terminated":{"reason":"Error","message":"api_key=AKIAABCDEFGHIJKLMNOP"}}}]}})",
+          in.mutable_pod())
+          .ok());
+  EXPECT_GT(RedactIncident(&in), 0);
+  const std::string all = in.DebugString();
+  for (const char* secret :
+       {"hunter2-pw", "s3cr3t-db-pw", "abcdef0123456789abcdef0123",
+        "sig-value-123", "pa55-w0rd-xyz", "AKIAABCDEFGHIJKLMNOP"}) {
+    EXPECT_EQ(all.find(secret), std::string::npos) << secret;
+  }
+  // What analysis reads is kept.
+  EXPECT_THAT(all, HasSubstr("shop/app:1.4"));
+  EXPECT_THAT(all, HasSubstr("LOG_LEVEL"));
+  EXPECT_THAT(all, HasSubstr("debug"));
+  EXPECT_THAT(all, HasSubstr("DB_PASSWORD"));
+  EXPECT_EQ(in.error_type(), "CrashLoopBackOff");
+  EXPECT_THAT(in.logs(), HasSubstr("ok"));
 }
 
 }  // namespace

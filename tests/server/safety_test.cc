@@ -36,9 +36,8 @@ v1::Incident PodIncident(const std::string& pod, const std::string& ns,
       R"({"apiVersion":"v1","kind":"Pod","metadata":{"name":")", pod,
       R"(","namespace":")", ns,
       R"(","ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet",)",
-      R"("name":"web-5d8f7","controller":true}]},)",
-      R"("spec":{"nodeName":")", node,
-      R"(","containers":[{"name":"app","image":"shop/app:1.4",)",
+      R"("name":"web-5d8f7","controller":true}]},)", R"("spec":{"nodeName":")",
+      node, R"(","containers":[{"name":"app","image":"shop/app:1.4",)",
       R"("resources":{"limits":{"memory":"128Mi"}}}]},)",
       R"("status":{"phase":"Running","containerStatuses":[{"name":"app",)",
       R"("image":"shop/app:1.4","restartCount":4,"ready":false,)",
@@ -259,7 +258,8 @@ TEST_F(SafetyTest, ShadowModeExecutesNothingAndAuditsTheWouldBeAction) {
                                      absl::StrCat("s", i)));
   }
   std::vector<v1::IncidentResult> results;
-  for (int i = 0; i < 3; ++i) results.push_back(WaitResult(absl::StrCat("s", i)));
+  for (int i = 0; i < 3; ++i)
+    results.push_back(WaitResult(absl::StrCat("s", i)));
   EXPECT_EQ(ActionRequests(), 0);
   for (const auto& r : results) {
     EXPECT_EQ(r.status(), v1::WORKFLOW_STATUS_WAITING) << r.DebugString();
@@ -456,13 +456,13 @@ TEST_F(SafetyTest, ARegressionIsUndoneAtOnceAndTheEventSaysSo) {
   });
   agent_->SendIncident(PodIncident("web-1", "shop", "n1", "worse"));
   std::map<std::string, int> executed;
-  std::vector<v1::IncidentResult> results = agent_->Serve(
-      1, &executed, ChangedTheLimit,
-      [](const v1::ObservationRequest&, v1::PodStatusReport* st) {
-        st->set_healthy(false);
-        st->set_restarts(30);
-        st->set_failure_reason("CreateContainerConfigError");
-      });
+  std::vector<v1::IncidentResult> results =
+      agent_->Serve(1, &executed, ChangedTheLimit,
+                    [](const v1::ObservationRequest&, v1::PodStatusReport* st) {
+                      st->set_healthy(false);
+                      st->set_restarts(30);
+                      st->set_failure_reason("CreateContainerConfigError");
+                    });
   ASSERT_EQ(results.size(), 1u);
   // The second request was the undo, restoring what the first changed.
   std::vector<v1::ActionRequest> requests;
@@ -495,13 +495,13 @@ TEST_F(SafetyTest, NoUndoWhenTheFixSimplyDidNotWork) {
   });
   agent_->SendIncident(PodIncident("web-1", "shop", "n1", "same"));
   std::map<std::string, int> executed;
-  std::vector<v1::IncidentResult> results = agent_->Serve(
-      1, &executed, ChangedTheLimit,
-      [](const v1::ObservationRequest&, v1::PodStatusReport* st) {
-        st->set_healthy(false);
-        st->set_restarts(5);
-        st->set_failure_reason("OOMKilled");
-      });
+  std::vector<v1::IncidentResult> results =
+      agent_->Serve(1, &executed, ChangedTheLimit,
+                    [](const v1::ObservationRequest&, v1::PodStatusReport* st) {
+                      st->set_healthy(false);
+                      st->set_restarts(5);
+                      st->set_failure_reason("OOMKilled");
+                    });
   ASSERT_EQ(results.size(), 1u);
   EXPECT_EQ(ActionRequests(), 1);
   for (const auto& ev : Events(results[0].workflow_id())) {

@@ -25,7 +25,8 @@ namespace v1 = ::reflexion::v1;
 inline constexpr absl::Duration kWait = absl::Seconds(60);
 
 // An OOMKilled pod of a Deployment, as an agent reports it.
-inline v1::Incident OomIncident(const std::string& pod, const std::string& rid) {
+inline v1::Incident OomIncident(const std::string& pod,
+                                const std::string& rid) {
   v1::Incident in;
   in.set_pod_name(pod);
   in.set_namespace_("shop");
@@ -125,8 +126,8 @@ class TestAgent {
   // report of an observation request (preset: healthy, 4 restarts).
   using ActionHook =
       std::function<void(const v1::ActionRequest&, v1::ActionResult*)>;
-  using ObserveHook = std::function<void(const v1::ObservationRequest&,
-                                         v1::PodStatusReport*)>;
+  using ObserveHook =
+      std::function<void(const v1::ObservationRequest&, v1::PodStatusReport*)>;
   std::vector<v1::IncidentResult> Serve(size_t results,
                                         std::map<std::string, int>* executed,
                                         const ActionHook& on_action,
