@@ -43,6 +43,38 @@ absl::Status CheckReason(const std::string& reason) {
 
 }  // namespace
 
+void ReflexionServiceImpl::AuditOperation(v1::AuditEntry::Kind kind,
+                                          const Principal& who,
+                                          const std::string& workflow_id,
+                                          absl::string_view outcome,
+                                          absl::string_view detail) const {
+  core::AuditLog* audit = workflow_->audit();
+  if (audit == nullptr) return;
+  v1::AuditEntry e;
+  e.set_kind(kind);
+  *e.mutable_time() = core::ToProto(clock_->Now());
+  e.set_principal(who.name);
+  e.set_workflow_id(workflow_id);
+  e.set_decider(v1::AuditEntry::DECIDER_HUMAN);
+  e.set_decided_by(who.name);
+  e.set_outcome(std::string(outcome));
+  e.set_detail(std::string(core::ClipUtf8(detail, 1024)));
+  if (checkpoints_ != nullptr) {
+    v1::WorkflowState state;
+    if (absl::StatusOr<core::Checkpoint> cp = checkpoints_->Latest(workflow_id);
+        cp.ok() && state.ParseFromString(cp->state)) {
+      e.set_cluster(state.cluster());
+      e.set_namespace_(state.incident().namespace_());
+      e.set_pod(state.incident().pod_name());
+    }
+  }
+  if (absl::StatusOr<v1::AuditEntry> w = audit->Append(std::move(e));
+      !w.ok()) {
+    LOG(ERROR) << workflow_id << ": " << outcome
+               << " by " << who.name << " was not audited: " << w.status();
+  }
+}
+
 grpc::ServerUnaryReactor* ReflexionServiceImpl::UndoAction(
     grpc::CallbackServerContext* context, const v1::UndoActionRequest* request,
     v1::UndoActionResponse* response) {

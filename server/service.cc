@@ -1467,10 +1467,6 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::CancelWorkflow(
     return reactor;
   }
   const bool scoped = !who.clusters.empty() || !who.namespaces.empty();
-  if (!scoped && runner_->Cancel(request->workflow_id())) {
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
-  }
   pool_->Post([this, reactor, request, who = std::move(who), scoped] {
     const std::string& id = request->workflow_id();
     if (scoped) {
@@ -1479,10 +1475,12 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::CancelWorkflow(
         reactor->Finish(ToGrpcStatus(s));
         return;
       }
-      if (runner_->Cancel(id)) {
-        reactor->Finish(grpc::Status::OK);
-        return;
-      }
+    }
+    if (runner_->Cancel(id)) {
+      AuditOperation(v1::AuditEntry::KIND_CANCEL, who, id, "cancelled",
+                     "cancelled while running");
+      reactor->Finish(grpc::Status::OK);
+      return;
     }
     absl::StatusOr<core::WorkflowRecord> record = checkpoints_->GetWorkflow(id);
     if (!record.ok()) {
@@ -1498,8 +1496,14 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::CancelWorkflow(
     }
     // Recorded as running but not running here (its resume failed): mark
     // it cancelled so it is never resumed.
-    reactor->Finish(ToGrpcStatus(checkpoints_->SetPhase(
-        id, core::WorkflowPhase::kCancelled, clock_->Now(), true)));
+    absl::Status set = checkpoints_->SetPhase(
+        id, core::WorkflowPhase::kCancelled, clock_->Now(), true);
+    if (set.ok()) {
+      AuditOperation(v1::AuditEntry::KIND_CANCEL, who, id, "cancelled",
+                     absl::StrCat("cancelled while ",
+                                  core::WorkflowPhaseName(record->phase)));
+    }
+    reactor->Finish(ToGrpcStatus(set));
   });
   return reactor;
 }
@@ -1533,6 +1537,13 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ForkWorkflow(
     response->set_workflow_id(*id);
     response->set_parent_workflow_id(request->workflow_id());
     response->set_parent_step(request->step());
+    AuditOperation(
+        v1::AuditEntry::KIND_FORK, who, request->workflow_id(), "forked",
+        absl::StrCat("forked at step ", request->step(), " as ", *id,
+                     request->strategy().empty()
+                         ? std::string()
+                         : absl::StrCat(", approving strategy ",
+                                        request->strategy())));
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;

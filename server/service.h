@@ -214,6 +214,13 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
       reflexion::v1::ClearBreakerResponse* response) override;
 
  private:
+  // Audits an operator's operation on a workflow (cancel, fork) with the
+  // workflow's cluster, namespace and pod from its latest checkpoint. Storage:
+  // call on the pool. A failure to audit is logged; the operation stands.
+  void AuditOperation(reflexion::v1::AuditEntry::Kind kind,
+                      const Principal& who, const std::string& workflow_id,
+                      absl::string_view outcome,
+                      absl::string_view detail) const;
   // The preconditions of the workflow RPCs: checkpointing on, a valid id.
   absl::Status CheckWorkflowRpc(const std::string& workflow_id) const;
 

@@ -551,5 +551,48 @@ TEST_F(SafetyTest, AnOperatorUndoesAnActionOnTheAgent) {
             grpc::StatusCode::NOT_FOUND);
 }
 
+
+TEST_F(SafetyTest, CancelAndForkAreAuditedWithWhoDidThem) {
+  Start([](ServerConfig& c) { c.policy.mode = v1::POLICY_MODE_SHADOW; });
+  agent_->SendIncident(PodIncident("web-1", "shop", "n1", "ops"));
+  v1::IncidentResult r = WaitResult("ops");
+  ASSERT_EQ(r.status(), v1::WORKFLOW_STATUS_WAITING);
+  v1::ForkWorkflowResponse forked;
+  {
+    v1::ForkWorkflowRequest req;
+    req.set_workflow_id(r.workflow_id());
+    req.set_step(1);
+    grpc::ClientContext ctx;
+    grpc::Status s = stub_->ForkWorkflow(&ctx, req, &forked);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  {
+    v1::CancelWorkflowRequest req;
+    req.set_workflow_id(r.workflow_id());
+    v1::CancelWorkflowResponse resp;
+    grpc::ClientContext ctx;
+    grpc::Status s = stub_->CancelWorkflow(&ctx, req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  int forks = 0, cancels = 0;
+  for (const auto& e : Audit()) {
+    if (e.kind() == v1::AuditEntry::KIND_FORK) {
+      ++forks;
+      EXPECT_EQ(e.workflow_id(), r.workflow_id());
+      EXPECT_THAT(e.detail(), HasSubstr(forked.workflow_id()));
+      EXPECT_EQ(e.namespace_(), "shop");
+      EXPECT_EQ(e.cluster(), "prod");
+      EXPECT_EQ(e.principal(), "anonymous");
+    }
+    if (e.kind() == v1::AuditEntry::KIND_CANCEL) {
+      ++cancels;
+      EXPECT_EQ(e.workflow_id(), r.workflow_id());
+      EXPECT_EQ(e.decider(), v1::AuditEntry::DECIDER_HUMAN);
+    }
+  }
+  EXPECT_EQ(forks, 1);
+  EXPECT_EQ(cancels, 1);
+}
+
 }  // namespace
 }  // namespace reflexion::server
