@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -137,7 +138,8 @@ constexpr char kUsage[] =
     "  status ID   Phase, current node, progress; the result once done.\n"
     "  watch ID    Stream a workflow's events live, then its result\n"
     "              ([--from N] re-attaches after sequence N-1).\n"
-    "  resume ID   --decision retry --strategy NAME | resolved | give_up\n"
+    "  resume ID   --decision retry --strategy NAME | resolved [--strategy\n"
+    "              NAME: the one you applied] | give_up\n"
     "              [--note TEXT] [--etag E]: the human decision for a waiting\n"
     "              workflow (for the wait it is in now, or the one E names).\n"
     "  approve ID  [--note TEXT] [--etag E]: approve the action a workflow\n"
@@ -159,6 +161,9 @@ constexpr char kUsage[] =
     "from\n"
     "              the events or the audit log) and follow it to its result.\n"
     "  breakers    The open blast-radius breakers.\n"
+    "  shadow      [--cluster C] [--namespace NS]: shadow mode's would-be\n"
+    "              actions next to what a human did afterwards (a resume\n"
+    "              --decision resolved --strategy NAME), and the agreement.\n"
     "  clear-breaker SCOPE [--reason TEXT]\n"
     "              Clear an open breaker: automated actions resume there.\n"
     "  audit       [--after N] [--limit N] [--cluster C] [--namespace NS]\n"
@@ -744,6 +749,8 @@ int Resume(ReflexionService::Stub& stub, const std::string& id,
     d->set_strategy(absl::GetFlag(FLAGS_strategy));
   } else if (decision == "resolved") {
     d->set_kind(reflexion::v1::HumanDecision::KIND_MARK_RESOLVED);
+    // Optional: what the human applied (shadow mode's agreement).
+    d->set_strategy(absl::GetFlag(FLAGS_strategy));
   } else if (decision == "give_up") {
     d->set_kind(reflexion::v1::HumanDecision::KIND_GIVE_UP);
   } else {
@@ -1106,6 +1113,76 @@ int AuditVerify(ReflexionService::Stub& stub) {
       "again"));
 }
 
+// reflexionctl shadow: what shadow mode would have done next to what a human
+// did afterwards (the MARK_RESOLVED or RETRY decision naming a strategy),
+// from the audit log, and how often they agree.
+int Shadow(ReflexionService::Stub& stub) {
+  struct Row {
+    std::string would, human, where;
+  };
+  std::map<std::string, Row> rows;  // by workflow id, in id order
+  reflexion::v1::ListAuditRequest req;
+  req.set_page_size(1000);
+  req.set_namespace_(absl::GetFlag(FLAGS_namespace));
+  req.set_cluster(absl::GetFlag(FLAGS_cluster));
+  for (;;) {
+    reflexion::v1::ListAuditResponse resp;
+    if (absl::Status s = CallListAudit(stub, req, &resp); !s.ok()) {
+      return Error(s);
+    }
+    for (const auto& e : resp.entries()) {
+      if (e.kind() == reflexion::v1::AuditEntry::KIND_POLICY &&
+          e.mode() == reflexion::v1::POLICY_MODE_SHADOW) {
+        Row& r = rows[e.workflow_id()];
+        if (const auto* spec = reflexion::core::FindAction(e.action().type())) {
+          r.would = spec->name;
+        }
+        r.where = absl::StrCat(e.cluster(), "/", e.namespace_(), "/", e.pod());
+      } else if (e.kind() == reflexion::v1::AuditEntry::KIND_DECISION &&
+                 rows.contains(e.workflow_id())) {
+        // The decision's detail starts "strategy NAME" when it names one.
+        absl::string_view d = e.detail();
+        if (absl::ConsumePrefix(&d, "strategy ")) {
+          rows[e.workflow_id()].human = std::string(d.substr(0, d.find(':')));
+        } else if (rows[e.workflow_id()].human.empty()) {
+          rows[e.workflow_id()].human = absl::StrCat("(", e.outcome(), ")");
+        }
+      }
+    }
+    if (resp.next_after() == 0) break;
+    req.set_after(resp.next_after());
+  }
+  int decided = 0, agreed = 0;
+  for (const auto& [id, r] : rows) {
+    const bool named = !r.human.empty() && r.human[0] != '(';
+    decided += named;
+    agreed += named && r.human == r.would;
+    if (!Json()) {
+      std::printf(
+          "%-22s %-40s would run %-24s human: %s%s\n", id.c_str(),
+          r.where.c_str(), r.would.c_str(),
+          r.human.empty() ? "(no decision yet)" : r.human.c_str(),
+          named ? (r.human == r.would ? "  = agree" : "  ≠ differ") : "");
+    }
+  }
+  if (Json()) {
+    std::printf(
+        "{\"shadow_workflows\": %zu, \"decided\": %d, \"agreed\": %d}\n",
+        rows.size(), decided, agreed);
+  } else if (decided == 0) {
+    std::printf(
+        "%zu shadow workflow(s); no human decision names a strategy "
+        "yet: no agreement figure\n",
+        rows.size());
+  } else {
+    std::printf(
+        "%zu shadow workflow(s); %d decided by a human naming a "
+        "strategy, %d agree (%.0f%%)\n",
+        rows.size(), decided, agreed, 100.0 * agreed / decided);
+  }
+  return 0;
+}
+
 int Audit(ReflexionService::Stub& stub) {
   reflexion::v1::ListAuditRequest req;
   req.set_cluster(absl::GetFlag(FLAGS_cluster));
@@ -1240,6 +1317,7 @@ int main(int argc, char** argv) {
   if (command == "audit") return Audit(*stub);
   if (command == "start") return Start(*stub);
   if (command == "breakers") return Breakers(*stub);
+  if (command == "shadow") return Shadow(*stub);
   if (command == "undo" || command == "clear-breaker") {
     if (args.size() != 3) {
       std::cerr << "reflexionctl: " << command << " needs "

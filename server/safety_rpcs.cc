@@ -68,10 +68,9 @@ void ReflexionServiceImpl::AuditOperation(v1::AuditEntry::Kind kind,
       e.set_pod(state.incident().pod_name());
     }
   }
-  if (absl::StatusOr<v1::AuditEntry> w = audit->Append(std::move(e));
-      !w.ok()) {
-    LOG(ERROR) << workflow_id << ": " << outcome
-               << " by " << who.name << " was not audited: " << w.status();
+  if (absl::StatusOr<v1::AuditEntry> w = audit->Append(std::move(e)); !w.ok()) {
+    LOG(ERROR) << workflow_id << ": " << outcome << " by " << who.name
+               << " was not audited: " << w.status();
   }
 }
 

@@ -1539,11 +1539,11 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ForkWorkflow(
     response->set_parent_step(request->step());
     AuditOperation(
         v1::AuditEntry::KIND_FORK, who, request->workflow_id(), "forked",
-        absl::StrCat("forked at step ", request->step(), " as ", *id,
-                     request->strategy().empty()
-                         ? std::string()
-                         : absl::StrCat(", approving strategy ",
-                                        request->strategy())));
+        absl::StrCat(
+            "forked at step ", request->step(), " as ", *id,
+            request->strategy().empty()
+                ? std::string()
+                : absl::StrCat(", approving strategy ", request->strategy())));
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;

@@ -1713,6 +1713,14 @@ absl::Status ReflexionWorkflow::Decide(
       }
       break;
     case v1::HumanDecision::KIND_MARK_RESOLVED:
+      if (!decision.strategy().empty() &&
+          FindActionByName(decision.strategy()) == nullptr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("decision.strategy: '",
+                         ToValidUtf8Clipped(decision.strategy(), kMaxQuoted),
+                         "' is not a catalog strategy"));
+      }
+      break;
     case v1::HumanDecision::KIND_GIVE_UP:
     case v1::HumanDecision::KIND_APPROVE:
     case v1::HumanDecision::KIND_DENY:

@@ -24,6 +24,7 @@
 #include "server/config.h"
 #include "storage/rocksdb_audit_log.h"
 #include "storage/rocksdb_db.h"
+#include "tests/server/run_ctl.h"
 #include "tests/storage/temp_dir.h"
 #include "tests/testing/status_matchers.h"
 
@@ -67,26 +68,6 @@ v1::AuditEntry MakeEntry(int i, absl::Time time) {
 const absl::Time kAncient = absl::UnixEpoch();
 const absl::Time kFuture =
     absl::FromCivil(absl::CivilDay(2200, 1, 1), absl::UTCTimeZone());
-
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
-
-// Runs reflexionctl with `args` (no shell metacharacters), as a user does.
-CommandResult RunCtl(const std::string& args) {
-  const std::string command =
-      absl::StrCat(REFLEXIONCTL_BINARY, " ", args, " 2>&1");
-  CommandResult r;
-  FILE* p = popen(command.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n = 0;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
 
 class AuditServerTest : public ::testing::Test {
  protected:

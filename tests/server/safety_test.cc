@@ -11,11 +11,13 @@
 #include "client/client.h"
 #include "core/ports/audit_log.h"
 #include "core/reflexion/audit_chain.h"
+#include "core/reflexion/catalog.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "server/app.h"
 #include "server/config.h"
+#include "tests/server/run_ctl.h"
 #include "tests/server/server_process.h"
 #include "tests/server/test_agent.h"
 #include "tests/testing/status_matchers.h"
@@ -551,7 +553,6 @@ TEST_F(SafetyTest, AnOperatorUndoesAnActionOnTheAgent) {
             grpc::StatusCode::NOT_FOUND);
 }
 
-
 TEST_F(SafetyTest, CancelAndForkAreAuditedWithWhoDidThem) {
   Start([](ServerConfig& c) { c.policy.mode = v1::POLICY_MODE_SHADOW; });
   agent_->SendIncident(PodIncident("web-1", "shop", "n1", "ops"));
@@ -592,6 +593,58 @@ TEST_F(SafetyTest, CancelAndForkAreAuditedWithWhoDidThem) {
   }
   EXPECT_EQ(forks, 1);
   EXPECT_EQ(cancels, 1);
+}
+
+TEST_F(SafetyTest, ReflexionctlShadowComparesWouldBeActionsWithWhatHumansDid) {
+  Start([](ServerConfig& c) { c.policy.mode = v1::POLICY_MODE_SHADOW; });
+  for (int i = 0; i < 2; ++i) {
+    agent_->SendIncident(PodIncident(absl::StrCat("web-", i), "shop", "n1",
+                                     absl::StrCat("sh", i)));
+  }
+  const std::string ctl =
+      absl::StrCat("--server 127.0.0.1:", app_->port(), " -o json shadow");
+  std::vector<v1::IncidentResult> waiting = {WaitResult("sh0"),
+                                             WaitResult("sh1")};
+  CommandResult before = RunCtl(ctl);
+  EXPECT_EQ(before.exit_code, 0) << before.output;
+  EXPECT_THAT(before.output,
+              HasSubstr(R"("shadow_workflows": 2, "decided": 0, "agreed": 0)"));
+  // One human did what shadow mode proposed, the other something else.
+  std::string proposed;
+  for (const auto& e : Audit()) {
+    if (e.kind() == v1::AuditEntry::KIND_POLICY &&
+        e.workflow_id() == waiting[0].workflow_id()) {
+      proposed = core::FindAction(e.action().type())->name;
+    }
+  }
+  ASSERT_FALSE(proposed.empty());
+  for (int i = 0; i < 2; ++i) {
+    v1::ResumeWorkflowRequest req;
+    req.set_workflow_id(waiting[i].workflow_id());
+    req.set_etag(waiting[i].etag());
+    req.mutable_decision()->set_kind(v1::HumanDecision::KIND_MARK_RESOLVED);
+    req.mutable_decision()->set_strategy(
+        i == 0 ? proposed
+               : (proposed == "delete_pod" ? "patch_image" : "delete_pod"));
+    v1::ResumeWorkflowResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->ResumeWorkflow(&ctx, req, &resp).ok());
+  }
+  CommandResult after = RunCtl(ctl);
+  EXPECT_EQ(after.exit_code, 0) << after.output;
+  EXPECT_THAT(after.output,
+              HasSubstr(R"("shadow_workflows": 2, "decided": 2, "agreed": 1)"));
+  // A strategy outside the catalog is refused, naming the field.
+  v1::ResumeWorkflowRequest bad;
+  bad.set_workflow_id(waiting[0].workflow_id());
+  bad.set_etag("w1");
+  bad.mutable_decision()->set_kind(v1::HumanDecision::KIND_MARK_RESOLVED);
+  bad.mutable_decision()->set_strategy("rm_rf");
+  v1::ResumeWorkflowResponse resp;
+  grpc::ClientContext ctx;
+  grpc::Status s = stub_->ResumeWorkflow(&ctx, bad, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("decision.strategy"));
 }
 
 }  // namespace
