@@ -59,6 +59,8 @@ ABSL_FLAG(std::string, message, "", "process: error message");
 ABSL_FLAG(std::string, logs_file, "", "process: file with the log tail");
 ABSL_FLAG(std::string, request_id, "", "process: correlation id");
 ABSL_FLAG(bool, quiet, false, "process: print only the result");
+ABSL_FLAG(bool, dry_run, false,
+          "process, start: plan and report every action, execute nothing");
 ABSL_FLAG(std::string, signature, "", "strategies/episodes: signature filter");
 ABSL_FLAG(std::string, workflow, "", "episodes, audit: workflow id filter");
 ABSL_FLAG(std::string, pod_filter, "", "episodes: pod name filter");
@@ -119,7 +121,7 @@ constexpr char kUsage[] =
     "(the token defaults to env REFLEXION_TOKEN)\n\n"
     "Commands:\n"
     "  process     --pod P [--namespace N] --error_type T [--message M]\n"
-    "              [--logs_file F] [--request_id R] [--quiet]\n"
+    "              [--logs_file F] [--request_id R] [--quiet] [--dry_run]\n"
     "              Resolve one incident, streaming every node event live.\n"
     "  diagnose    -f POD.json|- [--events EVENTS.json] [--pod P]\n"
     "              [--namespace N] [--error_type T] [--logs_file F]\n"
@@ -273,6 +275,7 @@ int Process(ReflexionService::Stub& stub) {
   in.set_error_type(absl::GetFlag(FLAGS_error_type));
   in.set_error_message(absl::GetFlag(FLAGS_message));
   in.set_request_id(absl::GetFlag(FLAGS_request_id));
+  in.set_dry_run(absl::GetFlag(FLAGS_dry_run));
   if (std::string path = absl::GetFlag(FLAGS_logs_file); !path.empty()) {
     std::ifstream f(path);
     if (!f) return Error(absl::NotFoundError("cannot read " + path));
@@ -658,6 +661,7 @@ int Start(ReflexionService::Stub& stub) {
   req.set_error_type(absl::GetFlag(FLAGS_error_type));
   req.set_error_message(absl::GetFlag(FLAGS_message));
   req.set_request_id(absl::GetFlag(FLAGS_request_id));
+  req.set_dry_run(absl::GetFlag(FLAGS_dry_run));
   if (std::string path = absl::GetFlag(FLAGS_logs_file); !path.empty()) {
     std::ifstream f(path);
     if (!f) return Error(absl::NotFoundError("cannot read " + path));

@@ -45,6 +45,7 @@ reflexion::v1::Incident IncidentOf(const Request& r) {
   in.set_request_id(r.request_id());
   if (r.has_pod()) *in.mutable_pod() = r.pod();
   *in.mutable_pod_events() = r.pod_events();
+  if constexpr (requires { r.dry_run(); }) in.set_dry_run(r.dry_run());
   return in;
 }
 

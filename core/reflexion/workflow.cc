@@ -905,7 +905,7 @@ void ReflexionWorkflow::PolicyNode(State& s, graph::NodeDone done) const {
   } else {
     d = policy->CheckAction(
         ScopeOf(s.incident(), s.cluster(), s.analysis().signature()), action,
-        s.has_session() && s.session().dry_run());
+        (s.has_session() && s.session().dry_run()) || s.incident().dry_run());
   }
   *d.mutable_action() = action;
   *s.mutable_policy() = std::move(d);

@@ -647,5 +647,27 @@ TEST_F(SafetyTest, ReflexionctlShadowComparesWouldBeActionsWithWhatHumansDid) {
   EXPECT_THAT(s.error_message(), HasSubstr("decision.strategy"));
 }
 
+
+TEST_F(SafetyTest, ARequestMayAskForADryRunButNeverForMore) {
+  Start([](ServerConfig& c) {
+    c.policy.namespaces["quiet"] = v1::POLICY_MODE_SHADOW;
+  });
+  // In an enforce namespace a dry run is asked of the agent.
+  v1::Incident dry = PodIncident("web-1", "shop", "n1", "asked");
+  dry.set_dry_run(true);
+  agent_->SendIncident(dry);
+  int i = agent_->WaitFor(
+      [](const v1::ResolveResponse& m) { return m.has_action_request(); });
+  ASSERT_GE(i, 0);
+  EXPECT_TRUE(agent_->At(i).action_request().dry_run());
+  // In a shadow namespace it stays shadow: nothing is asked of the agent.
+  v1::Incident more = PodIncident("web-2", "quiet", "n1", "shadowed");
+  more.set_dry_run(true);
+  agent_->SendIncident(more);
+  v1::IncidentResult r = WaitResult("shadowed");
+  EXPECT_THAT(r.escalation_reason(), HasSubstr("shadow mode"));
+  EXPECT_EQ(ActionRequests(), 1);
+}
+
 }  // namespace
 }  // namespace reflexion::server
