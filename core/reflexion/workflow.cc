@@ -1686,8 +1686,27 @@ void ReflexionWorkflow::HumanEscalation(State& s, graph::NodeDone done) const {
   esc.set_summary(absl::StrCat(s.incident().namespace_(), "/",
                                s.incident().pod_name(), " (",
                                s.analysis().signature(), "): ", tried));
-  if (checkpoints_ != nullptr && config_.escalation_waits &&
-      s.policy().rule() != "breaker_open") {
+  // While a blast-radius breaker is open for this workflow's scope, every
+  // escalation there but the one that tripped it (a rate-limited or denied
+  // attempt of the same burst, say) joins that aggregated escalation.
+  bool held = s.policy().rule() == "breaker_open";
+  if (Policy* policy = PolicyFor(s.has_session());
+      !held && policy != nullptr) {
+    const std::string ns_scope =
+        absl::StrCat(s.cluster(), "/", s.incident().namespace_());
+    for (const v1::BreakerState& b : policy->OpenBreakers()) {
+      if ((b.scope() == s.cluster() || b.scope() == ns_scope) &&
+          b.workflow_id() != s.workflow_id()) {
+        held = true;
+        esc.set_reason(absl::StrCat(
+            esc.reason(), "; held: the blast-radius breaker for ", b.scope(),
+            " is open (aggregated escalation: workflow ", b.workflow_id(),
+            ")"));
+        break;
+      }
+    }
+  }
+  if (checkpoints_ != nullptr && config_.escalation_waits && !held) {
     // Wait for a human: persisted as waiting, no thread held. (An incident
     // held by an open breaker is part of the one aggregated escalation that
     // tripped it, and does not wait on its own.)

@@ -31,14 +31,15 @@ using ::testing::HasSubstr;
 // An OOMKilled pod of Deployment `shop/web` on node `node`, with its pod
 // object (so the policy knows its workload and node).
 v1::Incident PodIncident(const std::string& pod, const std::string& ns,
-                         const std::string& node, const std::string& rid) {
+                         const std::string& node, const std::string& rid,
+                         const std::string& owner = "web-5d8f7") {
   v1::Incident in = OomIncident(pod, rid);
   in.set_namespace_(ns);
   const std::string json = absl::StrCat(
       R"({"apiVersion":"v1","kind":"Pod","metadata":{"name":")", pod,
       R"(","namespace":")", ns,
       R"(","ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet",)",
-      R"("name":"web-5d8f7","controller":true}]},)", R"("spec":{"nodeName":")",
+      R"("name":")", owner, R"(","controller":true}]},)", R"("spec":{"nodeName":")",
       node, R"(","containers":[{"name":"app","image":"shop/app:1.4",)",
       R"("resources":{"limits":{"memory":"128Mi"}}}]},)",
       R"("status":{"phase":"Running","containerStatuses":[{"name":"app",)",
@@ -343,15 +344,20 @@ TEST_F(SafetyTest, AFreezeWindowStopsAutomatedActions) {
 }
 
 TEST_F(SafetyTest, TheBreakerTripsOnABurstRaisesOneEscalationAndClears) {
+  // Default rate limits but the namespace's (raised so that the incident
+  // after the clear is not rate limited); each pod is its own workload, as
+  // in a node outage, so no attempt is rate limited and the counts below do
+  // not depend on timing.
   Start([](ServerConfig& c) {
-    NoRateLimits(c);
     c.policy.breaker.namespace_incidents = 20;
     c.policy.breaker.window = absl::Hours(1);
+    c.policy.per_namespace = core::RateLimit{1000, 100};
   });
   constexpr int kBurst = 50;
   for (int i = 0; i < kBurst; ++i) {
     agent_->SendIncident(PodIncident(absl::StrCat("web-", i), "shop",
-                                     "worker-3", absl::StrCat("b", i)));
+                                     "worker-3", absl::StrCat("b", i),
+                                     absl::StrCat("app", i, "-5d8f7")));
   }
   // The agent executes what it is asked; the incidents end resolved, held
   // (escalated without an action) or waiting (the one escalation).
@@ -420,7 +426,8 @@ TEST_F(SafetyTest, TheBreakerTripsOnABurstRaisesOneEscalationAndClears) {
     EXPECT_EQ(stub_->ClearBreaker(&ctx, req, &resp).error_code(),
               grpc::StatusCode::NOT_FOUND);
   }
-  agent_->SendIncident(PodIncident("web-after", "shop", "worker-4", "after"));
+  agent_->SendIncident(
+      PodIncident("api-after", "shop", "worker-4", "after", "api-7c9d2"));
   std::map<std::string, int> after;
   std::vector<v1::IncidentResult> last = agent_->Serve(1, &after);
   ASSERT_EQ(last.size(), 1u);
