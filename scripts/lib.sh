@@ -86,7 +86,8 @@ go_client_test() {
   gopath=$("$REPO_ROOT/client/go/generate.sh" "$BUILD_DIR/go")
   (
     export GO111MODULE=off GOPATH=$gopath:/usr/share/gocode GOPROXY=off GOFLAGS= \
-      GOCACHE=$BUILD_DIR/go-cache REFLEXION_SERVER=$server
+      GOCACHE=$BUILD_DIR/go-cache REFLEXION_SERVER=$server \
+      REFLEXION_CTL=$BUILD_DIR/client/reflexionctl
     go vet "${pkgs[@]}" "${cmds[@]}"
     go test -count=1 -v "${pkgs[@]}"
     go build -o "$gopath/bin/" "${cmds[@]}"

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,7 +16,7 @@ import (
 )
 
 // ImplementedActions are the action types the executor runs (tier A and B,
-// undo included; tier C always needs a human and is refused).
+// undo included; tier C is refused unless enabled: TierCActions).
 var ImplementedActions = []reflexionv1.ActionType{
 	reflexionv1.ActionType_ACTION_TYPE_DELETE_POD,
 	reflexionv1.ActionType_ACTION_TYPE_ROLLBACK_DEPLOYMENT,
@@ -28,6 +29,11 @@ var ImplementedActions = []reflexionv1.ActionType{
 	// (undo.go).
 	reflexionv1.ActionType_ACTION_TYPE_UNDO,
 }
+
+// TierCActions are the tier C types the executor can run when enabled
+// (Config.TierC, --tier-c): the server sends a tier C action only after a
+// human approved it (reflexion.tier_c: ask).
+var TierCActions = []reflexionv1.ActionType{reflexionv1.ActionType_ACTION_TYPE_CREATE_MISSING_CONFIG}
 
 var tierC = map[reflexionv1.ActionType]bool{
 	reflexionv1.ActionType_ACTION_TYPE_CREATE_MISSING_CONFIG: true,
@@ -55,6 +61,8 @@ type Executor struct {
 	// forceDryRun: the agent runs with --dry-run (every action is a dry run).
 	forceDryRun bool
 	dedupe      *resultCache
+	// runTierC: the tier C types enabled (Config.TierC); set before use.
+	runTierC map[reflexionv1.ActionType]bool
 }
 
 // NewExecutor returns an executor acting through kube on namespaces for
@@ -167,7 +175,7 @@ func (e *Executor) execute(ctx context.Context, req *reflexionv1.ActionRequest) 
 		return e.result(req, reflexionv1.ActionResult_OUTCOME_REFUSED,
 			fmt.Sprintf("refused: deadline %s has passed; not started", d.AsTime().UTC().Format("15:04:05.000Z")), nil)
 	}
-	if tierC[typ] || a.GetTier() == reflexionv1.SafetyTier_SAFETY_TIER_C {
+	if (tierC[typ] || a.GetTier() == reflexionv1.SafetyTier_SAFETY_TIER_C) && !e.runTierC[typ] {
 		return e.result(req, reflexionv1.ActionResult_OUTCOME_REFUSED,
 			fmt.Sprintf("refused: %s is tier C and needs a human (reflexionctl); the agent never runs it", typ), nil)
 	}
@@ -198,6 +206,8 @@ func (e *Executor) execute(ctx context.Context, req *reflexionv1.ActionRequest) 
 		err = x.attachPullSecret(ctx)
 	case reflexionv1.ActionType_ACTION_TYPE_UNDO:
 		err = x.undo(ctx)
+	case reflexionv1.ActionType_ACTION_TYPE_CREATE_MISSING_CONFIG:
+		err = x.createMissingConfig(ctx)
 	default:
 		err = refuse("refused: unknown action type %s", typ)
 	}
@@ -640,5 +650,99 @@ func (x *run) attachPullSecret(ctx context.Context) error {
 		x.summary = fmt.Sprintf("attached pull secret %s to ServiceAccount %s/%s and deleted pod %s so its replacement uses it",
 			secret, x.ns, saName, x.a.GetPodName())
 	}
+	return nil
+}
+
+var missingConfigMap = regexp.MustCompile(`configmap "([^"]+)" not found`)
+
+// createMissingConfig (tier C, enabled by --tier-c create_missing_config)
+// creates the ConfigMap the pod's container status names as not found
+// (`configmap "X" not found`), empty, labelled
+// app.kubernetes.io/managed-by=reflexion-agent, and deletes the pod so its
+// replacement starts with it. Refused unless the pod references X whole
+// (envFrom or a volume): a key reference (configMapKeyRef) needs content
+// only a human knows, and so does a missing Secret; refused if X exists.
+func (x *run) createMissingConfig(ctx context.Context) error {
+	var pod struct {
+		Spec struct {
+			Containers []struct {
+				Name    string
+				EnvFrom []struct {
+					ConfigMapRef *struct{ Name string }
+				}
+				Env []struct {
+					Name      string
+					ValueFrom *struct {
+						ConfigMapKeyRef *struct{ Name, Key string }
+					}
+				}
+			}
+			Volumes []struct {
+				ConfigMap *struct{ Name string }
+			}
+		}
+		Status PodStatus
+	}
+	if _, err := x.kube.Get(ctx, podPath(x.ns, x.a.GetPodName()), nil, &pod); err != nil {
+		if IsNotFound(err) {
+			return refuse("refused: pod %s/%s not found", x.ns, x.a.GetPodName())
+		}
+		return err
+	}
+	name := ""
+	for _, cs := range pod.Status.ContainerStatuses {
+		if w := cs.State.Waiting; w != nil {
+			if m := missingConfigMap.FindStringSubmatch(w.Message); m != nil && name == "" {
+				name = m[1]
+			}
+		}
+	}
+	if name == "" {
+		return refuse("refused: pod %s/%s reports no missing ConfigMap (only a missing ConfigMap is created; a Secret needs a human)",
+			x.ns, x.a.GetPodName())
+	}
+	whole := false
+	for _, c := range pod.Spec.Containers {
+		for _, e := range c.EnvFrom {
+			whole = whole || (e.ConfigMapRef != nil && e.ConfigMapRef.Name == name)
+		}
+		for _, e := range c.Env {
+			if e.ValueFrom != nil && e.ValueFrom.ConfigMapKeyRef != nil && e.ValueFrom.ConfigMapKeyRef.Name == name {
+				return refuse("refused: container %s reads key %q of ConfigMap %s: its content needs a human",
+					c.Name, e.ValueFrom.ConfigMapKeyRef.Key, name)
+			}
+		}
+	}
+	for _, v := range pod.Spec.Volumes {
+		whole = whole || (v.ConfigMap != nil && v.ConfigMap.Name == name)
+	}
+	if !whole {
+		return refuse("refused: pod %s/%s does not reference ConfigMap %s through envFrom or a volume", x.ns, x.a.GetPodName(), name)
+	}
+	_, err := x.kube.Get(ctx, configMapsPath(x.ns)+"/"+url.PathEscape(name), nil, nil)
+	switch {
+	case err == nil:
+		return refuse("refused: ConfigMap %s/%s exists (created since the failure?)", x.ns, name)
+	case !IsNotFound(err):
+		return err
+	}
+	body, err := json.Marshal(map[string]interface{}{"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]interface{}{"name": name, "namespace": x.ns,
+			"labels": map[string]string{"app.kubernetes.io/managed-by": "reflexion-agent"},
+			"annotations": map[string]string{"reflexion.dev/action-id": ClipUTF8(x.req.GetActionId(), 253),
+				"reflexion.dev/created-for-pod": x.a.GetPodName()}},
+		"data": map[string]string{}})
+	if err != nil {
+		return err
+	}
+	if err := x.kube.Post(ctx, configMapsPath(x.ns), body, x.dry); err != nil {
+		return err
+	}
+	x.change("ConfigMap/"+name, "", "created (empty)")
+	if err := x.deletePod(ctx); err != nil {
+		return err
+	}
+	x.summary = fmt.Sprintf("created the empty ConfigMap %s/%s the pod referenced and deleted pod %s so its replacement starts with it",
+		x.ns, name, x.a.GetPodName())
 	return nil
 }

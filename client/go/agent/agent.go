@@ -71,6 +71,11 @@ type Config struct {
 	// ActionTypes announced and executed (default ImplementedActions); a
 	// request for another type is refused.
 	ActionTypes []reflexionv1.ActionType
+	// TierC: the tier C types (of TierCActions) this agent runs when the
+	// server sends them, which it does only after a human approved the
+	// action; announced with ActionTypes. Empty (the default): every tier C
+	// request is refused.
+	TierC []reflexionv1.ActionType
 	// Kube is the Kubernetes API client (required).
 	Kube *Kube
 	// Log (required), Clock (default RealClock), Rand for the reconnect
@@ -107,6 +112,15 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.Auth.DialOptions(); err != nil {
 		return err
+	}
+	for _, t := range c.TierC {
+		ok := false
+		for _, impl := range TierCActions {
+			ok = ok || t == impl
+		}
+		if !ok {
+			return fmt.Errorf("--tier-c: %s is not a tier C action the agent implements (have: create_missing_config)", t)
+		}
 	}
 	if c.Kube == nil || c.Log == nil {
 		return errors.New("agent: Kube and Log are required")
@@ -158,6 +172,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.ActionTypes = append(append([]reflexionv1.ActionType(nil), cfg.ActionTypes...), cfg.TierC...)
 	a := &Agent{cfg: cfg, allowed: map[string]bool{}, types: map[reflexionv1.ActionType]bool{},
 		log: cfg.Log, clock: cfg.Clock, kick: make(chan struct{}, 1),
 		actions: make(chan struct{}, defaultConcurrentActions), obs: map[string]bool{}}
@@ -168,6 +183,10 @@ func New(cfg Config) (*Agent, error) {
 		a.types[t] = true
 	}
 	a.exec = NewExecutor(cfg.Kube, a.namespaceAllowed, cfg.Clock, cfg.DryRun, DefaultDedupeSize)
+	a.exec.runTierC = map[reflexionv1.ActionType]bool{}
+	for _, t := range cfg.TierC {
+		a.exec.runTierC[t] = true
+	}
 	a.episodes = NewEpisodes(maxEpisodes, cfg.Clock.Now())
 	return a, nil
 }

@@ -46,13 +46,19 @@ func startServer(t *testing.T) string {
 // startServerWith is startServer with more config sections (YAML).
 func startServerWith(t *testing.T, extra string) string {
 	t.Helper()
+	return startServerConfig(t, e2eConfig+extra)
+}
+
+// startServerConfig is startServer with this whole config file (YAML).
+func startServerConfig(t *testing.T, yaml string) string {
+	t.Helper()
 	bin := os.Getenv("REFLEXION_SERVER")
 	if bin == "" {
 		t.Skip("REFLEXION_SERVER is not set: set it to a built reflexion-server (scripts/test does)")
 	}
 	dir := t.TempDir()
 	config := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(config, []byte(e2eConfig+extra), 0o644); err != nil {
+	if err := os.WriteFile(config, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	portFile := filepath.Join(dir, "port")

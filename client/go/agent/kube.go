@@ -210,6 +210,12 @@ func (k *Kube) Patch(ctx context.Context, path, patchType string, body []byte, d
 	return err
 }
 
+// Post sends a POST of a JSON body (a create).
+func (k *Kube) Post(ctx context.Context, path string, body []byte, dryRun bool) error {
+	_, err := k.Do(ctx, http.MethodPost, path, nil, "application/json", body, dryRun)
+	return err
+}
+
 // Delete sends a DELETE.
 func (k *Kube) Delete(ctx context.Context, path string, dryRun bool) error {
 	_, err := k.Do(ctx, http.MethodDelete, path, nil, "", nil, dryRun)
@@ -224,6 +230,9 @@ func podPath(ns, name string) string {
 func eventsPath(ns string) string { return "/api/v1/namespaces/" + url.PathEscape(ns) + "/events" }
 func secretsPath(ns string) string {
 	return "/api/v1/namespaces/" + url.PathEscape(ns) + "/secrets"
+}
+func configMapsPath(ns string) string {
+	return "/api/v1/namespaces/" + url.PathEscape(ns) + "/configmaps"
 }
 func serviceAccountPath(ns, name string) string {
 	return "/api/v1/namespaces/" + url.PathEscape(ns) + "/serviceaccounts/" + url.PathEscape(name)

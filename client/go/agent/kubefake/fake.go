@@ -81,7 +81,8 @@ func (c Call) String() string {
 }
 
 // Resources served.
-var coreResources = map[string]bool{"pods": true, "events": true, "serviceaccounts": true, "secrets": true}
+var coreResources = map[string]bool{"pods": true, "events": true, "serviceaccounts": true, "secrets": true,
+	"configmaps": true}
 var appsResources = map[string]bool{"deployments": true, "replicasets": true}
 
 // Bound of the request and call logs (Requests, Calls): the oldest entries
@@ -581,6 +582,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.record(w, r, body, dry, func() (int, interface{}) {
 			return s.patchLocked(resource, ns, name, r.Header.Get("Content-Type"), body, dry)
 		})
+	case r.Method == http.MethodPost && name == "":
+		s.record(w, r, body, dry, func() (int, interface{}) { return s.createLocked(resource, ns, body, dry) })
 	case r.Method == http.MethodDelete && name != "":
 		s.record(w, r, body, dry, func() (int, interface{}) { return s.deleteLocked(resource, ns, name, dry) })
 	default:
@@ -848,6 +851,49 @@ func (s *Server) ownedLocked(resource, ns, uid string) []Object {
 		}
 	}
 	return out
+}
+
+// createLocked creates a ConfigMap (the only kind the fake creates) from
+// body: 409 if it exists, 400 if the body is not a ConfigMap of ns.
+func (s *Server) createLocked(resource, ns string, body []byte, dry bool) (int, interface{}) {
+	if resource != "configmaps" {
+		return failure(http.StatusMethodNotAllowed, "MethodNotAllowed", "the fake creates configmaps only")
+	}
+	var o Object
+	if err := json.Unmarshal(body, &o); err != nil {
+		return failure(http.StatusBadRequest, "BadRequest", "decode: "+err.Error())
+	}
+	md, _ := o["metadata"].(map[string]interface{})
+	name := str(md["name"])
+	if str(o["kind"]) != "ConfigMap" || name == "" || (md["namespace"] != nil && str(md["namespace"]) != ns) {
+		return failure(http.StatusBadRequest, "BadRequest", "want a ConfigMap with metadata.name in namespace "+ns)
+	}
+	if s.objs[resource][ns+"/"+name] != nil {
+		return failure(http.StatusConflict, "AlreadyExists", fmt.Sprintf("configmaps %q already exists", name))
+	}
+	meta := s.metadataLocked(ns, name)
+	for _, k := range []string{"labels", "annotations"} {
+		if md[k] != nil {
+			meta[k] = md[k]
+		}
+	}
+	o["metadata"] = meta
+	if dry {
+		return http.StatusCreated, o
+	}
+	s.putLocked(resource, o)
+	return http.StatusCreated, o
+}
+
+// AddConfigMap adds a ConfigMap with data.
+func (s *Server) AddConfigMap(ns, name string, data map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := Object{}
+	for k, v := range data {
+		d[k] = v
+	}
+	s.putLocked("configmaps", Object{"apiVersion": "v1", "kind": "ConfigMap", "metadata": s.metadataLocked(ns, name), "data": d})
 }
 
 func (s *Server) deleteLocked(resource, ns, name string, dry bool) (int, interface{}) {

@@ -126,7 +126,9 @@ func TestUnsupportedRequestsAreRefused(t *testing.T) {
 		{"PATCH", "/apis/apps/v1/namespaces/shop/deployments/web", "application/strategic-merge-patch+json", 415},
 		{"PATCH", "/apis/apps/v1/namespaces/shop/deployments/nope", jp, 404},
 		{"PUT", "/apis/apps/v1/namespaces/shop/deployments/web", jp, 405},
-		{"GET", "/api/v1/namespaces/shop/configmaps", "", 404},
+		{"GET", "/api/v1/namespaces/shop/limitranges", "", 404},
+		{"POST", "/api/v1/namespaces/shop/secrets", "application/json", 405},
+		{"POST", "/api/v1/namespaces/shop/configmaps", "application/json", 400},
 		{"GET", "/api/v1/namespaces/shop/pods?dryRun=Some", "", 400},
 	} {
 		if code, body := do(t, s, c.method, c.path, c.ct, "[]"); code != c.want {
@@ -144,5 +146,63 @@ func TestMixedScenarioHasFailingFixableWorkloads(t *testing.T) {
 		if !s.WorkloadHealthy(w) {
 			t.Errorf("%s not healthy", w)
 		}
+	}
+}
+
+func TestAConfigMapIsCreatedOnceAndADryRunCreatesNothing(t *testing.T) {
+	s, _ := started(t)
+	cm := `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"reports-config","labels":{"a":"b"}},"data":{}}`
+	path := "/api/v1/namespaces/shop/configmaps"
+	if code, body := do(t, s, "POST", path+"?dryRun=All", "application/json", cm); code != 201 {
+		t.Fatalf("dry-run POST = %d %s", code, body)
+	}
+	if s.Get("configmaps", "shop", "reports-config") != nil || s.WorkloadHealthy("shop/reports") {
+		t.Fatal("a dry run created the ConfigMap")
+	}
+	if code, body := do(t, s, "POST", path, "application/json", cm); code != 201 {
+		t.Fatalf("POST = %d %s", code, body)
+	}
+	if got := s.Get("configmaps", "shop", "reports-config"); got == nil || Label(got, "a") != "b" {
+		t.Fatalf("configmap = %v", got)
+	}
+	if code, _ := do(t, s, "POST", path, "application/json", cm); code != 409 {
+		t.Errorf("second POST = %d, want 409", code)
+	}
+	if code, _ := do(t, s, "GET", path+"/reports-config", "", ""); code != 200 {
+		t.Errorf("GET = %d", code)
+	}
+	// The rule sees it: a new pod of reports starts.
+	pod := ""
+	for _, p := range s.List("pods", "shop") {
+		if Label(p, "app") == "reports" {
+			pod = p["metadata"].(map[string]interface{})["name"].(string)
+		}
+	}
+	if code, _ := do(t, s, "DELETE", "/api/v1/namespaces/shop/pods/"+pod, "", ""); code != 200 || !s.WorkloadHealthy("shop/reports") {
+		t.Errorf("DELETE = %d; reports healthy = %v", code, s.WorkloadHealthy("shop/reports"))
+	}
+}
+
+func TestTheBurstScenarioHasFiftyFailingPodsOnOneNode(t *testing.T) {
+	s, sc := Burst(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	pods := s.List("pods", "shop")
+	failing := 0
+	for _, p := range pods {
+		if Label(p, "app") == "canary" {
+			if !PodHealthy(p) {
+				t.Error("canary failing at start")
+			}
+			continue
+		}
+		if PodHealthy(p) {
+			t.Errorf("%v healthy at start", p["metadata"])
+		}
+		if spec := p["spec"].(map[string]interface{}); spec["nodeName"] != "worker-3" {
+			t.Errorf("pod on %v, want worker-3", spec["nodeName"])
+		}
+		failing++
+	}
+	if failing != BurstPods || len(sc.Fixable) != BurstPods+1 {
+		t.Errorf("%d failing pods, %d fixable workloads; want %d and %d", failing, len(sc.Fixable), BurstPods, BurstPods+1)
 	}
 }

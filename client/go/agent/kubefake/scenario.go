@@ -15,6 +15,9 @@ type Scenario struct {
 	Allowed []string
 	// "ns/deployment" of workloads a catalog fix turns healthy.
 	Fixable []string
+	// "ns/deployment" of failing workloads only a tier C action fixes (a
+	// human approves it).
+	NeedsApproval []string
 	// "ns/deployment" of failing workloads nothing in the catalog fixes.
 	Unfixable []string
 	// "ns/deployment" of failing workloads outside Allowed.
@@ -120,8 +123,10 @@ func MixedRule(pod Object, v *View) Verdict {
 		if Resource(pod, "app", "requests", "cpu") > 5 {
 			return Verdict{Reason: "Unschedulable", Message: "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."}
 		}
-	case "reports":
-		return Verdict{Reason: "CreateContainerConfigError", Message: "configmap \"reports-config\" not found"}
+	case "reports": // needs its ConfigMap (any content)
+		if v.Get("configmaps", "shop", "reports-config") == nil {
+			return Verdict{Reason: "CreateContainerConfigError", Message: "configmap \"reports-config\" not found"}
+		}
 	}
 	return Verdict{Healthy: true}
 }
@@ -139,7 +144,9 @@ func MixedRule(pod Object, v *View) Verdict {
 //   - shop/search: a liveness probe that kills the app before it started
 //     (relax_probes);
 //   - shop/batch: requests 6 CPUs, nodes have 5 (lower_resource_requests);
-//   - shop/reports: a missing ConfigMap (nothing in the catalog fixes it);
+//   - shop/reports: a missing ConfigMap reports-config: only
+//     create_missing_config (tier C: a human approves it, and the agent
+//     runs it only with --tier-c create_missing_config) fixes it;
 //   - finance/ledger: a bad image tag in a namespace the agent may not touch;
 //   - data/cache, shop/frontend: healthy.
 func Mixed(start time.Time) (*Server, Scenario) {
@@ -182,7 +189,52 @@ func Mixed(start time.Time) (*Server, Scenario) {
 		Allowed: []string{"shop", "data"},
 		Fixable: []string{"data/etl", "data/ingest", "data/worker", "shop/api", "shop/batch", "shop/cart",
 			"shop/checkout", "shop/search", "shop/web"},
-		Unfixable: []string{"shop/reports"},
-		Forbidden: []string{"finance/ledger"},
+		NeedsApproval: []string{"shop/reports"},
+		Forbidden:     []string{"finance/ledger"},
 	}
+}
+
+// BurstPods is how many failing pods the burst scenario seeds.
+const BurstPods = 50
+
+// BurstRule decides the pods of the burst scenario: a container with a
+// memory limit under 180Mi is OOMKilled; an image Mixed does not know (a
+// bad tag) cannot be pulled.
+func BurstRule(pod Object, v *View) Verdict {
+	image := Image(pod, "app")
+	if !strings.HasPrefix(image, "shard:") && image != "canary:1.0" {
+		if vd, bad := imageVerdict(image); bad {
+			return vd
+		}
+	}
+	if Resource(pod, "app", "limits", "memory") < 180*mi {
+		return Verdict{Reason: "OOMKilled"}
+	}
+	return Verdict{Healthy: true}
+}
+
+// Burst seeds the burst scenario: BurstPods Deployments shop/shard-00 ..
+// shop/shard-49 of one replica each, all scheduled on node worker-3 and all
+// OOMKilled (128Mi, they need 180Mi: increase_memory_limit fixes each), a
+// storm that should trip the namespace breaker (20 incidents in 10 minutes
+// by default) rather than be fixed pod by pod; and shop/canary, healthy
+// (canary:1.0), whose image a demo can break after the breaker is cleared
+// to show automation resuming (its previous revision is good).
+func Burst(start time.Time) (*Server, Scenario) {
+	s := New(BurstRule, start)
+	s.AddServiceAccount("shop", "default")
+	sc := Scenario{Allowed: []string{"shop"}}
+	for i := 0; i < BurstPods; i++ {
+		name := fmt.Sprintf("shard-%02d", i)
+		spec := OneContainer(fmt.Sprintf("shard:%d.0", i), Object{"resources": Object{
+			"limits": Object{"memory": "128Mi"}, "requests": Object{"memory": "128Mi"}}})
+		spec["nodeName"] = "worker-3"
+		s.AddDeployment("shop", name, 1, []Object{Template(map[string]string{"app": name}, spec)}, nil)
+		sc.Fixable = append(sc.Fixable, "shop/"+name)
+	}
+	sc.Fixable = append(sc.Fixable, "shop/canary")
+	canary := OneContainer("canary:1.0", Object{"resources": Object{"limits": Object{"memory": "256Mi"}}})
+	canary["nodeName"] = "worker-1"
+	s.AddDeployment("shop", "canary", 1, []Object{Template(map[string]string{"app": "canary"}, canary)}, nil)
+	return s, sc
 }

@@ -6,6 +6,9 @@
 //
 //	kube-fake --listen 127.0.0.1:0 --port-file /tmp/kube.port --scenario mixed
 //
+// Scenarios: mixed (kubefake.Mixed: a dozen pods failing for mixed causes)
+// and burst (kubefake.Burst: 50 OOMKilled pods on one node, one namespace).
+//
 // SIGTERM or SIGINT stops it.
 package main
 
@@ -26,14 +29,17 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to serve on")
 	portFile := flag.String("port-file", "", "write the port here once serving")
-	scenario := flag.String("scenario", "mixed", "seeded cluster: mixed")
+	scenario := flag.String("scenario", "mixed", "seeded cluster: mixed or burst")
 	statusEvery := flag.Duration("status-interval", 0, "print the scenario's workload health this often (0 = only at exit)")
 	flag.Parse()
-	if *scenario != "mixed" {
-		fmt.Fprintf(os.Stderr, "kube-fake: unknown --scenario %q (have: mixed)\n", *scenario)
+	seeds := map[string]func(time.Time) (*kubefake.Server, kubefake.Scenario){
+		"mixed": kubefake.Mixed, "burst": kubefake.Burst}
+	seed, ok := seeds[*scenario]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "kube-fake: unknown --scenario %q (have: mixed, burst)\n", *scenario)
 		os.Exit(2)
 	}
-	s, sc := kubefake.Mixed(time.Now())
+	s, sc := seed(time.Now())
 	var mu sync.Mutex // one line at a time on stdout
 	s.OnCall(func(c kubefake.Call) {
 		mu.Lock()
@@ -67,9 +73,9 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	fmt.Printf("kube-fake: serving scenario %s on %s (namespaces %s allowed; fixable %s; unfixable %s; forbidden %s)\n",
+	fmt.Printf("kube-fake: serving scenario %s on %s (namespaces %s allowed; fixable %s; fixable after an approval %s; unfixable %s; forbidden %s)\n",
 		*scenario, s.URL(), strings.Join(sc.Allowed, ","), strings.Join(sc.Fixable, ","),
-		strings.Join(sc.Unfixable, ","), strings.Join(sc.Forbidden, ","))
+		strings.Join(sc.NeedsApproval, ","), strings.Join(sc.Unfixable, ","), strings.Join(sc.Forbidden, ","))
 	printStatus := func() {
 		mu.Lock()
 		defer mu.Unlock()
@@ -78,7 +84,7 @@ func main() {
 			healthy[w] = true
 		}
 		var parts []string
-		for _, w := range append(append(append([]string{}, sc.Fixable...), sc.Unfixable...), sc.Forbidden...) {
+		for _, w := range append(append(append(append([]string{}, sc.Fixable...), sc.NeedsApproval...), sc.Unfixable...), sc.Forbidden...) {
 			state := "failing"
 			if s.WorkloadHealthy(w) {
 				state = "healthy"

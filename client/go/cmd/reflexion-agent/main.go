@@ -22,6 +22,7 @@ import (
 
 	"github.com/reflexion-dev/reflexion/client/go/agent"
 	"github.com/reflexion-dev/reflexion/client/go/reflexion"
+	reflexionv1 "github.com/reflexion-dev/reflexion/client/go/reflexionv1"
 )
 
 func envOr(key, def string) string {
@@ -49,6 +50,7 @@ func main() {
 	tlsName := fs.String("tls-server-name", "", "reflexion-server TLS: the name to check its certificate against (default: the --server host)")
 	poll := fs.Duration("poll-interval", 10*time.Second, "how often to list pods")
 	dryRun := fs.Bool("dry-run", false, "validate every action with dryRun=All and change nothing")
+	tierC := fs.String("tier-c", "", "comma-separated tier C actions this agent runs once a human approved them (have: create_missing_config; default none: refused)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if err := fs.Parse(os.Args[1:]); err == flag.ErrHelp {
 		os.Exit(0)
@@ -85,13 +87,25 @@ func main() {
 			nsList = append(nsList, ns)
 		}
 	}
+	var tierCTypes []reflexionv1.ActionType
+	for _, name := range strings.Split(*tierC, ",") {
+		if name = strings.TrimSpace(name); name == "" {
+			continue
+		}
+		v, ok := reflexionv1.ActionType_value["ACTION_TYPE_"+strings.ToUpper(name)]
+		if !ok {
+			log.Error("invalid configuration", "err", fmt.Sprintf("--tier-c: unknown action %q (have: create_missing_config)", name))
+			os.Exit(2)
+		}
+		tierCTypes = append(tierCTypes, reflexionv1.ActionType(v))
+	}
 	if *token == "" {
 		*token = os.Getenv("REFLEXION_TOKEN")
 	}
 	auth := reflexion.Options{Token: *token, TLSCA: *tlsCA, TLSCert: *tlsCert, TLSKey: *tlsKey,
 		TLSServerName: *tlsName}
 	a, err := agent.New(agent.Config{Server: *server, Auth: auth, Cluster: *cluster, AgentID: *agentID,
-		Namespaces: nsList, AllNamespaces: *all, PollInterval: *poll, DryRun: *dryRun,
+		Namespaces: nsList, AllNamespaces: *all, PollInterval: *poll, DryRun: *dryRun, TierC: tierCTypes,
 		Kube: kube, Log: log})
 	if err != nil {
 		log.Error("invalid configuration", "err", err)
@@ -101,7 +115,7 @@ func main() {
 	defer stop()
 	log.Info("reflexion-agent starting", "version", agent.Version, "server", *server, "cluster", *cluster,
 		"agent_id", *agentID, "namespaces", nsList, "all_namespaces", *all, "kube", kube.String(),
-		"poll_interval", *poll, "dry_run", *dryRun, "tls", *tlsCA != "", "mtls", *tlsCert != "",
+		"poll_interval", *poll, "dry_run", *dryRun, "tier_c", *tierC, "tls", *tlsCA != "", "mtls", *tlsCert != "",
 		"token", *token != "")
 	if err := a.Run(ctx); err != nil {
 		log.Error("agent failed", "err", err)
