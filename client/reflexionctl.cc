@@ -583,7 +583,7 @@ int Metrics(ReflexionService::Stub& stub) {
       static_cast<long long>(resp.workflows_cancelled()));
   std::printf("resolution time (wall, arrival to verdict) %ss, simulated %ss\n",
               fig(resp.has_mean_time_to_resolution_s(),
-                  resp.mean_time_to_resolution_s(), 1)
+                  resp.mean_time_to_resolution_s(), 3)
                   .c_str(),
               fig(resp.has_mean_simulated_resolution_time_s(),
                   resp.mean_simulated_resolution_time_s(), 0)
