@@ -566,15 +566,36 @@ int Metrics(ReflexionService::Stub& stub) {
     std::printf("%s\n", ToJson(resp, true).c_str());
     return 0;
   }
+  // A figure the server could not compute (no data) is absent: "n/a".
+  auto fig = [](bool has, double v, int decimals, bool sign = false) {
+    if (!has) return std::string("n/a");
+    return sign ? absl::StrFormat("%+.*f", decimals, v)
+                : absl::StrFormat("%.*f", decimals, v);
+  };
+  auto pct = [](bool has, double v) {
+    return has ? absl::StrFormat("%.0f%%", 100 * v) : std::string("n/a");
+  };
   std::printf(
-      "executor %s, reflector %s, up %.0fs; workflows since start: %lld "
-      "started, %lld in flight, %lld resolved, %lld escalated, %lld failed\n",
+      "executor %s, reflector %s, up %.0fs; workflows (%s): %lld started, "
+      "%lld in flight, %lld waiting, %lld resolved, %lld escalated (%lld "
+      "before any attempt), %lld failed, %lld cancelled\n",
       resp.executor().c_str(), resp.reflector().c_str(), resp.uptime_s(),
+      resp.workflow_counts_stored() ? "stored" : "since this process started",
       static_cast<long long>(resp.workflows_started()),
       static_cast<long long>(resp.workflows_in_flight()),
+      static_cast<long long>(resp.workflows_waiting()),
       static_cast<long long>(resp.workflows_resolved()),
       static_cast<long long>(resp.workflows_escalated()),
-      static_cast<long long>(resp.workflows_failed()));
+      static_cast<long long>(resp.escalated_before_attempt()),
+      static_cast<long long>(resp.workflows_failed()),
+      static_cast<long long>(resp.workflows_cancelled()));
+  std::printf("resolution time (wall, arrival to verdict) %ss, simulated %ss\n",
+              fig(resp.has_mean_time_to_resolution_s(),
+                  resp.mean_time_to_resolution_s(), 3)
+                  .c_str(),
+              fig(resp.has_mean_simulated_resolution_time_s(),
+                  resp.mean_simulated_resolution_time_s(), 0)
+                  .c_str());
   for (const auto& u : resp.upstreams()) {
     std::printf(
         "upstream %s: breaker %s (%d consecutive failures); %lld requests, "
@@ -598,25 +619,44 @@ int Metrics(ReflexionService::Stub& stub) {
         static_cast<long long>(resp.storage_lost_sequences()));
   }
   std::printf(
-      "all time: %lld incidents, %lld episodes; success %.0f%%, first-attempt "
-      "success %.0f%%, mean attempts %.2f, mean time to recovery %.0fs,\n"
-      "          Brier score %.3f, reflection quality %.2f (trend %+.3f)\n\n",
+      "all time: %lld incidents, %lld episodes; success %s, first-attempt "
+      "success %s, mean attempts %s,\n"
+      "          Brier score %s, reflection quality %s (trend %s), meta "
+      "recommendations followed %lld (success %s)\n\n",
       static_cast<long long>(resp.incidents()),
-      static_cast<long long>(resp.episodes()), 100 * resp.success_rate(),
-      100 * resp.first_attempt_success_rate(), resp.mean_attempts(),
-      resp.mean_time_to_resolution_s(), resp.brier_score(),
-      resp.mean_reflection_quality(), resp.reflection_quality_trend());
+      static_cast<long long>(resp.episodes()),
+      pct(resp.has_success_rate(), resp.success_rate()).c_str(),
+      pct(resp.has_first_attempt_success_rate(),
+          resp.first_attempt_success_rate())
+          .c_str(),
+      fig(resp.has_mean_attempts(), resp.mean_attempts(), 2).c_str(),
+      fig(resp.has_brier_score(), resp.brier_score(), 3).c_str(),
+      fig(resp.has_mean_reflection_quality(), resp.mean_reflection_quality(), 2)
+          .c_str(),
+      fig(resp.has_reflection_quality_trend(), resp.reflection_quality_trend(),
+          3, true)
+          .c_str(),
+      static_cast<long long>(resp.meta_recommendations_followed()),
+      pct(resp.has_meta_recommendation_success_rate(),
+          resp.meta_recommendation_success_rate())
+          .c_str());
   std::printf("%-28s %9s %8s %10s %9s %14s %14s\n", "error type", "incidents",
               "success", "1st-try", "attempts", "1st-try first",
               "1st-try last");
   std::printf("%-28s %9s %8s %10s %9s %14s %14s\n", "", "", "", "", "", "third",
               "third");
   for (const auto& t : resp.error_types()) {
-    std::printf("%-28s %9lld %7.0f%% %9.0f%% %9.2f %13.0f%% %13.0f%%\n",
+    std::printf("%-28s %9lld %8s %10s %9.2f %14s %14s\n",
                 t.error_type().c_str(), static_cast<long long>(t.incidents()),
-                100 * t.success_rate(), 100 * t.first_attempt_success_rate(),
-                t.mean_attempts(), 100 * t.first_third_first_attempt_success(),
-                100 * t.last_third_first_attempt_success());
+                pct(true, t.success_rate()).c_str(),
+                pct(true, t.first_attempt_success_rate()).c_str(),
+                t.mean_attempts(),
+                pct(t.has_first_third_first_attempt_success(),
+                    t.first_third_first_attempt_success())
+                    .c_str(),
+                pct(t.has_last_third_first_attempt_success(),
+                    t.last_third_first_attempt_success())
+                    .c_str());
   }
   return 0;
 }

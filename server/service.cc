@@ -1753,11 +1753,21 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetMetrics(
     }
     *response = *std::move(m);
     RunnerCounters c = runner_->Counters();
-    response->set_workflows_started(c.started);
     response->set_workflows_in_flight(c.in_flight);
-    response->set_workflows_resolved(c.resolved);
-    response->set_workflows_escalated(c.escalated);
-    response->set_workflows_failed(c.failed);
+    if (checkpoints_ != nullptr) {
+      // Workflows from their stored records: they survive a restart.
+      if (absl::Status s = core::AddWorkflowMetrics(*checkpoints_, *response);
+          !s.ok()) {
+        reactor->Finish(ToGrpcStatus(s));
+        return;
+      }
+    } else {
+      // Checkpointing off: nothing is stored but the process counters.
+      response->set_workflows_started(c.started);
+      response->set_workflows_resolved(c.resolved);
+      response->set_workflows_escalated(c.escalated);
+      response->set_workflows_failed(c.failed);
+    }
     response->set_uptime_s(absl::ToDoubleSeconds(clock_->Now() - started_));
     response->set_executor(options_.executor_name);
     response->set_reflector(options_.reflector_name);

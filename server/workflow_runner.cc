@@ -130,25 +130,16 @@ absl::StatusOr<uint64_t> WorkflowRunner::AnswerAgent(
   // decision or cancel never both apply.
   auto cancel = std::make_shared<std::atomic<bool>>(false);
   if (absl::Status s = Reserve(workflow_id, cancel); !s.ok()) return s;
-  {
-    // A continuation, not a new workflow: workflows_started counts
-    // incidents, forks and restarts only.
-    absl::MutexLock lock(&mu_);
-    --counters_.started;
-  }
+  // A continuation, not a new workflow: workflows_started is not counted.
   absl::StatusOr<uint64_t> step =
       workflow_->AnswerAgent(workflow_id, wait_step, edit, resume);
   if (!step.ok() || !resume) {
     Unreserve(workflow_id);
-    absl::MutexLock lock(&mu_);
-    ++counters_.started;  // Unreserve took one off
     return step;
   }
   if (absl::Status s =
           ResumeReserved(workflow_id, std::move(cancel), std::move(callbacks));
       !s.ok()) {
-    absl::MutexLock lock(&mu_);
-    ++counters_.started;  // Unreserve took one off
     return s;
   }
   return step;
@@ -210,8 +201,10 @@ void WorkflowRunner::Finished(Sink* sink, core::WorkflowRunResult run) {
       ++counters_.resolved;
       break;
     case reflexion::v1::WORKFLOW_STATUS_ESCALATED:
-    case reflexion::v1::WORKFLOW_STATUS_WAITING:
       ++counters_.escalated;
+      break;
+    case reflexion::v1::WORKFLOW_STATUS_WAITING:
+      // Waiting for a human is not escalated: counted when it ends.
       break;
     default:
       ++counters_.failed;
@@ -232,7 +225,7 @@ absl::Status WorkflowRunner::Reserve(
     return absl::FailedPreconditionError(absl::StrCat(
         "workflow ", workflow_id, " is running (one writer per id)"));
   }
-  ++counters_.started;
+  // A run of an existing workflow: in flight, not started.
   ++counters_.in_flight;
   return absl::OkStatus();
 }
@@ -240,7 +233,6 @@ absl::Status WorkflowRunner::Reserve(
 void WorkflowRunner::Unreserve(const std::string& workflow_id) {
   absl::MutexLock lock(&mu_);
   active_.erase(workflow_id);
-  --counters_.started;
   --counters_.in_flight;
 }
 
@@ -321,6 +313,11 @@ absl::StatusOr<std::string> WorkflowRunner::Fork(
   }
   callbacks.retain_events = true;  // followed with WatchWorkflow
   if (absl::Status s = Resume(id, std::move(callbacks)); !s.ok()) return s;
+  {
+    // A fork is a new workflow (its own id and result): one start.
+    absl::MutexLock lock(&mu_);
+    ++counters_.started;
+  }
   LOG(INFO) << "workflow " << id << " forked from " << source_id << " step "
             << step
             << (strategy.empty() ? std::string()

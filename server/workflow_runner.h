@@ -41,7 +41,10 @@ struct WorkflowCallbacks {
   std::shared_ptr<graph::TaskRunner> lane;
 };
 
-// Live counters since the process started.
+// Live counters since the process started (GetMetrics uses them only
+// without checkpointing, and for in_flight). started counts Submit and Fork
+// (workflows, not runs: a resume or a continuation is not a start);
+// resolved/escalated/failed count final results (WAITING is none of them).
 struct RunnerCounters {
   int64_t started = 0;
   int64_t in_flight = 0;
@@ -95,7 +98,7 @@ class WorkflowRunner {
   void SetAgentWaitHook(AgentWaitHook hook) { agent_wait_ = std::move(hook); }
 
   // Continues a workflow interrupted by a crash from its latest checkpoint
-  // (counted like a submitted one, not subject to the in-flight limit).
+  // (in flight, but not a new start; not subject to the in-flight limit).
   // kFailedPrecondition when that workflow is already running here (one
   // writer per id); otherwise errors as ReflexionWorkflow::Resume.
   absl::Status Resume(const std::string& workflow_id,
@@ -156,7 +159,7 @@ class WorkflowRunner {
   class Sink;
   std::string NewWorkflowId(uint64_t ordinal);
   // Registers `workflow_id` as running here (one writer per id) and counts
-  // it; kFailedPrecondition when it already runs, kUnavailable once
+  // it in flight; kFailedPrecondition when it already runs, kUnavailable once
   // draining.
   absl::Status Reserve(const std::string& workflow_id,
                        const std::shared_ptr<std::atomic<bool>>& cancel);

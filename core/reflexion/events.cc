@@ -182,7 +182,8 @@ v1::IncidentResult MakeIncidentResult(const WorkflowRunResult& run,
     *r.mutable_final_strategy() = s.final_strategy();
   }
   double wall = absl::ToDoubleSeconds(end - FromProto(s.started_at()));
-  r.set_resolution_time(std::max(0.0, wall) + s.executor_seconds());
+  r.set_resolution_time(std::max(0.0, wall));
+  r.set_simulated_resolution_time(s.executor_seconds());
   auto& sum = *r.mutable_reflexion_summary();
   sum.set_reflections_performed(s.reflections_performed());
   sum.set_strategies_learned(s.learned_strategies_size());

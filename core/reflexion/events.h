@@ -12,8 +12,9 @@ reflexion::v1::WorkflowEvent MakeWorkflowEvent(
     const graph::StepEvent<reflexion::v1::WorkflowState>& event);
 
 // The final result of a finished run. `end` is when it finished;
-// resolution_time is wall time plus the executor's reported recovery and
-// observation seconds.
+// resolution_time is the wall time from WorkflowState.started_at to `end`,
+// simulated_resolution_time the executor's reported recovery and
+// observation seconds (WorkflowState.executor_seconds).
 reflexion::v1::IncidentResult MakeIncidentResult(const WorkflowRunResult& run,
                                                  absl::Time end);
 

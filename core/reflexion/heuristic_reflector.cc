@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/reflexion/catalog.h"
+#include "core/reflexion/reflection_quality.h"
 
 namespace reflexion::core {
 namespace {
@@ -74,7 +75,6 @@ v1::Reflection Meta(const ReflectionRequest& r) {
   std::string text = absl::StrCat(
       "Re-examining the reflection on attempt ", r.attempt, " (quality ",
       absl::StrFormat("%.2f", r.previous.quality()), "). ");
-  double quality = 0.55;
   if (lever != nullptr) {
     absl::StrAppend(&text, "For ", sig, " the lever is to ", lever->lever, "; ",
                     name);
@@ -87,10 +87,10 @@ v1::Reflection Meta(const ReflectionRequest& r) {
     } else {
       absl::StrAppend(&text, " does not, which explains the failure. Prefer ",
                       lever->strategy, ".");
+      out.set_recommended_strategy(lever->strategy);
       out.add_lessons(
           absl::StrCat(sig, ": prefer ", lever->strategy, " over ", name));
     }
-    quality = 0.8;
   } else {
     absl::StrAppend(&text, "No known lever for ", sig,
                     "; the evidence is thin, so the next attempt should be "
@@ -101,7 +101,8 @@ v1::Reflection Meta(const ReflectionRequest& r) {
     absl::StrAppend(&text, " Last signal: ", r.observation.signals(0));
   }
   out.set_text(text);
-  out.set_quality(quality);
+  // Judged from the content, as every reflector's (reflection_quality.h).
+  out.set_quality(JudgeReflection(r, out).score);
   return out;
 }
 
@@ -117,7 +118,6 @@ v1::Reflection HeuristicReflector::ReflectNow(const ReflectionRequest& r) {
   const std::string& sig = r.analysis.signature();
   const v1::Action& action = r.selection.action();
   std::string text;
-  double quality;
 
   if (obs.success()) {
     text = absl::StrFormat(
@@ -127,9 +127,6 @@ v1::Reflection HeuristicReflector::ReflectNow(const ReflectionRequest& r) {
         obs.window_s());
     out.add_lessons(absl::StrFormat("%s: %s works (healthy after %.0fs)", sig,
                                     name, obs.time_to_recovery_s()));
-    quality = r.selection.selection_reason() == "highest_confidence_learned"
-                  ? 0.9
-                  : 0.8;
     if (r.attempt > 1 && !r.tried_strategies.empty()) {
       absl::StrAppend(&text, " Earlier attempts (",
                       absl::StrJoin(r.tried_strategies.begin(),
@@ -144,7 +141,6 @@ v1::Reflection HeuristicReflector::ReflectNow(const ReflectionRequest& r) {
         obs.restarts(), sig);
     out.add_lessons(
         absl::StrCat(sig, ": ", name, " only relieves symptoms (relapse)"));
-    quality = 0.8;
   } else if (action.type() == v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT &&
              (obs.failure_reason() == "OOMKilled" ||
               r.analysis.error_family() == "OOMKilled")) {
@@ -164,7 +160,6 @@ v1::Reflection HeuristicReflector::ReflectNow(const ReflectionRequest& r) {
       change->set_reason(absl::StrFormat("still OOMKilled after x%.2g on %s",
                                          action.params().memory_factor(), sig));
     }
-    quality = 0.85;
   } else if (action.type() == v1::ACTION_TYPE_RELAX_PROBES &&
              r.analysis.cause() == "probe_failure") {
     double next = std::min(5.0, action.params().probe_factor() * 1.5);
@@ -184,7 +179,6 @@ v1::Reflection HeuristicReflector::ReflectNow(const ReflectionRequest& r) {
           absl::StrFormat("probes still failing after x%.2g on %s",
                           action.params().probe_factor(), sig));
     }
-    quality = 0.7;
   } else {
     text = absl::StrFormat(
         "%s did not change the failure: the pod is still %s after the %.0fs "
@@ -193,8 +187,8 @@ v1::Reflection HeuristicReflector::ReflectNow(const ReflectionRequest& r) {
         obs.failure_reason().empty() ? "failing" : obs.failure_reason(),
         obs.window_s());
     out.add_lessons(absl::StrCat(sig, ": ", name, " did not help"));
-    // Unexplained: low quality, so meta-reflection looks again.
-    quality = 0.45;
+    // Unexplained: no next step, so its judged quality is low and
+    // meta-reflection looks again.
   }
   if (r.depth == ReflectionDepth::kDeep) {
     for (const std::string& anomaly : obs.anomalies()) {
@@ -205,7 +199,8 @@ v1::Reflection HeuristicReflector::ReflectNow(const ReflectionRequest& r) {
     }
   }
   out.set_text(text);
-  out.set_quality(quality);
+  // Judged from the content, as every reflector's (reflection_quality.h).
+  out.set_quality(JudgeReflection(r, out).score);
   return out;
 }
 

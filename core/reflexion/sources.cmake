@@ -7,6 +7,7 @@ list(APPEND CORE_SOURCES
   reflexion/heuristic_reflector.cc
   reflexion/metrics.cc
   reflexion/policy.cc
+  reflexion/reflection_quality.cc
   reflexion/pod_object.cc
   reflexion/redact.cc
   reflexion/regression.cc

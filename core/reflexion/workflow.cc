@@ -19,6 +19,7 @@
 #include "core/reflexion/heuristic_reflector.h"
 #include "core/reflexion/pod_object.h"
 #include "core/reflexion/redact.h"
+#include "core/reflexion/reflection_quality.h"
 #include "core/reflexion/regression.h"
 #include "core/reflexion/time_util.h"
 #include "core/reflexion/utf8.h"
@@ -1518,6 +1519,10 @@ void ReflexionWorkflow::RunReflector(State& s, bool meta,
             *merged.add_proposed_changes() = c;
           }
           for (const auto& d : r.dropped()) merged.add_dropped(d);
+          // What it recommends, so that GetMetrics can tell whether
+          // following it did better.
+          merged.set_recommended_strategy(
+              RecommendedStrategy(r, s.selection().strategy().name()));
           if (r.reflector() != merged.reflector()) {
             merged.set_reflector(
                 absl::StrCat(merged.reflector(), ", meta: ", r.reflector()));
@@ -1573,6 +1578,10 @@ void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
   e.set_reflection(s.reflection().text());
   e.set_reflection_quality(s.reflection().quality());
   for (const auto& l : s.reflection().lessons()) e.add_lessons(l);
+  if (s.reflection().meta()) {
+    e.set_meta_reflection(true);
+    e.set_meta_recommended_strategy(s.reflection().recommended_strategy());
+  }
   Prior prior =
       PriorFor(s.analysis().error_family(), s.analysis().cause(), name);
   commit.prior_alpha = prior.alpha;

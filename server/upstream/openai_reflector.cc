@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "core/reflexion/catalog.h"
 #include "core/reflexion/redact.h"
+#include "core/reflexion/reflection_quality.h"
 #include "core/reflexion/utf8.h"
 #include "nlohmann/json.hpp"
 
@@ -95,34 +96,6 @@ const char* TierName(v1::SafetyTier tier) {
     default:
       return "unknown";
   }
-}
-
-std::string Lower(absl::string_view s) { return absl::AsciiStrToLower(s); }
-
-// Words of `text` (lower case, split on anything but letters, digits, '_'
-// and '-'), for the specificity check.
-std::vector<std::string> Terms(absl::string_view text) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : text) {
-    if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' ||
-        c == '-') {
-      cur.push_back(absl::ascii_tolower(static_cast<unsigned char>(c)));
-    } else if (!cur.empty()) {
-      out.push_back(std::move(cur));
-      cur.clear();
-    }
-  }
-  if (!cur.empty()) out.push_back(std::move(cur));
-  return out;
-}
-
-bool ContainsAny(absl::string_view haystack,
-                 std::initializer_list<absl::string_view> needles) {
-  for (absl::string_view n : needles) {
-    if (absl::StrContains(haystack, n)) return true;
-  }
-  return false;
 }
 
 // The JSON object in a model's message: the whole content, or (plain
@@ -492,66 +465,9 @@ absl::StatusOr<v1::Reflection> ParseResponse(
       out->set_reason(Clean(str("reason"), kMaxReason));
     }
   }
-  r.set_quality(JudgeQuality(request, r));
+  // One judge for every reflector (core/reflexion/reflection_quality.h).
+  r.set_quality(core::JudgeReflection(request, r).score);
   return r;
-}
-
-double JudgeQuality(const core::ReflectionRequest& request,
-                    const v1::Reflection& reflection) {
-  std::string text = Lower(reflection.text());
-  for (const auto& l : reflection.lessons())
-    absl::StrAppend(&text, " ", Lower(l));
-  // Specificity: how many distinct facts of this attempt it cites.
-  std::vector<std::string> cues;
-  auto add = [&cues](absl::string_view cue) {
-    std::string c = Lower(cue);
-    if (c.size() >= 3) cues.push_back(std::move(c));
-  };
-  const v1::Analysis& a = request.analysis;
-  add(a.error_family());
-  add(absl::StrReplaceAll(a.cause(), {{"_", " "}}));
-  add(a.cause());
-  add(request.selection.strategy().name());
-  add(absl::StrReplaceAll(request.selection.strategy().name(), {{"_", " "}}));
-  for (const auto& [k, v] : a.features()) {
-    if (v.size() >= 3 && v != "true" && v != "false") add(v);
-  }
-  add(request.observation.failure_reason());
-  // Distinctive words of the evidence (long ones: identifiers, reasons).
-  for (int i = 0; i < a.evidence_size() && i < 10; ++i) {
-    for (const std::string& term : Terms(a.evidence(i))) {
-      if (term.size() >= 8) cues.push_back(term);
-    }
-  }
-  std::sort(cues.begin(), cues.end());
-  cues.erase(std::unique(cues.begin(), cues.end()), cues.end());
-  int hits = 0;
-  for (const std::string& c : cues) {
-    if (absl::StrContains(text, c)) ++hits;
-  }
-  const double specificity = std::min(1.0, hits / 4.0);
-  // Agreement with the outcome.
-  const bool says_success =
-      ContainsAny(text, {"succeeded", "resolved the", "recovered", "worked",
-                         "fixed the", "became healthy", "is healthy",
-                         "stayed healthy", "was successful"});
-  const bool says_failure =
-      ContainsAny(text, {"failed", "did not", "didn't", "not resolve", "still ",
-                         "no effect", "unsuccessful", "relapse", "again",
-                         "not enough", "insufficient"});
-  double agreement = 0.5;  // says neither
-  if (request.observation.success()) {
-    if (says_success) agreement = 1.0;
-    if (says_failure && !says_success) agreement = 0.2;
-  } else {
-    if (says_failure) agreement = 1.0;
-    if (says_success && !says_failure) agreement = 0.0;
-  }
-  const double lessons = reflection.lessons_size() > 0 ? 1.0 : 0.0;
-  const double substance = std::min(1.0, reflection.text().size() / 160.0);
-  const double q =
-      0.45 * specificity + 0.35 * agreement + 0.1 * lessons + 0.1 * substance;
-  return std::clamp(q, 0.0, 1.0);
 }
 
 }  // namespace openai

@@ -89,16 +89,9 @@ std::string RequestBody(const OpenAiOptions& options,
 // strategy's, or non-numbers are dropped (Reflection.dropped says which
 // and why); values are clamped to their bounds (noted too). Every string is
 // made valid UTF-8, clipped and redacted. The quality is judged from the
-// reply (JudgeQuality).
+// reply (core::JudgeReflection).
 absl::StatusOr<reflexion::v1::Reflection> ParseResponse(
     const core::ReflectionRequest& request, const std::string& body);
-
-// Quality in [0, 1] judged from a reflection's content: specificity to the
-// attempt's evidence (the signature's family and cause, the strategy, the
-// features and evidence it cites), agreement with the outcome (it does not
-// call a failure a success, or the reverse), and whether it leaves lessons.
-double JudgeQuality(const core::ReflectionRequest& request,
-                    const reflexion::v1::Reflection& reflection);
 
 }  // namespace openai
 }  // namespace reflexion::upstream

@@ -203,7 +203,7 @@ if [[ $mode == cli ]]; then
   set -e
   [[ $rc == 1 ]] && grep -q "UNAUTHENTICATED: missing bearer token" "$work/out" ||
     { cat "$work/out"; fail "metrics without a token"; }
-  expect "workflows since start" "metrics --token" "$ctl" --server "$addr" --token "$token" metrics
+  expect "workflows (stored)" "metrics --token" "$ctl" --server "$addr" --token "$token" metrics
   expect "^result wf-" "process with REFLEXION_TOKEN" env REFLEXION_TOKEN="$token" \
     "$ctl" --server "$addr" process --pod web-9 --namespace default --error_type OOMKilled
   kill -TERM "$pid"

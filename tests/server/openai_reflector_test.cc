@@ -80,7 +80,18 @@ TEST(OpenAiParseTest, AValidReplyBecomesAnOpenAiReflection) {
   EXPECT_THAT(r->text(), HasSubstr("Root cause: memory_limit too low"));
   EXPECT_EQ(r->lessons_size(), 1);
   EXPECT_THAT(r->dropped(), IsEmpty());
-  EXPECT_GT(r->quality(), 0.7);  // specific and agrees with the failure
+  // Specific and agrees with the failure, but no next step: at most half.
+  EXPECT_GT(r->quality(), 0.4);
+  EXPECT_LE(r->quality(), 0.5);
+  // The same reply with a bounded change proposed has a next step.
+  Json proposed = Json::array({{{"strategy", "increase_memory_limit"},
+                                {"parameter", "memory_factor"},
+                                {"value", 2},
+                                {"reason", "still OOMKilled at x1.5"}}});
+  absl::StatusOr<reflexion::v1::Reflection> with_change =
+      openai::ParseResponse(OomAttempt(), Completion(Reply(proposed)));
+  ASSERT_THAT(with_change, IsOk());
+  EXPECT_GT(with_change->quality(), 0.9);
 }
 
 TEST(OpenAiParseTest, QualityIsJudgedFromTheReplyNotAConstant) {

@@ -916,6 +916,102 @@ TEST_F(ServerTest, ForkStartsANewWorkflowAtTheChosenCheckpoint) {
   EXPECT_THAT(s.error_message(), HasSubstr("workflow_id"));
 }
 
+// Workflows, not runs: a decision's continuation and a restart are no new
+// start, waiting is not escalated, a fork is one new workflow; the counts
+// come from the stored records, so they survive a restart.
+TEST_F(ServerTest, MetricsCountWorkflowsNotRunsAndSurviveARestart) {
+  keep_last_ = 0;  // the fork below reads an early checkpoint
+  RestartServer();
+  auto metrics = [&] {
+    v1::GetMetricsResponse m;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(stub_->GetMetrics(&ctx, v1::GetMetricsRequest(), &m).ok());
+    return m;
+  };
+  // Hand-tallied from the results of every incident processed.
+  int64_t started = 0, resolved = 0, waiting = 0, escalated = 0, failed = 0;
+  std::string id;
+  for (int i = 0; i < 200 && id.empty(); ++i) {
+    v1::IncidentResult r = Process(MakeIncident(
+        absl::StrCat("billing-", i), "shop", "CreateContainerConfigError"));
+    ++started;
+    switch (r.status()) {
+      case v1::WORKFLOW_STATUS_RESOLVED:
+        ++resolved;
+        // Wall time in-process is far below the simulated recovery plus
+        // observation window.
+        EXPECT_GT(r.simulated_resolution_time(), 0);
+        EXPECT_LT(r.resolution_time(), r.simulated_resolution_time());
+        break;
+      case v1::WORKFLOW_STATUS_WAITING:
+        ++waiting;
+        break;
+      case v1::WORKFLOW_STATUS_ESCALATED:
+        ++escalated;
+        break;
+      default:
+        ++failed;
+    }
+    if (r.signature() == "CreateContainerConfigError/missing_secret" &&
+        r.status() == v1::WORKFLOW_STATUS_WAITING && r.attempts() == 0) {
+      id = r.workflow_id();
+    }
+  }
+  ASSERT_FALSE(id.empty()) << "no pod got the missing-secret scenario";
+  v1::GetMetricsResponse m = metrics();
+  EXPECT_TRUE(m.workflow_counts_stored());
+  EXPECT_EQ(m.workflows_started(), started);
+  EXPECT_EQ(m.workflows_resolved(), resolved);
+  EXPECT_EQ(m.workflows_waiting(), waiting);
+  EXPECT_EQ(m.workflows_escalated(), escalated);
+  EXPECT_EQ(m.workflows_failed(), failed);
+  EXPECT_EQ(m.has_mean_time_to_resolution_s(), resolved > 0);
+  EXPECT_EQ(m.has_mean_simulated_resolution_time_s(), resolved > 0);
+  const int64_t before_attempt = m.escalated_before_attempt();
+
+  // A restart starts nothing and forgets nothing.
+  RestartServer();
+  m = metrics();
+  EXPECT_EQ(m.workflows_started(), started);
+  EXPECT_EQ(m.workflows_waiting(), waiting);
+
+  // The human gives up: the continuation is the same workflow, now
+  // escalated, before any attempt (tier C only: nothing automated ran).
+  ASSERT_TRUE(Decide(id, v1::HumanDecision::KIND_GIVE_UP, "").ok());
+  v1::GetWorkflowResponse got = WaitUntilSettled(id);
+  ASSERT_EQ(got.phase(), v1::WORKFLOW_PHASE_COMPLETED);
+  ASSERT_EQ(got.result().status(), v1::WORKFLOW_STATUS_ESCALATED);
+  m = metrics();
+  EXPECT_EQ(m.workflows_started(), started);
+  EXPECT_EQ(m.workflows_waiting(), waiting - 1);
+  EXPECT_EQ(m.workflows_escalated(), escalated + 1);
+  EXPECT_EQ(m.escalated_before_attempt(), before_attempt + 1);
+
+  // A fork is a new workflow: one more start.
+  v1::ListCheckpointsRequest lreq;
+  lreq.set_workflow_id(id);
+  v1::ListCheckpointsResponse history;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->ListCheckpoints(&ctx, lreq, &history).ok());
+  }
+  uint64_t step = 0;
+  for (const v1::CheckpointInfo& c : history.checkpoints()) {
+    if (c.next_node() == "select_strategy") step = c.step();
+  }
+  ASSERT_GT(step, 0u);
+  v1::ForkWorkflowRequest freq;
+  freq.set_workflow_id(id);
+  freq.set_step(step);
+  v1::ForkWorkflowResponse forked;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->ForkWorkflow(&ctx, freq, &forked).ok());
+  }
+  WaitUntilSettled(forked.workflow_id());
+  EXPECT_EQ(metrics().workflows_started(), started + 1);
+}
+
 // A workflow that waited for a human and was continued: its WAITING result
 // is superseded, in memory and in the stored log alike, so a watch after a
 // restart replays what was streamed and ends with the final result.
