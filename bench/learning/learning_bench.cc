@@ -129,17 +129,43 @@ int main(int argc, char** argv) {
   const std::string out_dir = absl::GetFlag(FLAGS_out);
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
-  if (ec) return Fail(absl::StrCat("cannot create ", out_dir, ": ", ec.message()));
+  if (ec)
+    return Fail(absl::StrCat("cannot create ", out_dir, ": ", ec.message()));
 
   // runs[policy][seed index] = episodes.
   std::map<BenchPolicy, std::vector<std::vector<BenchEpisode>>> runs;
   const absl::Time t0 = absl::Now();
+  std::string truth;
   for (uint64_t seed : seeds) {
     absl::StatusOr<std::vector<reflexion::sim::BenchIncident>> incidents =
         reflexion::sim::MakeBenchIncidents(yaml, seed, n);
     if (!incidents.ok()) {
-      return Fail(absl::StrCat(file.empty() ? "embedded scenarios" : file,
-                               ": ", incidents.status().ToString()));
+      return Fail(absl::StrCat(file.empty() ? "embedded scenarios" : file, ": ",
+                               incidents.status().ToString()));
+    }
+    if (truth.empty()) {
+      // The ground truth of the first seed's incidents, by scenario.
+      struct Count {
+        int incidents = 0;
+        std::string signature, best;
+        double p = 0;
+      };
+      std::map<std::string, Count> by;
+      for (const reflexion::sim::BenchIncident& bi : *incidents) {
+        Count& c = by[bi.scenario_id];
+        ++c.incidents;
+        c.signature = bi.signature;
+        c.best = bi.fixable ? bi.best_strategy : "escalate (no fix)";
+        c.p = bi.best_probability;
+      }
+      absl::StrAppend(&truth, "| scenario | incidents (seed ", seed,
+                      ") | signature | oracle | p(fix holds) |\n"
+                      "|---|---|---|---|---|\n");
+      for (const auto& [id, c] : by) {
+        absl::StrAppend(&truth, "| ", id, " | ", c.incidents, " | ",
+                        c.signature, " | ", c.best, " | ",
+                        absl::StrFormat("%.2f", c.p), " |\n");
+      }
     }
     for (BenchPolicy p : reflexion::sim::kBenchPolicies) {
       reflexion::sim::BenchRunOptions options;
@@ -216,8 +242,7 @@ int main(int argc, char** argv) {
       dat << end << " " << absl::StrFormat("%.4f", Mean(fas)) << " "
           << absl::StrFormat("%.4f", Mean(fdr)) << " "
           << absl::StrFormat("%.1f", Mean(wasted)) << " "
-          << (MeanOpt(brier).has_value() ? Opt(MeanOpt(brier)) : "NaN")
-          << "\n";
+          << (MeanOpt(brier).has_value() ? Opt(MeanOpt(brier)) : "NaN") << "\n";
     }
   }
   csv.close();
@@ -242,8 +267,9 @@ int main(int argc, char** argv) {
       brier.push_back(f.brier);
       after_v.push_back(reflexion::sim::FirstDecisionRightAfter(eps, after));
     }
-    rows[p] = Row{Mean(wasted), Mean(attempts), Mean(esc),    Mean(res),
-                  Mean(fas),    Mean(fdr),      MeanOpt(after_v), MeanOpt(brier)};
+    rows[p] =
+        Row{Mean(wasted), Mean(attempts), Mean(esc),        Mean(res),
+            Mean(fas),    Mean(fdr),      MeanOpt(after_v), MeanOpt(brier)};
   }
   std::ofstream summary(out_dir + "/summary.csv");
   summary << "suite,policy,incidents,seeds,wasted_attempts,attempts,"
@@ -255,6 +281,7 @@ int main(int argc, char** argv) {
       "%.1f s\n\n",
       suite.c_str(), n, seeds.size(), absl::GetFlag(FLAGS_seeds).c_str(),
       window, secs);
+  std::printf("%s\n", truth.c_str());
   std::printf(
       "| policy | wasted attempts | attempts | escalations | resolved | "
       "first-attempt success | first decision right | FDR after %d/signature "
@@ -263,14 +290,15 @@ int main(int argc, char** argv) {
   for (BenchPolicy p : reflexion::sim::kBenchPolicies) {
     const Row& r = rows[p];
     const std::string name(reflexion::sim::BenchPolicyName(p));
-    std::printf("| %s | %.1f | %.1f | %.1f | %.1f | %.1f%% | %.1f%% | %s | %s |\n",
-                name.c_str(), r.wasted, r.attempts, r.escalations, r.resolved,
-                100 * r.fas, 100 * r.fdr,
-                r.fdr_after.has_value()
-                    ? absl::StrFormat("%.1f%%", 100 * *r.fdr_after).c_str()
-                    : "n/a",
-                r.brier.has_value() ? absl::StrFormat("%.3f", *r.brier).c_str()
-                                    : "n/a");
+    std::printf(
+        "| %s | %.1f | %.1f | %.1f | %.1f | %.1f%% | %.1f%% | %s | %s |\n",
+        name.c_str(), r.wasted, r.attempts, r.escalations, r.resolved,
+        100 * r.fas, 100 * r.fdr,
+        r.fdr_after.has_value()
+            ? absl::StrFormat("%.1f%%", 100 * *r.fdr_after).c_str()
+            : "n/a",
+        r.brier.has_value() ? absl::StrFormat("%.3f", *r.brier).c_str()
+                            : "n/a");
     summary << absl::StrJoin(
                    {suite, name, absl::StrCat(n), absl::StrJoin(seeds, " "),
                     absl::StrFormat("%.1f", r.wasted),
@@ -282,6 +310,37 @@ int main(int argc, char** argv) {
                     Opt(r.brier)},
                    ",")
             << "\n";
+  }
+  // Where ours' first decision was wrong, by hidden cause (all seeds).
+  {
+    struct Wrong {
+      int episodes = 0, ours = 0, ours_escalated_fixable = 0,
+          ours_tried_unfixable = 0, oracle = 0;
+    };
+    std::map<std::string, Wrong> by;
+    for (size_t s = 0; s < seeds.size(); ++s) {
+      for (const BenchEpisode& e : runs[BenchPolicy::kOurs][s]) {
+        Wrong& w = by[e.scenario_id];
+        ++w.episodes;
+        if (e.FirstDecisionRight()) continue;
+        ++w.ours;
+        w.ours_escalated_fixable += e.attempts.empty() && e.fixable;
+        w.ours_tried_unfixable += !e.attempts.empty() && !e.fixable;
+      }
+      for (const BenchEpisode& e : runs[BenchPolicy::kOracle][s]) {
+        by[e.scenario_id].oracle += !e.FirstDecisionRight();
+      }
+    }
+    std::printf(
+        "\nfirst decisions that were wrong, by hidden cause (all seeds):\n"
+        "| scenario | episodes | ours wrong | of which escalated a fixable "
+        "one at once | of which tried an unfixable one | oracle wrong |\n"
+        "|---|---|---|---|---|---|\n");
+    for (const auto& [id, w] : by) {
+      std::printf("| %s | %d | %d | %d | %d | %d |\n", id.c_str(), w.episodes,
+                  w.ours, w.ours_escalated_fixable, w.ours_tried_unfixable,
+                  w.oracle);
+    }
   }
   const Row& ours = rows[BenchPolicy::kOurs];
   const Row& greedy = rows[BenchPolicy::kGreedy];
@@ -329,8 +388,10 @@ int main(int argc, char** argv) {
       bool first = true;
       for (BenchPolicy pol : reflexion::sim::kBenchPolicies) {
         const std::string name(reflexion::sim::BenchPolicyName(pol));
-        gp << (first ? "" : ", ") << "'" << name << ".dat' using 1:"
-           << p.column << " with linespoints title '" << name << "'";
+        // Only the policies that predict a probability have a Brier score.
+        if (p.column == 5 && !rows[pol].brier.has_value()) continue;
+        gp << (first ? "" : ", ") << "'" << name << ".dat' using 1:" << p.column
+           << " with linespoints title '" << name << "'";
         first = false;
       }
       gp << "\n";
@@ -348,8 +409,9 @@ int main(int argc, char** argv) {
   if (std::system(cmd.c_str()) != 0) {
     return Fail(absl::StrCat("gnuplot failed: ", cmd));
   }
-  std::printf("wrote %s/{first_attempt_success,first_decision_right,"
-              "wasted_attempts,brier}.png\n",
-              out_dir.c_str());
+  std::printf(
+      "wrote %s/{first_attempt_success,first_decision_right,"
+      "wasted_attempts,brier}.png\n",
+      out_dir.c_str());
   return 0;
 }

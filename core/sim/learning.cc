@@ -69,8 +69,8 @@ std::string CatchAllType(const Scenario& s,
   };
   if (s.signals.container_statuses_size() > 0) {
     const v1::ContainerStatus& c = s.signals.container_statuses(0);
-    for (const std::string& t : {c.last_termination_reason(),
-                                 c.waiting_reason()}) {
+    for (const std::string& t :
+         {c.last_termination_reason(), c.waiting_reason()}) {
       if (!t.empty() && !listed(t)) return t;
     }
   }
@@ -87,19 +87,18 @@ struct Candidate {
 // built for the incident (version-1 strategies: the baselines do not
 // change parameters), minus `tried`.
 std::vector<Candidate> Eligible(const v1::Analysis& analysis,
-                                const v1::Incident& in,
-                                const v1::Diagnosis& dx,
+                                const v1::Incident& in, const v1::Diagnosis& dx,
                                 const std::vector<std::string>& tried,
                                 absl::string_view key) {
-  static const auto* defaults = new absl::flat_hash_map<std::string,
-                                                        v1::Strategy>([] {
-    absl::flat_hash_map<std::string, v1::Strategy> m;
-    for (v1::Strategy& s : core::DefaultStrategies(absl::UnixEpoch())) {
-      std::string name = s.name();
-      m.emplace(std::move(name), std::move(s));
-    }
-    return m;
-  }());
+  static const auto* defaults =
+      new absl::flat_hash_map<std::string, v1::Strategy>([] {
+        absl::flat_hash_map<std::string, v1::Strategy> m;
+        for (v1::Strategy& s : core::DefaultStrategies(absl::UnixEpoch())) {
+          std::string name = s.name();
+          m.emplace(std::move(name), std::move(s));
+        }
+        return m;
+      }());
   std::vector<Candidate> out;
   for (const std::string& name : core::StrategiesFor(analysis.error_family())) {
     if (std::find(tried.begin(), tried.end(), name) != tried.end()) continue;
@@ -184,8 +183,8 @@ class Baseline {
                                Find(scenarios_, scenario_id));
     std::vector<std::string> tried;
     for (int attempt = 1; attempt <= options_.max_attempts; ++attempt) {
-      const std::string key = absl::StrCat(BenchPolicyName(policy_), "-",
-                                           index, "/", attempt);
+      const std::string key =
+          absl::StrCat(BenchPolicyName(policy_), "-", index, "/", attempt);
       std::vector<Candidate> candidates =
           Eligible(analysis, in, dx, tried, key);
       int chosen = -1;
@@ -193,9 +192,8 @@ class Baseline {
       switch (policy_) {
         case BenchPolicy::kRandom:
           if (!candidates.empty()) {
-            chosen = static_cast<int>(
-                std::uniform_int_distribution<size_t>(
-                    0, candidates.size() - 1)(rng_));
+            chosen = static_cast<int>(std::uniform_int_distribution<size_t>(
+                0, candidates.size() - 1)(rng_));
           }
           break;
         case BenchPolicy::kStatic:
@@ -232,13 +230,12 @@ class Baseline {
       }
       Candidate& c = candidates[chosen];
       tried.push_back(c.strategy.name());
+      REFLEXION_ASSIGN_OR_RETURN(v1::ExecutionResult result,
+                                 Now<v1::ExecutionResult>([&](auto done) {
+                                   cluster_->Execute(c.action, std::move(done));
+                                 }));
       REFLEXION_ASSIGN_OR_RETURN(
-          v1::ExecutionResult result,
-          Now<v1::ExecutionResult>(
-              [&](auto done) { cluster_->Execute(c.action, std::move(done)); }));
-      REFLEXION_ASSIGN_OR_RETURN(
-          v1::Observation obs,
-          Now<v1::Observation>([&](auto done) {
+          v1::Observation obs, Now<v1::Observation>([&](auto done) {
             cluster_->Observe(c.action, kWindow, std::move(done));
           }));
       const bool success = result.applied() && obs.success();
@@ -417,11 +414,9 @@ absl::StatusOr<std::vector<BenchIncident>> MakeBenchIncidents(
       type = CatchAllType(s, scenarios);
     } else {
       const size_t n = s.error_types.size();
-      type = s.error_types[StableHash(seed)
-                               .Add("bench-type")
-                               .Add(uint64_t(i))
-                               .Finish() %
-                           n];
+      type = s.error_types
+                 [StableHash(seed).Add("bench-type").Add(uint64_t(i)).Finish() %
+                  n];
     }
     BenchIncident bi;
     bool found = false;
