@@ -29,8 +29,9 @@ std::vector<BenchIncident> Incidents(uint64_t seed, int n) {
   return in.ok() ? *std::move(in) : std::vector<BenchIncident>();
 }
 
-std::vector<BenchEpisode> Run(BenchPolicy policy, uint64_t seed,
-                              const std::vector<BenchIncident>& incidents) {
+std::vector<BenchEpisode> RunPolicy(
+    BenchPolicy policy, uint64_t seed,
+    const std::vector<BenchIncident>& incidents) {
   BenchRunOptions options;
   options.policy = policy;
   options.seed = seed;
@@ -64,10 +65,10 @@ TEST(LearningBenchTest, SameSeedsGiveIdenticalEpisodesAndAnotherSeedOthers) {
     EXPECT_EQ(a[i].scenario_id, b[i].scenario_id);
   }
   for (BenchPolicy p : kBenchPolicies) {
-    const std::vector<std::string> first = Trace(Run(p, 1, a));
+    const std::vector<std::string> first = Trace(RunPolicy(p, 1, a));
     ASSERT_EQ(first.size(), 100u) << BenchPolicyName(p);
-    EXPECT_EQ(first, Trace(Run(p, 1, b))) << BenchPolicyName(p);
-    EXPECT_NE(first, Trace(Run(p, 2, c))) << BenchPolicyName(p);
+    EXPECT_EQ(first, Trace(RunPolicy(p, 1, b))) << BenchPolicyName(p);
+    EXPECT_NE(first, Trace(RunPolicy(p, 2, c))) << BenchPolicyName(p);
   }
 }
 
@@ -98,7 +99,7 @@ TEST(LearningBenchTest, EveryIncidentLandsOnItsScenario) {
 TEST(LearningBenchTest,
      OracleEscalatesAtOnceExactlyWhenNothingAutomatableFixes) {
   const std::vector<BenchIncident> in = Incidents(1, 200);
-  const std::vector<BenchEpisode> eps = Run(BenchPolicy::kOracle, 1, in);
+  const std::vector<BenchEpisode> eps = RunPolicy(BenchPolicy::kOracle, 1, in);
   ASSERT_EQ(eps.size(), in.size());
   int unfixable = 0;
   for (const BenchEpisode& e : eps) {
@@ -151,8 +152,10 @@ TEST(LearningBenchTest, BadArgumentsAreInvalidArgument) {
 // not met; this checks only the direction.
 TEST(LearningBenchTest, OursWastesFewerAttemptsThanGreedy) {
   const std::vector<BenchIncident> in = Incidents(1, 200);
-  const BenchFigures ours = Figures(Run(BenchPolicy::kOurs, 1, in), 0, 200);
-  const BenchFigures greedy = Figures(Run(BenchPolicy::kGreedy, 1, in), 0, 200);
+  const BenchFigures ours =
+      Figures(RunPolicy(BenchPolicy::kOurs, 1, in), 0, 200);
+  const BenchFigures greedy =
+      Figures(RunPolicy(BenchPolicy::kGreedy, 1, in), 0, 200);
   ASSERT_EQ(ours.episodes, 200);
   ASSERT_EQ(greedy.episodes, 200);
   EXPECT_LT(ours.wasted, greedy.wasted);
