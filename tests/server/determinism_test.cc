@@ -18,8 +18,8 @@
 namespace reflexion::server {
 namespace {
 
-using ::reflexion::testing::TempDir;
 using ::reflexion::testing::IsOk;
+using ::reflexion::testing::TempDir;
 
 constexpr int kIncidents = 100;
 constexpr const char* kTypes[] = {
