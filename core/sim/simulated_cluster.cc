@@ -637,15 +637,16 @@ void SimulatedCluster::TimerLoop() {
 absl::Status SimulatedCluster::AppendToJournal(const Action& action,
                                                size_t scenario,
                                                absl::string_view error_type,
-                                               const ExecutionResult& result) {
+                                               const ExecutionResult& result,
+                                               int64_t draw_n) {
   if (journal_fd_ < 0) return absl::OkStatus();
   ExecutionResult kept;  // the action is in the first field already
   kept.set_message(result.message());
   *kept.mutable_changes() = result.changes();
-  std::string line =
-      absl::StrCat(absl::BytesToHexString(action.SerializeAsString()), "\t",
-                   ScenarioAt(scenario).id, "\t", error_type, "\t",
-                   absl::BytesToHexString(kept.SerializeAsString()), "\n");
+  std::string line = absl::StrCat(
+      absl::BytesToHexString(action.SerializeAsString()), "\t",
+      ScenarioAt(scenario).id, "\t", error_type, "\t",
+      absl::BytesToHexString(kept.SerializeAsString()), "\t", draw_n, "\n");
   // One write(2) per line with O_APPEND: whole lines, in the page cache
   // before Execute completes, so a killed process loses none.
   ssize_t n = write(journal_fd_, line.data(), line.size());
@@ -668,20 +669,24 @@ absl::Status SimulatedCluster::EnableJournal(const std::string& path) {
   while (in && std::getline(in, line)) {
     ++line_no;
     if (line.empty()) continue;
-    // Three fields from older builds; the fourth is the result's changes.
+    // Three fields from older builds; the fourth is the result's changes,
+    // the fifth the n of the outcome's draw (older: drawn from the key).
     std::vector<std::string> parts = absl::StrSplit(line, '\t');
     absl::StatusOr<size_t> index =
-        parts.size() == 3 || parts.size() == 4
+        parts.size() >= 3 && parts.size() <= 5
             ? FromJournal(parts[1])
-            : absl::DataLossError("not three or four fields");
+            : absl::DataLossError("not three to five fields");
     size_t scenario = index.ok() ? *index : 0;
     Action action;
     ExecutionResult recorded;
+    int64_t draw_n = 0;
     if (!index.ok() ||
         !action.ParseFromString(absl::HexStringToBytes(parts[0])) ||
         action.idempotency_key().empty() ||
-        (parts.size() == 4 &&
-         !recorded.ParseFromString(absl::HexStringToBytes(parts[3])))) {
+        (parts.size() >= 4 &&
+         !recorded.ParseFromString(absl::HexStringToBytes(parts[3]))) ||
+        (parts.size() == 5 &&
+         (!absl::SimpleAtoi(parts[4], &draw_n) || draw_n < 1))) {
       return absl::DataLossError(absl::StrCat(
           "simulator journal ", path, ": line ", line_no, " is corrupt"));
     }
@@ -697,7 +702,7 @@ absl::Status SimulatedCluster::EnableJournal(const std::string& path) {
     *result.mutable_action() = action;
     result.set_applied(true);
     result.set_executor(std::string(kName));
-    if (parts.size() == 4) {
+    if (parts.size() >= 4) {
       result.set_message(recorded.message());
       *result.mutable_changes() = recorded.changes();
       for (const reflexion::v1::ValueChange& c : recorded.changes()) {
@@ -711,7 +716,16 @@ absl::Status SimulatedCluster::EnableJournal(const std::string& path) {
         *result.add_changes() = std::move(c);
       }
     }
-    const Outcome outcome = Resolve(s, action, state);
+    int64_t& applied = state.applied[action.type()];
+    std::string draw_key;
+    if (parts.size() == 5) {
+      applied = std::max(applied, draw_n);
+      draw_key = DrawKey(action, parts[2], draw_n);
+    } else {
+      ++applied;
+      draw_key = action.idempotency_key();
+    }
+    const Outcome outcome = Resolve(s, action, draw_key, state);
     results_.emplace(action.idempotency_key(), result);
     keyed_[action.idempotency_key()] = Keyed{scenario, parts[2], outcome};
     state.outcomes[action.idempotency_key()] = outcome;
@@ -814,18 +828,27 @@ absl::StatusOr<Diagnosis> SimulatedCluster::DiagnoseNow(
   d.set_source(std::string(kName));
 
   PodState& state = pods_[PodKey(ns, pod)];
+  // A new incident of the pod; its action counts stay (DrawKey's n).
+  absl::flat_hash_map<int, int64_t> applied = std::move(state.applied);
   state = PodState{};
+  state.applied = std::move(applied);
   state.scenario = index;
   state.error_type = incident.error_type();
   state.model = InitialModel(s, facts.has_value() ? &*facts : nullptr, pod);
   return d;
 }
 
-SimulatedCluster::Outcome SimulatedCluster::Draw(const Scenario& s,
-                                                 const Action& action) const {
-  // Independent draws per purpose, all from (seed, key) only.
+std::string SimulatedCluster::DrawKey(const Action& action,
+                                      absl::string_view error_type, int64_t n) {
+  return absl::StrCat(PodKey(action.namespace_(), action.pod_name()), "\t",
+                      error_type, "\t", ActionName(action.type()), "\t", n);
+}
+
+SimulatedCluster::Outcome SimulatedCluster::Draw(
+    const Scenario& s, const Action& action, absl::string_view draw_key) const {
+  // Independent draws per purpose, all from (seed, draw_key) only.
   auto draw = [&](absl::string_view purpose) {
-    return StableHash(seed_).Add(purpose).Add(action.idempotency_key()).Unit();
+    return StableHash(seed_).Add(purpose).Add(draw_key).Unit();
   };
   if (const std::string* reason = s.FindRegression(action.type())) {
     // Worse than before: a new failure and more restarts than
@@ -867,8 +890,9 @@ SimulatedCluster::Outcome SimulatedCluster::Draw(const Scenario& s,
 
 SimulatedCluster::Outcome SimulatedCluster::Resolve(const Scenario& s,
                                                     const Action& action,
+                                                    absl::string_view draw_key,
                                                     PodState& state) {
-  Outcome o = Draw(s, action);  // an undo draws the original failure
+  Outcome o = Draw(s, action, draw_key);  // an undo: the original failure
   if (action.type() == reflexion::v1::ACTION_TYPE_UNDO) {
     o.undo_of = action.undo_of();
     auto undone = keyed_.find(action.undo_of());
@@ -962,11 +986,14 @@ absl::StatusOr<ExecutionResult> SimulatedCluster::ExecuteNow(
     }
   }
   result.set_applied(true);
+  const int64_t draw_n = state.applied[action.type()] + 1;
   // Journal first: an action is applied only once it is durable.
-  REFLEXION_RETURN_IF_ERROR(
-      AppendToJournal(action, state.scenario, state.error_type, result));
+  REFLEXION_RETURN_IF_ERROR(AppendToJournal(action, state.scenario,
+                                            state.error_type, result, draw_n));
   state.model = std::move(model);
-  const Outcome outcome = Resolve(s, action, state);
+  state.applied[action.type()] = draw_n;
+  const Outcome outcome =
+      Resolve(s, action, DrawKey(action, state.error_type, draw_n), state);
   keyed_[action.idempotency_key()] =
       Keyed{state.scenario, state.error_type, outcome};
   state.outcomes[action.idempotency_key()] = outcome;

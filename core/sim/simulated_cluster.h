@@ -52,10 +52,16 @@ struct PodModel {
 //   ("*") scenarios, as a pure function of (seed, namespace, pod_name,
 //   error_type). It resets the pod to failing (a new incident) and returns
 //   the scenario's observable signals; the root cause is never returned.
-// - Execute draws the outcome as a pure function of (seed, idempotency_key)
-//   and the scenario's action model, so results do not depend on thread
-//   interleaving. A key seen before returns the first result with
-//   deduplicated = true and applies nothing.
+// - Execute draws the outcome as a pure function of (seed, namespace,
+//   pod_name, error type of the pod's incident, action type, n) where n
+//   counts the applications of that action type to the pod (1 for the
+//   first), and of the scenario's action model. The idempotency key (which
+//   holds a workflow id) plays no part, so with fixed seeds the same
+//   incidents give the same outcomes whatever the workflow ids, the start
+//   of the data dir or the thread interleaving, and the same action on the
+//   same incident fares the same whichever attempt it is (policies compared
+//   side by side meet the same world). A key seen before returns the first
+//   result with deduplicated = true and applies nothing (n unchanged).
 // - Observe reports the outcome of the pod's action in simulated seconds;
 //   nothing sleeps.
 // - Every applied tier-A/B action reports the values it changed
@@ -106,12 +112,14 @@ class SimulatedCluster final : public core::ClusterExecutor {
   // before Execute completes, so a killed process loses nothing), and the
   // actions already in the file are replayed now: their idempotency keys
   // stay spent (Execute returns deduplicated) and their outcomes stay
-  // observable. A line is four tab-separated fields: the action (hex
-  // protobuf), the scenario id, the error type and the result's message
+  // observable. A line is five tab-separated fields: the action (hex
+  // protobuf), the scenario id, the error type, the result's message
   // and changes (hex protobuf), which replay onto the pod's model (paths
   // no recorded change touched start from the scenario's values: the pod
-  // object of an incident is not journaled). Lines of three fields (older
-  // builds) are read too. An undo that restored nothing is not journaled.
+  // object of an incident is not journaled), and n of the outcome's draw
+  // (see Execute). Lines of three or four fields (older builds, whose
+  // outcomes were drawn from the idempotency key) are read too and replay
+  // with that older draw. An undo that restored nothing is not journaled.
   // Call once, before use. Errors: kUnavailable when the file cannot be
   // opened, kDataLoss naming the line of a corrupt journal.
   absl::Status EnableJournal(const std::string& path) ABSL_LOCKS_EXCLUDED(mu_);
@@ -182,6 +190,9 @@ class SimulatedCluster final : public core::ClusterExecutor {
     absl::flat_hash_map<std::string, Outcome> outcomes;
     std::string last_key;
     PodModel model;
+    // Applications of each action type to this pod (kept across Diagnose:
+    // the n of DrawKey). Bounded by the catalog's action types.
+    absl::flat_hash_map<int, int64_t> applied;
   };
 
   // The synchronous bodies of Diagnose, Execute and Observe.
@@ -212,13 +223,20 @@ class SimulatedCluster final : public core::ClusterExecutor {
   // older builds wrote); kDataLoss when there is none.
   absl::StatusOr<size_t> FromJournal(absl::string_view field)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Outcome Draw(const Scenario& scenario,
-               const reflexion::v1::Action& action) const;
+  // The outcome's draws come from (seed_, `draw_key`): DrawKey of the
+  // action, or for journal lines of older builds its idempotency key.
+  Outcome Draw(const Scenario& scenario, const reflexion::v1::Action& action,
+               absl::string_view draw_key) const;
+  // What identifies the n-th application of the action's type to the pod of
+  // an incident of `error_type`.
+  static std::string DrawKey(const reflexion::v1::Action& action,
+                             absl::string_view error_type, int64_t n);
   // Draw plus what depends on the pod's history: an undo's outcome (the
   // original failure, or for an undo of an undo the re-applied action's)
   // and the workload's ready replicas (updating state.model.ready).
   Outcome Resolve(const Scenario& scenario, const reflexion::v1::Action& action,
-                  PodState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                  absl::string_view draw_key, PodState& state)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Delivers `fn` now, or after the latency on the timer thread.
   void Complete(absl::AnyInvocable<void() &&> fn);
@@ -227,7 +245,8 @@ class SimulatedCluster final : public core::ClusterExecutor {
   // result (its changes, so a replay restores the model exactly).
   absl::Status AppendToJournal(const reflexion::v1::Action& action,
                                size_t scenario, absl::string_view error_type,
-                               const reflexion::v1::ExecutionResult& result)
+                               const reflexion::v1::ExecutionResult& result,
+                               int64_t draw_n)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::vector<Scenario> scenarios_;

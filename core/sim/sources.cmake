@@ -19,5 +19,6 @@ configure_file(${CMAKE_CURRENT_SOURCE_DIR}/sim/default_scenarios.cc.in
 list(APPEND CORE_SOURCES
   sim/scenario.cc
   sim/simulated_cluster.cc
+  sim/learning.cc
   ${CMAKE_CURRENT_BINARY_DIR}/sim/default_scenarios.cc
 )

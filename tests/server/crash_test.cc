@@ -210,8 +210,9 @@ TEST(CrashTest, KillNineWithWorkflowsInFlightLosesNothingAndRepeatsNothing) {
     if (line.empty()) continue;
     ++lines;
     std::vector<std::string> parts = absl::StrSplit(line, '\t');
-    // The action, its scenario, the error type and the result's changes.
-    ASSERT_EQ(parts.size(), 4u);
+    // The action, its scenario, the error type, the result's changes and
+    // the n of the outcome's draw.
+    ASSERT_EQ(parts.size(), 5u);
     keys.insert(parts[0]);  // the serialized action holds its key
   }
   EXPECT_GE(lines, kWorkflows);

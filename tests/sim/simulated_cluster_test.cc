@@ -152,6 +152,114 @@ TEST(SimulatedClusterTest, SameSeedGivesSameAssignmentsAndOutcomes) {
   EXPECT_GT(assignments_differing_from_other_seed, 10);
 }
 
+TEST(SimulatedClusterTest, OutcomesDependOnTheIncidentAndActionNotTheKey) {
+  // Two clusters with one seed, the same incidents, and keys holding
+  // different workflow ids (another start of the data dir): the outcomes
+  // are the same. Another seed gives other outcomes.
+  auto a = Defaults(7);
+  auto b = Defaults(7);
+  auto other = Defaults(8);
+  ASSERT_TRUE(a && b && other);
+  for (int i = 0; i < 200; ++i) {
+    const std::string pod = absl::StrCat("pod-", i);
+    const char* type = kErrorTypes[i % 10];
+    const std::string prefix[] = {"wf-1-", "wf-2-", "wf-1-"};
+    SimulatedCluster* clusters[] = {a.get(), b.get(), other.get()};
+    for (int c = 0; c < 3; ++c) {
+      ASSERT_THAT(Diagnose(*clusters[c], MakeIncident("ns", pod, type)),
+                  IsOk());
+      for (reflexion::v1::ActionType t :
+           {ACTION_TYPE_DELETE_POD, ACTION_TYPE_ROLLBACK_DEPLOYMENT}) {
+        ASSERT_THAT(
+            Execute(*clusters[c],
+                    MakeAction("ns", pod, t,
+                               absl::StrCat(prefix[c], i, "/", ActionName(t)))),
+            IsOk());
+      }
+    }
+  }
+  const std::vector<ExecutedAction> log_a = a->ExecutionLog();
+  const std::vector<ExecutedAction> log_b = b->ExecutionLog();
+  const std::vector<ExecutedAction> log_o = other->ExecutionLog();
+  ASSERT_EQ(log_a.size(), 400u);
+  ASSERT_EQ(log_b.size(), 400u);
+  ASSERT_EQ(log_o.size(), 400u);
+  int differ_from_other_seed = 0;
+  for (size_t i = 0; i < log_a.size(); ++i) {
+    EXPECT_EQ(log_a[i].recovered, log_b[i].recovered) << i;
+    EXPECT_EQ(log_a[i].relapsed, log_b[i].relapsed) << i;
+    differ_from_other_seed += log_a[i].recovered != log_o[i].recovered ||
+                              log_a[i].relapsed != log_o[i].relapsed;
+  }
+  EXPECT_GT(differ_from_other_seed, 20);
+}
+
+TEST(SimulatedClusterTest, TheSameActionFaresTheSameAtAnyAttempt) {
+  // rollback first on one cluster, second (after delete_pod) on the other:
+  // its outcome on each incident is the same.
+  auto a = Defaults(7);
+  auto b = Defaults(7);
+  ASSERT_TRUE(a && b);
+  int recovered = 0;
+  for (int i = 0; i < 100; ++i) {
+    const std::string pod = absl::StrCat("crash-", i);
+    for (SimulatedCluster* c : {a.get(), b.get()}) {
+      ASSERT_THAT(Diagnose(*c, MakeIncident("ns", pod, "CrashLoopBackOff")),
+                  IsOk());
+    }
+    ASSERT_THAT(
+        Execute(*a, MakeAction("ns", pod, ACTION_TYPE_ROLLBACK_DEPLOYMENT,
+                               absl::StrCat("a-", i, "/1"))),
+        IsOk());
+    ASSERT_THAT(Execute(*b, MakeAction("ns", pod, ACTION_TYPE_DELETE_POD,
+                                       absl::StrCat("b-", i, "/1"))),
+                IsOk());
+    ASSERT_THAT(
+        Execute(*b, MakeAction("ns", pod, ACTION_TYPE_ROLLBACK_DEPLOYMENT,
+                               absl::StrCat("b-", i, "/2"))),
+        IsOk());
+  }
+  const std::vector<ExecutedAction> log_a = a->ExecutionLog();
+  const std::vector<ExecutedAction> log_b = b->ExecutionLog();
+  ASSERT_EQ(log_a.size(), 100u);
+  ASSERT_EQ(log_b.size(), 200u);
+  for (size_t i = 0; i < log_a.size(); ++i) {
+    EXPECT_EQ(log_a[i].recovered, log_b[2 * i + 1].recovered) << i;
+    recovered += log_a[i].recovered;
+  }
+  EXPECT_GT(recovered, 0);
+  EXPECT_LT(recovered, 100);
+}
+
+TEST(SimulatedClusterTest, ARepeatedIncidentOfAPodDrawsAnew) {
+  // The n-th delete_pod on a pod draws differently from the first, so a
+  // pod failing again is not doomed to the same outcome.
+  auto cluster = Defaults(7);
+  ASSERT_NE(cluster, nullptr);
+  int same = 0;
+  for (int i = 0; i < 100; ++i) {
+    const std::string pod = absl::StrCat("evicted-", i);
+    for (int k = 0; k < 2; ++k) {
+      ASSERT_THAT(Diagnose(*cluster, MakeIncident("ns", pod, "Evicted")),
+                  IsOk());
+      ASSERT_THAT(
+          Execute(*cluster, MakeAction("ns", pod, ACTION_TYPE_DELETE_POD,
+                                       absl::StrCat(pod, "/", k))),
+          IsOk());
+    }
+  }
+  const std::vector<ExecutedAction> log = cluster->ExecutionLog();
+  ASSERT_EQ(log.size(), 200u);
+  int recovered = 0;
+  for (size_t i = 0; i < log.size(); i += 2) {
+    same += log[i].recovered == log[i + 1].recovered;
+    recovered += log[i].recovered + log[i + 1].recovered;
+  }
+  ASSERT_GT(recovered, 20);
+  ASSERT_LT(recovered, 180);
+  EXPECT_LT(same, 100);
+}
+
 TEST(SimulatedClusterTest, PodsOfOneErrorTypeSpreadOverAllItsScenarios) {
   auto cluster = Defaults();
   ASSERT_NE(cluster, nullptr);
@@ -518,9 +626,11 @@ TEST(SimulatedClusterTest, OutcomesDoNotDependOnThreadInterleaving) {
     return MakeAction("ns", absl::StrCat("p", t), ACTION_TYPE_DELETE_POD,
                       absl::StrCat("k", t, "-", i));
   };
-  // Serial in reverse order, threaded interleaved.
+  // Serial pod after pod (in reverse), threaded interleaved; each pod's
+  // actions in the same order (an outcome depends on how many actions of
+  // its type the pod had before, not on the other pods).
   for (int t = kThreads - 1; t >= 0; --t) {
-    for (int i = kPerThread - 1; i >= 0; --i) {
+    for (int i = 0; i < kPerThread; ++i) {
       ASSERT_THAT(Execute(*serial, action(t, i)), IsOk());
     }
   }

@@ -1,0 +1,165 @@
+// The learning benchmark's policies and figures (core/sim/learning.h) on
+// small runs of the embedded scenarios.
+
+#include "core/sim/learning.h"
+
+#include <algorithm>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/sim/default_scenarios.h"
+#include "core/sim/simulated_cluster.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
+
+namespace reflexion::sim {
+namespace {
+
+using ::reflexion::testing::IsOk;
+using ::reflexion::testing::StatusIs;
+using ::testing::HasSubstr;
+
+std::vector<BenchIncident> Incidents(uint64_t seed, int n) {
+  absl::StatusOr<std::vector<BenchIncident>> in =
+      MakeBenchIncidents(DefaultScenariosYaml(), seed, n);
+  EXPECT_THAT(in, IsOk());
+  return in.ok() ? *std::move(in) : std::vector<BenchIncident>();
+}
+
+std::vector<BenchEpisode> RunPolicy(
+    BenchPolicy policy, uint64_t seed,
+    const std::vector<BenchIncident>& incidents) {
+  BenchRunOptions options;
+  options.policy = policy;
+  options.seed = seed;
+  absl::StatusOr<std::vector<BenchEpisode>> eps =
+      RunBenchPolicy(DefaultScenariosYaml(), incidents, options);
+  EXPECT_THAT(eps, IsOk()) << BenchPolicyName(policy);
+  return eps.ok() ? *std::move(eps) : std::vector<BenchEpisode>();
+}
+
+// Strategy and outcome per attempt, one line per episode.
+std::vector<std::string> Trace(const std::vector<BenchEpisode>& eps) {
+  std::vector<std::string> out;
+  for (const BenchEpisode& e : eps) {
+    std::string line = e.signature;
+    for (const BenchAttempt& a : e.attempts) {
+      line += " " + a.strategy + (a.success ? "+" : "-");
+    }
+    if (e.escalated) line += " escalated";
+    out.push_back(line);
+  }
+  return out;
+}
+
+TEST(LearningBenchTest, SameSeedsGiveIdenticalEpisodesAndAnotherSeedOthers) {
+  const std::vector<BenchIncident> a = Incidents(1, 100);
+  const std::vector<BenchIncident> b = Incidents(1, 100);
+  const std::vector<BenchIncident> c = Incidents(2, 100);
+  ASSERT_EQ(a.size(), 100u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].incident.pod_name(), b[i].incident.pod_name());
+    EXPECT_EQ(a[i].scenario_id, b[i].scenario_id);
+  }
+  for (BenchPolicy p : kBenchPolicies) {
+    const std::vector<std::string> first = Trace(RunPolicy(p, 1, a));
+    ASSERT_EQ(first.size(), 100u) << BenchPolicyName(p);
+    EXPECT_EQ(first, Trace(RunPolicy(p, 1, b))) << BenchPolicyName(p);
+    EXPECT_NE(first, Trace(RunPolicy(p, 2, c))) << BenchPolicyName(p);
+  }
+}
+
+TEST(LearningBenchTest, EveryIncidentLandsOnItsScenario) {
+  const std::vector<BenchIncident> in = Incidents(3, 200);
+  ASSERT_EQ(in.size(), 200u);
+  absl::StatusOr<std::unique_ptr<SimulatedCluster>> cluster =
+      SimulatedCluster::WithDefaultScenarios(3);
+  ASSERT_THAT(cluster, IsOk());
+  int scenarios_seen = 0;
+  std::vector<std::string> seen;
+  for (const BenchIncident& bi : in) {
+    std::optional<absl::StatusOr<v1::Diagnosis>> dx;
+    (*cluster)->Diagnose(bi.incident, [&](absl::StatusOr<v1::Diagnosis> d) {
+      dx = std::move(d);
+    });
+    ASSERT_TRUE(dx.has_value() && dx->ok());
+    EXPECT_EQ(*(*cluster)->ScenarioOf("bench", bi.incident.pod_name()),
+              bi.scenario_id);
+    if (std::find(seen.begin(), seen.end(), bi.scenario_id) == seen.end()) {
+      seen.push_back(bi.scenario_id);
+      ++scenarios_seen;
+    }
+  }
+  EXPECT_GE(scenarios_seen, 12);  // 17 scenarios, some rare
+}
+
+TEST(LearningBenchTest,
+     OracleEscalatesAtOnceExactlyWhenNothingAutomatableFixes) {
+  const std::vector<BenchIncident> in = Incidents(1, 200);
+  const std::vector<BenchEpisode> eps = RunPolicy(BenchPolicy::kOracle, 1, in);
+  ASSERT_EQ(eps.size(), in.size());
+  int unfixable = 0;
+  for (const BenchEpisode& e : eps) {
+    EXPECT_EQ(e.attempts.empty(), !e.fixable) << e.scenario_id;
+    unfixable += !e.fixable;
+    if (!e.attempts.empty()) {
+      EXPECT_EQ(e.attempts.front().strategy, in[e.index].best_strategy);
+    }
+  }
+  EXPECT_GT(unfixable, 0);  // config-missing-secret needs a human
+}
+
+TEST(LearningBenchTest,
+     FirstDecisionRightCountsEarlyEscalationOnlyWhenUnfixable) {
+  BenchEpisode e;
+  e.escalated = true;
+  e.fixable = false;
+  EXPECT_TRUE(e.FirstDecisionRight());
+  e.fixable = true;
+  EXPECT_FALSE(e.FirstDecisionRight());
+  e.attempts.push_back({"delete_pod", false, 0.4});
+  e.attempts.push_back({"rollback_deployment", true, 0.6});
+  EXPECT_FALSE(e.FirstDecisionRight());
+  EXPECT_EQ(e.Wasted(), 1);
+  BenchFigures f = Figures({e}, 0, 1);
+  EXPECT_EQ(f.wasted, 1);
+  ASSERT_TRUE(f.brier.has_value());
+  EXPECT_DOUBLE_EQ(*f.brier, (0.16 + 0.16) / 2);
+}
+
+TEST(LearningBenchTest, BadArgumentsAreInvalidArgument) {
+  EXPECT_THAT(
+      MakeBenchIncidents(DefaultScenariosYaml(), 1, 0),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("incidents")));
+  EXPECT_THAT(MakeBenchIncidents("scenarios: 3", 1, 10),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(BenchPolicyFromName("smart"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("smart")));
+  BenchRunOptions options;
+  options.max_attempts = 0;
+  EXPECT_THAT(
+      RunBenchPolicy(DefaultScenariosYaml(), {}, options),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_attempts")));
+}
+
+// Issue 13's direction, on a fixed seed and a small run: the service wastes
+// fewer fix attempts than greedy highest-confidence. Measured 2026-12-01
+// (200 incidents, seed 1): ours 69, greedy 90 wasted attempts (seeds 2, 3:
+// 72 vs 98, 58 vs 82). The issue's target (at most a third of greedy's) is
+// not met; this checks only the direction.
+TEST(LearningBenchTest, OursWastesFewerAttemptsThanGreedy) {
+  const std::vector<BenchIncident> in = Incidents(1, 200);
+  const BenchFigures ours =
+      Figures(RunPolicy(BenchPolicy::kOurs, 1, in), 0, 200);
+  const BenchFigures greedy =
+      Figures(RunPolicy(BenchPolicy::kGreedy, 1, in), 0, 200);
+  ASSERT_EQ(ours.episodes, 200);
+  ASSERT_EQ(greedy.episodes, 200);
+  EXPECT_LT(ours.wasted, greedy.wasted);
+}
+
+}  // namespace
+}  // namespace reflexion::sim
