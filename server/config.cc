@@ -13,6 +13,7 @@
 #include "core/reflexion/utf8.h"
 #include "absl/time/time.h"
 #include "server/policy_config.h"
+#include "server/config_text.h"
 #include "yaml-cpp/yaml.h"
 
 namespace reflexion::server {
@@ -26,31 +27,9 @@ constexpr const char* kAcceptedUnused[] = {
     "workflow.checkpointing_enabled",
 };
 
-// Config text in messages: C-escaped, so a key or value with bytes that are
-// not UTF-8 (or control characters) is still a valid, printable message.
-std::string Quote(absl::string_view text) { return absl::CHexEscape(text); }
-
-absl::Status Bad(absl::string_view key, absl::string_view why) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("config key ", Quote(key), ": ", why));
-}
-
-// "a map", "null", ... for messages about a node of the wrong shape.
-const char* KindOf(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Null:
-      return "null";
-    case YAML::NodeType::Scalar:
-      return "a scalar";
-    case YAML::NodeType::Sequence:
-      return "a sequence";
-    case YAML::NodeType::Map:
-      return "a map";
-    case YAML::NodeType::Undefined:
-      break;
-  }
-  return "undefined";
-}
+using config_text::Bad;
+using config_text::KindOf;
+using config_text::Quote;
 
 // The key of a mapping entry as a string. `where` names the mapping
 // ("config" or "config key service"). Only plain scalar keys are keys:

@@ -12,34 +12,14 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "core/reflexion/utf8.h"
+#include "server/config_text.h"
 
 namespace reflexion::server {
 namespace {
 
-// As in config.cc: config text in messages is C-escaped, so a message is
-// valid, printable UTF-8 whatever the file holds.
-std::string Quote(absl::string_view text) { return absl::CHexEscape(text); }
-
-absl::Status Bad(absl::string_view key, absl::string_view why) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("config key ", Quote(key), ": ", why));
-}
-
-const char* KindOf(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Null:
-      return "null";
-    case YAML::NodeType::Scalar:
-      return "a scalar";
-    case YAML::NodeType::Sequence:
-      return "a sequence";
-    case YAML::NodeType::Map:
-      return "a map";
-    case YAML::NodeType::Undefined:
-      break;
-  }
-  return "undefined";
-}
+using config_text::Bad;
+using config_text::KindOf;
+using config_text::Quote;
 
 // A scalar's text, which must be valid UTF-8 (it ends up in reasons).
 absl::Status ReadText(const YAML::Node& n, const std::string& key,

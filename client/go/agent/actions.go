@@ -307,26 +307,9 @@ func (x *run) rollback(ctx context.Context) error {
 		return refuse("refused: Deployment %s/%s has no earlier revision (revision %d is its first)",
 			x.ns, d.Metadata.Name, revision(&d.Metadata))
 	}
-	// The previous ReplicaSet's template as the API returns it (every
-	// field, also those this agent does not model), minus pod-template-hash:
-	// what `kubectl rollout undo` does.
-	var raw struct {
-		Spec struct {
-			Template map[string]interface{} `json:"template"`
-		} `json:"spec"`
-	}
-	if _, err := x.kube.Get(ctx, replicaSetPath(x.ns, prev.Metadata.Name), nil, &raw); err != nil {
+	ops, err := templateOps(ctx, x.kube, x.ns, prev.Metadata.Name, d.Metadata.ResourceVersion)
+	if err != nil {
 		return err
-	}
-	tmpl := raw.Spec.Template
-	if md, ok := tmpl["metadata"].(map[string]interface{}); ok {
-		if labels, ok := md["labels"].(map[string]interface{}); ok {
-			delete(labels, "pod-template-hash")
-		}
-	}
-	ops := []op{
-		testOp("/metadata/resourceVersion", d.Metadata.ResourceVersion),
-		{Op: "replace", Path: "/spec/template", Value: tmpl},
 	}
 	if err := x.patch(ctx, deploymentPath(x.ns, d.Metadata.Name), ops); err != nil {
 		return err
@@ -745,4 +728,29 @@ func (x *run) createMissingConfig(ctx context.Context) error {
 	x.summary = fmt.Sprintf("created the empty ConfigMap %s/%s the pod referenced and deleted pod %s so its replacement starts with it",
 		x.ns, name, x.a.GetPodName())
 	return nil
+}
+
+// templateOps is the JSON patch that sets a Deployment's pod template to
+// ReplicaSet rs's template as the API returns it (every field, also those
+// this agent does not model), minus pod-template-hash — what `kubectl
+// rollout undo` does — guarded by the Deployment's resourceVersion rv.
+func templateOps(ctx context.Context, kube *Kube, ns, rs, rv string) ([]op, error) {
+	var raw struct {
+		Spec struct {
+			Template map[string]interface{} `json:"template"`
+		} `json:"spec"`
+	}
+	if _, err := kube.Get(ctx, replicaSetPath(ns, rs), nil, &raw); err != nil {
+		return nil, err
+	}
+	tmpl := raw.Spec.Template
+	if md, ok := tmpl["metadata"].(map[string]interface{}); ok {
+		if labels, ok := md["labels"].(map[string]interface{}); ok {
+			delete(labels, "pod-template-hash")
+		}
+	}
+	return []op{
+		testOp("/metadata/resourceVersion", rv),
+		{Op: "replace", Path: "/spec/template", Value: tmpl},
+	}, nil
 }

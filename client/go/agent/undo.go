@@ -386,23 +386,9 @@ func (u *undoRun) undoDeployment(ctx context.Context, entries []*undoEntry) erro
 			changes = append(changes, &reflexionv1.ValueChange{Path: e.vc.GetPath(), Before: cur, After: now})
 		}
 	}
-	var raw struct {
-		Spec struct {
-			Template map[string]interface{} `json:"template"`
-		} `json:"spec"`
-	}
-	if _, err := u.kube.Get(ctx, replicaSetPath(u.ns, target.Metadata.Name), nil, &raw); err != nil {
+	ops, err := templateOps(ctx, u.kube, u.ns, target.Metadata.Name, d.Metadata.ResourceVersion)
+	if err != nil {
 		return err
-	}
-	tmpl := raw.Spec.Template
-	if md, ok := tmpl["metadata"].(map[string]interface{}); ok {
-		if labels, ok := md["labels"].(map[string]interface{}); ok {
-			delete(labels, "pod-template-hash")
-		}
-	}
-	ops := []op{
-		testOp("/metadata/resourceVersion", d.Metadata.ResourceVersion),
-		{Op: "replace", Path: "/spec/template", Value: tmpl},
 	}
 	if err := u.patch(ctx, deploymentPath(u.ns, name), ops); err != nil {
 		return err
