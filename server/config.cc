@@ -128,6 +128,32 @@ absl::Status ReadDuration(const YAML::Node& n, absl::string_view key,
   return absl::OkStatus();
 }
 
+// A list of Kubernetes namespace names (valid UTF-8, 1..253 bytes, no '/'),
+// at most 1000 of them.
+absl::Status ReadNamespaceNames(const YAML::Node& n, absl::string_view key,
+                                std::vector<std::string>& out) {
+  if (n.IsNull()) {
+    out.clear();
+    return absl::OkStatus();
+  }
+  if (!n.IsSequence()) return Bad(key, "must be a list of namespace names");
+  if (n.size() > 1000) return Bad(key, "has more than 1000 names");
+  std::vector<std::string> list;
+  for (size_t i = 0; i < n.size(); ++i) {
+    const std::string k = absl::StrCat(key, "[", i, "]");
+    std::string v;
+    absl::Status s = Read(n[i], k, v);
+    if (!s.ok()) return s;
+    if (v.empty() || v.size() > 253 || !core::IsValidUtf8(v) ||
+        absl::StrContains(v, "/")) {
+      return Bad(k, "must be a namespace name (1..253 bytes of UTF-8, no '/')");
+    }
+    list.push_back(std::move(v));
+  }
+  out = std::move(list);
+  return absl::OkStatus();
+}
+
 bool IsHttpUrl(absl::string_view url) {
   return absl::StartsWith(url, "http://") || absl::StartsWith(url, "https://");
 }
@@ -310,6 +336,22 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
   }
   if (key == "reflexion.min_candidate_confidence") {
     return ReadDouble(v, key, 0, 1, w.selector.min_candidate_confidence);
+  }
+  if (key == "reflexion.cost_failed_attempt") {
+    return ReadDouble(v, key, 1e-3, 1e6, w.selector.cost_failed_attempt);
+  }
+  if (key == "reflexion.cost_escalation") {
+    return ReadDouble(v, key, 1e-3, 1e6, w.selector.cost_escalation);
+  }
+  if (key == "reflexion.posterior_half_life") {
+    return ReadDuration(v, key, absl::Hours(100 * 8760),
+                        w.selector.posterior_half_life);
+  }
+  if (key == "reflexion.critical_namespaces") {
+    return ReadNamespaceNames(v, key, w.selector.critical_namespaces);
+  }
+  if (key == "reflexion.critical_margin") {
+    return ReadDouble(v, key, 0, 1, w.selector.critical_margin);
   }
   if (key == "reflexion.max_reflection_cycles") {
     return ReadInt(v, key, 0, 20, w.max_reflection_cycles);

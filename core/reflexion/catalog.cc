@@ -131,10 +131,10 @@ struct CauseOverride {
 // What the cause says about each strategy, whatever the family (an init
 // container's OOM is fixed as a container's). The first choice gets a prior
 // worth some fifteen trials, the rest stay weak so that learning can still
-// overturn them. Where only a human can fix the cause, the tier-C action's
-// prior beats every automatable one by more than SelectorOptions::
-// tier_c_margin, so select_strategy escalates at once and recommends it;
-// where nothing in the catalog fixes it, every strategy is below
+// overturn them. Where only a human can fix the cause, every automatable
+// prior is low enough that select_strategy's cost decision escalates at once
+// (SelectorOptions::cost_escalation) and recommends the tier-C action; where
+// nothing in the catalog fixes it, every strategy is below
 // min_candidate_confidence and it escalates as "nothing confident".
 constexpr CauseOverride kCauseOverrides[] = {
     // Memory.
@@ -163,10 +163,18 @@ constexpr CauseOverride kCauseOverrides[] = {
     {"registry_auth", "attach_pull_secret", {12.0, 3.0}},
     {"registry_auth", "create_missing_config", {6.0, 3.0}},
     {"registry_auth", "*", {1.0, 6.0}},
-    // Config: a human creates the missing object.
+    // Config: a human creates the missing object. A missing Secret or
+    // ConfigMap is most often one not synced yet (an operator, an ordering
+    // problem): nothing automated helps. A key missing from an existing
+    // ConfigMap is most often read by a new revision: an SRE rolls back
+    // (tier A) first and creates the key later.
     {"missing_secret", "create_missing_config", {8.0, 2.0}},
+    {"missing_secret", "*", {1.0, 6.0}},
     {"missing_configmap", "create_missing_config", {8.0, 2.0}},
+    {"missing_configmap", "*", {1.0, 6.0}},
     {"missing_config_key", "create_missing_config", {8.0, 2.0}},
+    {"missing_config_key", "rollback_deployment", {7.0, 4.0}},
+    {"missing_config_key", "*", {1.0, 6.0}},
     // Scheduling.
     {"unbound_volume", "create_missing_config", {8.0, 2.0}},
     {"unbound_volume", "scale_node_pool", {2.0, 4.0}},
@@ -176,9 +184,13 @@ constexpr CauseOverride kCauseOverrides[] = {
     {"untolerated_taint", "relax_node_selector", {8.0, 2.0}},
     {"untolerated_taint", "scale_node_pool", {4.0, 4.0}},
     {"untolerated_taint", "*", {1.0, 6.0}},
+    // A selector or affinity that matches no node came with a revision
+    // far more often than nodes lost their labels: roll back first.
     {"node_selector_mismatch", "relax_node_selector", {8.0, 2.0}},
+    {"node_selector_mismatch", "rollback_deployment", {6.0, 4.0}},
     {"node_selector_mismatch", "*", {1.0, 6.0}},
     {"node_affinity_mismatch", "relax_node_selector", {8.0, 2.0}},
+    {"node_affinity_mismatch", "rollback_deployment", {6.0, 4.0}},
     {"node_affinity_mismatch", "*", {1.0, 6.0}},
     {"pod_affinity_mismatch", "relax_node_selector", {6.0, 3.0}},
     {"pod_affinity_mismatch", "*", {1.0, 6.0}},

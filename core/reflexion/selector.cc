@@ -1,6 +1,7 @@
 #include "core/reflexion/selector.h"
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -18,7 +19,44 @@ double SampleBeta(std::mt19937_64& rng, double a, double b) {
   return x / (x + y);
 }
 
+// The prior plus the stored evidence, discounted by age when a half-life is
+// set (the evidence decays, the prior stays).
+void Discount(const SelectorOptions& options, const Prior& prior,
+              const v1::StrategyStats& st, double& a, double& b) {
+  if (options.posterior_half_life <= absl::ZeroDuration() ||
+      options.now == absl::InfinitePast() || !st.has_updated_at()) {
+    return;
+  }
+  const absl::Time updated = absl::FromUnixSeconds(st.updated_at().seconds()) +
+                             absl::Nanoseconds(st.updated_at().nanos());
+  const double age = absl::ToDoubleSeconds(options.now - updated);
+  if (!(age > 0)) return;
+  const double w =
+      std::exp2(-age / absl::ToDoubleSeconds(options.posterior_half_life));
+  a = prior.alpha + std::max(0.0, a - prior.alpha) * w;
+  b = prior.beta + std::max(0.0, b - prior.beta) * w;
+}
+
 }  // namespace
+
+double BlastRisk(v1::SafetyTier tier) {
+  switch (tier) {
+    case v1::SAFETY_TIER_A:
+      return 0.0;
+    case v1::SAFETY_TIER_B:
+      return 0.1;
+    default:
+      return 1.0;
+  }
+}
+
+double LowerCredibleBound(double a, double b) {
+  if (!(a > 0) || !(b > 0)) return 0;
+  const double n = a + b;
+  const double mean = a / n;
+  const double sd = std::sqrt(a * b / (n * n * (n + 1)));
+  return std::clamp(mean - 1.645 * sd, 0.0, 1.0);
+}
 
 uint64_t StableHash(absl::string_view text, uint64_t seed) {
   uint64_t h = 1469598103934665603ULL ^ (seed * 0x9E3779B97F4A7C15ULL);
@@ -55,6 +93,9 @@ SelectionOutcome SelectStrategy(
     double mean;
     double sample;
     int64_t trials;
+    double lcb;
+    v1::SafetyTier tier;
+    v1::StrategyCandidate* cand;
   };
   std::vector<Eligible> eligible;
   const v1::Strategy* best_c = nullptr;
@@ -71,6 +112,7 @@ SelectionOutcome SelectStrategy(
       a = st->second.alpha();
       b = st->second.beta();
       trials = st->second.trials();
+      Discount(options, prior, st->second, a, b);
     }
     double mean = a / (a + b);
     v1::StrategyCandidate* cand = sel.add_candidates();
@@ -108,7 +150,31 @@ SelectionOutcome SelectStrategy(
     }
     double sample = SampleBeta(rng, a, b);
     cand->set_sample(sample);
-    eligible.push_back({&strategy, *std::move(action), mean, sample, trials});
+    eligible.push_back({&strategy, *std::move(action), mean, sample, trials,
+                        LowerCredibleBound(a, b), spec->tier, cand});
+  }
+
+  // Conservative exploration in a critical namespace: only candidates whose
+  // lower credible bound is within the margin of the best one's.
+  if (std::find(options.critical_namespaces.begin(),
+                options.critical_namespaces.end(),
+                incident.namespace_()) != options.critical_namespaces.end() &&
+      !eligible.empty()) {
+    double best_lcb = 0;
+    for (const Eligible& e : eligible) best_lcb = std::max(best_lcb, e.lcb);
+    std::vector<Eligible> kept;
+    for (Eligible& e : eligible) {
+      if (e.lcb < best_lcb - options.critical_margin) {
+        e.cand->clear_sample();
+        e.cand->set_excluded_reason(absl::StrFormat(
+            "critical namespace %s: lower credible bound %.2f is more than "
+            "%.2f below the best one's %.2f",
+            incident.namespace_(), e.lcb, options.critical_margin, best_lcb));
+        continue;
+      }
+      kept.push_back(std::move(e));
+    }
+    eligible = std::move(kept);
   }
 
   auto recommend_c = [&]() {
@@ -158,21 +224,42 @@ SelectionOutcome SelectStrategy(
       ask_c()) {
     return out;
   }
-  if (best_c != nullptr && best_c_mean >= best_mean + options.tier_c_margin) {
-    out.escalation_reason = absl::StrFormat(
-        "the most likely fix for %s is %s (tier C, %.0f%% expected success), "
-        "which needs human approval",
-        analysis.signature(), best_c->name(), 100 * best_c_mean);
-    recommend_c();
-    return out;
-  }
+  // What an escalation recommends: the most likely fix, tier C included
+  // (and the reason names it).
+  auto recommend = [&]() {
+    if (best_c != nullptr && best_c_mean > best_mean) {
+      recommend_c();
+      absl::StrAppendFormat(&out.escalation_reason,
+                            "; the most likely fix is %s (tier C, %.0f%% "
+                            "expected success), which needs a human",
+                            best_c->name(), 100 * best_c_mean);
+    } else {
+      out.recommended_action = best_mean_e->action;
+    }
+  };
   if (best_mean < options.min_candidate_confidence) {
     out.escalation_reason = absl::StrFormat(
         "nothing confident is left for %s: best remaining strategy %s has "
         "%.0f%% expected success",
         analysis.signature(), best_mean_e->strategy->name(), 100 * best_mean);
-    out.recommended_action = best_mean_e->action;
+    recommend();
     return out;
+  }
+  {
+    const double attempt_cost =
+        (1 - best_mean) * options.cost_failed_attempt +
+        BlastRisk(best_mean_e->tier) * options.cost_failed_attempt;
+    const double saving = best_mean * options.cost_escalation;
+    if (saving <= attempt_cost) {
+      out.escalation_reason = absl::StrFormat(
+          "a human is cheaper for %s: the best remaining strategy %s has "
+          "%.0f%% expected success, so one more attempt costs %.2f and saves "
+          "%.2f of the escalation's %.2f",
+          analysis.signature(), best_mean_e->strategy->name(), 100 * best_mean,
+          attempt_cost, saving, options.cost_escalation);
+      recommend();
+      return out;
+    }
   }
   if (options.escalate_below_threshold &&
       chosen->mean < options.confidence_threshold) {

@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "reflexion/v1/types.pb.h"
 
 namespace reflexion::core {
@@ -28,10 +29,43 @@ struct SelectorOptions {
   // When every eligible candidate's mean is below this, nothing confident is
   // left and the incident is escalated (reflexion.min_candidate_confidence).
   double min_candidate_confidence = 0.1;
-  // A tier-C candidate whose mean beats the best eligible one by this margin
-  // is escalated as the recommended action.
+  // With ask_tier_c: a tier-C candidate whose mean beats the best eligible
+  // one by this margin is offered for approval. Without it tier C only
+  // shapes the recommendation of an escalation; it never decides one.
   double tier_c_margin = 0.2;
+  // Escalation is a decision with a cost. One more attempt with the best
+  // eligible candidate (posterior mean p, tier t) costs
+  //   (1 - p) * cost_failed_attempt + BlastRisk(t)
+  // and saves p * cost_escalation (a failed attempt still ends with a
+  // human): the selector escalates at once when the saving does not cover
+  // the cost. The posteriors are the signature's history, so a cause that
+  // nothing automated fixes stops being tried once its means fall.
+  // reflexion.cost_failed_attempt / reflexion.cost_escalation, both > 0.
+  double cost_failed_attempt = 1.0;
+  double cost_escalation = 3.0;
+  // Discounting for drift (reflexion.posterior_half_life; zero = off): the
+  // evidence in a stored posterior counts half after this long without an
+  // update, i.e. alpha = prior + (alpha - prior) * 0.5^(age / half_life).
+  absl::Duration posterior_half_life = absl::ZeroDuration();
+  // The time the ages above are measured at (set by the caller from its
+  // Clock; InfinitePast = no discounting).
+  absl::Time now = absl::InfinitePast();
+  // Conservative exploration (reflexion.critical_namespaces,
+  // reflexion.critical_margin): in these namespaces a candidate whose lower
+  // credible bound (5% quantile, normal approximation of the Beta) is below
+  // the best lower bound by more than critical_margin is not tried.
+  std::vector<std::string> critical_namespaces;
+  double critical_margin = 0.1;
 };
+
+// Blast risk of one attempt at `tier`, in units of cost_failed_attempt:
+// tier A (delete, roll back) 0, tier B (bounded spec changes) 0.1; tier C
+// is never automated.
+double BlastRisk(reflexion::v1::SafetyTier tier);
+
+// The 5% lower credible bound of Beta(a, b), normal approximation, clamped
+// to [0, 1].
+double LowerCredibleBound(double a, double b);
 
 struct SelectionOutcome {
   // Set when a strategy was chosen (selection.needs_approval says whether a
@@ -52,8 +86,12 @@ uint64_t StableHash(absl::string_view text, uint64_t seed = 0);
 // strategy name (absent ones start from the catalog prior). Strategies in
 // `tried` are not chosen again, nor those in `excluded` (name -> why, e.g.
 // the agent does not execute its action). Tier C is chosen only with
-// options.ask_tier_c, and then needs approval. The draw is seeded by
-// `rng_seed`, so a given state always selects the same way.
+// options.ask_tier_c, and then needs approval; otherwise the best tier-C
+// candidate is only recommended when the incident is escalated. The
+// incident is escalated when nothing is eligible, when the best mean is
+// below min_candidate_confidence, or when escalating costs less than one
+// more attempt (see cost_escalation). The draw is seeded by `rng_seed`, so a
+// given state always selects the same way. Pure; thread-compatible.
 SelectionOutcome SelectStrategy(
     const reflexion::v1::Analysis& analysis,
     const reflexion::v1::Incident& incident,

@@ -799,6 +799,7 @@ void ReflexionWorkflow::SelectStrategyNode(State& s,
     }
   }
   SelectorOptions options = config_.selector;
+  options.now = clock_->Now();
   if (checkpoints_ == nullptr) {
     // No durable wait for an approval: such choices escalate instead.
     options.ask_below_threshold = false;

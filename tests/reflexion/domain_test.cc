@@ -524,10 +524,14 @@ TEST(SelectorTest, NoHistoryIsDefaultFallbackAndTriedAreExcluded) {
   a.set_error_family("OOMKilled");
   a.set_cause("memory_limit_too_low");
   a.set_signature("OOMKilled/memory_limit_too_low");
-  SelectionOutcome out =
-      SelectStrategy(a, MakeIncident("w", "d", "OOMKilled"), {}, f.strategies,
-                     {}, {"increase_memory_limit", "rollback_deployment"}, 3,
-                     "k", 1, SelectorOptions());
+  // delete_pod's prior is low for this cause: with the default costs the
+  // selector escalates instead (SelectorCostTest); an expensive escalation
+  // keeps it trying.
+  SelectorOptions opts;
+  opts.cost_escalation = 100;
+  SelectionOutcome out = SelectStrategy(
+      a, MakeIncident("w", "d", "OOMKilled"), {}, f.strategies, {},
+      {"increase_memory_limit", "rollback_deployment"}, 3, "k", 1, opts);
   ASSERT_TRUE(out.chosen);
   EXPECT_EQ(out.selection.strategy().name(), "delete_pod");
   EXPECT_EQ(out.selection.selection_reason(), "default_fallback");
@@ -746,8 +750,14 @@ TEST(CatalogTest, FirstChoiceFollowsTheCause) {
        "escalate:create_missing_config"},
       {"Pending", "untolerated_taint", false, false,
        "escalate:relax_node_selector"},
+      // A selector no node matches came with a revision: roll back first
+      // (tier A); relax_node_selector is recommended if that fails.
       {"Pending", "node_selector_mismatch", false, false,
-       "escalate:relax_node_selector"},
+       "rollback_deployment"},
+      {"CreateContainerConfigError", "missing_config_key", false, false,
+       "rollback_deployment"},
+      {"CreateContainerConfigError", "missing_secret", false, false,
+       "escalate:create_missing_config"},
       {"Pending", "insufficient_cpu", false, false, "lower_resource_requests"},
       {"Pending", "insufficient_extended_resource", false, false,
        "escalate:scale_node_pool"},
