@@ -238,6 +238,9 @@ constexpr CauseOverride kCauseOverrides[] = {
     // reference changed (a mistyped host); rolling back reverts it (tier A)
     // while the kubelet keeps retrying. Nothing else in the catalog helps.
     {"registry_unreachable", "rollback_deployment", {6.0, 4.0}},
+    // ... or the registry dropped connections for a while: a new pod pulls
+    // afresh (tier A), the SRE's next move.
+    {"registry_unreachable", "delete_pod", {4.0, 4.0}},
     {"registry_unreachable", "*", {1.0, 12.0}},
     {"volume_mount_failed", "*", {1.0, 12.0}},
     {"sandbox_creation_failed", "*", {1.0, 12.0}},

@@ -174,9 +174,12 @@ TEST_F(ProcessTest, OfTwentyConcurrentDecisionsForOneWaitExactlyOneApplies) {
 }
 
 TEST_F(ProcessTest, SigtermShowsNotServingThenHandsOffWhatIsStillRunning) {
-  // Long workflows: every simulated call takes 300 ms.
+  // Long workflows: every simulated call takes 300 ms, and a failed attempt
+  // is retried while attempts are left (an expensive escalation), so some
+  // are still running at the cut.
   Start(
       "simulator:\n  latency_ms: 300\n"
+      "reflexion:\n  cost_escalation: 1000\n"
       "service:\n  shutdown_drain: 1\n  shutdown_grace: 0.2\n");
   constexpr int kIncidents = 20;
   grpc::ClientContext ctx;

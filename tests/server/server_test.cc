@@ -1634,6 +1634,40 @@ TEST(ConfigTest, EnvironmentOverridesTheFile) {
 
 // ---------------------------------------------------------------- policy
 
+TEST(ConfigTest, SelectorCostAndCriticalKeysAreAppliedAndValidated) {
+  ServerConfig c;
+  ASSERT_THAT(ApplyYaml(R"(
+reflexion:
+  cost_failed_attempt: 2
+  cost_escalation: 5.5
+  posterior_half_life: 720h
+  critical_namespaces: [payments, ledger]
+  critical_margin: 0.05
+)",
+                        c),
+              IsOk());
+  const core::SelectorOptions& o = c.workflow.selector;
+  EXPECT_DOUBLE_EQ(o.cost_failed_attempt, 2);
+  EXPECT_DOUBLE_EQ(o.cost_escalation, 5.5);
+  EXPECT_EQ(o.posterior_half_life, absl::Hours(720));
+  EXPECT_THAT(o.critical_namespaces,
+              ::testing::ElementsAre("payments", "ledger"));
+  EXPECT_DOUBLE_EQ(o.critical_margin, 0.05);
+  ServerConfig d;
+  EXPECT_THAT(ApplyYaml("reflexion:\n  cost_escalation: 0\n", d),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("reflexion.cost_escalation")));
+  EXPECT_THAT(ApplyYaml("reflexion:\n  critical_namespaces: payments\n", d),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("reflexion.critical_namespaces")));
+  EXPECT_THAT(ApplyYaml("reflexion:\n  critical_namespaces: [\"a/b\"]\n", d),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("reflexion.critical_namespaces[0]")));
+  EXPECT_THAT(ApplyYaml("reflexion:\n  critical_margin: 2\n", d),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("reflexion.critical_margin")));
+}
+
 TEST(ConfigTest, PolicyKeysAreApplied) {
   ServerConfig c;
   ASSERT_THAT(ApplyYaml(R"(
