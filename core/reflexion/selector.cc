@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/reflexion/catalog.h"
+#include "core/reflexion/time_util.h"
 
 namespace reflexion::core {
 namespace {
@@ -27,9 +28,8 @@ void Discount(const SelectorOptions& options, const Prior& prior,
       options.now == absl::InfinitePast() || !st.has_updated_at()) {
     return;
   }
-  const absl::Time updated = absl::FromUnixSeconds(st.updated_at().seconds()) +
-                             absl::Nanoseconds(st.updated_at().nanos());
-  const double age = absl::ToDoubleSeconds(options.now - updated);
+  const double age =
+      absl::ToDoubleSeconds(options.now - FromProto(st.updated_at()));
   if (!(age > 0)) return;
   const double w =
       std::exp2(-age / absl::ToDoubleSeconds(options.posterior_half_life));

@@ -22,9 +22,9 @@ struct SelectorOptions {
   bool escalate_below_threshold = false;
   // ... or run it once a human approves it (reflexion.below_threshold: ask).
   bool ask_below_threshold = false;
-  // A tier-C candidate that beats the best eligible one by tier_c_margin:
-  // false = escalate with it as the recommended action, true = ask a human
-  // to approve running it (reflexion.tier_c: escalate | ask).
+  // reflexion.tier_c: escalate (false) = tier C is only recommended when
+  // the incident is escalated | ask (true) = a tier-C candidate that beats
+  // the best eligible one by tier_c_margin waits for a human's approval.
   bool ask_tier_c = false;
   // When every eligible candidate's mean is below this, nothing confident is
   // left and the incident is escalated (reflexion.min_candidate_confidence).
