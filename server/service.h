@@ -75,15 +75,15 @@ using ServiceBase = RS::WithRawCallbackMethod_Resolve<RS::WithCallbackMethod_Pro
         RS::WithCallbackMethod_GetWorkflow<RS::WithCallbackMethod_WatchWorkflow<
             RS::WithCallbackMethod_ResumeWorkflow<RS::WithCallbackMethod_CancelWorkflow<
                 RS::WithCallbackMethod_ListCheckpoints<RS::WithCallbackMethod_ForkWorkflow<
-                    RS::WithCallbackMethod_ListStrategies<
-                        RS::WithCallbackMethod_ListEpisodes<
-                            RS::WithCallbackMethod_GetMetrics<
-                                RS::WithCallbackMethod_SimulateReflection<
-                                    RS::WithCallbackMethod_UndoAction<
-                                        RS::WithCallbackMethod_ListBreakers<
-                                            RS::WithCallbackMethod_ClearBreaker<
-                                                RS::WithCallbackMethod_ListAudit<
-                                                    RS::Service>>>>>>>>>>>>>>>>>>;
+                    RS::WithCallbackMethod_ListStrategies<RS::WithCallbackMethod_ListEpisodes<
+                        RS::WithCallbackMethod_GetMetrics<RS::WithCallbackMethod_SimulateReflection<
+                            RS::WithCallbackMethod_UndoAction<RS::WithCallbackMethod_ListBreakers<
+                                RS::WithCallbackMethod_ClearBreaker<
+                                    RS::WithCallbackMethod_ListAudit<
+                                        RS::WithCallbackMethod_GetStrategyHistory<
+                                            RS::WithCallbackMethod_RollbackStrategy<
+                                                RS::WithCallbackMethod_ClearMemory<
+                                                    RS::Service>>>>>>>>>>>>>>>>>>>>>;
 }  // namespace internal
 
 // The gRPC service (callback API). Reactions never block: storage reads run
@@ -212,6 +212,20 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
       grpc::CallbackServerContext* context,
       const reflexion::v1::ClearBreakerRequest* request,
       reflexion::v1::ClearBreakerResponse* response) override;
+
+  // server/strategy_rpcs.cc
+  grpc::ServerUnaryReactor* GetStrategyHistory(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::GetStrategyHistoryRequest* request,
+      reflexion::v1::GetStrategyHistoryResponse* response) override;
+  grpc::ServerUnaryReactor* RollbackStrategy(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::RollbackStrategyRequest* request,
+      reflexion::v1::RollbackStrategyResponse* response) override;
+  grpc::ServerUnaryReactor* ClearMemory(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::ClearMemoryRequest* request,
+      reflexion::v1::ClearMemoryResponse* response) override;
 
  private:
   // Audits an operator's operation on a workflow (cancel, fork) with the
