@@ -70,20 +70,25 @@ using RS = reflexion::v1::ReflexionService;
 // ReflexionService::CallbackService with Resolve on raw bytes (so the
 // service parses its messages itself and answers one that does not parse).
 // Lists every RPC of the service: add a new one here too.
+// clang-format off
 using ServiceBase = RS::WithRawCallbackMethod_Resolve<RS::WithCallbackMethod_ProcessIncident<
     RS::WithCallbackMethod_DiagnoseIncident<RS::WithCallbackMethod_StartWorkflow<
         RS::WithCallbackMethod_GetWorkflow<RS::WithCallbackMethod_WatchWorkflow<
             RS::WithCallbackMethod_ResumeWorkflow<RS::WithCallbackMethod_CancelWorkflow<
                 RS::WithCallbackMethod_ListCheckpoints<RS::WithCallbackMethod_ForkWorkflow<
-                    RS::WithCallbackMethod_ListStrategies<RS::WithCallbackMethod_ListEpisodes<
-                        RS::WithCallbackMethod_GetMetrics<RS::WithCallbackMethod_SimulateReflection<
-                            RS::WithCallbackMethod_UndoAction<RS::WithCallbackMethod_ListBreakers<
-                                RS::WithCallbackMethod_ClearBreaker<
-                                    RS::WithCallbackMethod_ListAudit<
-                                        RS::WithCallbackMethod_GetStrategyHistory<
-                                            RS::WithCallbackMethod_RollbackStrategy<
-                                                RS::WithCallbackMethod_ClearMemory<
+                    RS::WithCallbackMethod_ListStrategies<
+                        RS::WithCallbackMethod_ListEpisodes<
+                            RS::WithCallbackMethod_GetMetrics<
+                                RS::WithCallbackMethod_SimulateReflection<
+                                    RS::WithCallbackMethod_UndoAction<
+                                        RS::WithCallbackMethod_ListBreakers<
+                                            RS::WithCallbackMethod_ClearBreaker<
+                                                RS::WithCallbackMethod_ListAudit<
+                                                    RS::WithCallbackMethod_GetStrategyHistory<
+                                                    RS::WithCallbackMethod_RollbackStrategy<
+                                                    RS::WithCallbackMethod_ClearMemory<
                                                     RS::Service>>>>>>>>>>>>>>>>>>>>>;
+// clang-format on
 }  // namespace internal
 
 // The gRPC service (callback API). Reactions never block: storage reads run
