@@ -61,7 +61,9 @@ ABSL_FLAG(std::string, request_id, "", "process: correlation id");
 ABSL_FLAG(bool, quiet, false, "process: print only the result");
 ABSL_FLAG(bool, dry_run, false,
           "process, start: plan and report every action, execute nothing");
-ABSL_FLAG(std::string, signature, "", "strategies/episodes: signature filter");
+ABSL_FLAG(std::string, signature, "",
+          "strategies/episodes: signature filter; clear-memory: only this "
+          "signature");
 ABSL_FLAG(std::string, workflow, "", "episodes, audit: workflow id filter");
 ABSL_FLAG(std::string, pod_filter, "", "episodes: pod name filter");
 ABSL_FLAG(std::string, namespace_filter, "", "episodes: namespace filter");
@@ -76,7 +78,8 @@ ABSL_FLAG(std::string, strategy, "",
           "strategy tried");
 ABSL_FLAG(int64_t, step, -1, "fork: the checkpoint step to fork from");
 ABSL_FLAG(std::string, reason, "",
-          "undo, clear-breaker: why (kept in the audit log)");
+          "undo, clear-breaker, rollback: why (kept in the audit log)");
+ABSL_FLAG(int, to, 0, "rollback: the version to make current again");
 ABSL_FLAG(bool, no_wait, false,
           "undo: print the undo's workflow id and return without following "
           "it");
@@ -150,6 +153,14 @@ constexpr char kUsage[] =
     "              proposed again for the incident.\n"
     "  cancel ID   Cancel a running workflow.\n"
     "  history ID  The workflow's checkpoints, newest first ([--limit N]).\n"
+    "  history STRATEGY  When the argument is a catalog strategy name: its\n"
+    "              versions, oldest first (parent, author, reason, time,\n"
+    "              parameters, trials and successes of each version).\n"
+    "  rollback STRATEGY --to N [--reason TEXT]\n"
+    "              Make version N's parameters current again (a new "
+    "version).\n"
+    "  clear-memory [--signature S]\n"
+    "              Remove episodes and posteriors (of S, or all); admin.\n"
     "  fork ID     --step N [--strategy NAME]: a new workflow from checkpoint\n"
     "              N of ID (time travel), optionally trying NAME next.\n"
     "  reflect     --error_type T [--success] [--resolution_time S]\n"
@@ -959,6 +970,91 @@ int Breakers(ReflexionService::Stub& stub) {
   return 0;
 }
 
+// Whether `name` is a catalog strategy (then `history NAME` lists its
+// versions; anything else is a workflow id).
+bool IsCatalogStrategy(const std::string& name) {
+  for (const reflexion::v1::Strategy& s :
+       reflexion::core::DefaultStrategies(absl::UnixEpoch())) {
+    if (s.name() == name) return true;
+  }
+  return false;
+}
+
+int StrategyHistory(ReflexionService::Stub& stub, const std::string& name) {
+  reflexion::v1::GetStrategyHistoryRequest req;
+  req.set_strategy(name);
+  reflexion::v1::GetStrategyHistoryResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status s =
+      reflexion::client::FromGrpc(stub.GetStrategyHistory(&ctx, req, &resp));
+  if (!s.ok()) return Error(s);
+  if (Json()) {
+    std::printf("%s\n", ToJson(resp, true).c_str());
+    return 0;
+  }
+  for (const auto& v : resp.versions()) {
+    const auto& st = v.strategy();
+    std::printf(
+        "v%d%s parent v%d  %-22s %s  trials %lld, successes %lld, mean "
+        "%.2f\n    params %s\n    reason: %s\n",
+        st.version(), v.current() ? " (current)" : "", st.parent_version(),
+        st.author().c_str(),
+        absl::FormatTime("%Y-%m-%dT%H:%M:%SZ",
+                         absl::FromUnixSeconds(st.created_at().seconds()),
+                         absl::UTCTimeZone())
+            .c_str(),
+        static_cast<long long>(v.stats().trials()),
+        static_cast<long long>(v.stats().successes()), v.stats().mean(),
+        st.params().ShortDebugString().c_str(),
+        st.reason().empty() ? "-" : st.reason().c_str());
+  }
+  return 0;
+}
+
+int Rollback(ReflexionService::Stub& stub, const std::string& name) {
+  reflexion::v1::RollbackStrategyRequest req;
+  req.set_strategy(name);
+  req.set_to_version(absl::GetFlag(FLAGS_to));
+  req.set_reason(absl::GetFlag(FLAGS_reason));
+  if (req.to_version() < 1) {
+    std::cerr << "reflexionctl: rollback needs --to N (a version >= 1)\n";
+    return 2;
+  }
+  reflexion::v1::RollbackStrategyResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status s =
+      reflexion::client::FromGrpc(stub.RollbackStrategy(&ctx, req, &resp));
+  if (!s.ok()) return Error(s);
+  if (Json()) {
+    std::printf("%s\n", ToJson(resp, false).c_str());
+  } else {
+    std::printf("%s: version %d (parent %d) has the parameters of version %d\n",
+                name.c_str(), resp.strategy().version(),
+                resp.strategy().parent_version(), req.to_version());
+  }
+  return 0;
+}
+
+int ClearMemory(ReflexionService::Stub& stub) {
+  reflexion::v1::ClearMemoryRequest req;
+  req.set_signature(absl::GetFlag(FLAGS_signature));
+  reflexion::v1::ClearMemoryResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status s =
+      reflexion::client::FromGrpc(stub.ClearMemory(&ctx, req, &resp));
+  if (!s.ok()) return Error(s);
+  if (Json()) {
+    std::printf("%s\n", ToJson(resp, false).c_str());
+  } else {
+    std::printf("removed %lld episodes and %lld posteriors%s%s\n",
+                static_cast<long long>(resp.episodes_removed()),
+                static_cast<long long>(resp.posteriors_removed()),
+                req.signature().empty() ? "" : " of signature ",
+                req.signature().c_str());
+  }
+  return 0;
+}
+
 int ClearBreaker(ReflexionService::Stub& stub, const std::string& scope) {
   reflexion::v1::ClearBreakerRequest req;
   req.set_scope(scope);
@@ -1362,6 +1458,17 @@ int main(int argc, char** argv) {
   if (command == "start") return Start(*stub);
   if (command == "breakers") return Breakers(*stub);
   if (command == "shadow") return Shadow(*stub);
+  if (command == "clear-memory" && args.size() == 2) return ClearMemory(*stub);
+  if (command == "rollback") {
+    if (args.size() != 3) {
+      std::cerr << "reflexionctl: rollback needs a strategy name\n";
+      return 2;
+    }
+    return Rollback(*stub, args[2]);
+  }
+  if (command == "history" && args.size() == 3 && IsCatalogStrategy(args[2])) {
+    return StrategyHistory(*stub, args[2]);
+  }
   if (command == "undo" || command == "clear-breaker") {
     if (args.size() != 3) {
       std::cerr << "reflexionctl: " << command << " needs "

@@ -69,5 +69,8 @@ REFLEXION_REQUEST_TRAITS(reflexion::v1::ListAuditRequest)
 REFLEXION_REQUEST_TRAITS(reflexion::v1::UndoActionRequest)
 REFLEXION_REQUEST_TRAITS(reflexion::v1::ListBreakersRequest)
 REFLEXION_REQUEST_TRAITS(reflexion::v1::ClearBreakerRequest)
+REFLEXION_REQUEST_TRAITS(reflexion::v1::GetStrategyHistoryRequest)
+REFLEXION_REQUEST_TRAITS(reflexion::v1::RollbackStrategyRequest)
+REFLEXION_REQUEST_TRAITS(reflexion::v1::ClearMemoryRequest)
 
 #undef REFLEXION_REQUEST_TRAITS

@@ -229,7 +229,10 @@ absl::Status App::Start() {
     }
     retention_ = std::thread([this] { RetentionLoop(); });
   }
-  if (!retention_.joinable() && config_.audit_max_age > absl::ZeroDuration()) {
+  if (!retention_.joinable() &&
+      (config_.audit_max_age > absl::ZeroDuration() ||
+       config_.memory_max_episodes > 0 ||
+       config_.memory_max_age > absl::ZeroDuration())) {
     retention_ = std::thread([this] { RetentionLoop(); });
   }
   ServiceOptions options;
@@ -335,6 +338,14 @@ absl::StatusOr<int64_t> App::RunAuditRetention() {
   return audit_->Retain(clock_.Now() - config_.audit_max_age);
 }
 
+absl::StatusOr<int64_t> App::RunMemoryRetention() {
+  if (store_ == nullptr) return 0;
+  return store_->RetainEpisodes(config_.memory_max_episodes,
+                                config_.memory_max_age > absl::ZeroDuration()
+                                    ? clock_.Now() - config_.memory_max_age
+                                    : absl::InfinitePast());
+}
+
 void App::RetentionLoop() {
   while (!stop_retention_.WaitForNotificationWithTimeout(
       config_.retention_interval)) {
@@ -350,6 +361,12 @@ void App::RetentionLoop() {
     } else if (*audited > 0) {
       LOG(INFO) << "audit retention removed " << *audited << " entries older "
                 << "than " << absl::FormatDuration(config_.audit_max_age);
+    }
+    absl::StatusOr<int64_t> forgotten = RunMemoryRetention();
+    if (!forgotten.ok()) {
+      LOG(WARNING) << "memory retention failed: " << forgotten.status();
+    } else if (*forgotten > 0) {
+      LOG(INFO) << "memory retention removed " << *forgotten << " episodes";
     }
   }
 }

@@ -87,6 +87,10 @@ class App {
   // (none when it is 0). Returns how many were removed.
   absl::StatusOr<int64_t> RunAuditRetention();
 
+  // Runs episodic memory retention once (memory.max_episodes,
+  // memory.max_age; KnowledgeStore::RetainEpisodes): the episodes removed.
+  absl::StatusOr<int64_t> RunMemoryRetention();
+
  private:
   void RetentionLoop();
   // Picks the reflector (reflector.type, openai.*); starts http_ for it.

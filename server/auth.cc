@@ -88,13 +88,13 @@ Role RequiredRole(absl::string_view rpc_method) {
   for (absl::string_view viewer :
        {"GetWorkflow", "WatchWorkflow", "ListCheckpoints", "ListStrategies",
         "ListEpisodes", "GetMetrics", "ListBreakers", "ListAudit",
-        "DiagnoseIncident"}) {
+        "DiagnoseIncident", "GetStrategyHistory"}) {
     if (m == viewer) return Role::kViewer;
   }
   for (absl::string_view op :
        {"Resolve", "ProcessIncident", "StartWorkflow", "ResumeWorkflow",
         "CancelWorkflow", "ForkWorkflow", "UndoAction", "ClearBreaker",
-        "SimulateReflection"}) {
+        "SimulateReflection", "RollbackStrategy"}) {
     if (m == op) return Role::kOperator;
   }
   return Role::kAdmin;

@@ -366,6 +366,15 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
   if (key == "reflexion.max_mean_for_change") {
     return ReadDouble(v, key, 0, 1, w.max_mean_for_change);
   }
+  if (key == "reflexion.rollback_min_trials") {
+    return ReadInt(v, key, 0, 100000, w.rollback_min_trials);
+  }
+  if (key == "memory.max_episodes") {
+    return ReadInt(v, key, 0, 100000000, c.memory_max_episodes);
+  }
+  if (key == "memory.max_age") {
+    return ReadDuration(v, key, absl::Hours(100 * 8760), c.memory_max_age);
+  }
   if (key == "workflow.max_retry_count") {
     return ReadInt(v, key, 1, 20, w.max_attempts);
   }

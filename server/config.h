@@ -83,6 +83,12 @@ struct ServerConfig {
   // removed one kept as the chain's anchor (audit.max_age: seconds or a
   // duration such as 8760h; 0 = keep forever).
   absl::Duration audit_max_age = absl::Hours(8760);
+  // Episodic memory retention, applied by the retention loop: at most this
+  // many episodes, the oldest removed first (memory.max_episodes; 0 = no
+  // bound), and none older than memory.max_age (seconds or a duration such
+  // as 720h; 0 = keep forever). Posteriors and version records are kept.
+  int memory_max_episodes = 100000;
+  absl::Duration memory_max_age = absl::ZeroDuration();
   // Listen on a non-loopback service.host without authentication, or with
   // bearer tokens but no TLS (service.insecure_listen, --insecure_listen).
   bool insecure_listen = false;

@@ -70,6 +70,7 @@ using RS = reflexion::v1::ReflexionService;
 // ReflexionService::CallbackService with Resolve on raw bytes (so the
 // service parses its messages itself and answers one that does not parse).
 // Lists every RPC of the service: add a new one here too.
+// clang-format off
 using ServiceBase = RS::WithRawCallbackMethod_Resolve<RS::WithCallbackMethod_ProcessIncident<
     RS::WithCallbackMethod_DiagnoseIncident<RS::WithCallbackMethod_StartWorkflow<
         RS::WithCallbackMethod_GetWorkflow<RS::WithCallbackMethod_WatchWorkflow<
@@ -83,7 +84,11 @@ using ServiceBase = RS::WithRawCallbackMethod_Resolve<RS::WithCallbackMethod_Pro
                                         RS::WithCallbackMethod_ListBreakers<
                                             RS::WithCallbackMethod_ClearBreaker<
                                                 RS::WithCallbackMethod_ListAudit<
-                                                    RS::Service>>>>>>>>>>>>>>>>>>;
+                                                    RS::WithCallbackMethod_GetStrategyHistory<
+                                                    RS::WithCallbackMethod_RollbackStrategy<
+                                                    RS::WithCallbackMethod_ClearMemory<
+                                                    RS::Service>>>>>>>>>>>>>>>>>>>>>;
+// clang-format on
 }  // namespace internal
 
 // The gRPC service (callback API). Reactions never block: storage reads run
@@ -212,6 +217,20 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
       grpc::CallbackServerContext* context,
       const reflexion::v1::ClearBreakerRequest* request,
       reflexion::v1::ClearBreakerResponse* response) override;
+
+  // server/strategy_rpcs.cc
+  grpc::ServerUnaryReactor* GetStrategyHistory(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::GetStrategyHistoryRequest* request,
+      reflexion::v1::GetStrategyHistoryResponse* response) override;
+  grpc::ServerUnaryReactor* RollbackStrategy(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::RollbackStrategyRequest* request,
+      reflexion::v1::RollbackStrategyResponse* response) override;
+  grpc::ServerUnaryReactor* ClearMemory(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::ClearMemoryRequest* request,
+      reflexion::v1::ClearMemoryResponse* response) override;
 
  private:
   // Audits an operator's operation on a workflow (cancel, fork) with the

@@ -34,6 +34,7 @@ inline constexpr absl::string_view kColumnFamilies[] = {
     "stats",          // Beta posteriors per (signature, strategy)
     "episodes",       // episodic memory in time order
     "episode_index",  // secondary indexes of episodes
+    "version_stats",  // per strategy version trial counts
     "workflows",      // workflow records and their indexes (checkpoints)
     "checkpoints",    // per-step checkpoints (RocksDbCheckpointStore)
     "events",         // events of watched workflows (RocksDbEventLog)

@@ -16,13 +16,19 @@
 //                  w \0 <workflow_id> \0 <episode key>       -> ""
 //                  Secondary indexes for the hot ListEpisodes filters, read
 //                  backwards for newest first. Other filters scan episodes.
+//   version_stats  <strategy> \0 <version: 4 bytes big-endian> -> VersionStats
+//                  Trials and successes per strategy version, updated in
+//                  the commit's batch; never removed by retention.
 //
-// A commit (episode, both index entries, posterior, optional new version)
-// is one WriteBatch. Page tokens are core::EncodePageToken(episode key) of
-// the last episode returned, shared with the in-memory fake.
+// A commit (episode, both index entries, posterior, version record,
+// optional new version) is one WriteBatch. Retention and ClearMemory delete
+// an episode with its two index entries in one batch. Page tokens are
+// core::EncodePageToken(episode key) of the last episode returned, shared with
+// the in-memory fake.
 
 #include "storage/rocksdb_knowledge_store.h"
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <string>
@@ -148,7 +154,8 @@ RocksDbKnowledgeStore::RocksDbKnowledgeStore(RocksDb* db)
       strategies_(db->ColumnFamily("strategies")),
       stats_(db->ColumnFamily("stats")),
       episodes_(db->ColumnFamily("episodes")),
-      episode_index_(db->ColumnFamily("episode_index")) {}
+      episode_index_(db->ColumnFamily("episode_index")),
+      version_stats_(db->ColumnFamily("version_stats")) {}
 
 absl::StatusOr<int32_t> RocksDbKnowledgeStore::LatestVersion(
     absl::string_view name) const {
@@ -336,6 +343,23 @@ absl::StatusOr<core::LearningResult> RocksDbKnowledgeStore::CommitLearning(
           IndexPrefix(kWorkflowIndex, e.workflow_id()) + episode_key, ""));
   REFLEXION_RETURN_IF_ERROR(
       put(stats_, stats_key, result.stats.SerializeAsString()));
+  if (e.strategy_version() >= 1) {
+    const std::string vkey = StrategyKey(e.strategy(), e.strategy_version());
+    v1::VersionStats counts;
+    rocksdb::Status got =
+        db_->db()->Get(rocksdb::ReadOptions(), version_stats_, vkey, &value);
+    if (got.ok()) {
+      REFLEXION_RETURN_IF_ERROR(
+          Parse(ToSlice(value), "version_stats", vkey, &counts));
+    } else if (!got.IsNotFound()) {
+      return FromRocksDbStatus(got, what);
+    }
+    counts = core::MakeVersionStats(e.strategy(), e.strategy_version(),
+                                    counts.trials() + 1,
+                                    counts.successes() + (e.success() ? 1 : 0));
+    REFLEXION_RETURN_IF_ERROR(
+        put(version_stats_, vkey, counts.SerializeAsString()));
+  }
   if (commit.new_version.has_value()) {
     const v1::Strategy& next = *commit.new_version;
     REFLEXION_RETURN_IF_ERROR(put(strategies_,
@@ -426,6 +450,124 @@ absl::Status RocksDbKnowledgeStore::ForEachEpisode(
     if (!fn(episode)) return absl::OkStatus();
   }
   return FromRocksDbStatus(it->status(), "scan episodes");
+}
+
+absl::StatusOr<std::vector<v1::VersionStats>>
+RocksDbKnowledgeStore::GetVersionStats(absl::string_view strategy) {
+  std::vector<v1::VersionStats> out;
+  if (strategy.empty() ||
+      strategy.find(kSeparator) != absl::string_view::npos) {
+    return out;
+  }
+  PrefixIterator it(db_->db(), version_stats_, rocksdb::ReadOptions(),
+                    WithSeparator(strategy));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    REFLEXION_RETURN_IF_ERROR(Parse(it->value(), "version_stats",
+                                    ToView(it->key()), &out.emplace_back()));
+  }
+  REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
+      it->status(), absl::StrCat("read version stats of ", strategy)));
+  return out;
+}
+
+absl::Status RocksDbKnowledgeStore::DeleteEpisode(absl::string_view key,
+                                                  const v1::Episode& episode,
+                                                  rocksdb::WriteBatch* batch) {
+  const std::string what = absl::StrCat("delete episode ", episode.id());
+  REFLEXION_RETURN_IF_ERROR(
+      FromRocksDbStatus(batch->Delete(episodes_, ToSlice(key)), what));
+  REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(
+      batch->Delete(
+          episode_index_,
+          IndexPrefix(kSignatureIndex, episode.signature()) + std::string(key)),
+      what));
+  return FromRocksDbStatus(
+      batch->Delete(episode_index_,
+                    IndexPrefix(kWorkflowIndex, episode.workflow_id()) +
+                        std::string(key)),
+      what);
+}
+
+absl::Status RocksDbKnowledgeStore::WriteLocked(rocksdb::WriteBatch* batch,
+                                                absl::string_view what) {
+  rocksdb::WriteOptions write_options;
+  write_options.sync = db_->options().sync_writes;
+  return FromRocksDbStatus(db_->Write(write_options, batch), what);
+}
+
+absl::StatusOr<int64_t> RocksDbKnowledgeStore::RetainEpisodes(
+    int64_t max_episodes, absl::Time older_than) {
+  if (max_episodes < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_episodes must be >= 0, got ", max_episodes));
+  }
+  const std::string cutoff = core::RetentionCutoffKey(older_than);
+  absl::MutexLock lock(&write_mu_);
+  // How many to drop by count: one key-only pass (no parsing).
+  int64_t excess = 0;
+  if (max_episodes > 0) {
+    PrefixIterator it(db_->db(), episodes_, rocksdb::ReadOptions(), "");
+    int64_t total = 0;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) ++total;
+    REFLEXION_RETURN_IF_ERROR(
+        FromRocksDbStatus(it->status(), "count episodes"));
+    excess = std::max<int64_t>(0, total - max_episodes);
+  }
+  // Oldest first: drop while older than the cutoff or beyond the count.
+  int64_t removed = 0;
+  PrefixIterator it(db_->db(), episodes_, rocksdb::ReadOptions(), "");
+  rocksdb::WriteBatch batch;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const absl::string_view key = ToView(it->key());
+    const bool old = !cutoff.empty() && key < absl::string_view(cutoff);
+    if (!old && removed >= excess) break;
+    v1::Episode episode;
+    REFLEXION_RETURN_IF_ERROR(Parse(it->value(), "episodes", key, &episode));
+    REFLEXION_RETURN_IF_ERROR(DeleteEpisode(key, episode, &batch));
+    ++removed;
+    // Bounded batches: one write per 1000 episodes.
+    if (batch.Count() >= 3000) {
+      REFLEXION_RETURN_IF_ERROR(WriteLocked(&batch, "retain episodes"));
+      batch.Clear();
+    }
+  }
+  REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(it->status(), "scan episodes"));
+  if (batch.Count() > 0) {
+    REFLEXION_RETURN_IF_ERROR(WriteLocked(&batch, "retain episodes"));
+  }
+  return removed;
+}
+
+absl::StatusOr<core::MemoryCleared> RocksDbKnowledgeStore::ClearMemory(
+    absl::string_view signature) {
+  core::MemoryCleared cleared;
+  absl::MutexLock lock(&write_mu_);
+  rocksdb::WriteBatch batch;
+  {
+    PrefixIterator it(db_->db(), episodes_, rocksdb::ReadOptions(), "");
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const absl::string_view key = ToView(it->key());
+      v1::Episode episode;
+      REFLEXION_RETURN_IF_ERROR(Parse(it->value(), "episodes", key, &episode));
+      if (!signature.empty() && episode.signature() != signature) continue;
+      REFLEXION_RETURN_IF_ERROR(DeleteEpisode(key, episode, &batch));
+      ++cleared.episodes;
+    }
+    REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(it->status(), "scan episodes"));
+  }
+  {
+    PrefixIterator it(db_->db(), stats_, rocksdb::ReadOptions(),
+                      signature.empty() ? "" : WithSeparator(signature));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      REFLEXION_RETURN_IF_ERROR(
+          FromRocksDbStatus(batch.Delete(stats_, it->key()), "clear stats"));
+      ++cleared.posteriors;
+    }
+    REFLEXION_RETURN_IF_ERROR(FromRocksDbStatus(it->status(), "scan stats"));
+  }
+  // One batch: all of it or nothing.
+  REFLEXION_RETURN_IF_ERROR(WriteLocked(&batch, "clear memory"));
+  return cleared;
 }
 
 }  // namespace reflexion::storage

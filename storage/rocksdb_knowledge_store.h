@@ -46,8 +46,22 @@ class RocksDbKnowledgeStore final : public core::KnowledgeStore {
       const core::EpisodeQuery& query) override;
   absl::Status ForEachEpisode(
       absl::FunctionRef<bool(const reflexion::v1::Episode&)> fn) override;
+  absl::StatusOr<std::vector<reflexion::v1::VersionStats>> GetVersionStats(
+      absl::string_view strategy) override;
+  // Deletes in batches of 1000 episodes (each batch atomic); the count bound
+  // costs one key-only scan of the episodes.
+  absl::StatusOr<int64_t> RetainEpisodes(int64_t max_episodes,
+                                         absl::Time older_than) override;
+  // One atomic batch.
+  absl::StatusOr<core::MemoryCleared> ClearMemory(
+      absl::string_view signature) override;
 
  private:
+  // Adds the deletion of the episode at `key` and its index entries.
+  absl::Status DeleteEpisode(absl::string_view key,
+                             const reflexion::v1::Episode& episode,
+                             rocksdb::WriteBatch* batch);
+  absl::Status WriteLocked(rocksdb::WriteBatch* batch, absl::string_view what);
   // The latest stored version of `name`, 0 when there is none.
   absl::StatusOr<int32_t> LatestVersion(absl::string_view name) const;
 
@@ -56,6 +70,7 @@ class RocksDbKnowledgeStore final : public core::KnowledgeStore {
   rocksdb::ColumnFamilyHandle* const stats_;
   rocksdb::ColumnFamilyHandle* const episodes_;
   rocksdb::ColumnFamilyHandle* const episode_index_;
+  rocksdb::ColumnFamilyHandle* const version_stats_;
   // Held across every read-modify-write so concurrent writers never lose an
   // update or append the same version twice. Readers do not take it.
   absl::Mutex write_mu_;

@@ -161,6 +161,33 @@ int ClampPageSize(int page_size) {
   return std::clamp(page_size, 1, 1000);
 }
 
+v1::VersionStats MakeVersionStats(absl::string_view strategy, int32_t version,
+                                  int64_t trials, int64_t successes) {
+  v1::VersionStats v;
+  v.set_strategy(std::string(strategy));
+  v.set_version(version);
+  v.set_trials(trials);
+  v.set_successes(successes);
+  v.set_alpha(1.0 + static_cast<double>(successes));
+  v.set_beta(1.0 + static_cast<double>(trials - successes));
+  v.set_mean(v.alpha() / (v.alpha() + v.beta()));
+  return v;
+}
+
+std::string RetentionCutoffKey(absl::Time older_than) {
+  if (older_than == absl::InfinitePast()) return std::string();
+  v1::Episode probe;
+  const int64_t secs = std::clamp(absl::ToUnixSeconds(older_than),
+                                  kMinTimestampSeconds, kMaxTimestampSeconds);
+  probe.mutable_time()->set_seconds(secs);
+  if (secs == absl::ToUnixSeconds(older_than)) {
+    probe.mutable_time()->set_nanos(static_cast<int32_t>(
+        absl::ToInt64Nanoseconds(older_than - absl::FromUnixSeconds(secs))));
+  }
+  // Time bytes with an empty id: below every episode of that time.
+  return EpisodeOrderKey(probe);
+}
+
 bool MatchesQuery(const v1::Episode& e, const EpisodeQuery& q) {
   return (q.error_type.empty() || e.error_type() == q.error_type) &&
          (q.signature.empty() || e.signature() == q.signature) &&
@@ -249,6 +276,11 @@ absl::StatusOr<LearningResult> InMemoryKnowledgeStore::CommitLearning(
       ApplyTrial(it == stats_.end() ? nullptr : &it->second, commit);
   stats_[key] = result.stats;
   episodes_[EpisodeOrderKey(e)] = e;
+  if (e.strategy_version() >= 1) {
+    auto& counts = version_counts_[{e.strategy(), e.strategy_version()}];
+    ++counts.first;
+    if (e.success()) ++counts.second;
+  }
   if (commit.new_version.has_value()) {
     strategies_[commit.new_version->name()].push_back(*commit.new_version);
   }
@@ -291,6 +323,63 @@ absl::Status InMemoryKnowledgeStore::ForEachEpisode(
     if (!fn(e)) break;
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::VersionStats>>
+InMemoryKnowledgeStore::GetVersionStats(absl::string_view strategy) {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::VersionStats> out;
+  const std::string name(strategy);
+  for (auto it = version_counts_.lower_bound({name, 0});
+       it != version_counts_.end() && it->first.first == name; ++it) {
+    out.push_back(MakeVersionStats(name, it->first.second, it->second.first,
+                                   it->second.second));
+  }
+  return out;
+}
+
+absl::StatusOr<int64_t> InMemoryKnowledgeStore::RetainEpisodes(
+    int64_t max_episodes, absl::Time older_than) {
+  if (max_episodes < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_episodes must be >= 0, got ", max_episodes));
+  }
+  const std::string cutoff = RetentionCutoffKey(older_than);
+  absl::MutexLock lock(&mu_);
+  int64_t removed = 0;
+  auto end = cutoff.empty() ? episodes_.begin() : episodes_.lower_bound(cutoff);
+  removed += std::distance(episodes_.begin(), end);
+  episodes_.erase(episodes_.begin(), end);
+  if (max_episodes > 0) {
+    while (static_cast<int64_t>(episodes_.size()) > max_episodes) {
+      episodes_.erase(episodes_.begin());
+      ++removed;
+    }
+  }
+  return removed;
+}
+
+absl::StatusOr<MemoryCleared> InMemoryKnowledgeStore::ClearMemory(
+    absl::string_view signature) {
+  absl::MutexLock lock(&mu_);
+  MemoryCleared cleared;
+  for (auto it = episodes_.begin(); it != episodes_.end();) {
+    if (signature.empty() || it->second.signature() == signature) {
+      it = episodes_.erase(it);
+      ++cleared.episodes;
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = stats_.begin(); it != stats_.end();) {
+    if (signature.empty() || it->first.first == signature) {
+      it = stats_.erase(it);
+      ++cleared.posteriors;
+    } else {
+      ++it;
+    }
+  }
+  return cleared;
 }
 
 }  // namespace reflexion::core

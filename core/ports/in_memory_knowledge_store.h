@@ -56,6 +56,15 @@ absl::StatusOr<std::string> DecodePageToken(absl::string_view token);
 // page_size clamped to [1, 1000]; 0 means 100.
 int ClampPageSize(int page_size);
 
+// The VersionStats of `trials` and `successes` (uniform prior).
+reflexion::v1::VersionStats MakeVersionStats(absl::string_view strategy,
+                                             int32_t version, int64_t trials,
+                                             int64_t successes);
+
+// The order key below which episodes are older than `older_than` (an episode
+// time of exactly `older_than` is kept). InfinitePast gives "".
+std::string RetentionCutoffKey(absl::Time older_than);
+
 // Whether the episode matches every non-empty filter of the query.
 bool MatchesQuery(const reflexion::v1::Episode& episode,
                   const EpisodeQuery& query);
@@ -85,6 +94,12 @@ class InMemoryKnowledgeStore final : public KnowledgeStore {
   absl::StatusOr<EpisodePage> ListEpisodes(const EpisodeQuery& query) override;
   absl::Status ForEachEpisode(
       absl::FunctionRef<bool(const reflexion::v1::Episode&)> fn) override;
+  absl::StatusOr<std::vector<reflexion::v1::VersionStats>> GetVersionStats(
+      absl::string_view strategy) override;
+  absl::StatusOr<int64_t> RetainEpisodes(int64_t max_episodes,
+                                         absl::Time older_than) override;
+  absl::StatusOr<MemoryCleared> ClearMemory(
+      absl::string_view signature) override;
 
  private:
   int32_t LatestVersionLocked(const std::string& name) const
@@ -97,6 +112,9 @@ class InMemoryKnowledgeStore final : public KnowledgeStore {
   // (signature, strategy) -> posterior.
   std::map<std::pair<std::string, std::string>, reflexion::v1::StrategyStats>
       stats_ ABSL_GUARDED_BY(mu_);
+  // (strategy, version) -> (trials, successes).
+  std::map<std::pair<std::string, int32_t>, std::pair<int64_t, int64_t>>
+      version_counts_ ABSL_GUARDED_BY(mu_);
   // EpisodeOrderKey -> episode.
   std::map<std::string, reflexion::v1::Episode> episodes_ ABSL_GUARDED_BY(mu_);
 };

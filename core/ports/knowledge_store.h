@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "reflexion/v1/types.pb.h"
 
 namespace reflexion::core {
@@ -39,6 +40,12 @@ struct LearningCommit {
   // A new strategy version to append in the same write (optional). Its
   // version must be the current latest + 1.
   std::optional<reflexion::v1::Strategy> new_version;
+};
+
+// What ClearMemory removed.
+struct MemoryCleared {
+  int64_t episodes = 0;
+  int64_t posteriors = 0;
 };
 
 struct LearningResult {
@@ -91,6 +98,27 @@ class KnowledgeStore {
   // Visits every episode oldest first until `fn` returns false.
   virtual absl::Status ForEachEpisode(
       absl::FunctionRef<bool(const reflexion::v1::Episode&)> fn) = 0;
+
+  // The per-version record of one strategy (CommitLearning counts each
+  // episode against (episode.strategy, episode.strategy_version) when the
+  // version is >= 1), ordered by version; versions never tried are absent.
+  // Unknown strategies give an empty list.
+  virtual absl::StatusOr<std::vector<reflexion::v1::VersionStats>>
+  GetVersionStats(absl::string_view strategy) = 0;
+
+  // Episodic retention: removes every episode older than `older_than` (by
+  // episode time; absl::InfinitePast() for no age bound), then the oldest
+  // until at most `max_episodes` remain (0 for no count bound). Posteriors
+  // and version records are kept: retention forgets episodes, not what was
+  // learned from them. Returns how many were removed. kInvalidArgument for a
+  // negative max_episodes.
+  virtual absl::StatusOr<int64_t> RetainEpisodes(int64_t max_episodes,
+                                                 absl::Time older_than) = 0;
+
+  // Removes the episodes of `signature` and its posteriors (every episode
+  // and posterior when empty). Strategy versions and version records stay.
+  virtual absl::StatusOr<MemoryCleared> ClearMemory(
+      absl::string_view signature) = 0;
 };
 
 }  // namespace reflexion::core

@@ -14,6 +14,7 @@ list(APPEND CORE_SOURCES
   reflexion/selector.cc
   reflexion/utf8.cc
   reflexion/validation.cc
+  reflexion/version_judge.cc
   reflexion/workflow.cc
 )
 # audit_chain.cc: SHA-256 of the audit log's hash chain (libcrypto EVP).

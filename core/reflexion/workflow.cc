@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "core/ports/in_memory_knowledge_store.h"
 #include "core/reflexion/analyzer.h"
 #include "core/reflexion/catalog.h"
 #include "core/reflexion/facts.h"
@@ -23,6 +24,7 @@
 #include "core/reflexion/regression.h"
 #include "core/reflexion/time_util.h"
 #include "core/reflexion/utf8.h"
+#include "core/reflexion/version_judge.h"
 #include "core/status_macros.h"
 #include "glog/logging.h"
 
@@ -1620,6 +1622,39 @@ void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
     commit.new_version = std::move(next);
     break;
   }
+  // Automatic rollback: the version just tried, counting this trial, judged
+  // against its parent. It replaces a proposal (the proposal was made for
+  // the version being rolled back).
+  int rolled_back = 0;
+  std::string rollback_reason;
+  if (config_.rollback_min_trials > 0) {
+    absl::StatusOr<std::vector<v1::Strategy>> history =
+        store_->GetStrategyHistory(name);
+    absl::StatusOr<std::vector<v1::VersionStats>> vstats =
+        store_->GetVersionStats(name);
+    if (history.ok() && vstats.ok() && !history->empty() &&
+        history->back().version() == sel.strategy().version()) {
+      bool counted = false;
+      for (v1::VersionStats& v : *vstats) {
+        if (v.version() != sel.strategy().version()) continue;
+        v = MakeVersionStats(name, v.version(), v.trials() + 1,
+                             v.successes() + (e.success() ? 1 : 0));
+        counted = true;
+      }
+      if (!counted) {
+        vstats->push_back(MakeVersionStats(name, sel.strategy().version(), 1,
+                                           e.success() ? 1 : 0));
+      }
+      RollbackRule rule;
+      rule.min_trials = config_.rollback_min_trials;
+      if (std::optional<v1::Strategy> back =
+              JudgeLatestVersion(*history, *vstats, rule, clock_->Now())) {
+        rolled_back = sel.strategy().version();
+        rollback_reason = back->reason();
+        commit.new_version = *std::move(back);
+      }
+    }
+  }
   absl::StatusOr<LearningResult> result = store_->CommitLearning(commit);
   int new_version = commit.new_version ? commit.new_version->version() : 0;
   if (!result.ok() && absl::IsFailedPrecondition(result.status()) &&
@@ -1627,6 +1662,8 @@ void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
     // Another workflow versioned the strategy first: learn without ours.
     commit.new_version.reset();
     new_version = 0;
+    rolled_back = 0;
+    rollback_reason.clear();
     result = store_->CommitLearning(commit);
   }
   if (!result.ok()) {
@@ -1640,6 +1677,13 @@ void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
   *u.mutable_stats() = result->stats;
   u.set_new_version(new_version);
   u.set_episode_id(e.id());
+  if (rolled_back > 0) {
+    u.set_rolled_back_version(rolled_back);
+    u.set_rollback_reason(rollback_reason);
+    LOG(INFO) << "strategy " << name << " version " << rolled_back
+              << " rolled back as version " << new_version << ": "
+              << rollback_reason;
+  }
   if (std::find(s.learned_strategies().begin(), s.learned_strategies().end(),
                 name) == s.learned_strategies().end()) {
     s.add_learned_strategies(name);

@@ -97,6 +97,11 @@ struct WorkflowConfig {
   // ... and its posterior mean there is below this
   // (reflexion.max_mean_for_change).
   double max_mean_for_change = 0.6;
+  // Automatic rollback in learn (core/reflexion/version_judge.h): a learned
+  // version with at least this many trials whose success rate is below its
+  // parent's with probability > 0.95 is rolled back
+  // (reflexion.rollback_min_trials; 0 = never).
+  int rollback_min_trials = 5;
   // When checkpoints are written (workflow.durability: sync | async | exit).
   graph::Durability durability = graph::Durability::kAsync;
   // Checkpoints kept per workflow (workflow.checkpoint_keep_last, 0 = all).

@@ -321,6 +321,95 @@ TEST_F(WorkflowTest, ReflectionCreatesANewStrategyVersionWhenARaiseIsTooSmall) {
             (*history)[0].params().memory_factor());
 }
 
+// Plants version 2 of increase_memory_limit (a reflection's) with hand-made
+// records: version 1 succeeded `v1_successes` of 30, version 2
+// `v2_successes` of 4 (on
+// another signature, so that this signature's posterior, 200 successes,
+// makes the selector pick the strategy). Returns the signature.
+std::string PlantVersion2(InMemoryKnowledgeStore& store,
+                          const std::string& signature, int v1_successes,
+                          int v2_successes) {
+  absl::StatusOr<std::vector<v1::Strategy>> history =
+      store.GetStrategyHistory("increase_memory_limit");
+  EXPECT_THAT(history, IsOk());
+  v1::Strategy v2 = history->back();
+  v2.set_version(2);
+  v2.set_parent_version(1);
+  v2.set_author("reflector:heuristic");
+  v2.mutable_params()->set_memory_factor(
+      v2.params().memory_factor() > 1.2 ? 1.1 : 1.5);
+  EXPECT_THAT(store.PutStrategyVersion(v2), IsOk());
+  int n = 0;
+  auto commit = [&](const std::string& sig, int version, bool success) {
+    LearningCommit c;
+    c.episode.set_id(absl::StrCat("planted/", n));
+    c.episode.set_workflow_id(absl::StrCat("planted-", n));
+    c.episode.mutable_time()->set_seconds(1'000 + n);
+    ++n;
+    c.episode.set_signature(sig);
+    c.episode.set_strategy("increase_memory_limit");
+    c.episode.set_strategy_version(version);
+    c.episode.set_success(success);
+    EXPECT_THAT(store.CommitLearning(c), IsOk());
+  };
+  for (int i = 0; i < 200; ++i) commit(signature, 0, true);
+  for (int i = 0; i < 30; ++i) commit("planted/other", 1, i < v1_successes);
+  for (int i = 0; i < 4; ++i) commit("planted/other", 2, i < v2_successes);
+  return signature;
+}
+
+// The LearningUpdate of the first learn event of `o`.
+const v1::LearningUpdate* FirstLearning(
+    const std::vector<v1::WorkflowEvent>& events) {
+  for (const auto& e : events) {
+    if (e.node() == "learn" && e.phase() == v1::NODE_PHASE_COMPLETED &&
+        e.has_learning()) {
+      return &e.learning();
+    }
+  }
+  return nullptr;
+}
+
+TEST_F(WorkflowTest, LearnRollsBackAPlantedBadVersion) {
+  // The signature OOMKilled incidents get here.
+  Outcome first = Run("etl-0", "data", "OOMKilled");
+  const v1::LearningUpdate* seen = FirstLearning(first.events);
+  ASSERT_NE(seen, nullptr);
+  PlantVersion2(store_, seen->signature(), 30, 0);
+  Outcome o = Run("etl-1", "data", "OOMKilled");
+  const v1::LearningUpdate* u = FirstLearning(o.events);
+  ASSERT_NE(u, nullptr);
+  ASSERT_EQ(u->strategy(), "increase_memory_limit");
+  EXPECT_EQ(u->rolled_back_version(), 2);
+  EXPECT_EQ(u->new_version(), 3);
+  EXPECT_THAT(u->rollback_reason(), HasSubstr("its parent version 1 "));
+  absl::StatusOr<std::vector<v1::Strategy>> history =
+      store_.GetStrategyHistory("increase_memory_limit");
+  ASSERT_THAT(history, IsOk());
+  ASSERT_EQ(history->size(), 3u);
+  const v1::Strategy& v3 = (*history)[2];
+  EXPECT_EQ(v3.author(), "auto-rollback");
+  EXPECT_EQ(v3.parent_version(), 2);
+  EXPECT_DOUBLE_EQ(v3.params().memory_factor(),
+                   (*history)[0].params().memory_factor());
+}
+
+TEST_F(WorkflowTest, LearnKeepsAPlantedGoodVersion) {
+  Outcome first = Run("etl-0", "data", "OOMKilled");
+  const v1::LearningUpdate* seen = FirstLearning(first.events);
+  ASSERT_NE(seen, nullptr);
+  PlantVersion2(store_, seen->signature(), 15, 4);
+  Outcome o = Run("etl-1", "data", "OOMKilled");
+  const v1::LearningUpdate* u = FirstLearning(o.events);
+  ASSERT_NE(u, nullptr);
+  ASSERT_EQ(u->strategy(), "increase_memory_limit");
+  EXPECT_EQ(u->rolled_back_version(), 0);
+  absl::StatusOr<std::vector<v1::Strategy>> history =
+      store_.GetStrategyHistory("increase_memory_limit");
+  ASSERT_THAT(history, IsOk());
+  for (const v1::Strategy& v : *history) EXPECT_NE(v.author(), "auto-rollback");
+}
+
 // Multi-byte characters (2, 3 and 4 bytes) at every byte offset around the
 // clip limits of evidence (240) and beyond, in every free-text field.
 std::string MultiByteEverywhere(size_t pad) {

@@ -179,6 +179,9 @@ const std::map<std::string, Access>& ExpectedAccess() {
       {"UndoAction", {Role::kOperator, false}},
       {"ListBreakers", {Role::kViewer, false}},
       {"ClearBreaker", {Role::kOperator, false}},
+      {"GetStrategyHistory", {Role::kViewer, false}},
+      {"RollbackStrategy", {Role::kOperator, false}},
+      {"ClearMemory", {Role::kAdmin, false}},
   };
   return *table;
 }
@@ -199,7 +202,7 @@ TEST(RoleTest, EveryServiceMethodHasItsRoleInTheTable) {
         << name;
     EXPECT_EQ(AgentMayCall(name), it->second.agent) << name;
   }
-  EXPECT_EQ(RequiredRole("ClearMemory"), Role::kAdmin);  // fail closed
+  EXPECT_EQ(RequiredRole("NoSuchMethod"), Role::kAdmin);  // fail closed
 }
 
 TEST(AuthTableTest, ParsesTokensAndIdentities) {

@@ -713,5 +713,160 @@ TYPED_TEST(KnowledgeStoreContractTest, ForEachEpisodeMayCallBackIntoTheStore) {
   EXPECT_THAT(AllIdsOldestFirst(this->store()), ElementsAre("e1", "e1-again"));
 }
 
+// ---------------------------------------------------------------------------
+// Version records, retention, ClearMemory.
+// ---------------------------------------------------------------------------
+
+TYPED_TEST(KnowledgeStoreContractTest, CountsTrialsPerStrategyVersion) {
+  int n = 0;
+  auto learn = [&](int version, bool success) {
+    v1::Episode e = MakeEpisode(absl::StrCat("v", n), n);
+    ++n;
+    e.set_strategy_version(version);
+    REFLEXION_ASSERT_OK(this->store().CommitLearning(MakeCommit(e, success)));
+  };
+  learn(1, true);
+  learn(1, false);
+  learn(2, false);
+  learn(2, false);
+  learn(2, true);
+  absl::StatusOr<std::vector<v1::VersionStats>> stats =
+      this->store().GetVersionStats(kStrategy);
+  REFLEXION_ASSERT_OK(stats);
+  ASSERT_THAT(*stats, SizeIs(2));
+  EXPECT_EQ((*stats)[0].version(), 1);
+  EXPECT_EQ((*stats)[0].trials(), 2);
+  EXPECT_EQ((*stats)[0].successes(), 1);
+  EXPECT_EQ((*stats)[1].version(), 2);
+  EXPECT_EQ((*stats)[1].trials(), 3);
+  EXPECT_EQ((*stats)[1].successes(), 1);
+  EXPECT_DOUBLE_EQ((*stats)[1].alpha(), 2.0);
+  EXPECT_DOUBLE_EQ((*stats)[1].beta(), 3.0);
+  EXPECT_DOUBLE_EQ((*stats)[1].mean(), 0.4);
+  // A replayed commit counts once.
+  v1::Episode again = MakeEpisode("v4", 4);
+  again.set_strategy_version(2);
+  REFLEXION_ASSERT_OK(this->store().CommitLearning(MakeCommit(again, true)));
+  stats = this->store().GetVersionStats(kStrategy);
+  REFLEXION_ASSERT_OK(stats);
+  EXPECT_EQ((*stats)[1].trials(), 3);
+  absl::StatusOr<std::vector<v1::VersionStats>> none =
+      this->store().GetVersionStats("no_such_strategy");
+  REFLEXION_ASSERT_OK(none);
+  EXPECT_THAT(*none, IsEmpty());
+}
+
+TYPED_TEST(KnowledgeStoreContractTest,
+           RetentionByCountRemovesTheOldestAndKeepsWhatWasLearned) {
+  for (int i = 0; i < 6; ++i) {
+    REFLEXION_ASSERT_OK(this->store().CommitLearning(
+        MakeCommit(MakeEpisode(absl::StrCat("e", i), 100 + i), i % 2 == 0)));
+  }
+  absl::StatusOr<int64_t> removed =
+      this->store().RetainEpisodes(4, absl::InfinitePast());
+  REFLEXION_ASSERT_OK(removed);
+  EXPECT_EQ(*removed, 2);
+  EXPECT_THAT(AllIdsOldestFirst(this->store()),
+              ElementsAre("e2", "e3", "e4", "e5"));
+  // The indexes follow: a signature listing sees only what is left.
+  core::EpisodeQuery q;
+  q.signature = kSignature;
+  EXPECT_THAT(PageThrough(this->store(), q),
+              ElementsAre("e5", "e4", "e3", "e2"));
+  q = core::EpisodeQuery();
+  q.workflow_id = "wf-e0";
+  EXPECT_THAT(PageThrough(this->store(), q), IsEmpty());
+  // Posteriors and version records are kept.
+  absl::StatusOr<std::vector<v1::StrategyStats>> stats =
+      this->store().GetStats(kSignature);
+  REFLEXION_ASSERT_OK(stats);
+  ASSERT_THAT(*stats, SizeIs(1));
+  EXPECT_EQ((*stats)[0].trials(), 6);
+  absl::StatusOr<std::vector<v1::VersionStats>> versions =
+      this->store().GetVersionStats(kStrategy);
+  REFLEXION_ASSERT_OK(versions);
+  ASSERT_THAT(*versions, SizeIs(1));
+  EXPECT_EQ((*versions)[0].trials(), 6);
+  // Under the bound: nothing to do.
+  removed = this->store().RetainEpisodes(4, absl::InfinitePast());
+  REFLEXION_ASSERT_OK(removed);
+  EXPECT_EQ(*removed, 0);
+  EXPECT_THAT(
+      this->store().RetainEpisodes(-1, absl::InfinitePast()),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_episodes")));
+}
+
+TYPED_TEST(KnowledgeStoreContractTest, RetentionByAgeRemovesOnlyOlderEpisodes) {
+  for (int i = 0; i < 5; ++i) {
+    REFLEXION_ASSERT_OK(this->store().CommitLearning(
+        MakeCommit(MakeEpisode(absl::StrCat("e", i), 100 + i), true)));
+  }
+  // Older than t = 102 s: e0 and e1; e2 (exactly at the cut-off) stays.
+  absl::StatusOr<int64_t> removed =
+      this->store().RetainEpisodes(0, absl::FromUnixSeconds(102));
+  REFLEXION_ASSERT_OK(removed);
+  EXPECT_EQ(*removed, 2);
+  EXPECT_THAT(AllIdsOldestFirst(this->store()), ElementsAre("e2", "e3", "e4"));
+  // Both bounds: age first, then count.
+  removed = this->store().RetainEpisodes(1, absl::FromUnixSeconds(103));
+  REFLEXION_ASSERT_OK(removed);
+  EXPECT_EQ(*removed, 2);
+  EXPECT_THAT(AllIdsOldestFirst(this->store()), ElementsAre("e4"));
+}
+
+TYPED_TEST(KnowledgeStoreContractTest,
+           ClearMemoryOfOneSignatureKeepsTheOthers) {
+  REFLEXION_ASSERT_OK(
+      this->store().CommitLearning(MakeCommit(MakeEpisode("a1", 1), true)));
+  REFLEXION_ASSERT_OK(
+      this->store().CommitLearning(MakeCommit(MakeEpisode("a2", 2), false)));
+  v1::Episode other = MakeEpisode("b1", 3);
+  other.set_signature("ImagePullBackOff/image_not_found");
+  REFLEXION_ASSERT_OK(this->store().CommitLearning(MakeCommit(other, true)));
+  absl::StatusOr<core::MemoryCleared> cleared =
+      this->store().ClearMemory(kSignature);
+  REFLEXION_ASSERT_OK(cleared);
+  EXPECT_EQ(cleared->episodes, 2);
+  EXPECT_EQ(cleared->posteriors, 1);
+  EXPECT_THAT(AllIdsOldestFirst(this->store()), ElementsAre("b1"));
+  absl::StatusOr<std::vector<v1::StrategyStats>> stats =
+      this->store().GetStats("");
+  REFLEXION_ASSERT_OK(stats);
+  ASSERT_THAT(*stats, SizeIs(1));
+  EXPECT_EQ((*stats)[0].signature(), "ImagePullBackOff/image_not_found");
+  core::EpisodeQuery q;
+  q.signature = kSignature;
+  EXPECT_THAT(PageThrough(this->store(), q), IsEmpty());
+  // Version records stay.
+  absl::StatusOr<std::vector<v1::VersionStats>> versions =
+      this->store().GetVersionStats(kStrategy);
+  REFLEXION_ASSERT_OK(versions);
+  ASSERT_THAT(*versions, SizeIs(1));
+  EXPECT_EQ((*versions)[0].trials(), 3);
+}
+
+TYPED_TEST(KnowledgeStoreContractTest, ClearMemoryOfEverythingEmptiesIt) {
+  REFLEXION_ASSERT_OK(
+      this->store().CommitLearning(MakeCommit(MakeEpisode("a1", 1), true)));
+  v1::Episode other = MakeEpisode("b1", 3);
+  other.set_signature("ImagePullBackOff/image_not_found");
+  REFLEXION_ASSERT_OK(this->store().CommitLearning(MakeCommit(other, true)));
+  REFLEXION_ASSERT_OK(
+      this->store().PutStrategyVersion(MakeStrategy(kStrategy, 1)));
+  absl::StatusOr<core::MemoryCleared> cleared = this->store().ClearMemory("");
+  REFLEXION_ASSERT_OK(cleared);
+  EXPECT_EQ(cleared->episodes, 2);
+  EXPECT_EQ(cleared->posteriors, 2);
+  EXPECT_THAT(AllIdsOldestFirst(this->store()), IsEmpty());
+  absl::StatusOr<std::vector<v1::StrategyStats>> stats =
+      this->store().GetStats("");
+  REFLEXION_ASSERT_OK(stats);
+  EXPECT_THAT(*stats, IsEmpty());
+  absl::StatusOr<std::vector<v1::Strategy>> history =
+      this->store().GetStrategyHistory(kStrategy);
+  REFLEXION_ASSERT_OK(history);
+  EXPECT_THAT(*history, SizeIs(1));
+}
+
 }  // namespace
 }  // namespace reflexion
