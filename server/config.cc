@@ -10,10 +10,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "core/reflexion/utf8.h"
 #include "absl/time/time.h"
-#include "server/policy_config.h"
+#include "core/reflexion/utf8.h"
 #include "server/config_text.h"
+#include "server/policy_config.h"
 #include "yaml-cpp/yaml.h"
 
 namespace reflexion::server {

@@ -1744,8 +1744,7 @@ void ReflexionWorkflow::HumanEscalation(State& s, graph::NodeDone done) const {
   // escalation there but the one that tripped it (a rate-limited or denied
   // attempt of the same burst, say) joins that aggregated escalation.
   bool held = s.policy().rule() == "breaker_open";
-  if (Policy* policy = PolicyFor(s.has_session());
-      !held && policy != nullptr) {
+  if (Policy* policy = PolicyFor(s.has_session()); !held && policy != nullptr) {
     const std::string ns_scope =
         absl::StrCat(s.cluster(), "/", s.incident().namespace_());
     for (const v1::BreakerState& b : policy->OpenBreakers()) {

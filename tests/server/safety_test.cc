@@ -39,8 +39,9 @@ v1::Incident PodIncident(const std::string& pod, const std::string& ns,
       R"({"apiVersion":"v1","kind":"Pod","metadata":{"name":")", pod,
       R"(","namespace":")", ns,
       R"(","ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet",)",
-      R"("name":")", owner, R"(","controller":true}]},)", R"("spec":{"nodeName":")",
-      node, R"(","containers":[{"name":"app","image":"shop/app:1.4",)",
+      R"("name":")", owner, R"(","controller":true}]},)",
+      R"("spec":{"nodeName":")", node,
+      R"(","containers":[{"name":"app","image":"shop/app:1.4",)",
       R"("resources":{"limits":{"memory":"128Mi"}}}]},)",
       R"("status":{"phase":"Running","containerStatuses":[{"name":"app",)",
       R"("image":"shop/app:1.4","restartCount":4,"ready":false,)",
@@ -653,7 +654,6 @@ TEST_F(SafetyTest, ReflexionctlShadowComparesWouldBeActionsWithWhatHumansDid) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("decision.strategy"));
 }
-
 
 TEST_F(SafetyTest, ARequestMayAskForADryRunButNeverForMore) {
   Start([](ServerConfig& c) {
