@@ -12,23 +12,14 @@
 #include "core/reflexion/utf8.h"
 #include "glog/logging.h"
 #include "proto/request_traits.h"
+#include "server/rpc_status.h"
 #include "server/service.h"
 
 namespace reflexion::server {
 
-grpc::Status ToGrpcStatus(const absl::Status& status);
-
 namespace {
 
 namespace v1 = reflexion::v1;
-
-bool Undecodable(const google::protobuf::Message& request,
-                 grpc::ServerUnaryReactor* reactor) {
-  std::string error = wire::DecodeError(request);
-  if (error.empty()) return false;
-  reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
-  return true;
-}
 
 // A free-text reason of a request: at most 1024 bytes of UTF-8.
 absl::Status CheckReason(const std::string& reason) {
@@ -80,7 +71,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::UndoAction(
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Principal who;
   if (RefuseCaller(context, "UndoAction", reactor, &who)) return reactor;
-  if (Undecodable(*request, reactor)) return reactor;
+  if (RefuseUndecodable(*request, reactor)) return reactor;
   const std::string& action_id = request->action_id();
   // Action ids are "<workflow id>/<attempt>".
   const size_t slash = action_id.rfind('/');
@@ -209,7 +200,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ListBreakers(
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Principal who;
   if (RefuseCaller(context, "ListBreakers", reactor, &who)) return reactor;
-  if (Undecodable(*request, reactor)) return reactor;
+  if (RefuseUndecodable(*request, reactor)) return reactor;
   if (core::Policy* policy = workflow_->policy(); policy != nullptr) {
     for (v1::BreakerState& b : policy->OpenBreakers()) {
       *response->add_breakers() = std::move(b);
@@ -226,7 +217,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ClearBreaker(
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Principal who;
   if (RefuseCaller(context, "ClearBreaker", reactor, &who)) return reactor;
-  if (Undecodable(*request, reactor)) return reactor;
+  if (RefuseUndecodable(*request, reactor)) return reactor;
   absl::Status bad;
   if (request->scope().empty()) {
     bad = absl::InvalidArgumentError(

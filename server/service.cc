@@ -19,6 +19,7 @@
 #include "core/reflexion/utf8.h"
 #include "core/reflexion/validation.h"
 #include "glog/logging.h"
+#include "server/rpc_status.h"
 #include "server/wire.h"
 
 namespace reflexion::server {
@@ -27,6 +28,14 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
                       std::string(status.message()));
+}
+
+bool RefuseUndecodable(const google::protobuf::Message& request,
+                       grpc::ServerUnaryReactor* reactor) {
+  std::string error = wire::DecodeError(request);
+  if (error.empty()) return false;
+  reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
+  return true;
 }
 
 namespace {
@@ -91,16 +100,6 @@ absl::Status CheckWorkflowId(const std::string& id,
         absl::StrCat(prefix, "workflow_id: must not contain NUL"));
   }
   return absl::OkStatus();
-}
-
-// Answers a request that did not parse (proto/request_traits.h) with
-// INVALID_ARGUMENT naming the field; false when it parsed.
-bool RefuseUndecodable(const google::protobuf::Message& request,
-                       grpc::ServerUnaryReactor* reactor) {
-  std::string error = wire::DecodeError(request);
-  if (error.empty()) return false;
-  reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
-  return true;
 }
 
 // The field path at the start of a validation message ("incident.pod_name:

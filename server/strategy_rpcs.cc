@@ -11,23 +11,14 @@
 #include "core/reflexion/version_judge.h"
 #include "glog/logging.h"
 #include "proto/request_traits.h"
+#include "server/rpc_status.h"
 #include "server/service.h"
 
 namespace reflexion::server {
 
-grpc::Status ToGrpcStatus(const absl::Status& status);
-
 namespace {
 
 namespace v1 = reflexion::v1;
-
-bool Undecodable(const google::protobuf::Message& request,
-                 grpc::ServerUnaryReactor* reactor) {
-  std::string error = wire::DecodeError(request);
-  if (error.empty()) return false;
-  reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error));
-  return true;
-}
 
 // A name field: required, at most 160 bytes of UTF-8 without NUL.
 absl::Status CheckName(const std::string& value, absl::string_view field,
@@ -65,7 +56,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::GetStrategyHistory(
   if (RefuseCaller(context, "GetStrategyHistory", reactor, &who)) {
     return reactor;
   }
-  if (Undecodable(*request, reactor)) return reactor;
+  if (RefuseUndecodable(*request, reactor)) return reactor;
   if (absl::Status s = CheckName(request->strategy(), "strategy", true);
       !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
@@ -109,7 +100,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::RollbackStrategy(
   if (RefuseCaller(context, "RollbackStrategy", reactor, &who)) {
     return reactor;
   }
-  if (Undecodable(*request, reactor)) return reactor;
+  if (RefuseUndecodable(*request, reactor)) return reactor;
   absl::Status bad = CheckName(request->strategy(), "strategy", true);
   if (bad.ok() && request->to_version() < 1) {
     bad = absl::InvalidArgumentError(
@@ -193,7 +184,7 @@ grpc::ServerUnaryReactor* ReflexionServiceImpl::ClearMemory(
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Principal who;
   if (RefuseCaller(context, "ClearMemory", reactor, &who)) return reactor;
-  if (Undecodable(*request, reactor)) return reactor;
+  if (RefuseUndecodable(*request, reactor)) return reactor;
   absl::Status bad = CheckName(request->signature(), "signature", false);
   if (bad.ok()) bad = CheckUnscoped(who, "ClearMemory");
   if (!bad.ok()) {
