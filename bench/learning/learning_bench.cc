@@ -41,6 +41,10 @@ ABSL_FLAG(std::string, out, "learning-out",
 ABSL_FLAG(std::string, scenarios, "",
           "scenario file (core/sim/scenarios.yaml's format); empty: the "
           "embedded core/sim/scenarios.yaml");
+ABSL_FLAG(double, cost_escalation, 0,
+          "ours' reflexion.cost_escalation (0: the server's default)");
+ABSL_FLAG(double, cost_failed_attempt, 0,
+          "ours' reflexion.cost_failed_attempt (0: the server's default)");
 ABSL_FLAG(int, after, 20,
           "first decision right is also reported over the episodes whose "
           "signature had at least this many earlier episodes");
@@ -171,6 +175,12 @@ int main(int argc, char** argv) {
       reflexion::sim::BenchRunOptions options;
       options.policy = p;
       options.seed = seed;
+      if (absl::GetFlag(FLAGS_cost_escalation) > 0) {
+        options.cost_escalation = absl::GetFlag(FLAGS_cost_escalation);
+      }
+      if (absl::GetFlag(FLAGS_cost_failed_attempt) > 0) {
+        options.cost_failed_attempt = absl::GetFlag(FLAGS_cost_failed_attempt);
+      }
       absl::StatusOr<std::vector<BenchEpisode>> episodes =
           reflexion::sim::RunBenchPolicy(yaml, *incidents, options);
       if (!episodes.ok()) {
@@ -315,13 +325,15 @@ int main(int argc, char** argv) {
   {
     struct Wrong {
       int episodes = 0, ours = 0, ours_escalated_fixable = 0,
-          ours_tried_unfixable = 0, oracle = 0;
+          ours_tried_unfixable = 0, oracle = 0, ours_wasted = 0,
+          greedy_wasted = 0, oracle_wasted = 0;
     };
     std::map<std::string, Wrong> by;
     for (size_t s = 0; s < seeds.size(); ++s) {
       for (const BenchEpisode& e : runs[BenchPolicy::kOurs][s]) {
         Wrong& w = by[e.scenario_id];
         ++w.episodes;
+        w.ours_wasted += e.Wasted();
         if (e.FirstDecisionRight()) continue;
         ++w.ours;
         w.ours_escalated_fixable += e.attempts.empty() && e.fixable;
@@ -329,17 +341,25 @@ int main(int argc, char** argv) {
       }
       for (const BenchEpisode& e : runs[BenchPolicy::kOracle][s]) {
         by[e.scenario_id].oracle += !e.FirstDecisionRight();
+        by[e.scenario_id].oracle_wasted += e.Wasted();
+      }
+      for (const BenchEpisode& e : runs[BenchPolicy::kGreedy][s]) {
+        by[e.scenario_id].greedy_wasted += e.Wasted();
       }
     }
     std::printf(
-        "\nfirst decisions that were wrong, by hidden cause (all seeds):\n"
+        "\nfirst decisions that were wrong and wasted attempts, by hidden "
+        "cause "
+        "(all seeds):\n"
         "| scenario | episodes | ours wrong | of which escalated a fixable "
-        "one at once | of which tried an unfixable one | oracle wrong |\n"
-        "|---|---|---|---|---|---|\n");
+        "one at once | of which tried an unfixable one | oracle wrong | "
+        "wasted greedy / ours / oracle |\n"
+        "|---|---|---|---|---|---|---|\n");
     for (const auto& [id, w] : by) {
-      std::printf("| %s | %d | %d | %d | %d | %d |\n", id.c_str(), w.episodes,
-                  w.ours, w.ours_escalated_fixable, w.ours_tried_unfixable,
-                  w.oracle);
+      std::printf("| %s | %d | %d | %d | %d | %d | %d / %d / %d |\n",
+                  id.c_str(), w.episodes, w.ours, w.ours_escalated_fixable,
+                  w.ours_tried_unfixable, w.oracle, w.greedy_wasted,
+                  w.ours_wasted, w.oracle_wasted);
     }
   }
   const Row& ours = rows[BenchPolicy::kOurs];

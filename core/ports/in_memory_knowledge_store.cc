@@ -122,6 +122,9 @@ LearningResult ApplyTrial(const v1::StrategyStats* current,
   s.set_trials(s.trials() + 1);
   s.set_mean(s.alpha() / (s.alpha() + s.beta()));
   *s.mutable_updated_at() = e.time();
+  if (commit.tuned_params.has_value()) {
+    *s.mutable_tuned_params() = *commit.tuned_params;
+  }
   return result;
 }
 

@@ -40,6 +40,9 @@ struct LearningCommit {
   // A new strategy version to append in the same write (optional). Its
   // version must be the current latest + 1.
   std::optional<reflexion::v1::Strategy> new_version;
+  // Parameters to keep as the (signature, strategy) posterior's
+  // tuned_params (optional; absent leaves them as they are).
+  std::optional<reflexion::v1::StrategyParams> tuned_params;
 };
 
 // What ClearMemory removed.

@@ -651,7 +651,11 @@ EvictionResult EvictedCause(const IncidentFacts& f, Out& out) {
             m, {"low on resource: ephemeral-storage", "ephemeral local storage",
                 "ephemeral-storage", "emptydir volume"})) {
       out.Fact(absl::StrCat("eviction: ", Clip(text)), source);
-      return {"ephemeral_storage", TopConsumer(text).container};
+      // Right after a rollout, the new revision writes more than the old
+      // one did (as an OOM after a rollout is a memory_regression).
+      return {f.recent_rollout.value_or(false) ? "storage_regression"
+                                               : "ephemeral_storage",
+              TopConsumer(text).container};
     }
     if (absl::StrContains(m, "low on resource: memory")) {
       out.Fact(absl::StrCat("eviction: ", Clip(text)), source);

@@ -244,6 +244,16 @@ constexpr CauseOverride kCauseOverrides[] = {
     {"registry_unreachable", "*", {1.0, 12.0}},
     {"volume_mount_failed", "*", {1.0, 12.0}},
     {"sandbox_creation_failed", "*", {1.0, 12.0}},
+    // Evicted for filling its own ephemeral storage (an emptyDir, logs):
+    // its controller has already replaced it and the replacement fills up
+    // again; a human bounds the volume or the logging. After a rollout the
+    // new revision is what writes more: roll back.
+    {"ephemeral_storage", "*", {1.0, 6.0}},
+    {"storage_regression", "rollback_deployment", {12.0, 3.0}},
+    {"storage_regression", "*", {1.0, 6.0}},
+    // Evicted because the node ran low on memory (the pod within its
+    // request): a new pod is scheduled where memory is free.
+    {"memory_pressure", "delete_pod", {10.0, 3.0}},
     // Rejected or evicted for the node's disk: recreate it elsewhere (a
     // controller's pod) or nothing: requests do not cover disk pressure.
     {"disk_pressure", "delete_pod", {2.0, 2.0}},
@@ -440,9 +450,18 @@ const std::vector<ParamSpec>& ParamSpecs() {
        kProbeDefault, "probe timeouts and initial delay x factor"},
       {"requests_factor", v1::ACTION_TYPE_LOWER_RESOURCE_REQUESTS, kRequestsMin,
        kRequestsMax, kRequestsDefault,
-       "new CPU/memory requests = old requests x factor"},
+       "new CPU/memory requests = old requests x factor", -1},
   };
   return *specs;
+}
+
+bool ActsHarder(v1::ActionType action, const StrategyParams& a,
+                const StrategyParams& b) {
+  const ParamSpec* spec = ParamOf(action);
+  if (spec == nullptr) return false;
+  const StrategyParams ca = ClampParams(a), cb = ClampParams(b);
+  return (ParamValue(ca, *spec) - ParamValue(cb, *spec)) * spec->stronger >
+         1e-9;
 }
 
 const ParamSpec* ParamOf(v1::ActionType action) {

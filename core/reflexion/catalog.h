@@ -101,7 +101,15 @@ struct ParamSpec {
   double max;
   double default_value;
   const char* meaning;
+  // +1 when a larger value acts harder (a larger raise), -1 when a smaller
+  // one does (lower requests).
+  int stronger = 1;
 };
+// Whether `a` sets the parameter of `action` harder than `b` does (false
+// for an action without a parameter).
+bool ActsHarder(reflexion::v1::ActionType action,
+                const reflexion::v1::StrategyParams& a,
+                const reflexion::v1::StrategyParams& b);
 // Every strategy parameter, in StrategyParams field order.
 const std::vector<ParamSpec>& ParamSpecs();
 // The parameter of `action`, or null for an action without one.

@@ -49,7 +49,8 @@ constexpr Lever kLevers[] = {
      "rollback_deployment"},
     {"memory_pressure", "reschedule the pod away from the pressured node",
      "delete_pod"},
-    {"ephemeral_storage", "undo what fills the disk", "rollback_deployment"},
+    {"storage_regression", "undo the release that fills the disk",
+     "rollback_deployment"},
     {"segfault", "return to the last healthy revision", "rollback_deployment"},
 };
 

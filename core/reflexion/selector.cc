@@ -81,7 +81,8 @@ SelectionOutcome SelectStrategy(
     const std::vector<std::string>& tried, int attempt,
     absl::string_view idempotency_key, uint64_t rng_seed,
     const SelectorOptions& options,
-    const absl::flat_hash_map<std::string, std::string>& excluded) {
+    const absl::flat_hash_map<std::string, std::string>& excluded,
+    const absl::flat_hash_map<std::string, RetryWith>& retry) {
   std::mt19937_64 rng(rng_seed);
   SelectionOutcome out;
   v1::StrategySelection& sel = out.selection;
@@ -108,12 +109,15 @@ SelectionOutcome SelectStrategy(
     Prior prior = PriorFor(analysis.error_family(), analysis.cause(), name);
     double a = prior.alpha, b = prior.beta;
     int64_t trials = 0;
+    const v1::StrategyParams* tuned = nullptr;
     if (auto st = stats.find(name); st != stats.end()) {
       a = st->second.alpha();
       b = st->second.beta();
       trials = st->second.trials();
       Discount(options, prior, st->second, a, b);
+      if (st->second.has_tuned_params()) tuned = &st->second.tuned_params();
     }
+    auto again = retry.find(name);
     double mean = a / (a + b);
     v1::StrategyCandidate* cand = sel.add_candidates();
     cand->set_strategy(name);
@@ -125,7 +129,8 @@ SelectionOutcome SelectStrategy(
       cand->set_excluded_reason(ex->second);
       continue;
     }
-    if (std::find(tried.begin(), tried.end(), name) != tried.end()) {
+    if (std::find(tried.begin(), tried.end(), name) != tried.end() &&
+        again == retry.end()) {
       cand->set_excluded_reason("already tried in this workflow");
       continue;
     }
@@ -142,8 +147,19 @@ SelectionOutcome SelectStrategy(
       }
       continue;
     }
+    // The parameters: a raise proposed in this workflow, else those learned
+    // for the signature, else the version's.
+    v1::Strategy with = strategy;
+    if (again != retry.end()) {
+      *with.mutable_params() = ClampParams(again->second.params);
+      cand->set_params_source(again->second.reason);
+    } else if (tuned != nullptr) {
+      *with.mutable_params() = ClampParams(*tuned);
+      cand->set_params_source(
+          absl::StrCat("learned for ", analysis.signature()));
+    }
     absl::StatusOr<v1::Action> action =
-        BuildAction(strategy, incident, diagnosis, idempotency_key);
+        BuildAction(with, incident, diagnosis, idempotency_key);
     if (!action.ok()) {
       cand->set_excluded_reason(std::string(action.status().message()));
       continue;

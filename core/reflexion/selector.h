@@ -77,15 +77,25 @@ struct SelectionOutcome {
   reflexion::v1::Action recommended_action;  // may be unset
 };
 
+// Parameters proposed for a strategy already tried in this workflow (the
+// reflection on its attempt said the lever is right and the raise too
+// small): the strategy may be tried once more with them.
+struct RetryWith {
+  reflexion::v1::StrategyParams params;  // clamped by the catalog
+  std::string reason;                    // for StrategyCandidate.params_source
+};
+
 // Deterministic 64-bit FNV-1a, stable across runs and platforms.
 uint64_t StableHash(absl::string_view text, uint64_t seed = 0);
 
 // Thompson sampling over Beta posteriors of success per (signature,
 // strategy). `strategies` holds the latest version of every strategy by
 // name; `stats` the stored posteriors of the analysis' signature by
-// strategy name (absent ones start from the catalog prior). Strategies in
-// `tried` are not chosen again, nor those in `excluded` (name -> why, e.g.
-// the agent does not execute its action). Tier C is chosen only with
+// strategy name (absent ones start from the catalog prior); a posterior's
+// tuned_params replace its version's parameters in the action. Strategies
+// in `tried` are not chosen again unless `retry` names them (then with the
+// retry's parameters), nor those in `excluded` (name -> why, e.g. the agent
+// does not execute its action). Tier C is chosen only with
 // options.ask_tier_c, and then needs approval; otherwise the best tier-C
 // candidate is only recommended when the incident is escalated. The
 // incident is escalated when nothing is eligible, when the best mean is
@@ -101,6 +111,7 @@ SelectionOutcome SelectStrategy(
     const std::vector<std::string>& tried, int attempt,
     absl::string_view idempotency_key, uint64_t rng_seed,
     const SelectorOptions& options,
-    const absl::flat_hash_map<std::string, std::string>& excluded = {});
+    const absl::flat_hash_map<std::string, std::string>& excluded = {},
+    const absl::flat_hash_map<std::string, RetryWith>& retry = {});
 
 }  // namespace reflexion::core

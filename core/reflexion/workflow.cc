@@ -712,6 +712,7 @@ void ReflexionWorkflow::SelectStrategyNode(State& s,
     std::move(done)(absl::OkStatus());
     return;
   }
+  const bool last_undone = s.has_undo();
   // A new choice: the previous attempt's policy decision, audit entry and
   // undo no longer apply.
   s.clear_policy();
@@ -733,6 +734,35 @@ void ReflexionWorkflow::SelectStrategyNode(State& s,
   for (auto& st : *strategies) by_name[st.name()] = std::move(st);
   absl::flat_hash_map<std::string, v1::StrategyStats> stats_by_name;
   for (auto& st : *stats) stats_by_name[st.strategy()] = std::move(st);
+  // The reflection on the previous attempt may propose a larger raise of
+  // the strategy it tried ("the lever is right, the raise too small"): that
+  // strategy may then run once more in this workflow with the proposal.
+  // Not after a regression (it was undone) nor after a success.
+  absl::flat_hash_map<std::string, RetryWith> retry;
+  if (s.attempt() > 0 && s.has_reflection() && !s.observation().success() &&
+      !last_undone) {
+    const std::string& last = s.selection().strategy().name();
+    const v1::StrategyParams before =
+        ClampParams(s.selection().action().params());
+    for (const v1::StrategyChange& c : s.reflection().proposed_changes()) {
+      if (c.strategy() != last) continue;
+      v1::StrategyParams next = ClampParams(c.params());
+      // Only harder than the failed attempt, and not softer than the
+      // strategy's current version (which may have changed since).
+      if (!ActsHarder(s.selection().action().type(), next, before)) continue;
+      if (auto cur = by_name.find(last);
+          cur != by_name.end() && !ActsHarder(s.selection().action().type(),
+                                              next, cur->second.params())) {
+        next = ClampParams(cur->second.params());
+        if (!ActsHarder(s.selection().action().type(), next, before)) continue;
+      }
+      retry[last] =
+          RetryWith{std::move(next),
+                    absl::StrCat("raised after attempt ", s.attempt(), ": ",
+                                 ToValidUtf8Clipped(c.reason(), kMaxQuoted))};
+      break;
+    }
+  }
   std::vector<std::string> tried(s.tried_strategies().begin(),
                                  s.tried_strategies().end());
   int attempt = s.attempt() + 1;
@@ -810,7 +840,7 @@ void ReflexionWorkflow::SelectStrategyNode(State& s,
   SelectionOutcome out = SelectStrategy(
       s.analysis(), s.incident(), s.diagnosis(), by_name, stats_by_name, tried,
       attempt, key, StableHash(absl::StrCat(attempt), s.rng_seed()), options,
-      excluded);
+      excluded, retry);
   if (!out.chosen) {
     s.set_no_candidate_reason(out.escalation_reason);
     v1::Escalation& esc = *s.mutable_escalation();
@@ -1589,17 +1619,29 @@ void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
       PriorFor(s.analysis().error_family(), s.analysis().cause(), name);
   commit.prior_alpha = prior.alpha;
   commit.prior_beta = prior.beta;
+  // Parameters other than the version's (a raise proposed after one that
+  // was too small, or those already learned) that resolved the signature
+  // are kept for it: the next incident of the signature starts with them.
+  if (e.success() && !e.undone()) {
+    v1::StrategyParams used = ClampParams(sel.action().params());
+    if (used.SerializeAsString() !=
+        ClampParams(sel.strategy().params()).SerializeAsString()) {
+      commit.tuned_params = std::move(used);
+    }
+  }
 
   // A proposed change to the strategy just tried becomes a new version when
   // its clamped parameters differ from the current ones and the evidence
   // says the current version underperforms on this signature (enough trials,
   // low posterior): one unlucky failure must not ratchet a limit upwards.
   bool evidence = false;
+  int64_t signature_trials = 0;  // before this one
   if (absl::StatusOr<std::vector<v1::StrategyStats>> stats =
           store_->GetStats(s.analysis().signature());
       stats.ok()) {
     for (const v1::StrategyStats& st : *stats) {
       if (st.strategy() != name) continue;
+      signature_trials = st.trials();
       // Counting this failure, which is not committed yet.
       double a = st.alpha(), b = st.beta() + 1;
       evidence = st.trials() + 1 >= config_.min_trials_for_change &&
@@ -1621,6 +1663,39 @@ void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
     *next.mutable_created_at() = ToProto(clock_->Now());
     commit.new_version = std::move(next);
     break;
+  }
+  // A raise that the reflection proposed after the version's parameters
+  // failed, and that then resolved the incident, is confirmed: it becomes
+  // the strategy's next version, so that signatures without parameters of
+  // their own start with it, once this signature has min_trials_for_change
+  // trials. The automatic rollback below judges it like any version.
+  if (!commit.new_version.has_value() && e.success() && !e.undone() &&
+      signature_trials + 1 >= config_.min_trials_for_change) {
+    for (const v1::StrategyCandidate& c : sel.candidates()) {
+      if (c.strategy() != name ||
+          !absl::StartsWith(c.params_source(), "raised after")) {
+        continue;
+      }
+      // Only a raise beyond the current version's parameters.
+      if (!ActsHarder(sel.action().type(), sel.action().params(),
+                      sel.strategy().params())) {
+        break;
+      }
+      v1::StrategyParams params = ClampParams(sel.action().params());
+      v1::Strategy next = sel.strategy();
+      next.set_version(sel.strategy().version() + 1);
+      next.set_parent_version(sel.strategy().version());
+      *next.mutable_params() = std::move(params);
+      next.set_author(absl::StrCat("reflector:", reflector_->Name()));
+      next.set_reason(ToValidUtf8Clipped(
+          absl::StrCat(c.params_source(), "; confirmed: it resolved ",
+                       s.analysis().signature(), " on attempt ", s.attempt(),
+                       " of ", s.workflow_id()),
+          kMaxQuoted * 2));
+      *next.mutable_created_at() = ToProto(clock_->Now());
+      commit.new_version = std::move(next);
+      break;
+    }
   }
   // Automatic rollback: the version just tried, counting this trial, judged
   // against its parent. It replaces a proposal (the proposal was made for

@@ -296,6 +296,12 @@ absl::StatusOr<std::vector<BenchEpisode>> RunOurs(
   config.seed = options.seed;
   config.max_attempts = options.max_attempts;
   config.observation_window = kWindow;
+  if (options.cost_escalation.has_value()) {
+    config.selector.cost_escalation = *options.cost_escalation;
+  }
+  if (options.cost_failed_attempt.has_value()) {
+    config.selector.cost_failed_attempt = *options.cost_failed_attempt;
+  }
   core::ReflexionWorkflow workflow(config, &store, cluster, &reflector, &clock);
   REFLEXION_RETURN_IF_ERROR(workflow.Init());
   graph::ThreadPool pool(1);

@@ -109,6 +109,10 @@ struct BenchRunOptions {
   // simulator.seed and reflexion.seed, and the seed of random's choices.
   uint64_t seed = 1;
   int max_attempts = 3;  // workflow.max_retry_count
+  // ours only: reflexion.cost_escalation and reflexion.cost_failed_attempt
+  // (absent: the server's defaults).
+  std::optional<double> cost_escalation;
+  std::optional<double> cost_failed_attempt;
 };
 
 // Runs `incidents` (from MakeBenchIncidents with the same document and

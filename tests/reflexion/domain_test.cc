@@ -600,9 +600,10 @@ TEST(SelectorTest, AskBelowThresholdNeedsApprovalAndExcludedAreSkipped) {
 TEST(SelectorTest, EscalatePolicyBelowThresholdEscalates) {
   SelectorFixture f;
   v1::Analysis a;
+  // delete_pod's prior for the node's disk pressure is Beta(2, 2): 0.5.
   a.set_error_family("Evicted");
-  a.set_cause("memory_pressure");
-  a.set_signature("Evicted/memory_pressure");
+  a.set_cause("disk_pressure");
+  a.set_signature("Evicted/disk_pressure");
   SelectorOptions opts;
   opts.escalate_below_threshold = true;
   SelectionOutcome out =
@@ -610,6 +611,78 @@ TEST(SelectorTest, EscalatePolicyBelowThresholdEscalates) {
                      {}, 1, "k", 1, opts);
   EXPECT_FALSE(out.chosen);
   EXPECT_THAT(out.escalation_reason, HasSubstr("below the threshold"));
+}
+
+// Parameters learned for the signature replace the version's in the
+// action; a retry lets a tried strategy run again with its raise; without
+// one it stays excluded.
+TEST(SelectorTest, LearnedParametersAndARaiseRetryShapeTheAction) {
+  SelectorFixture f;
+  v1::Analysis a;
+  a.set_error_family("OOMKilled");
+  a.set_cause("memory_limit_too_low");
+  a.set_signature("OOMKilled/memory_limit_too_low");
+  const v1::Incident in = MakeIncident("w", "d", "OOMKilled");
+  absl::flat_hash_map<std::string, v1::StrategyStats> stats;
+  stats["increase_memory_limit"] = Stats("increase_memory_limit", 30, 2, 30);
+  stats["increase_memory_limit"].mutable_tuned_params()->set_memory_factor(
+      2.25);
+  SelectionOutcome out =
+      SelectStrategy(a, in, {}, f.strategies, stats, {}, 1, "k", 1, {});
+  ASSERT_TRUE(out.chosen);
+  EXPECT_EQ(out.selection.strategy().name(), "increase_memory_limit");
+  EXPECT_DOUBLE_EQ(out.selection.action().params().memory_factor(), 2.25);
+  // The strategy itself is the version's, unchanged.
+  EXPECT_DOUBLE_EQ(out.selection.strategy().params().memory_factor(), 1.5);
+  for (const auto& c : out.selection.candidates()) {
+    if (c.strategy() == "increase_memory_limit") {
+      EXPECT_EQ(c.params_source(),
+                "learned for OOMKilled/memory_limit_too_low");
+    } else {
+      EXPECT_EQ(c.params_source(), "");
+    }
+  }
+
+  // Tried: excluded, unless a retry names it.
+  stats["increase_memory_limit"].clear_tuned_params();
+  SelectionOutcome no_retry = SelectStrategy(
+      a, in, {}, f.strategies, stats, {"increase_memory_limit"}, 2, "k", 1, {});
+  ASSERT_TRUE(no_retry.chosen);
+  EXPECT_NE(no_retry.selection.strategy().name(), "increase_memory_limit");
+  absl::flat_hash_map<std::string, RetryWith> retry;
+  v1::StrategyParams raised;
+  raised.set_memory_factor(9.0);  // clamped to the catalog's 3.0
+  retry["increase_memory_limit"] = {raised, "raised after attempt 1: test"};
+  SelectionOutcome again =
+      SelectStrategy(a, in, {}, f.strategies, stats, {"increase_memory_limit"},
+                     2, "k", 1, {}, {}, retry);
+  ASSERT_TRUE(again.chosen);
+  EXPECT_EQ(again.selection.strategy().name(), "increase_memory_limit");
+  EXPECT_DOUBLE_EQ(again.selection.action().params().memory_factor(), 3.0);
+  bool saw = false;
+  for (const auto& c : again.selection.candidates()) {
+    if (c.strategy() != "increase_memory_limit") continue;
+    saw = true;
+    EXPECT_EQ(c.params_source(), "raised after attempt 1: test");
+    EXPECT_EQ(c.excluded_reason(), "");
+  }
+  EXPECT_TRUE(saw);
+}
+
+TEST(CatalogTest, ActsHarderFollowsEachParametersDirection) {
+  v1::StrategyParams lo, hi;
+  lo.set_memory_factor(1.5);
+  hi.set_memory_factor(2.0);
+  EXPECT_TRUE(ActsHarder(v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT, hi, lo));
+  EXPECT_FALSE(ActsHarder(v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT, lo, hi));
+  EXPECT_FALSE(ActsHarder(v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT, lo, lo));
+  v1::StrategyParams less, more;
+  less.set_requests_factor(0.5);
+  more.set_requests_factor(0.8);
+  // Lower requests free more room.
+  EXPECT_TRUE(ActsHarder(v1::ACTION_TYPE_LOWER_RESOURCE_REQUESTS, less, more));
+  EXPECT_FALSE(ActsHarder(v1::ACTION_TYPE_LOWER_RESOURCE_REQUESTS, more, less));
+  EXPECT_FALSE(ActsHarder(v1::ACTION_TYPE_DELETE_POD, hi, lo));
 }
 
 TEST(SelectorTest, SameSeedSameChoice) {
