@@ -45,6 +45,10 @@ ABSL_FLAG(double, cost_escalation, 0,
           "ours' reflexion.cost_escalation (0: the server's default)");
 ABSL_FLAG(double, cost_failed_attempt, 0,
           "ours' reflexion.cost_failed_attempt (0: the server's default)");
+ABSL_FLAG(int, plant_bad_version, 0,
+          "ours: before this incident (1-based; 0: never) make a "
+          "human-authored increase_memory_limit x1.1 current, to watch the "
+          "automatic rollback");
 ABSL_FLAG(int, after, 20,
           "first decision right is also reported over the episodes whose "
           "signature had at least this many earlier episodes");
@@ -138,6 +142,8 @@ int main(int argc, char** argv) {
 
   // runs[policy][seed index] = episodes.
   std::map<BenchPolicy, std::vector<std::vector<BenchEpisode>>> runs;
+  // The strategy versions ours made in the first seed's run.
+  std::vector<reflexion::sim::BenchVersion> versions;
   const absl::Time t0 = absl::Now();
   std::string truth;
   for (uint64_t seed : seeds) {
@@ -181,8 +187,11 @@ int main(int argc, char** argv) {
       if (absl::GetFlag(FLAGS_cost_failed_attempt) > 0) {
         options.cost_failed_attempt = absl::GetFlag(FLAGS_cost_failed_attempt);
       }
+      options.plant_bad_version_at = absl::GetFlag(FLAGS_plant_bad_version) - 1;
+      const bool first_ours = p == BenchPolicy::kOurs && seed == seeds.front();
       absl::StatusOr<std::vector<BenchEpisode>> episodes =
-          reflexion::sim::RunBenchPolicy(yaml, *incidents, options);
+          reflexion::sim::RunBenchPolicy(yaml, *incidents, options,
+                                         first_ours ? &versions : nullptr);
       if (!episodes.ok()) {
         return Fail(absl::StrCat(reflexion::sim::BenchPolicyName(p), " seed ",
                                  seed, ": ", episodes.status().ToString()));
@@ -360,6 +369,24 @@ int main(int argc, char** argv) {
                   id.c_str(), w.episodes, w.ours, w.ours_escalated_fixable,
                   w.ours_tried_unfixable, w.oracle, w.greedy_wasted,
                   w.ours_wasted, w.oracle_wasted);
+    }
+  }
+  std::printf(
+      "\nstrategy versions made during ours' run (seed %llu; the catalog's "
+      "are version 1):\n",
+      static_cast<unsigned long long>(seeds.front()));
+  if (versions.empty()) {
+    std::printf("(none)\n");
+  } else {
+    std::printf(
+        "| before incident | strategy | version | parent | author | "
+        "memory x | reason |\n|---|---|---|---|---|---|---|\n");
+    for (const reflexion::sim::BenchVersion& v : versions) {
+      std::printf("| %d | %s | %d | %d | %s | %.3g | %s |\n", v.incident + 1,
+                  v.strategy.name().c_str(), v.strategy.version(),
+                  v.strategy.parent_version(), v.strategy.author().c_str(),
+                  v.strategy.params().memory_factor(),
+                  v.strategy.reason().c_str());
     }
   }
   const Row& ours = rows[BenchPolicy::kOurs];

@@ -122,8 +122,18 @@ LearningResult ApplyTrial(const v1::StrategyStats* current,
   s.set_trials(s.trials() + 1);
   s.set_mean(s.alpha() / (s.alpha() + s.beta()));
   *s.mutable_updated_at() = e.time();
-  if (commit.tuned_params.has_value()) {
-    *s.mutable_tuned_params() = *commit.tuned_params;
+  if (commit.params_record.has_value()) {
+    const v1::StrategyStats& r = *commit.params_record;
+    if (r.has_tuned_params()) {
+      *s.mutable_tuned_params() = r.tuned_params();
+    } else {
+      s.clear_tuned_params();
+    }
+    s.set_tuned_version(r.tuned_version());
+    s.set_base_trials(r.base_trials());
+    s.set_base_failures(r.base_failures());
+    s.set_tuned_trials(r.tuned_trials());
+    s.set_tuned_successes(r.tuned_successes());
   }
   return result;
 }

@@ -40,9 +40,11 @@ struct LearningCommit {
   // A new strategy version to append in the same write (optional). Its
   // version must be the current latest + 1.
   std::optional<reflexion::v1::Strategy> new_version;
-  // Parameters to keep as the (signature, strategy) posterior's
-  // tuned_params (optional; absent leaves them as they are).
-  std::optional<reflexion::v1::StrategyParams> tuned_params;
+  // The (signature, strategy) posterior's parameter record: fields
+  // tuned_params, tuned_version, base_trials, base_failures, tuned_trials
+  // and tuned_successes are replaced by this message's (optional; absent
+  // leaves them as they are).
+  std::optional<reflexion::v1::StrategyStats> params_record;
 };
 
 // What ClearMemory removed.

@@ -464,6 +464,14 @@ bool ActsHarder(v1::ActionType action, const StrategyParams& a,
          1e-9;
 }
 
+std::string DescribeParams(v1::ActionType action,
+                           const StrategyParams& params) {
+  const ParamSpec* spec = ParamOf(action);
+  if (spec == nullptr) return "no parameters";
+  return absl::StrFormat("%s %.3g", spec->name,
+                         ParamValue(ClampParams(params), *spec));
+}
+
 const ParamSpec* ParamOf(v1::ActionType action) {
   for (const ParamSpec& p : ParamSpecs()) {
     if (p.action == action) return &p;

@@ -171,5 +171,9 @@ absl::StatusOr<reflexion::v1::Action> BuildUndo(
 
 // Short human description of an action, e.g. "increase_memory_limit x1.5".
 std::string DescribeAction(const reflexion::v1::Action& action);
+// "memory_factor 2.03": the parameter of `action` in `params` (clamped);
+// "no parameters" for an action without one.
+std::string DescribeParams(reflexion::v1::ActionType action,
+                           const reflexion::v1::StrategyParams& params);
 
 }  // namespace reflexion::core

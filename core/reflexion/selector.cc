@@ -115,7 +115,10 @@ SelectionOutcome SelectStrategy(
       b = st->second.beta();
       trials = st->second.trials();
       Discount(options, prior, st->second, a, b);
-      if (st->second.has_tuned_params()) tuned = &st->second.tuned_params();
+      if (st->second.has_tuned_params() &&
+          st->second.tuned_version() == strategy.version()) {
+        tuned = &st->second.tuned_params();
+      }
     }
     auto again = retry.find(name);
     double mean = a / (a + b);

@@ -92,7 +92,8 @@ uint64_t StableHash(absl::string_view text, uint64_t seed = 0);
 // strategy). `strategies` holds the latest version of every strategy by
 // name; `stats` the stored posteriors of the analysis' signature by
 // strategy name (absent ones start from the catalog prior); a posterior's
-// tuned_params replace its version's parameters in the action. Strategies
+// tuned_params replace its version's parameters in the action while that
+// version is current (tuned_version). Strategies
 // in `tried` are not chosen again unless `retry` names them (then with the
 // retry's parameters), nor those in `excluded` (name -> why, e.g. the agent
 // does not execute its action). Tier C is chosen only with

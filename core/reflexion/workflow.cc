@@ -1619,29 +1619,18 @@ void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
       PriorFor(s.analysis().error_family(), s.analysis().cause(), name);
   commit.prior_alpha = prior.alpha;
   commit.prior_beta = prior.beta;
-  // Parameters other than the version's (a raise proposed after one that
-  // was too small, or those already learned) that resolved the signature
-  // are kept for it: the next incident of the signature starts with them.
-  if (e.success() && !e.undone()) {
-    v1::StrategyParams used = ClampParams(sel.action().params());
-    if (used.SerializeAsString() !=
-        ClampParams(sel.strategy().params()).SerializeAsString()) {
-      commit.tuned_params = std::move(used);
-    }
-  }
-
   // A proposed change to the strategy just tried becomes a new version when
   // its clamped parameters differ from the current ones and the evidence
   // says the current version underperforms on this signature (enough trials,
   // low posterior): one unlucky failure must not ratchet a limit upwards.
   bool evidence = false;
-  int64_t signature_trials = 0;  // before this one
+  std::optional<v1::StrategyStats> current_record;
   if (absl::StatusOr<std::vector<v1::StrategyStats>> stats =
           store_->GetStats(s.analysis().signature());
       stats.ok()) {
     for (const v1::StrategyStats& st : *stats) {
       if (st.strategy() != name) continue;
-      signature_trials = st.trials();
+      current_record = st;
       // Counting this failure, which is not committed yet.
       double a = st.alpha(), b = st.beta() + 1;
       evidence = st.trials() + 1 >= config_.min_trials_for_change &&
@@ -1664,38 +1653,83 @@ void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
     commit.new_version = std::move(next);
     break;
   }
-  // A raise that the reflection proposed after the version's parameters
-  // failed, and that then resolved the incident, is confirmed: it becomes
-  // the strategy's next version, so that signatures without parameters of
-  // their own start with it, once this signature has min_trials_for_change
-  // trials. The automatic rollback below judges it like any version.
-  if (!commit.new_version.has_value() && e.success() && !e.undone() &&
-      signature_trials + 1 >= config_.min_trials_for_change) {
+  // Parameters learned for the signature (StrategyStats.tuned_params): the
+  // counts of the version's own parameters and of the learned ones decide
+  // when a raise that resolved an incident is kept, and when the learned
+  // parameters become the strategy's next version.
+  {
+    const int32_t version = sel.strategy().version();
+    v1::StrategyStats rec;
+    if (current_record.has_value() &&
+        current_record->tuned_version() == version) {
+      rec = *current_record;
+    }
+    rec.set_tuned_version(version);
+    const v1::ActionType type = sel.action().type();
+    const v1::StrategyParams used = ClampParams(sel.action().params());
+    const v1::StrategyParams base = ClampParams(sel.strategy().params());
+    const bool is_base = used.SerializeAsString() == base.SerializeAsString();
+    const bool is_tuned =
+        rec.has_tuned_params() &&
+        used.SerializeAsString() ==
+            ClampParams(rec.tuned_params()).SerializeAsString();
+    const bool ok = e.success() && !e.undone();
+    if (is_base) {
+      rec.set_base_trials(rec.base_trials() + 1);
+      if (!ok) rec.set_base_failures(rec.base_failures() + 1);
+    }
+    if (is_tuned) {
+      rec.set_tuned_trials(rec.tuned_trials() + 1);
+      if (ok) rec.set_tuned_successes(rec.tuned_successes() + 1);
+    }
+    bool raised = false;
     for (const v1::StrategyCandidate& c : sel.candidates()) {
-      if (c.strategy() != name ||
-          !absl::StartsWith(c.params_source(), "raised after")) {
-        continue;
+      raised |= c.strategy() == name &&
+                absl::StartsWith(c.params_source(), "raised after");
+    }
+    const double fail_share = 1 - config_.max_mean_for_change;
+    if (ok && raised && ActsHarder(type, used, base)) {
+      bool keep = false;
+      if (!rec.has_tuned_params()) {
+        // The version's own parameters fail here, credibly and not once.
+        keep = rec.base_failures() >= 2 &&
+               rec.base_failures() >= fail_share * rec.base_trials();
+      } else if (ActsHarder(type, used, rec.tuned_params())) {
+        // So do the learned ones.
+        const int64_t fails = rec.tuned_trials() - rec.tuned_successes();
+        keep = rec.tuned_trials() >= config_.min_trials_for_change &&
+               fails >= fail_share * rec.tuned_trials();
       }
-      // Only a raise beyond the current version's parameters.
-      if (!ActsHarder(sel.action().type(), sel.action().params(),
-                      sel.strategy().params())) {
-        break;
+      if (keep) {
+        *rec.mutable_tuned_params() = used;
+        rec.set_tuned_trials(1);
+        rec.set_tuned_successes(1);
       }
-      v1::StrategyParams params = ClampParams(sel.action().params());
+    }
+    // Learned parameters that keep working here become the next version,
+    // for every signature without parameters of its own.
+    if (!commit.new_version.has_value() && rec.has_tuned_params() &&
+        ActsHarder(type, rec.tuned_params(), base) &&
+        rec.tuned_successes() >= config_.min_trials_for_change &&
+        rec.tuned_successes() >=
+            config_.max_mean_for_change * rec.tuned_trials()) {
       v1::Strategy next = sel.strategy();
-      next.set_version(sel.strategy().version() + 1);
-      next.set_parent_version(sel.strategy().version());
-      *next.mutable_params() = std::move(params);
+      next.set_version(version + 1);
+      next.set_parent_version(version);
+      *next.mutable_params() = ClampParams(rec.tuned_params());
       next.set_author(absl::StrCat("reflector:", reflector_->Name()));
       next.set_reason(ToValidUtf8Clipped(
-          absl::StrCat(c.params_source(), "; confirmed: it resolved ",
-                       s.analysis().signature(), " on attempt ", s.attempt(),
-                       " of ", s.workflow_id()),
+          absl::StrCat("learned on ", s.analysis().signature(), ": ",
+                       DescribeParams(type, rec.tuned_params()), " resolved ",
+                       rec.tuned_successes(), " of ", rec.tuned_trials(),
+                       " attempts where version ", version, "'s ",
+                       DescribeParams(type, base), " failed ",
+                       rec.base_failures(), " of ", rec.base_trials()),
           kMaxQuoted * 2));
       *next.mutable_created_at() = ToProto(clock_->Now());
       commit.new_version = std::move(next);
-      break;
     }
+    commit.params_record = std::move(rec);
   }
   // Automatic rollback: the version just tried, counting this trial, judged
   // against its parent. It replaces a proposal (the proposal was made for

@@ -17,6 +17,7 @@
 #include "core/reflexion/events.h"
 #include "core/reflexion/heuristic_reflector.h"
 #include "core/reflexion/selector.h"
+#include "core/reflexion/time_util.h"
 #include "core/reflexion/workflow.h"
 #include "core/sim/scenario.h"
 #include "core/sim/simulated_cluster.h"
@@ -288,7 +289,7 @@ class Baseline {
 // Ours: the service's workflow, one incident after the other.
 absl::StatusOr<std::vector<BenchEpisode>> RunOurs(
     SimulatedCluster* cluster, const std::vector<BenchIncident>& incidents,
-    const BenchRunOptions& options) {
+    const BenchRunOptions& options, std::vector<BenchVersion>* versions) {
   core::FakeClock clock;
   core::InMemoryKnowledgeStore store;
   core::HeuristicReflector reflector;
@@ -307,7 +308,50 @@ absl::StatusOr<std::vector<BenchEpisode>> RunOurs(
   graph::ThreadPool pool(1);
   std::vector<BenchEpisode> out;
   out.reserve(incidents.size());
+  // The latest version of each strategy seen so far.
+  absl::flat_hash_map<std::string, int> seen;
+  auto note_versions = [&](size_t before) -> absl::Status {
+    REFLEXION_ASSIGN_OR_RETURN(std::vector<v1::Strategy> latest,
+                               store.ListStrategies());
+    for (const v1::Strategy& s : latest) {
+      int& known = seen[s.name()];
+      if (known == 0) known = 1;  // the catalog's
+      if (s.version() <= known) continue;
+      REFLEXION_ASSIGN_OR_RETURN(std::vector<v1::Strategy> history,
+                                 store.GetStrategyHistory(s.name()));
+      for (const v1::Strategy& h : history) {
+        if (h.version() > known && versions != nullptr) {
+          versions->push_back({static_cast<int>(before), h});
+        }
+      }
+      known = s.version();
+    }
+    return absl::OkStatus();
+  };
   for (size_t i = 0; i < incidents.size(); ++i) {
+    if (static_cast<int>(i) == options.plant_bad_version_at) {
+      REFLEXION_RETURN_IF_ERROR(note_versions(i));
+      REFLEXION_ASSIGN_OR_RETURN(
+          std::vector<v1::Strategy> history,
+          store.GetStrategyHistory("increase_memory_limit"));
+      if (history.empty()) {
+        return absl::InternalError("no increase_memory_limit to plant over");
+      }
+      v1::Strategy bad = history.back();
+      bad.set_parent_version(bad.version());
+      bad.set_version(bad.version() + 1);
+      const core::ParamSpec* spec =
+          core::ParamOf(v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT);
+      bad.mutable_params()->set_memory_factor(spec != nullptr ? spec->min
+                                                              : 1.1);
+      bad.set_author("human:learning_bench");
+      bad.set_reason(
+          "planted by --plant_bad_version: the smallest raise, too small for "
+          "every OOM");
+      *bad.mutable_created_at() = core::ToProto(clock.Now());
+      REFLEXION_RETURN_IF_ERROR(store.PutStrategyVersion(bad));
+    }
+    if (versions != nullptr) REFLEXION_RETURN_IF_ERROR(note_versions(i));
     const std::string id = absl::StrCat("bench-", i + 1);
     absl::Notification finished;
     v1::IncidentResult result;
@@ -344,6 +388,9 @@ absl::StatusOr<std::vector<BenchEpisode>> RunOurs(
     e.resolved = result.success();
     e.escalated = !result.success();
     out.push_back(std::move(e));
+  }
+  if (versions != nullptr) {
+    REFLEXION_RETURN_IF_ERROR(note_versions(incidents.size()));
   }
   return out;
 }
@@ -460,8 +507,8 @@ absl::StatusOr<std::vector<BenchIncident>> MakeBenchIncidents(
 
 absl::StatusOr<std::vector<BenchEpisode>> RunBenchPolicy(
     absl::string_view scenarios_yaml,
-    const std::vector<BenchIncident>& incidents,
-    const BenchRunOptions& options) {
+    const std::vector<BenchIncident>& incidents, const BenchRunOptions& options,
+    std::vector<BenchVersion>* versions) {
   if (options.max_attempts < 1) {
     return absl::InvalidArgumentError("max_attempts must be at least 1");
   }
@@ -471,7 +518,7 @@ absl::StatusOr<std::vector<BenchEpisode>> RunBenchPolicy(
       std::unique_ptr<SimulatedCluster> cluster,
       SimulatedCluster::FromYaml(scenarios_yaml, options.seed));
   if (options.policy == BenchPolicy::kOurs) {
-    return RunOurs(cluster.get(), incidents, options);
+    return RunOurs(cluster.get(), incidents, options, versions);
   }
   Baseline baseline(options.policy, options, scenarios, cluster.get());
   std::vector<BenchEpisode> out;

@@ -113,16 +113,30 @@ struct BenchRunOptions {
   // (absent: the server's defaults).
   std::optional<double> cost_escalation;
   std::optional<double> cost_failed_attempt;
+  // ours only: before incident `plant_bad_version_at` (0-based; negative:
+  // never) a human-authored version of increase_memory_limit with the
+  // catalog's smallest memory_factor (x1.1, too small for every OOM of the
+  // embedded suite) is made current, so that the automatic rollback can be
+  // seen at work.
+  int plant_bad_version_at = -1;
+};
+
+// A strategy version that appeared in ours' store during a run.
+struct BenchVersion {
+  int incident = 0;  // before which incident (0-based) it was seen
+  reflexion::v1::Strategy strategy;
 };
 
 // Runs `incidents` (from MakeBenchIncidents with the same document and
 // seed) under one policy on a fresh simulated cluster and fresh memory.
 // Deterministic: the same arguments give the same episodes. Errors from
 // the scenario document, the cluster or the workflow are returned.
+// With `versions` (ours only), every strategy version after the catalog's
+// that appeared during the run, in order (the planted one included).
 absl::StatusOr<std::vector<BenchEpisode>> RunBenchPolicy(
     absl::string_view scenarios_yaml,
-    const std::vector<BenchIncident>& incidents,
-    const BenchRunOptions& options);
+    const std::vector<BenchIncident>& incidents, const BenchRunOptions& options,
+    std::vector<BenchVersion>* versions = nullptr);
 
 // Figures of episodes [from, to) of a run (window) or of a whole run.
 struct BenchFigures {

@@ -627,6 +627,7 @@ TEST(SelectorTest, LearnedParametersAndARaiseRetryShapeTheAction) {
   stats["increase_memory_limit"] = Stats("increase_memory_limit", 30, 2, 30);
   stats["increase_memory_limit"].mutable_tuned_params()->set_memory_factor(
       2.25);
+  stats["increase_memory_limit"].set_tuned_version(1);
   SelectionOutcome out =
       SelectStrategy(a, in, {}, f.strategies, stats, {}, 1, "k", 1, {});
   ASSERT_TRUE(out.chosen);
@@ -642,6 +643,13 @@ TEST(SelectorTest, LearnedParametersAndARaiseRetryShapeTheAction) {
       EXPECT_EQ(c.params_source(), "");
     }
   }
+
+  // Learned with another version: the current version's parameters.
+  stats["increase_memory_limit"].set_tuned_version(2);
+  SelectionOutcome stale =
+      SelectStrategy(a, in, {}, f.strategies, stats, {}, 1, "k", 1, {});
+  ASSERT_TRUE(stale.chosen);
+  EXPECT_DOUBLE_EQ(stale.selection.action().params().memory_factor(), 1.5);
 
   // Tried: excluded, unless a retry names it.
   stats["increase_memory_limit"].clear_tuned_params();

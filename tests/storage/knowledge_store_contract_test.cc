@@ -281,6 +281,53 @@ TYPED_TEST(KnowledgeStoreContractTest,
 }
 
 TYPED_TEST(KnowledgeStoreContractTest,
+           TunedParametersAreKeptWithThePosteriorUntilReplaced) {
+  core::LearningCommit c = MakeCommit(MakeEpisode("e1", 100), true);
+  v1::StrategyStats r;
+  r.mutable_tuned_params()->set_memory_factor(2.025);
+  r.set_tuned_version(3);
+  r.set_base_trials(4);
+  r.set_base_failures(2);
+  r.set_tuned_trials(1);
+  r.set_tuned_successes(1);
+  c.params_record = r;
+  REFLEXION_ASSERT_OK(this->store().CommitLearning(c));
+  // A later commit without tuned parameters leaves them.
+  REFLEXION_ASSERT_OK(
+      this->store().CommitLearning(MakeCommit(MakeEpisode("e2", 200), false)));
+  REFLEXION_ASSERT_OK_AND_ASSIGN(auto stats,
+                                 this->store().GetStats(kSignature));
+  ASSERT_THAT(stats, SizeIs(1));
+  EXPECT_EQ(stats[0].trials(), 2);
+  ASSERT_TRUE(stats[0].has_tuned_params());
+  EXPECT_DOUBLE_EQ(stats[0].tuned_params().memory_factor(), 2.025);
+  EXPECT_EQ(stats[0].tuned_version(), 3);
+  EXPECT_EQ(stats[0].base_trials(), 4);
+  EXPECT_EQ(stats[0].base_failures(), 2);
+  EXPECT_EQ(stats[0].tuned_trials(), 1);
+  EXPECT_EQ(stats[0].tuned_successes(), 1);
+  core::LearningCommit d = MakeCommit(MakeEpisode("e3", 300), true);
+  r.mutable_tuned_params()->set_memory_factor(2.7);
+  r.set_tuned_version(4);
+  r.set_tuned_trials(2);
+  d.params_record = r;
+  REFLEXION_ASSERT_OK(this->store().CommitLearning(d));
+  REFLEXION_ASSERT_OK_AND_ASSIGN(stats, this->store().GetStats(kSignature));
+  ASSERT_THAT(stats, SizeIs(1));
+  EXPECT_DOUBLE_EQ(stats[0].tuned_params().memory_factor(), 2.7);
+  EXPECT_EQ(stats[0].tuned_version(), 4);
+  EXPECT_EQ(stats[0].tuned_trials(), 2);
+  // A record without tuned parameters clears them.
+  core::LearningCommit e = MakeCommit(MakeEpisode("e4", 400), true);
+  r.clear_tuned_params();
+  e.params_record = r;
+  REFLEXION_ASSERT_OK(this->store().CommitLearning(e));
+  REFLEXION_ASSERT_OK_AND_ASSIGN(stats, this->store().GetStats(kSignature));
+  ASSERT_THAT(stats, SizeIs(1));
+  EXPECT_FALSE(stats[0].has_tuned_params());
+}
+
+TYPED_TEST(KnowledgeStoreContractTest,
            CommitCreatesThePosteriorFromThePriorThenCountsEachTrial) {
   REFLEXION_ASSERT_OK_AND_ASSIGN(
       core::LearningResult first,
