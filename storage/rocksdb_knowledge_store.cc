@@ -343,7 +343,7 @@ absl::StatusOr<core::LearningResult> RocksDbKnowledgeStore::CommitLearning(
           IndexPrefix(kWorkflowIndex, e.workflow_id()) + episode_key, ""));
   REFLEXION_RETURN_IF_ERROR(
       put(stats_, stats_key, result.stats.SerializeAsString()));
-  if (e.strategy_version() >= 1) {
+  if (e.strategy_version() >= 1 && commit.count_for_version) {
     const std::string vkey = StrategyKey(e.strategy(), e.strategy_version());
     v1::VersionStats counts;
     rocksdb::Status got =

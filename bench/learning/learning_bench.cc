@@ -30,6 +30,7 @@
 #include "absl/time/clock.h"
 #include "core/sim/default_scenarios.h"
 #include "core/sim/learning.h"
+#include "glog/logging.h"
 
 ABSL_FLAG(int, incidents, 400, "incidents per run (1..100000)");
 ABSL_FLAG(std::string, seeds, "1,2,3",
@@ -46,9 +47,9 @@ ABSL_FLAG(double, cost_escalation, 0,
 ABSL_FLAG(double, cost_failed_attempt, 0,
           "ours' reflexion.cost_failed_attempt (0: the server's default)");
 ABSL_FLAG(int, plant_bad_version, 0,
-          "ours: before this incident (1-based; 0: never) make a "
-          "human-authored increase_memory_limit x1.1 current, to watch the "
-          "automatic rollback");
+          "ours: before this incident (1-based; 0: never) make an "
+          "increase_memory_limit x1.1 authored reflector:planted current, to "
+          "watch the automatic rollback");
 ABSL_FLAG(int, after, 20,
           "first decision right is also reported over the episodes whose "
           "signature had at least this many earlier episodes");
@@ -100,6 +101,8 @@ int Fail(const std::string& what) {
 
 int main(int argc, char** argv) {
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  // The workflow logs each automatic rollback; the table below shows them.
+  FLAGS_minloglevel = google::GLOG_WARNING;
   std::string file = absl::GetFlag(FLAGS_scenarios);
   if (args.size() > 2) return Fail("at most one scenario file");
   if (args.size() == 2) {

@@ -289,7 +289,7 @@ absl::StatusOr<LearningResult> InMemoryKnowledgeStore::CommitLearning(
       ApplyTrial(it == stats_.end() ? nullptr : &it->second, commit);
   stats_[key] = result.stats;
   episodes_[EpisodeOrderKey(e)] = e;
-  if (e.strategy_version() >= 1) {
+  if (e.strategy_version() >= 1 && commit.count_for_version) {
     auto& counts = version_counts_[{e.strategy(), e.strategy_version()}];
     ++counts.first;
     if (e.success()) ++counts.second;

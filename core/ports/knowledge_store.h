@@ -45,6 +45,10 @@ struct LearningCommit {
   // and tuned_successes are replaced by this message's (optional; absent
   // leaves them as they are).
   std::optional<reflexion::v1::StrategyStats> params_record;
+  // Whether the attempt counts for its strategy version's VersionStats:
+  // false when it ran with parameters other than the version's own (learned
+  // for the signature, or a raise), which say nothing of the version.
+  bool count_for_version = true;
 };
 
 // What ClearMemory removed.

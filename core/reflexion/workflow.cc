@@ -1674,6 +1674,7 @@ void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
         used.SerializeAsString() ==
             ClampParams(rec.tuned_params()).SerializeAsString();
     const bool ok = e.success() && !e.undone();
+    commit.count_for_version = is_base;
     if (is_base) {
       rec.set_base_trials(rec.base_trials() + 1);
       if (!ok) rec.set_base_failures(rec.base_failures() + 1);
@@ -1691,9 +1692,14 @@ void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
     if (ok && raised && ActsHarder(type, used, base)) {
       bool keep = false;
       if (!rec.has_tuned_params()) {
-        // The version's own parameters fail here, credibly and not once.
+        // The version's own parameters fail here, credibly and not once;
+        // and a version with a parent first has the trials its automatic
+        // rollback judges it by (a bad new version is rolled back rather
+        // than worked around).
         keep = rec.base_failures() >= 2 &&
-               rec.base_failures() >= fail_share * rec.base_trials();
+               rec.base_failures() >= fail_share * rec.base_trials() &&
+               (sel.strategy().parent_version() < 1 ||
+                rec.base_trials() >= config_.rollback_min_trials);
       } else if (ActsHarder(type, used, rec.tuned_params())) {
         // So do the learned ones.
         const int64_t fails = rec.tuned_trials() - rec.tuned_successes();
@@ -1741,7 +1747,8 @@ void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
         store_->GetStrategyHistory(name);
     absl::StatusOr<std::vector<v1::VersionStats>> vstats =
         store_->GetVersionStats(name);
-    if (history.ok() && vstats.ok() && !history->empty() &&
+    if (commit.count_for_version && history.ok() && vstats.ok() &&
+        !history->empty() &&
         history->back().version() == sel.strategy().version()) {
       bool counted = false;
       for (v1::VersionStats& v : *vstats) {

@@ -344,7 +344,9 @@ absl::StatusOr<std::vector<BenchEpisode>> RunOurs(
           core::ParamOf(v1::ACTION_TYPE_INCREASE_MEMORY_LIMIT);
       bad.mutable_params()->set_memory_factor(spec != nullptr ? spec->min
                                                               : 1.1);
-      bad.set_author("human:learning_bench");
+      // As if a reflection (an LLM's, say) had proposed it: the automatic
+      // rollback judges only versions learned from reflections.
+      bad.set_author("reflector:planted");
       bad.set_reason(
           "planted by --plant_bad_version: the smallest raise, too small for "
           "every OOM");

@@ -114,7 +114,8 @@ struct BenchRunOptions {
   std::optional<double> cost_escalation;
   std::optional<double> cost_failed_attempt;
   // ours only: before incident `plant_bad_version_at` (0-based; negative:
-  // never) a human-authored version of increase_memory_limit with the
+  // never) a version of increase_memory_limit authored "reflector:planted"
+  // (as if a reflection had proposed it) with the
   // catalog's smallest memory_factor (x1.1, too small for every OOM of the
   // embedded suite) is made current, so that the automatic rollback can be
   // seen at work.

@@ -18,6 +18,7 @@
 namespace reflexion::sim {
 namespace {
 
+namespace v1 = ::reflexion::v1;
 using ::reflexion::testing::IsOk;
 using ::reflexion::testing::StatusIs;
 using ::testing::HasSubstr;
@@ -145,12 +146,12 @@ TEST(LearningBenchTest, BadArgumentsAreInvalidArgument) {
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_attempts")));
 }
 
-// Issue 13's direction, on a fixed seed and a small run: the service wastes
-// fewer fix attempts than greedy highest-confidence. Measured 2026-12-01
-// (200 incidents, seed 1): ours 69, greedy 90 wasted attempts (seeds 2, 3:
-// 72 vs 98, 58 vs 82). The issue's target (at most a third of greedy's) is
-// not met; this checks only the direction.
-TEST(LearningBenchTest, OursWastesFewerAttemptsThanGreedy) {
+// On a fixed seed and a small run the service wastes under half the fix
+// attempts of greedy highest-confidence. Measured 2026-12-01 (200
+// incidents): seed 1 ours 32 vs greedy 79 wasted attempts (seed 2: 40 vs
+// 96, seed 3: 24 vs 76). The issue's target over 400 incidents (at most a
+// third of greedy's) is reported by bench/learning.
+TEST(LearningBenchTest, OursWastesUnderHalfTheAttemptsOfGreedy) {
   const std::vector<BenchIncident> in = Incidents(1, 200);
   const BenchFigures ours =
       Figures(RunPolicy(BenchPolicy::kOurs, 1, in), 0, 200);
@@ -158,7 +159,47 @@ TEST(LearningBenchTest, OursWastesFewerAttemptsThanGreedy) {
       Figures(RunPolicy(BenchPolicy::kGreedy, 1, in), 0, 200);
   ASSERT_EQ(ours.episodes, 200);
   ASSERT_EQ(greedy.episodes, 200);
-  EXPECT_LT(ours.wasted, greedy.wasted);
+  EXPECT_LT(2 * ours.wasted, greedy.wasted)
+      << "ours " << ours.wasted << " greedy " << greedy.wasted;
+}
+
+// A bad version planted as if a reflection had proposed it (x1.1 for every
+// OOM) is rolled back automatically to its parent's parameters; the run
+// also shows the versions ours learned (x2.03 from the batch job's OOMs).
+TEST(LearningBenchTest, APlantedBadVersionIsRolledBackAutomatically) {
+  const std::vector<BenchIncident> in = Incidents(1, 300);
+  BenchRunOptions options;
+  options.policy = BenchPolicy::kOurs;
+  options.seed = 1;
+  options.plant_bad_version_at = 150;
+  std::vector<BenchVersion> versions;
+  ASSERT_THAT(RunBenchPolicy(DefaultScenariosYaml(), in, options, &versions),
+              IsOk());
+  int planted = -1;
+  const v1::Strategy* before = nullptr;
+  const v1::Strategy* rollback = nullptr;
+  for (const BenchVersion& v : versions) {
+    if (v.strategy.author() == "reflector:planted") {
+      planted = v.strategy.version();
+      EXPECT_EQ(v.incident, 150);
+      EXPECT_DOUBLE_EQ(v.strategy.params().memory_factor(), 1.1);
+    } else if (planted < 0 && v.strategy.name() == "increase_memory_limit") {
+      before = &v.strategy;
+    } else if (planted > 0 && v.strategy.author() == "auto-rollback") {
+      rollback = &v.strategy;
+      break;
+    }
+  }
+  ASSERT_GT(planted, 0);
+  ASSERT_NE(before, nullptr) << "no version learned before the plant";
+  EXPECT_EQ(before->author(), "reflector:heuristic");
+  ASSERT_NE(rollback, nullptr) << "the planted version was not rolled back";
+  EXPECT_EQ(rollback->parent_version(), planted);
+  EXPECT_EQ(rollback->version(), planted + 1);
+  EXPECT_DOUBLE_EQ(rollback->params().memory_factor(),
+                   before->params().memory_factor());
+  EXPECT_THAT(rollback->reason(),
+              HasSubstr(absl::StrCat("version ", planted, " succeeded 0 of")));
 }
 
 }  // namespace
