@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "core/sim/default_scenarios.h"
 #include "core/sim/simulated_cluster.h"
 #include "gmock/gmock.h"
