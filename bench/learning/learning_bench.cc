@@ -50,6 +50,9 @@ ABSL_FLAG(int, plant_bad_version, 0,
           "ours: before this incident (1-based; 0: never) make an "
           "increase_memory_limit x1.1 authored reflector:planted current, to "
           "watch the automatic rollback");
+ABSL_FLAG(std::string, trace, "",
+          "print every episode of this scenario id under ours and the oracle "
+          "(first seed): each attempt with its predicted success");
 ABSL_FLAG(int, after, 20,
           "first decision right is also reported over the episodes whose "
           "signature had at least this many earlier episodes");
@@ -390,6 +393,27 @@ int main(int argc, char** argv) {
                   v.strategy.parent_version(), v.strategy.author().c_str(),
                   v.strategy.params().memory_factor(),
                   v.strategy.reason().c_str());
+    }
+  }
+  if (const std::string trace = absl::GetFlag(FLAGS_trace); !trace.empty()) {
+    for (BenchPolicy p : {BenchPolicy::kOurs, BenchPolicy::kOracle}) {
+      std::printf("\n%s, scenario %s (seed %llu):\n",
+                  std::string(reflexion::sim::BenchPolicyName(p)).c_str(),
+                  trace.c_str(),
+                  static_cast<unsigned long long>(seeds.front()));
+      for (const BenchEpisode& e : runs[p].front()) {
+        if (e.scenario_id != trace) continue;
+        std::string line = absl::StrFormat("%4d %s:", e.index + 1, e.signature);
+        for (const reflexion::sim::BenchAttempt& a : e.attempts) {
+          absl::StrAppendFormat(&line, " %s%s", a.strategy,
+                                a.success ? "+" : "-");
+          if (a.predicted.has_value()) {
+            absl::StrAppendFormat(&line, "(%.2f)", *a.predicted);
+          }
+        }
+        if (e.escalated) absl::StrAppend(&line, " -> human");
+        std::printf("%s\n", line.c_str());
+      }
     }
   }
   const Row& ours = rows[BenchPolicy::kOurs];

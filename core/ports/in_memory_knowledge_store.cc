@@ -121,6 +121,10 @@ LearningResult ApplyTrial(const v1::StrategyStats* current,
   }
   s.set_trials(s.trials() + 1);
   s.set_mean(s.alpha() / (s.alpha() + s.beta()));
+  if (e.attempt() >= 2) {
+    s.set_retry_trials(s.retry_trials() + 1);
+    if (e.success()) s.set_retry_successes(s.retry_successes() + 1);
+  }
   *s.mutable_updated_at() = e.time();
   if (commit.params_record.has_value()) {
     const v1::StrategyStats& r = *commit.params_record;

@@ -751,16 +751,28 @@ Verdict ClassifyContainer(const IncidentFacts& f, const Subject& s,
     v = {"RunContainerError", StartCause(s.text, "start_error")};
   } else if (r == "OOMKilled" ||
              (s.term != nullptr && s.term->reason == "OOMKilled")) {
-    v = {"OOMKilled", f.recent_rollout.value_or(false)
-                          ? "memory_regression"
-                          : "memory_limit_too_low"};
+    v = {"OOMKilled", "memory_limit_too_low"};
+    if (f.recent_rollout.value_or(false)) {
+      v.cause = "memory_regression";
+    } else if (absl::StrContains(Lower(f.logs), "java.lang.outofmemoryerror")) {
+      // A JVM whose heap is sized from the container's limit (its own
+      // OutOfMemoryError in the logs): it needs a larger raise than most.
+      v.cause = "jvm_heap";
+      for (absl::string_view line : absl::StrSplit(f.logs, '\n')) {
+        if (absl::StrContains(Lower(line), "java.lang.outofmemoryerror")) {
+          out.Fact(absl::StrCat("log: \"", Clip(line), "\""), f.logs_source);
+          break;
+        }
+      }
+    }
   } else {
     // CrashLoopBackOff, a termination, or a reason the catalog does not know.
     v.family =
         r.empty() || r == "CrashLoopBackOff" ? "CrashLoopBackOff" : FamilyOf(r);
     v.cause = CrashCause(f, s, deep, out);
   }
-  if (v.cause == "memory_limit_too_low" || v.cause == "memory_regression") {
+  if (v.cause == "memory_limit_too_low" || v.cause == "memory_regression" ||
+      v.cause == "jvm_heap") {
     if (c.resources.memory_limit_bytes.has_value()) {
       out.Fact(absl::StrCat("container ", c.name, ": memory limit ",
                             Bytes(*c.resources.memory_limit_bytes)),

@@ -142,6 +142,9 @@ constexpr CauseOverride kCauseOverrides[] = {
     {"memory_limit_too_low", "rollback_deployment", {1.5, 4.0}},
     {"memory_limit_too_low", "delete_pod", {1.0, 6.0}},
     {"memory_limit_too_low", "*", {1.0, 6.0}},
+    {"jvm_heap", "increase_memory_limit", {12.0, 3.0}},
+    {"jvm_heap", "rollback_deployment", {1.5, 4.0}},
+    {"jvm_heap", "*", {1.0, 6.0}},
     {"memory_regression", "rollback_deployment", {12.0, 3.0}},
     {"memory_regression", "increase_memory_limit", {3.0, 3.0}},
     {"memory_regression", "*", {1.0, 6.0}},
@@ -254,6 +257,7 @@ constexpr CauseOverride kCauseOverrides[] = {
     // Evicted because the node ran low on memory (the pod within its
     // request): a new pod is scheduled where memory is free.
     {"memory_pressure", "delete_pod", {10.0, 3.0}},
+    {"memory_pressure", "*", {1.0, 6.0}},
     // Rejected or evicted for the node's disk: recreate it elsewhere (a
     // controller's pod) or nothing: requests do not cover disk pressure.
     {"disk_pressure", "delete_pod", {2.0, 2.0}},

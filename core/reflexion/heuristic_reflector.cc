@@ -35,6 +35,8 @@ constexpr Lever kLevers[] = {
      "relax_probes"},
     {"memory_limit_too_low", "give the container more memory",
      "increase_memory_limit"},
+    {"jvm_heap", "give the JVM more memory (its heap follows the limit)",
+     "increase_memory_limit"},
     {"memory_regression", "undo the release that grew memory use",
      "rollback_deployment"},
     {"missing_config_key", "return to a revision that does not need the key",

@@ -265,17 +265,35 @@ SelectionOutcome SelectStrategy(
     return out;
   }
   {
+    // After a failed attempt, the signature's record of retries.
+    double p = best_mean;
+    std::string retry_note;
+    if (attempt >= 2 && options.min_retry_trials > 0) {
+      int64_t rt = 0, rs = 0;
+      for (const auto& [name, st] : stats) {
+        rt += st.retry_trials();
+        rs += st.retry_successes();
+      }
+      const double retry_mean = (1.0 + rs) / (2.0 + rt);
+      if (rt >= options.min_retry_trials && retry_mean < p) {
+        p = retry_mean;
+        retry_note = absl::StrFormat(
+            " (after a failed attempt: %d of %d retries on this signature "
+            "fixed it, %.0f%%)",
+            rs, rt, 100 * retry_mean);
+      }
+    }
     const double attempt_cost =
-        (1 - best_mean) * options.cost_failed_attempt +
+        (1 - p) * options.cost_failed_attempt +
         BlastRisk(best_mean_e->tier) * options.cost_failed_attempt;
-    const double saving = best_mean * options.cost_escalation;
+    const double saving = p * options.cost_escalation;
     if (saving <= attempt_cost) {
       out.escalation_reason = absl::StrFormat(
           "a human is cheaper for %s: the best remaining strategy %s has "
-          "%.0f%% expected success, so one more attempt costs %.2f and saves "
-          "%.2f of the escalation's %.2f",
-          analysis.signature(), best_mean_e->strategy->name(), 100 * best_mean,
-          attempt_cost, saving, options.cost_escalation);
+          "%.0f%% expected success%s, so one more attempt costs %.2f and "
+          "saves %.2f of the escalation's %.2f",
+          analysis.signature(), best_mean_e->strategy->name(), 100 * p,
+          retry_note, attempt_cost, saving, options.cost_escalation);
       recommend();
       return out;
     }

@@ -56,6 +56,14 @@ struct SelectorOptions {
   // the best lower bound by more than critical_margin is not tried.
   std::vector<std::string> critical_namespaces;
   double critical_margin = 0.1;
+  // The signature's retry record (StrategyStats.retry_trials/successes
+  // summed over its strategies) speaks for one more attempt after a failed
+  // one once it holds at least this many retries
+  // (reflexion.min_retry_trials; 0 = never): the escalation decision then
+  // uses the lower of the best candidate's mean and the record's posterior
+  // mean (1 + successes) / (2 + trials), so a signature whose retries keep
+  // failing is handed to a human after its first failed attempt.
+  int min_retry_trials = 3;
 };
 
 // Blast risk of one attempt at `tier`, in units of cost_failed_attempt:

@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/ports/in_memory_checkpoint_store.h"
 #include "core/ports/in_memory_knowledge_store.h"
@@ -346,6 +347,44 @@ TEST(AnalyzerTest, OomInsideCrashLoopIsAnOom) {
   EXPECT_EQ(a.error_family(), "OOMKilled");
   EXPECT_EQ(a.signature(), "OOMKilled/memory_limit_too_low");
   EXPECT_EQ(a.features().at("exit_code"), "137");
+}
+
+// A JVM's own OutOfMemoryError in the logs makes an OOM a jvm_heap one,
+// unless a rollout came first (then the release is suspected).
+TEST(AnalyzerTest, AJvmOutOfMemoryErrorIsAJvmHeapOomUnlessARolloutCameFirst) {
+  v1::Incident in = MakeIncident("catalog-1", "shop", "OOMKilled");
+  in.set_logs(
+      "loading product index\nException in thread \"main\" "
+      "java.lang.OutOfMemoryError: Java heap space\n");
+  v1::Analysis a = Analyze(in, {}, false);
+  EXPECT_EQ(a.signature(), "OOMKilled/jvm_heap");
+  bool quoted = false;
+  for (const v1::Fact& f : a.facts()) {
+    quoted |= absl::StrContains(f.text(), "java.lang.OutOfMemoryError");
+  }
+  EXPECT_TRUE(quoted);
+  v1::Diagnosis rollout;
+  rollout.set_recent_rollout(true);
+  EXPECT_EQ(Analyze(in, rollout, false).signature(),
+            "OOMKilled/memory_regression");
+  in.set_logs("handled 13112 requests in the last minute\n");
+  EXPECT_EQ(Analyze(in, {}, false).signature(),
+            "OOMKilled/memory_limit_too_low");
+}
+
+// Ephemeral-storage evictions: after a rollout the new revision is
+// suspected (storage_regression), otherwise the pod fills its own disk.
+TEST(AnalyzerTest,
+     AnEphemeralStorageEvictionAfterARolloutIsAStorageRegression) {
+  v1::Incident in = MakeIncident("indexer-1", "shop", "Evicted");
+  in.set_error_message(
+      "Pod ephemeral local storage usage exceeds the total limit of "
+      "containers 1Gi.");
+  EXPECT_EQ(Analyze(in, {}, false).signature(), "Evicted/ephemeral_storage");
+  v1::Diagnosis rollout;
+  rollout.set_recent_rollout(true);
+  EXPECT_EQ(Analyze(in, rollout, false).signature(),
+            "Evicted/storage_regression");
 }
 
 TEST(AnalyzerTest, ImagePullCausesAreDistinguished) {

@@ -121,13 +121,16 @@ TEST_F(KnowledgeRpcsTest, HistoryListsEveryVersionWithItsRecord) {
   EXPECT_EQ(resp.versions(0).strategy().author(), "catalog");
   EXPECT_TRUE(resp.versions(0).current());
   EXPECT_EQ(resp.versions(0).stats().trials(), 0);
-  // Learning counts against the version tried.
+  // Learning counts against the version tried, when it ran with the
+  // version's own parameters (a raise after a failed attempt does not).
+  const double factor = resp.versions(0).strategy().params().memory_factor();
   int tried = 0;
   for (int i = 0; i < 6; ++i) {
     Process(absl::StrCat("etl-", i), "OOMKilled");
   }
   for (const v1::Episode& e : Episodes()) {
-    tried += e.strategy() == kStrategy && e.strategy_version() == 1;
+    tried += e.strategy() == kStrategy && e.strategy_version() == 1 &&
+             e.action().params().memory_factor() == factor;
   }
   resp.Clear();
   ASSERT_TRUE(History(kStrategy, &resp).ok());
