@@ -51,7 +51,7 @@ ABSL_FLAG(std::string, tls_server_name, "",
 ABSL_FLAG(std::string, pod, "", "process: pod name");
 ABSL_FLAG(std::string, namespace, "",
           "process, start: namespace (default: default); diagnose: default: "
-          "the pod object's; audit: namespace filter");
+          "the pod object's; audit, patterns: namespace filter");
 ABSL_FLAG(std::string, error_type, "",
           "process, reflect: error type (e.g. ImagePullBackOff); "
           "strategies/episodes: filter");
@@ -63,12 +63,13 @@ ABSL_FLAG(bool, dry_run, false,
           "process, start: plan and report every action, execute nothing");
 ABSL_FLAG(std::string, signature, "",
           "strategies/episodes: signature filter; clear-memory: only this "
-          "signature");
+          "signature; patterns: a signature or an error family");
 ABSL_FLAG(std::string, workflow, "", "episodes, audit: workflow id filter");
 ABSL_FLAG(std::string, pod_filter, "", "episodes: pod name filter");
 ABSL_FLAG(std::string, namespace_filter, "", "episodes: namespace filter");
 ABSL_FLAG(int, limit, 20,
-          "episodes: page size (1..1000); audit: entries to print (1..1000)");
+          "episodes: page size (1..1000); audit: entries to print (1..1000); "
+          "patterns: items per section (1..1000, default 50)");
 ABSL_FLAG(std::string, page_token, "", "episodes: page token");
 ABSL_FLAG(int, timeout, 600, "Deadline of the call in seconds");
 ABSL_FLAG(std::string, decision, "",
@@ -102,13 +103,21 @@ ABSL_FLAG(std::string, depth, "",
           "reflect: shallow | medium | deep (default: the server's)");
 ABSL_FLAG(uint64_t, after, 0,
           "audit: only entries after this seq (a previous listing's last)");
-ABSL_FLAG(std::string, cluster, "", "audit: cluster filter");
+ABSL_FLAG(std::string, cluster, "", "audit, patterns: cluster filter");
 ABSL_FLAG(std::string, principal, "", "audit: principal filter");
 ABSL_FLAG(std::string, kind, "",
           "audit: kind filter: action, outcome, policy, decision, cancel, "
           "fork, breaker_tripped, breaker_cleared, admin");
 ABSL_FLAG(bool, verify, false,
           "audit: fetch the whole log and verify its hash chain here");
+ABSL_FLAG(int, min_count, 5,
+          "patterns: the least count of a correlation pair and of a burst");
+ABSL_FLAG(absl::Duration, window, absl::Minutes(10),
+          "patterns: the burst window (e.g. 10m, 1h)");
+ABSL_FLAG(absl::Duration, lookback, absl::ZeroDuration(),
+          "patterns: only the last DURATION (e.g. 24h; 0 = all stored)");
+ABSL_FLAG(std::string, by, "family",
+          "patterns: correlate errors by family or signature");
 ABSL_FLAG(uint64_t, from, 0,
           "watch: first sequence number to show (re-attach after the last "
           "one seen)");
@@ -174,6 +183,12 @@ constexpr char kUsage[] =
     "from\n"
     "              the events or the audit log) and follow it to its result.\n"
     "  breakers    The open blast-radius breakers.\n"
+    "  patterns    [--signature S] [--namespace N] [--cluster C]\n"
+    "              [--min_count 5] [--window 10m] [--lookback D] [--limit 50]\n"
+    "              [--by family|signature]: what memory shows across\n"
+    "              incidents: error-namespace correlations (lift), bursts,\n"
+    "              strategy effectiveness with 90% credible intervals,\n"
+    "              anomalies (slow resolutions, strategy drops).\n"
     "  shadow      [--cluster C] [--namespace NS]: shadow mode's would-be\n"
     "              actions next to what a human did afterwards (a resume\n"
     "              --decision resolved --strategy NAME), and the agreement.\n"
@@ -970,6 +985,146 @@ int Breakers(ReflexionService::Stub& stub) {
   return 0;
 }
 
+// Whether --limit was given (its default, 20, is episodes' and audit's;
+// patterns then leaves the limit to the server's default, 50).
+bool limit_given = false;
+
+std::string Time(const google::protobuf::Timestamp& t) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ",
+                          absl::FromUnixSeconds(t.seconds()),
+                          absl::UTCTimeZone());
+}
+
+google::protobuf::Duration DurationProto(absl::Duration d) {
+  google::protobuf::Duration out;
+  out.set_seconds(absl::IDivDuration(d, absl::Seconds(1), &d));
+  out.set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
+  return out;
+}
+
+// "(showing N of M)" when a section was cut by the limit.
+std::string Shown(int shown, int64_t found) {
+  if (found <= shown) return "";
+  return absl::StrFormat(" (showing %d of %lld; raise --limit)", shown,
+                         static_cast<long long>(found));
+}
+
+int Patterns(ReflexionService::Stub& stub) {
+  reflexion::v1::ListPatternsRequest req;
+  req.set_signature(absl::GetFlag(FLAGS_signature));
+  req.set_namespace_(absl::GetFlag(FLAGS_namespace));
+  req.set_cluster(absl::GetFlag(FLAGS_cluster));
+  req.set_min_count(absl::GetFlag(FLAGS_min_count));
+  *req.mutable_window() = DurationProto(absl::GetFlag(FLAGS_window));
+  *req.mutable_lookback() = DurationProto(absl::GetFlag(FLAGS_lookback));
+  if (limit_given) req.set_limit(absl::GetFlag(FLAGS_limit));
+  const std::string by = absl::GetFlag(FLAGS_by);
+  if (by == "family") {
+    req.set_correlate_by(reflexion::v1::ListPatternsRequest::GROUPING_FAMILY);
+  } else if (by == "signature") {
+    req.set_correlate_by(
+        reflexion::v1::ListPatternsRequest::GROUPING_SIGNATURE);
+  } else {
+    std::cerr << "reflexionctl: --by must be family or signature\n";
+    return 2;
+  }
+  reflexion::v1::ListPatternsResponse resp;
+  grpc::ClientContext ctx;
+  absl::Status s =
+      reflexion::client::FromGrpc(stub.ListPatterns(&ctx, req, &resp));
+  if (!s.ok()) return Error(s);
+  if (Json()) {
+    std::printf("%s\n", ToJson(resp, true).c_str());
+    return 0;
+  }
+  std::printf("%lld incidents and %lld episodes considered",
+              static_cast<long long>(resp.incidents()),
+              static_cast<long long>(resp.episodes()));
+  if (resp.has_history_start()) {
+    std::printf(", from %s", Time(resp.history_start()).c_str());
+  }
+  std::printf(" to %s%s%s\n", Time(resp.now()).c_str(),
+              resp.workflows_capped() ? "; only the newest workflows read" : "",
+              resp.episodes_capped() ? "; only the newest episodes read" : "");
+
+  std::printf(
+      "\nError-namespace correlation (lift = P(error | namespace) / P(error); "
+      "count >= %d, lift > 1)%s\n",
+      req.min_count() == 0 ? 5 : req.min_count(),
+      Shown(resp.correlations_size(), resp.correlations_found()).c_str());
+  if (resp.correlations_size() == 0) {
+    std::printf("  none\n");
+  } else {
+    std::printf("  %-40s %-20s %6s %8s %9s %6s %6s\n", "ERROR", "NAMESPACE",
+                "COUNT", "NS_TOTAL", "ERR_TOTAL", "TOTAL", "LIFT");
+  }
+  for (const auto& c : resp.correlations()) {
+    std::printf("  %-40s %-20s %6lld %8lld %9lld %6lld %6.2f\n",
+                c.error().c_str(), c.namespace_().c_str(),
+                static_cast<long long>(c.count()),
+                static_cast<long long>(c.namespace_total()),
+                static_cast<long long>(c.error_total()),
+                static_cast<long long>(c.total()), c.lift());
+  }
+
+  std::printf(
+      "\nBursts (window %s; a burst when count >= max(min_count, expected + "
+      "3*sqrt(expected)))%s\n",
+      absl::FormatDuration(absl::GetFlag(FLAGS_window) == absl::ZeroDuration()
+                               ? absl::Minutes(10)
+                               : absl::GetFlag(FLAGS_window))
+          .c_str(),
+      Shown(resp.bursts_size(), resp.bursts_found()).c_str());
+  if (resp.bursts_size() == 0) {
+    std::printf("  none\n");
+  } else {
+    std::printf("  %-40s %-20s %-20s %6s %8s %9s\n", "SIGNATURE",
+                "WINDOW_START", "WINDOW_END", "COUNT", "EXPECTED", "THRESHOLD");
+  }
+  for (const auto& b : resp.bursts()) {
+    std::printf("  %-40s %-20s %-20s %6lld %8.2f %9.2f\n",
+                b.signature().c_str(), Time(b.window_start()).c_str(),
+                Time(b.window_end()).c_str(), static_cast<long long>(b.count()),
+                b.expected(), b.threshold());
+  }
+
+  std::printf(
+      "\nStrategy effectiveness (posterior mean and 90%% credible "
+      "interval)%s\n",
+      Shown(resp.effectiveness_size(), resp.effectiveness_found()).c_str());
+  if (resp.effectiveness_size() == 0) {
+    std::printf("  none\n");
+  } else {
+    std::printf("  %-40s %-24s %6s %9s %5s %15s %s\n", "SIGNATURE", "STRATEGY",
+                "TRIALS", "SUCCESSES", "MEAN", "90% INTERVAL", "SOURCE");
+  }
+  for (const auto& e : resp.effectiveness()) {
+    std::printf(
+        "  %-40s %-24s %6lld %9lld %5.2f %15s %s\n", e.signature().c_str(),
+        e.strategy().c_str(), static_cast<long long>(e.trials()),
+        static_cast<long long>(e.successes()), e.mean(),
+        absl::StrFormat("[%.2f, %.2f]", e.lower(), e.upper()).c_str(),
+        e.source() ==
+                reflexion::v1::PatternEffectiveness::SOURCE_STORED_POSTERIOR
+            ? "posterior"
+            : "episodes");
+  }
+
+  std::printf("\nAnomalies%s\n",
+              Shown(resp.anomalies_size(), resp.anomalies_found()).c_str());
+  if (resp.anomalies_size() == 0) std::printf("  none\n");
+  for (const auto& a : resp.anomalies()) {
+    std::printf("  %-15s %s  %s  %s  workflow %s\n    %s\n",
+                a.kind() == reflexion::v1::PatternAnomaly::KIND_SLOW_RESOLUTION
+                    ? "slow_resolution"
+                    : "strategy_drop",
+                Time(a.time()).c_str(), a.signature().c_str(),
+                a.strategy().empty() ? "-" : a.strategy().c_str(),
+                a.workflow_id().c_str(), a.detail().c_str());
+  }
+  return 0;
+}
+
 // Whether `name` is a catalog strategy (then `history NAME` lists its
 // versions; anything else is a workflow id).
 bool IsCatalogStrategy(const std::string& name) {
@@ -1410,6 +1565,10 @@ int main(int argc, char** argv) {
   joined.reserve(argc);
   for (int i = 0; i < argc; ++i) {
     std::string a = argv[i];
+    if (a == "--limit" || a == "-limit" || absl::StartsWith(a, "--limit=") ||
+        absl::StartsWith(a, "-limit=")) {
+      limit_given = true;
+    }
     if ((a == "-f" || a == "--f") && i + 1 < argc &&
         std::string(argv[i + 1]) == "-") {
       joined.push_back(a + "=-");
@@ -1458,6 +1617,7 @@ int main(int argc, char** argv) {
   if (command == "start") return Start(*stub);
   if (command == "breakers") return Breakers(*stub);
   if (command == "shadow") return Shadow(*stub);
+  if (command == "patterns") return Patterns(*stub);
   if (command == "clear-memory" && args.size() == 2) return ClearMemory(*stub);
   if (command == "rollback") {
     if (args.size() != 3) {

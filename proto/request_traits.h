@@ -72,5 +72,6 @@ REFLEXION_REQUEST_TRAITS(reflexion::v1::ClearBreakerRequest)
 REFLEXION_REQUEST_TRAITS(reflexion::v1::GetStrategyHistoryRequest)
 REFLEXION_REQUEST_TRAITS(reflexion::v1::RollbackStrategyRequest)
 REFLEXION_REQUEST_TRAITS(reflexion::v1::ClearMemoryRequest)
+REFLEXION_REQUEST_TRAITS(reflexion::v1::ListPatternsRequest)
 
 #undef REFLEXION_REQUEST_TRAITS

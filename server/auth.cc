@@ -88,7 +88,7 @@ Role RequiredRole(absl::string_view rpc_method) {
   for (absl::string_view viewer :
        {"GetWorkflow", "WatchWorkflow", "ListCheckpoints", "ListStrategies",
         "ListEpisodes", "GetMetrics", "ListBreakers", "ListAudit",
-        "DiagnoseIncident", "GetStrategyHistory"}) {
+        "DiagnoseIncident", "GetStrategyHistory", "ListPatterns"}) {
     if (m == viewer) return Role::kViewer;
   }
   for (absl::string_view op :

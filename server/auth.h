@@ -60,6 +60,7 @@ struct Principal {
 // Table (also in reflexion.proto and README):
 //   viewer:   GetWorkflow WatchWorkflow ListCheckpoints ListStrategies
 //             ListEpisodes GetMetrics ListBreakers ListAudit DiagnoseIncident
+//             GetStrategyHistory ListPatterns
 //   operator: Resolve ProcessIncident StartWorkflow ResumeWorkflow
 //             CancelWorkflow ForkWorkflow UndoAction ClearBreaker
 //             SimulateReflection

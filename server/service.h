@@ -87,7 +87,8 @@ using ServiceBase = RS::WithRawCallbackMethod_Resolve<RS::WithCallbackMethod_Pro
                                                     RS::WithCallbackMethod_GetStrategyHistory<
                                                     RS::WithCallbackMethod_RollbackStrategy<
                                                     RS::WithCallbackMethod_ClearMemory<
-                                                    RS::Service>>>>>>>>>>>>>>>>>>>>>;
+                                                    RS::WithCallbackMethod_ListPatterns<
+                                                    RS::Service>>>>>>>>>>>>>>>>>>>>>>;
 // clang-format on
 }  // namespace internal
 
@@ -231,6 +232,12 @@ class ReflexionServiceImpl final : public internal::ServiceBase {
       grpc::CallbackServerContext* context,
       const reflexion::v1::ClearMemoryRequest* request,
       reflexion::v1::ClearMemoryResponse* response) override;
+
+  // server/pattern_rpcs.cc
+  grpc::ServerUnaryReactor* ListPatterns(
+      grpc::CallbackServerContext* context,
+      const reflexion::v1::ListPatternsRequest* request,
+      reflexion::v1::ListPatternsResponse* response) override;
 
  private:
   // Audits an operator's operation on a workflow (cancel, fork) with the

@@ -6,6 +6,7 @@ list(APPEND CORE_SOURCES
   reflexion/facts.cc
   reflexion/heuristic_reflector.cc
   reflexion/metrics.cc
+  reflexion/patterns.cc
   reflexion/policy.cc
   reflexion/reflection_quality.cc
   reflexion/pod_object.cc

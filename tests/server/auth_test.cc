@@ -182,6 +182,7 @@ const std::map<std::string, Access>& ExpectedAccess() {
       {"GetStrategyHistory", {Role::kViewer, false}},
       {"RollbackStrategy", {Role::kOperator, false}},
       {"ClearMemory", {Role::kAdmin, false}},
+      {"ListPatterns", {Role::kViewer, false}},
   };
   return *table;
 }

@@ -86,6 +86,10 @@ if [[ $mode == cli ]]; then
   expect '"episodes"' "episodes json" "$ctl" --server "$addr" -o json episodes
   expect "ImagePullBackOff" "metrics" "$ctl" --server "$addr" metrics
   expect '"incidents": "2"' "metrics json" "$ctl" --server "$addr" -o json metrics
+  expect '^2 incidents and' "patterns" "$ctl" --server "$addr" patterns
+  expect '^  ImagePullBackOff/.*posterior$' "patterns effectiveness" \
+    "$ctl" --server "$addr" patterns --signature ImagePullBackOff --window 5m
+  expect '"effectiveness"' "patterns json" "$ctl" --server "$addr" -o json patterns
   expect 'analyze_error -.-> deep_analysis' "graph" "$ctl" graph
   "$ctl" --server "$addr" start --pod api-9 --namespace default \
     --error_type OOMKilled >"$work/id.txt" || fail "start"
