@@ -343,6 +343,9 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v,
   if (key == "reflexion.cost_escalation") {
     return ReadDouble(v, key, 1e-3, 1e6, w.selector.cost_escalation);
   }
+  if (key == "reflexion.min_retry_trials") {
+    return ReadInt(v, key, 0, 1000000, w.selector.min_retry_trials);
+  }
   if (key == "reflexion.posterior_half_life") {
     return ReadDuration(v, key, absl::Hours(100 * 8760),
                         w.selector.posterior_half_life);

@@ -716,6 +716,41 @@ TEST(SelectorTest, LearnedParametersAndARaiseRetryShapeTheAction) {
   EXPECT_TRUE(saw);
 }
 
+// After a failed attempt the signature's retry record caps the chance of
+// the next one: retries that kept failing hand the incident to a human;
+// the same candidates without that record are tried.
+TEST(SelectorTest, ASignatureWhoseRetriesKeepFailingEscalatesAfterAFailure) {
+  SelectorFixture f;
+  v1::Analysis a;
+  a.set_error_family("OOMKilled");
+  a.set_cause("memory_regression");
+  a.set_signature("OOMKilled/memory_regression");
+  const v1::Incident in = MakeIncident("w", "d", "OOMKilled");
+  absl::flat_hash_map<std::string, v1::StrategyStats> stats;
+  // increase_memory_limit's mean 0.5 is worth a try (0.5 * 3 > 0.6) ...
+  stats["increase_memory_limit"] = Stats("increase_memory_limit", 5, 5, 4);
+  SelectionOutcome tried = SelectStrategy(
+      a, in, {}, f.strategies, stats, {"rollback_deployment"}, 2, "k", 1, {});
+  ASSERT_TRUE(tried.chosen) << tried.escalation_reason;
+  // ... unless 0 of 4 retries on this signature fixed it: (1 + 0) / (2 + 4).
+  stats["rollback_deployment"] = Stats("rollback_deployment", 20, 3, 20);
+  stats["rollback_deployment"].set_retry_trials(1);
+  stats["increase_memory_limit"].set_retry_trials(3);
+  SelectionOutcome out = SelectStrategy(a, in, {}, f.strategies, stats,
+                                        {"rollback_deployment"}, 2, "k", 1, {});
+  EXPECT_FALSE(out.chosen);
+  EXPECT_THAT(out.escalation_reason,
+              HasSubstr("0 of 4 retries on this signature fixed it"));
+  // The first attempt is not concerned; nor is min_retry_trials 0.
+  EXPECT_TRUE(
+      SelectStrategy(a, in, {}, f.strategies, stats, {}, 1, "k", 1, {}).chosen);
+  SelectorOptions off;
+  off.min_retry_trials = 0;
+  EXPECT_TRUE(SelectStrategy(a, in, {}, f.strategies, stats,
+                             {"rollback_deployment"}, 2, "k", 1, off)
+                  .chosen);
+}
+
 TEST(CatalogTest, ActsHarderFollowsEachParametersDirection) {
   v1::StrategyParams lo, hi;
   lo.set_memory_factor(1.5);

@@ -1643,10 +1643,12 @@ reflexion:
   posterior_half_life: 720h
   critical_namespaces: [payments, ledger]
   critical_margin: 0.05
+  min_retry_trials: 7
 )",
                         c),
               IsOk());
   const core::SelectorOptions& o = c.workflow.selector;
+  EXPECT_EQ(o.min_retry_trials, 7);
   EXPECT_DOUBLE_EQ(o.cost_failed_attempt, 2);
   EXPECT_DOUBLE_EQ(o.cost_escalation, 5.5);
   EXPECT_EQ(o.posterior_half_life, absl::Hours(720));
@@ -1657,6 +1659,9 @@ reflexion:
   EXPECT_THAT(ApplyYaml("reflexion:\n  cost_escalation: 0\n", d),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("reflexion.cost_escalation")));
+  EXPECT_THAT(ApplyYaml("reflexion:\n  min_retry_trials: -1\n", d),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("reflexion.min_retry_trials")));
   EXPECT_THAT(ApplyYaml("reflexion:\n  critical_namespaces: payments\n", d),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("reflexion.critical_namespaces")));
