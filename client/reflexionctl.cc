@@ -1160,7 +1160,10 @@ int StrategyHistory(ReflexionService::Stub& stub, const std::string& name) {
             .c_str(),
         static_cast<long long>(v.stats().trials()),
         static_cast<long long>(v.stats().successes()), v.stats().mean(),
-        st.params().ShortDebugString().c_str(),
+        absl::StrFormat("memory_factor %g, probe_factor %g, requests_factor %g",
+                        st.params().memory_factor(), st.params().probe_factor(),
+                        st.params().requests_factor())
+            .c_str(),
         st.reason().empty() ? "-" : st.reason().c_str());
   }
   return 0;
