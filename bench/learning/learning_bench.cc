@@ -453,8 +453,9 @@ int main(int argc, char** argv) {
         {"first_decision_right.png", "first decision right per window", 3},
         {"wasted_attempts.png", "cumulative wasted attempts", 4},
         {"brier.png", "Brier score per window (lower is better)", 5}};
-    for (const Plot& p : plots) {
-      gp << "set terminal png size 900,500\nset output '" << p.file << "'\n"
+    auto emit = [&](const Plot& p, const std::string& terminal,
+                    const std::string& output) {
+      gp << "set terminal " << terminal << "\nset output '" << output << "'\n"
          << "set title '" << suite << ": " << p.title << " (" << n
          << " incidents, mean of " << seeds.size() << " seeds)'\n"
          << (p.column == 4 ? "set yrange [0:*]\n" : "set yrange [0:1]\n")
@@ -469,6 +470,14 @@ int main(int argc, char** argv) {
         first = false;
       }
       gp << "\n";
+    };
+    for (const Plot& p : plots) emit(p, "png size 900,500", p.file);
+    // Text renderings of the two main curves, for a terminal or a note.
+    for (const Plot& p : plots) {
+      if (p.column != 3 && p.column != 4) continue;
+      std::string txt = p.file;
+      txt.replace(txt.size() - 4, 4, ".txt");
+      emit(p, "dumb size 100,30", txt);
     }
   }
   if (!OnPath("gnuplot")) {
@@ -485,7 +494,8 @@ int main(int argc, char** argv) {
   }
   std::printf(
       "wrote %s/{first_attempt_success,first_decision_right,"
-      "wasted_attempts,brier}.png\n",
+      "wasted_attempts,brier}.png and {first_decision_right,wasted_attempts}"
+      ".txt\n",
       out_dir.c_str());
   return 0;
 }
