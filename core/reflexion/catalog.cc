@@ -413,6 +413,23 @@ constexpr FamilyCauseOverride kFamilyCause[] = {
     {"CreateContainerError", "container_runtime_error", "*", {1.0, 9.0}},
 };
 
+bool HasCausePrior(absl::string_view family, absl::string_view cause,
+                   absl::string_view strategy) {
+  for (const FamilyCauseOverride& o : kFamilyCause) {
+    if (family == o.family && cause == o.cause &&
+        (strategy == o.strategy || absl::string_view(o.strategy) == "*")) {
+      return true;
+    }
+  }
+  for (const CauseOverride& o : kCauseOverrides) {
+    if (cause == o.cause &&
+        (strategy == o.strategy || absl::string_view(o.strategy) == "*")) {
+      return true;
+    }
+  }
+  return false;
+}
+
 Prior PriorFor(absl::string_view family, absl::string_view cause,
                absl::string_view strategy) {
   for (const FamilyCauseOverride& o : kFamilyCause) {

@@ -91,6 +91,10 @@ struct Prior {
 };
 Prior PriorFor(absl::string_view family, absl::string_view cause,
                absl::string_view strategy);
+// Whether PriorFor's answer comes from what the cause says (an entry for
+// the family and cause, or for the cause), not only from the family table.
+bool HasCausePrior(absl::string_view family, absl::string_view cause,
+                   absl::string_view strategy);
 
 // One bounded strategy parameter (a StrategyParams field) and the one
 // action it shapes.

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <random>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/reflexion/catalog.h"
@@ -58,6 +59,43 @@ double LowerCredibleBound(double a, double b) {
   return std::clamp(mean - 1.645 * sd, 0.0, 1.0);
 }
 
+Prior HierarchicalPrior(const v1::Analysis& analysis,
+                        absl::string_view strategy,
+                        const RelatedRecords& related) {
+  Prior p = PriorFor(analysis.error_family(), analysis.cause(), strategy);
+  if (HasCausePrior(analysis.error_family(), analysis.cause(), strategy)) {
+    return p;
+  }
+  auto it = related.find(strategy);
+  if (it == related.end() || it->second.trials <= 0) return p;
+  const double n = static_cast<double>(it->second.trials);
+  const double rate =
+      (static_cast<double>(it->second.successes) + 0.5) / (n + 1.0);
+  const double k = std::min(n, kMaxBorrowedTrials);
+  p.alpha += k * rate;
+  p.beta += k * (1 - rate);
+  return p;
+}
+
+RelatedRecords RelatedRecordsOf(const v1::Analysis& analysis,
+                                const std::vector<v1::StrategyStats>& all) {
+  RelatedRecords out;
+  if (analysis.cause().empty() || analysis.cause() == "unclassified") {
+    return out;
+  }
+  const std::string suffix = absl::StrCat("/", analysis.cause());
+  for (const v1::StrategyStats& st : all) {
+    if (st.signature() == analysis.signature() ||
+        !absl::EndsWith(st.signature(), suffix)) {
+      continue;
+    }
+    RelatedRecord& r = out[st.strategy()];
+    r.trials += st.trials();
+    r.successes += st.successes();
+  }
+  return out;
+}
+
 uint64_t StableHash(absl::string_view text, uint64_t seed) {
   uint64_t h = 1469598103934665603ULL ^ (seed * 0x9E3779B97F4A7C15ULL);
   for (unsigned char c : text) {
@@ -82,7 +120,8 @@ SelectionOutcome SelectStrategy(
     absl::string_view idempotency_key, uint64_t rng_seed,
     const SelectorOptions& options,
     const absl::flat_hash_map<std::string, std::string>& excluded,
-    const absl::flat_hash_map<std::string, RetryWith>& retry) {
+    const absl::flat_hash_map<std::string, RetryWith>& retry,
+    const RelatedRecords& family) {
   std::mt19937_64 rng(rng_seed);
   SelectionOutcome out;
   v1::StrategySelection& sel = out.selection;
@@ -106,7 +145,7 @@ SelectionOutcome SelectStrategy(
     auto sit = strategies.find(name);
     if (sit == strategies.end()) continue;
     const v1::Strategy& strategy = sit->second;
-    Prior prior = PriorFor(analysis.error_family(), analysis.cause(), name);
+    Prior prior = HierarchicalPrior(analysis, name, family);
     double a = prior.alpha, b = prior.beta;
     int64_t trials = 0;
     const v1::StrategyParams* tuned = nullptr;

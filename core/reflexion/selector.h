@@ -7,6 +7,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "core/reflexion/catalog.h"
 #include "reflexion/v1/types.pb.h"
 
 namespace reflexion::core {
@@ -85,6 +86,37 @@ struct SelectionOutcome {
   reflexion::v1::Action recommended_action;  // may be unset
 };
 
+// What one strategy did on the related signatures (summed StrategyStats),
+// for the hierarchical prior.
+struct RelatedRecord {
+  int64_t trials = 0;
+  int64_t successes = 0;
+};
+// By strategy name.
+using RelatedRecords = absl::flat_hash_map<std::string, RelatedRecord>;
+
+// At most this many pseudo-trials are borrowed from related signatures.
+inline constexpr double kMaxBorrowedTrials = 4;
+
+// The prior of (analysis' signature, strategy): the catalog's (PriorFor);
+// where the catalog knows nothing of the cause for this strategy (only its
+// family table speaks, HasCausePrior is false), it borrows strength from
+// the same strategy on the related signatures (empirical Bayes):
+// min(trials, kMaxBorrowedTrials) pseudo-trials at their success rate
+// (successes + 0.5) / (trials + 1) are added to the catalog's.
+Prior HierarchicalPrior(const reflexion::v1::Analysis& analysis,
+                        absl::string_view strategy,
+                        const RelatedRecords& related);
+
+// Sums the StrategyStats of the signatures related to `analysis`' one: the
+// same cause reported under another family (an init container's
+// OOMKilled/... and a container's, a segfault in a crash loop and one seen
+// as Error). Signatures of one family with other causes are not related (a
+// probe fix says nothing about a segfault), nor is an unclassified cause.
+RelatedRecords RelatedRecordsOf(
+    const reflexion::v1::Analysis& analysis,
+    const std::vector<reflexion::v1::StrategyStats>& all_stats);
+
 // Parameters proposed for a strategy already tried in this workflow (the
 // reflection on its attempt said the lever is right and the raise too
 // small): the strategy may be tried once more with them.
@@ -99,15 +131,14 @@ uint64_t StableHash(absl::string_view text, uint64_t seed = 0);
 // Thompson sampling over Beta posteriors of success per (signature,
 // strategy). `strategies` holds the latest version of every strategy by
 // name; `stats` the stored posteriors of the analysis' signature by
-// strategy name (absent ones start from the catalog prior); a posterior's
-// tuned_params replace its version's parameters in the action while that
-// version is current (tuned_version). Strategies
-// in `tried` are not chosen again unless `retry` names them (then with the
-// retry's parameters), nor those in `excluded` (name -> why, e.g. the agent
-// does not execute its action). Tier C is chosen only with
-// options.ask_tier_c, and then needs approval; otherwise the best tier-C
-// candidate is only recommended when the incident is escalated. The
-// incident is escalated when nothing is eligible, when the best mean is
+// strategy name (absent ones start from HierarchicalPrior with `family`); a
+// posterior's tuned_params replace its version's parameters in the action while
+// that version is current (tuned_version). Strategies in `tried` are not chosen
+// again unless `retry` names them (then with the retry's parameters), nor those
+// in `excluded` (name -> why, e.g. the agent does not execute its action). Tier
+// C is chosen only with options.ask_tier_c, and then needs approval; otherwise
+// the best tier-C candidate is only recommended when the incident is escalated.
+// The incident is escalated when nothing is eligible, when the best mean is
 // below min_candidate_confidence, or when escalating costs less than one
 // more attempt (see cost_escalation). The draw is seeded by `rng_seed`, so a
 // given state always selects the same way. Pure; thread-compatible.
@@ -121,6 +152,7 @@ SelectionOutcome SelectStrategy(
     absl::string_view idempotency_key, uint64_t rng_seed,
     const SelectorOptions& options,
     const absl::flat_hash_map<std::string, std::string>& excluded = {},
-    const absl::flat_hash_map<std::string, RetryWith>& retry = {});
+    const absl::flat_hash_map<std::string, RetryWith>& retry = {},
+    const RelatedRecords& family = {});
 
 }  // namespace reflexion::core

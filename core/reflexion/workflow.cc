@@ -570,6 +570,13 @@ absl::Status ReflexionWorkflow::Resume(
   return absl::OkStatus();
 }
 
+absl::StatusOr<RelatedRecords> ReflexionWorkflow::RelatedOf(
+    const v1::Analysis& analysis) const {
+  REFLEXION_ASSIGN_OR_RETURN(std::vector<v1::StrategyStats> all,
+                             store_->GetStats(""));
+  return RelatedRecordsOf(analysis, all);
+}
+
 absl::StatusOr<v1::DiagnoseIncidentResponse> ReflexionWorkflow::Diagnose(
     const v1::Incident& incident, const v1::Diagnosis& known) const {
   State s;
@@ -588,9 +595,10 @@ absl::StatusOr<v1::DiagnoseIncidentResponse> ReflexionWorkflow::Diagnose(
   for (auto& st : strategies) by_name[st.name()] = std::move(st);
   absl::flat_hash_map<std::string, v1::StrategyStats> stats_by_name;
   for (auto& st : stats) stats_by_name[st.strategy()] = std::move(st);
+  REFLEXION_ASSIGN_OR_RETURN(RelatedRecords family, RelatedOf(s.analysis()));
   SelectionOutcome out = SelectStrategy(
       s.analysis(), s.incident(), s.diagnosis(), by_name, stats_by_name, {}, 1,
-      "diagnose", /*rng_seed=*/0, config_.selector);
+      "diagnose", /*rng_seed=*/0, config_.selector, {}, {}, family);
 
   v1::DiagnoseIncidentResponse r;
   *r.mutable_incident() = incident;
@@ -734,6 +742,11 @@ void ReflexionWorkflow::SelectStrategyNode(State& s,
   for (auto& st : *strategies) by_name[st.name()] = std::move(st);
   absl::flat_hash_map<std::string, v1::StrategyStats> stats_by_name;
   for (auto& st : *stats) stats_by_name[st.strategy()] = std::move(st);
+  absl::StatusOr<RelatedRecords> family = RelatedOf(s.analysis());
+  if (!family.ok()) {
+    std::move(done)(family.status());
+    return;
+  }
   // The reflection on the previous attempt may propose a larger raise of
   // the strategy it tried ("the lever is right, the raise too small"): that
   // strategy may then run once more in this workflow with the proposal.
@@ -789,8 +802,7 @@ void ReflexionWorkflow::SelectStrategyNode(State& s,
     sel.set_attempt(attempt);
     sel.set_selection_reason("human_approved");
     // approved_by stays: who approved it (set with approved_strategy).
-    Prior prior =
-        PriorFor(s.analysis().error_family(), s.analysis().cause(), name);
+    Prior prior = HierarchicalPrior(s.analysis(), name, *family);
     double a = prior.alpha, b = prior.beta;
     if (auto st = stats_by_name.find(name); st != stats_by_name.end()) {
       a = st->second.alpha();
@@ -840,7 +852,7 @@ void ReflexionWorkflow::SelectStrategyNode(State& s,
   SelectionOutcome out = SelectStrategy(
       s.analysis(), s.incident(), s.diagnosis(), by_name, stats_by_name, tried,
       attempt, key, StableHash(absl::StrCat(attempt), s.rng_seed()), options,
-      excluded, retry);
+      excluded, retry, *family);
   if (!out.chosen) {
     s.set_no_candidate_reason(out.escalation_reason);
     v1::Escalation& esc = *s.mutable_escalation();
@@ -1615,8 +1627,13 @@ void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
     e.set_meta_reflection(true);
     e.set_meta_recommended_strategy(s.reflection().recommended_strategy());
   }
-  Prior prior =
-      PriorFor(s.analysis().error_family(), s.analysis().cause(), name);
+  // The prior the posterior starts from, as select_strategy saw it.
+  absl::StatusOr<RelatedRecords> family = RelatedOf(s.analysis());
+  if (!family.ok()) {
+    std::move(done)(family.status());
+    return;
+  }
+  Prior prior = HierarchicalPrior(s.analysis(), name, *family);
   commit.prior_alpha = prior.alpha;
   commit.prior_beta = prior.beta;
   // A proposed change to the strategy just tried becomes a new version when

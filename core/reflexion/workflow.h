@@ -323,6 +323,9 @@ class ReflexionWorkflow {
 
   // Fills lessons and the recovery-time baseline of the signature.
   absl::Status LoadMemory(State& s) const;
+  // What each strategy did on the signatures related to the analysis' one
+  // (RelatedRecordsOf, for HierarchicalPrior).
+  absl::StatusOr<RelatedRecords> RelatedOf(const v1::Analysis& analysis) const;
   ReflectionRequest MakeReflectionRequest(const State& s, bool meta) const;
   graph::RunOptions Options(
       std::string workflow_id,

@@ -751,6 +751,69 @@ TEST(SelectorTest, ASignatureWhoseRetriesKeepFailingEscalatesAfterAFailure) {
                   .chosen);
 }
 
+// A signature the catalog knows nothing about (for a strategy) borrows
+// strength from the same cause under other families; other causes of its
+// family say nothing; what the cause says is kept as it is.
+TEST(SelectorTest,
+     ARareSignatureBorrowsFromTheSameCauseWhereTheCatalogIsSilent) {
+  v1::Analysis a;
+  a.set_error_family("CrashLoopBackOff");
+  a.set_cause("segfault");
+  a.set_signature("CrashLoopBackOff/segfault");
+  std::vector<v1::StrategyStats> all;
+  auto add = [&](std::string sig, std::string strategy, int trials,
+                 int successes) {
+    v1::StrategyStats st = Stats(std::move(strategy), 1, 1, trials);
+    st.set_signature(std::move(sig));
+    st.set_successes(successes);
+    all.push_back(st);
+  };
+  add("Error/segfault", "rollback_deployment", 9, 9);
+  add("InitContainerError/segfault", "rollback_deployment", 1, 0);
+  add("CrashLoopBackOff/segfault", "rollback_deployment", 50, 0);  // own
+  add("CrashLoopBackOff/probe_failure", "relax_probes", 40, 40);
+  const RelatedRecords related = RelatedRecordsOf(a, all);
+  ASSERT_EQ(related.size(), 1u);
+  EXPECT_EQ(related.at("rollback_deployment").trials, 10);
+  EXPECT_EQ(related.at("rollback_deployment").successes, 9);
+  // Catalog: CrashLoopBackOff rollback_deployment Beta(2, 2); 4 borrowed
+  // trials at (9 + 0.5) / 11.
+  const Prior p = HierarchicalPrior(a, "rollback_deployment", related);
+  EXPECT_NEAR(p.alpha, 2 + 4 * 9.5 / 11, 1e-12);
+  EXPECT_NEAR(p.beta, 2 + 4 * 1.5 / 11, 1e-12);
+  // A probe fix on another cause lends nothing.
+  const Prior probes = HierarchicalPrior(a, "relax_probes", related);
+  EXPECT_DOUBLE_EQ(
+      probes.alpha,
+      PriorFor("CrashLoopBackOff", "segfault", "relax_probes").alpha);
+  // Nor is anything borrowed for an unclassified cause, or where the
+  // cause speaks.
+  v1::Analysis unknown = a;
+  unknown.set_cause("unclassified");
+  unknown.set_signature("CrashLoopBackOff/unclassified");
+  EXPECT_TRUE(RelatedRecordsOf(unknown, all).empty());
+  v1::Analysis bad = a;
+  bad.set_cause("bad_release");
+  bad.set_signature("CrashLoopBackOff/bad_release");
+  add("Error/bad_release", "rollback_deployment", 10, 0);
+  const Prior known =
+      HierarchicalPrior(bad, "rollback_deployment", RelatedRecordsOf(bad, all));
+  EXPECT_DOUBLE_EQ(known.alpha, 12.0);
+  EXPECT_DOUBLE_EQ(known.beta, 3.0);
+  // The selection reports the borrowed prior's mean.
+  SelectorFixture f;
+  SelectionOutcome out =
+      SelectStrategy(a, MakeIncident("w", "d", "CrashLoopBackOff"), {},
+                     f.strategies, {}, {}, 1, "k", 1, {}, {}, {}, related);
+  bool saw = false;
+  for (const auto& c : out.selection.candidates()) {
+    if (c.strategy() != "rollback_deployment") continue;
+    saw = true;
+    EXPECT_NEAR(c.mean(), p.alpha / (p.alpha + p.beta), 1e-12);
+  }
+  EXPECT_TRUE(saw);
+}
+
 TEST(CatalogTest, ActsHarderFollowsEachParametersDirection) {
   v1::StrategyParams lo, hi;
   lo.set_memory_factor(1.5);
