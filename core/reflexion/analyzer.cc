@@ -200,12 +200,19 @@ std::string ImagePullCause(absl::string_view text) {
                          "authorization failed"})) {
     return "registry_auth";
   }
-  if (ContainsAny(text, {"no such host", "dial tcp", "i/o timeout",
-                         "connection refused", "tls handshake timeout",
-                         "network is unreachable", "no route to host",
-                         "connection reset"})) {
+  // The registry's name does not resolve: most often the reference is
+  // wrong (a mistyped host in a new revision), else the node's resolver.
+  if (ContainsAny(text, {"no such host", "server misbehaving"})) {
     return "registry_unreachable";
   }
+  // The name resolved but the connection failed: the network path or the
+  // registry itself, which a fresh pull (a new pod) often gets past.
+  if (ContainsAny(text, {"i/o timeout", "connection refused",
+                         "tls handshake timeout", "network is unreachable",
+                         "no route to host", "connection reset"})) {
+    return "registry_network_error";
+  }
+  if (ContainsAny(text, {"dial tcp"})) return "registry_unreachable";
   if (ContainsAny(text, {"manifest unknown", "not found",
                          "repository does not exist"})) {
     return "image_not_found";

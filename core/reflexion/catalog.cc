@@ -245,6 +245,13 @@ constexpr CauseOverride kCauseOverrides[] = {
     // afresh (tier A), the SRE's next move.
     {"registry_unreachable", "delete_pod", {4.0, 4.0}},
     {"registry_unreachable", "*", {1.0, 12.0}},
+    // The name resolved, the connection did not (a timeout, a reset, a
+    // refused port): the registry or the path to it; a new pod pulls
+    // afresh, perhaps from another node. A rollback helps only if the
+    // reference changed too: weak.
+    {"registry_network_error", "delete_pod", {8.0, 4.0}},
+    {"registry_network_error", "rollback_deployment", {1.0, 6.0}},
+    {"registry_network_error", "*", {1.0, 12.0}},
     {"volume_mount_failed", "*", {1.0, 12.0}},
     {"sandbox_creation_failed", "*", {1.0, 12.0}},
     // Evicted for filling its own ephemeral storage (an emptyDir, logs):

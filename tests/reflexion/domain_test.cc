@@ -401,6 +401,11 @@ TEST(AnalyzerTest, ImagePullCausesAreDistinguished) {
   EXPECT_EQ(cause("pull access denied, unauthorized: authentication required"),
             "ImagePullBackOff/registry_auth");
   EXPECT_EQ(cause("dial tcp 10.0.0.12:443: i/o timeout"),
+            "ImagePullBackOff/registry_network_error");
+  EXPECT_EQ(cause("net/http: TLS handshake timeout"),
+            "ImagePullBackOff/registry_network_error");
+  EXPECT_EQ(cause("dial tcp: lookup reg.exmaple.com on 10.96.0.10:53: no "
+                  "such host"),
             "ImagePullBackOff/registry_unreachable");
   EXPECT_EQ(cause("something else"), "ImagePullBackOff/unclassified");
 }

@@ -334,11 +334,37 @@ TEST_F(WorkflowTest, FirstAttemptSuccessRisesWithExperience) {
     for (size_t i = from; i < to; ++i) n += first_try[i];
     return n / (to - from);
   };
-  double early = rate(0, 60),
-         late = rate(first_try.size() - 60, first_try.size());
-  // The cause-aware priors already start near 0.8 (the raise learned per
-  // signature lifts the early OOMs too); what is learned adds the rest.
-  EXPECT_GT(late, early + 0.05) << "early " << early << " late " << late;
+  const double late = rate(first_try.size() - 60, first_try.size());
+  // The same last 60 incidents, each on a fresh memory and a fresh cluster
+  // (the same seeds): what the catalog's priors alone achieve. Measured
+  // 2026-12-01: 0.78 fresh, 0.88 with the 190 incidents before (and 0.85
+  // over the first 60: the priors start high, so the comparison is with
+  // the same incidents, not with the early ones).
+  double fresh = 0;
+  for (int i = 190; i < 250; ++i) {
+    auto cluster = sim::SimulatedCluster::WithDefaultScenarios(7);
+    ASSERT_THAT(cluster, IsOk());
+    InMemoryKnowledgeStore store;
+    WorkflowConfig config;
+    config.seed = 11;
+    ReflexionWorkflow wf(config, &store, cluster->get(), &reflector_, &clock_);
+    ASSERT_THAT(wf.Init(), IsOk());
+    v1::Incident in;
+    in.set_pod_name(absl::StrCat("svc-", i % 40));
+    in.set_namespace_(absl::StrCat("team-", i % 3));
+    in.set_error_type(types[i % 5]);
+    absl::Notification done;
+    v1::IncidentResult r;
+    wf.Start(absl::StrCat("fresh-", i), in, i + 1, &pool_, nullptr,
+             [&](WorkflowRunResult run) {
+               r = MakeIncidentResult(run, clock_.Now());
+               done.Notify();
+             });
+    done.WaitForNotification();
+    fresh += r.success() && r.attempts() == 1;
+  }
+  fresh /= 60;
+  EXPECT_GT(late, fresh + 0.05) << "late " << late << " fresh " << fresh;
   EXPECT_TRUE(saw_meta) << "no low-quality reflection was ever re-examined";
 }
 
