@@ -42,8 +42,10 @@ struct SelectorOptions {
   // the cost. The posteriors are the signature's history, so a cause that
   // nothing automated fixes stops being tried once its means fall.
   // reflexion.cost_failed_attempt / reflexion.cost_escalation, both > 0.
+  // With the defaults a tier-A attempt is worth it from p > 1/3 (tier B
+  // 0.37): bench/learning measured 2 against 3 (README there).
   double cost_failed_attempt = 1.0;
-  double cost_escalation = 3.0;
+  double cost_escalation = 2.0;
   // Discounting for drift (reflexion.posterior_half_life; zero = off): the
   // evidence in a stored posterior counts half after this long without an
   // update, i.e. alpha = prior + (alpha - prior) * 0.5^(age / half_life).

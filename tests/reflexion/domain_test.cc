@@ -623,6 +623,7 @@ TEST(SelectorTest, AskBelowThresholdNeedsApprovalAndExcludedAreSkipped) {
   SelectorOptions opts;
   opts.ask_below_threshold = true;
   opts.confidence_threshold = 0.999;
+  opts.cost_escalation = 3;  // the runner-up (27%) is still worth asking
   absl::flat_hash_map<std::string, std::string> excluded = {
       {"increase_memory_limit", "denied by a human for this incident"}};
   SelectionOutcome out =
@@ -699,8 +700,12 @@ TEST(SelectorTest, LearnedParametersAndARaiseRetryShapeTheAction) {
   stats["increase_memory_limit"].clear_tuned_params();
   SelectionOutcome no_retry = SelectStrategy(
       a, in, {}, f.strategies, stats, {"increase_memory_limit"}, 2, "k", 1, {});
-  ASSERT_TRUE(no_retry.chosen);
   EXPECT_NE(no_retry.selection.strategy().name(), "increase_memory_limit");
+  for (const auto& c : no_retry.selection.candidates()) {
+    if (c.strategy() == "increase_memory_limit") {
+      EXPECT_EQ(c.excluded_reason(), "already tried in this workflow");
+    }
+  }
   absl::flat_hash_map<std::string, RetryWith> retry;
   v1::StrategyParams raised;
   raised.set_memory_factor(9.0);  // clamped to the catalog's 3.0

@@ -96,6 +96,9 @@ TEST_F(AgentTest, ApprovalRequestsAreApprovedOrDeniedOnTheSession) {
     // Every choice is below this threshold: each needs approval.
     c.workflow.selector.confidence_threshold = 0.999;
     c.workflow.selector.ask_below_threshold = true;
+    // A human costs enough that the denied choice's runner-up (27%) is
+    // still worth offering.
+    c.workflow.selector.cost_escalation = 3;
   });
   TestAgent agent(stub_.get(), "prod-eu", "agent-a");
   agent.SendIncident(OomIncident("web-approve", "approve"));
@@ -160,6 +163,8 @@ TEST_F(AgentTest, AnAgentThatNeverAnswersTimesOutAndTheWorkflowEscalates) {
     c.workflow.action_timeout = absl::Milliseconds(200);
     c.workflow.max_attempts = 2;
     c.workflow.escalation_waits = false;
+    // The second attempt's candidate (27%) is worth sending at this cost.
+    c.workflow.selector.cost_escalation = 3;
   });
   TestAgent agent(stub_.get(), "prod-eu", "agent-silent");
   agent.SendIncident(OomIncident("web-silent", "silent"));
