@@ -149,8 +149,8 @@ TEST(LearningBenchTest, BadArgumentsAreInvalidArgument) {
 
 // On a fixed seed and a small run the service wastes under half the fix
 // attempts of greedy highest-confidence. Measured 2026-12-01 (200
-// incidents): seed 1 ours 32 vs greedy 79 wasted attempts (seed 2: 40 vs
-// 96, seed 3: 24 vs 76). The target over 400 incidents (at most a
+// incidents): seed 1 ours 25 vs greedy 78 wasted attempts (seed 2: 27 vs
+// 93, seed 3: 19 vs 75). The target over 400 incidents (at most a
 // third of greedy's) is reported by bench/learning.
 TEST(LearningBenchTest, OursWastesUnderHalfTheAttemptsOfGreedy) {
   const std::vector<BenchIncident> in = Incidents(1, 200);
