@@ -571,7 +571,18 @@ absl::Status ReflexionWorkflow::Resume(
 }
 
 absl::StatusOr<RelatedRecords> ReflexionWorkflow::RelatedOf(
-    const v1::Analysis& analysis) const {
+    const v1::Analysis& analysis,
+    const absl::flat_hash_map<std::string, v1::StrategyStats>& known,
+    absl::string_view only) const {
+  // Only a strategy without a posterior here whose prior the cause does
+  // not set borrows: without one, no scan of every posterior.
+  bool borrows = false;
+  for (const std::string& name : StrategiesFor(analysis.error_family())) {
+    if (!only.empty() && name != only) continue;
+    borrows |= !known.contains(name) &&
+               !HasCausePrior(analysis.error_family(), analysis.cause(), name);
+  }
+  if (!borrows) return RelatedRecords();
   REFLEXION_ASSIGN_OR_RETURN(std::vector<v1::StrategyStats> all,
                              store_->GetStats(""));
   return RelatedRecordsOf(analysis, all);
@@ -595,7 +606,8 @@ absl::StatusOr<v1::DiagnoseIncidentResponse> ReflexionWorkflow::Diagnose(
   for (auto& st : strategies) by_name[st.name()] = std::move(st);
   absl::flat_hash_map<std::string, v1::StrategyStats> stats_by_name;
   for (auto& st : stats) stats_by_name[st.strategy()] = std::move(st);
-  REFLEXION_ASSIGN_OR_RETURN(RelatedRecords family, RelatedOf(s.analysis()));
+  REFLEXION_ASSIGN_OR_RETURN(RelatedRecords family,
+                             RelatedOf(s.analysis(), stats_by_name));
   SelectionOutcome out = SelectStrategy(
       s.analysis(), s.incident(), s.diagnosis(), by_name, stats_by_name, {}, 1,
       "diagnose", /*rng_seed=*/0, config_.selector, {}, {}, family);
@@ -742,7 +754,8 @@ void ReflexionWorkflow::SelectStrategyNode(State& s,
   for (auto& st : *strategies) by_name[st.name()] = std::move(st);
   absl::flat_hash_map<std::string, v1::StrategyStats> stats_by_name;
   for (auto& st : *stats) stats_by_name[st.strategy()] = std::move(st);
-  absl::StatusOr<RelatedRecords> family = RelatedOf(s.analysis());
+  absl::StatusOr<RelatedRecords> family =
+      RelatedOf(s.analysis(), stats_by_name);
   if (!family.ok()) {
     std::move(done)(family.status());
     return;
@@ -1627,15 +1640,6 @@ void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
     e.set_meta_reflection(true);
     e.set_meta_recommended_strategy(s.reflection().recommended_strategy());
   }
-  // The prior the posterior starts from, as select_strategy saw it.
-  absl::StatusOr<RelatedRecords> family = RelatedOf(s.analysis());
-  if (!family.ok()) {
-    std::move(done)(family.status());
-    return;
-  }
-  Prior prior = HierarchicalPrior(s.analysis(), name, *family);
-  commit.prior_alpha = prior.alpha;
-  commit.prior_beta = prior.beta;
   // A proposed change to the strategy just tried becomes a new version when
   // its clamped parameters differ from the current ones and the evidence
   // says the current version underperforms on this signature (enough trials,
@@ -1653,6 +1657,18 @@ void ReflexionWorkflow::Learn(State& s, graph::NodeDone done) const {
       evidence = st.trials() + 1 >= config_.min_trials_for_change &&
                  a / (a + b) < config_.max_mean_for_change;
     }
+  }
+  // The prior a new posterior starts from, as select_strategy saw it (the
+  // store uses it only when the posterior does not exist yet).
+  if (!current_record.has_value()) {
+    absl::StatusOr<RelatedRecords> related = RelatedOf(s.analysis(), {}, name);
+    if (!related.ok()) {
+      std::move(done)(related.status());
+      return;
+    }
+    Prior prior = HierarchicalPrior(s.analysis(), name, *related);
+    commit.prior_alpha = prior.alpha;
+    commit.prior_beta = prior.beta;
   }
   for (const v1::StrategyChange& change : s.reflection().proposed_changes()) {
     if (!evidence || s.observation().success()) break;

@@ -325,7 +325,12 @@ class ReflexionWorkflow {
   absl::Status LoadMemory(State& s) const;
   // What each strategy did on the signatures related to the analysis' one
   // (RelatedRecordsOf, for HierarchicalPrior).
-  absl::StatusOr<RelatedRecords> RelatedOf(const v1::Analysis& analysis) const;
+  // Empty without a scan when no strategy of the family (or only `only`)
+  // lacks a posterior in `known` and a prior from its cause.
+  absl::StatusOr<RelatedRecords> RelatedOf(
+      const v1::Analysis& analysis,
+      const absl::flat_hash_map<std::string, v1::StrategyStats>& known,
+      absl::string_view only = "") const;
   ReflectionRequest MakeReflectionRequest(const State& s, bool meta) const;
   graph::RunOptions Options(
       std::string workflow_id,
